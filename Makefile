@@ -1,0 +1,13 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+.PHONY: setup demo test check
+
+setup:
+	bash scripts/setup
+
+demo: setup
+	.venv/bin/python -m lvsd.lab demo
+
+test: setup
+	bash scripts/check
+
+check: test

@@ -1,0 +1,5 @@
+import sys
+
+from lvsd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Health probes, one module per kind, and the scheduler that runs them."""

@@ -1,0 +1,61 @@
+"""What every probe kind shares: the target, the result, the protocol, the registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from lvsd.config.model import CheckSpec
+from lvsd.model import IPAddress, format_hostport
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """What a probe is aimed at: the real server (and the VIP, for exec placeholders)."""
+
+    address: IPAddress
+    port: int
+    vip: IPAddress | None = None
+    vport: int = 0
+    weight: int = 1  # configured weight, the bound for dynamic weights
+
+    def __str__(self) -> str:
+        return format_hostport(self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeResult:
+    """A probe's answer. ``detail`` says precisely why it failed (or what it saw):
+    ``"connect 10.0.0.2:80: refused"``, ``"GET /health: status 503, want 200-299"``.
+
+    ``weight`` is a dynamic weight reported by exec/agent probes (None: no opinion).
+    ``drain`` means the server asked to get no new connections (agent ``drain``).
+    ``reason`` is a short fixed word for metrics labels (never free text):
+    ``ok``, ``refused``, ``timeout``, ``reset``, ``status``, ``body``, ``tls``,
+    ``protocol``, ``exit``, ``error``.
+    """
+
+    ok: bool
+    detail: str
+    duration: float
+    reason: str = "ok"
+    weight: int | None = None
+    drain: bool = False
+
+    def __str__(self) -> str:
+        state = "ok" if self.ok else "fail"
+        return f"{state} ({self.detail}, {self.duration * 1000:.0f} ms)"
+
+
+class Probe(Protocol):
+    """One check of one target. Built once per (spec, target); ``probe`` is called on
+    every interval. Expected network errors are returned as failed results; only
+    bugs raise. The probe enforces ``spec.timeout`` itself."""
+
+    async def probe(self) -> ProbeResult: ...
+
+    async def close(self) -> None: ...
+
+
+class ProbeFactory(Protocol):
+    def __call__(self, spec: CheckSpec, target: Target) -> Probe: ...

@@ -1,0 +1,1 @@
+"""The kernel IPVS table behind one narrow interface (see ``base.Backend``)."""

@@ -1,0 +1,265 @@
+"""The kernel's IPVS table as plain values: services, destinations, operations.
+
+These types hold exactly the fields the kernel holds, so two tables compare equal
+when ``ipvsadm -Ln`` would print the same thing. They render themselves for logs
+(``tcp 192.168.3.108:80 wrr``, ``10.0.0.2:80 w=3 nat``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from lvsd.errors import IpvsError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: The largest weight ipvsadm accepts (the kernel takes any non-negative int, but
+#: every tool in the field caps at 65535, and so do we).
+MAX_WEIGHT = 65535
+
+
+class Family(StrEnum):
+    INET = "inet"
+    INET6 = "inet6"
+
+
+class Protocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+    SCTP = "sctp"
+
+
+class Forward(StrEnum):
+    """Forwarding method of a destination (ipvsadm -m / -g / -i)."""
+
+    NAT = "nat"
+    DR = "dr"
+    TUN = "tun"
+
+
+class TunnelType(StrEnum):
+    IPIP = "ipip"
+    GUE = "gue"
+    GRE = "gre"
+
+
+class Scheduler(StrEnum):
+    RR = "rr"
+    WRR = "wrr"
+    LC = "lc"
+    WLC = "wlc"
+    LBLC = "lblc"
+    LBLCR = "lblcr"
+    DH = "dh"
+    SH = "sh"
+    SED = "sed"
+    NQ = "nq"
+    FO = "fo"
+    OVF = "ovf"
+    MH = "mh"
+    TWOS = "twos"
+
+
+class SchedFlag(StrEnum):
+    """Scheduler flags. The kernel stores them as generic bits (SCHED1, SCHED2);
+    only sh and mh give them a meaning: ``fallback`` and ``port``."""
+
+    FALLBACK = "fallback"
+    PORT = "port"
+
+
+#: Schedulers that understand the flags above.
+FLAGGED_SCHEDULERS = frozenset({Scheduler.SH, Scheduler.MH})
+
+
+def format_hostport(address: IPAddress, port: int) -> str:
+    if address.version == 6:
+        return f"[{address}]:{port}"
+    return f"{address}:{port}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServiceKey:
+    """What identifies a virtual service in the kernel.
+
+    Either ``protocol`` + ``address`` + ``port`` (``fwmark == 0``), or ``fwmark`` with
+    ``protocol``/``address`` None and ``port`` 0.
+    """
+
+    family: Family
+    protocol: Protocol | None = None
+    address: str | None = None  # compressed text form, so keys sort and hash simply
+    port: int = 0
+    fwmark: int = 0
+
+    @classmethod
+    def inet(cls, protocol: Protocol, address: str | IPAddress, port: int) -> ServiceKey:
+        addr = ipaddress.ip_address(address)
+        family = Family.INET6 if addr.version == 6 else Family.INET
+        return cls(family=family, protocol=protocol, address=str(addr), port=port)
+
+    @classmethod
+    def mark(cls, fwmark: int, family: Family = Family.INET) -> ServiceKey:
+        return cls(family=family, fwmark=fwmark)
+
+    @property
+    def ip(self) -> IPAddress | None:
+        return ipaddress.ip_address(self.address) if self.address is not None else None
+
+    def __str__(self) -> str:
+        if self.fwmark:
+            suffix = " inet6" if self.family is Family.INET6 else ""
+            return f"fwm {self.fwmark}{suffix}"
+        ip = self.ip
+        assert ip is not None and self.protocol is not None
+        return f"{self.protocol} {format_hostport(ip, self.port)}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DestKey:
+    """What identifies a destination within its service."""
+
+    address: str  # compressed text form
+    port: int
+
+    @classmethod
+    def of(cls, address: str | IPAddress, port: int) -> DestKey:
+        return cls(address=str(ipaddress.ip_address(address)), port=port)
+
+    @property
+    def ip(self) -> IPAddress:
+        return ipaddress.ip_address(self.address)
+
+    def __str__(self) -> str:
+        return format_hostport(self.ip, self.port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    """A virtual service as the kernel holds it (destinations aside)."""
+
+    key: ServiceKey
+    scheduler: str = Scheduler.WRR
+    flags: frozenset[SchedFlag] = frozenset()
+    one_packet: bool = False
+    timeout: int = 0  # persistence, seconds; 0 = not persistent
+    netmask: int = 0  # persistence granularity as a prefix length; 0 = host (32 / 128)
+
+    def __str__(self) -> str:
+        text = f"{self.key} {self.scheduler}"
+        if self.flags:
+            text += " " + ",".join(f"{self.scheduler}-{f}" for f in sorted(self.flags))
+        if self.timeout:
+            text += f" persistent {self.timeout}"
+        if self.one_packet:
+            text += " ops"
+        return text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Destination:
+    """A real server as the kernel holds it."""
+
+    address: str  # compressed text form
+    port: int
+    weight: int = 1
+    forward: Forward = Forward.NAT
+    tunnel: TunnelType | None = None  # only with Forward.TUN; None means ipip
+    tunnel_port: int = 0  # gue/gre encapsulation port
+    upper_threshold: int = 0
+    lower_threshold: int = 0
+
+    @property
+    def key(self) -> DestKey:
+        return DestKey(self.address, self.port)
+
+    def __str__(self) -> str:
+        text = f"{self.key} w={self.weight} {self.forward}"
+        if self.forward is Forward.TUN and self.tunnel not in (None, TunnelType.IPIP):
+            text += f"/{self.tunnel}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualService:
+    """A service with its destinations: one entry of ``ipvsadm -Ln``."""
+
+    service: Service
+    destinations: Mapping[DestKey, Destination] = field(default_factory=dict)
+
+
+#: The whole table (or the part of it a caller cares about).
+Table = Mapping[ServiceKey, VirtualService]
+
+
+# --- counters, read from the kernel but never planned ------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stats:
+    """Traffic counters (the kernel's 64-bit ``STATS64``)."""
+
+    connections: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DestStats:
+    active_connections: int = 0
+    inactive_connections: int = 0
+    persistent_connections: int = 0
+    stats: Stats = Stats()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """One dump of the kernel: the table plus its counters."""
+
+    table: Table
+    service_stats: Mapping[ServiceKey, Stats] = field(default_factory=dict)
+    dest_stats: Mapping[tuple[ServiceKey, DestKey], DestStats] = field(default_factory=dict)
+
+
+# --- operations ----------------------------------------------------------------------
+
+
+class OpKind(StrEnum):
+    ADD_SERVICE = "add-service"
+    EDIT_SERVICE = "edit-service"
+    DEL_SERVICE = "del-service"
+    ADD_DEST = "add-dest"
+    EDIT_DEST = "edit-dest"
+    DEL_DEST = "del-dest"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Op:
+    """One kernel operation. Service ops carry ``service``; dest ops carry both the
+    service (for its key) and ``dest``."""
+
+    kind: OpKind
+    service: Service
+    dest: Destination | None = None
+
+    def __str__(self) -> str:
+        if self.dest is None:
+            return f"{self.kind} {self.service}"
+        return f"{self.kind} {self.service.key} -> {self.dest}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What an ``apply`` did: ops that took effect, and ops that failed with why."""
+
+    applied: tuple[Op, ...] = ()
+    failed: tuple[tuple[Op, IpvsError], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
