@@ -1,0 +1,34 @@
+"""One parsed config file: its tree of plain values and where each key was written.
+
+Both readers (TOML, INI) produce a :class:`Document`; the loader merges the documents of
+a file and its includes into one tree and one validator turns that into the model.
+INI values stay text, wrapped as :class:`IniText` so the validator knows it may coerce
+them to the type a key expects (TOML values must already have the right type).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lvsd.config.locate import KeyPath, LineMap
+
+#: A table of the tree: key -> str | int | float | bool | list | Tree | datetime.
+Tree = dict[str, object]
+
+
+class IniText(str):
+    """A value read from an INI file: text the validator may coerce (``"80"`` -> 80)."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A parsed file: ``file`` as named to the user, its ``tree`` and its ``lines``."""
+
+    file: str
+    tree: Tree
+    lines: LineMap
+
+    def line(self, path: KeyPath) -> int | None:
+        return self.lines.line(path)

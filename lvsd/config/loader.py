@@ -1,0 +1,141 @@
+"""``load(path) -> Config``: read a TOML or INI file and its includes, validate once.
+
+The format follows the extension: ``.toml`` is TOML; ``.ini``, ``.conf`` and ``.cf``
+are INI. ``include`` (a glob or list of globs, relative to the including file) pulls
+more files in, of either format; each included file adds services (a name defined
+twice is an error) and may set ``[daemon]``/``[defaults]`` keys the others leave
+unset. Problems are collected over every file and raised together as one
+:class:`~lvsd.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from lvsd.config.document import Document, Tree
+from lvsd.config.ini import parse_ini
+from lvsd.config.locate import KeyPath, render_path
+from lvsd.config.model import Config
+from lvsd.config.schema import build, show
+from lvsd.config.toml import parse_toml
+from lvsd.errors import ConfigError, Problem
+
+TOML_SUFFIXES = (".toml",)
+INI_SUFFIXES = (".ini", ".conf", ".cf")
+
+
+def load(path: str) -> Config:
+    """Load the config at ``path``; raise :class:`ConfigError` listing every problem."""
+    loader = _Loader()
+    root = loader.read(path)
+    if root is None:
+        raise ConfigError(loader.problems)
+    loader.origins[()] = root
+    tree: Tree = {}
+    loader.merge_document(root, tree, stack=(os.path.realpath(path),))
+    config, problems = build(tree, path, loader.locate)
+    problems = loader.problems + problems
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def parse(file: str, text: str) -> Document:
+    """Parse ``text`` as the format ``file``'s extension names."""
+    lowered = file.lower()
+    if lowered.endswith(TOML_SUFFIXES):
+        return parse_toml(file, text)
+    if lowered.endswith(INI_SUFFIXES):
+        return parse_ini(file, text)
+    suffixes = ", ".join(TOML_SUFFIXES + INI_SUFFIXES)
+    raise ConfigError([Problem(file, "", f"unknown config format (expected one of {suffixes})")])
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        #: which document each subtree of the merged tree came from
+        self.origins: dict[KeyPath, Document] = {}
+
+    def locate(self, path: KeyPath) -> tuple[str, int | None]:
+        for end in range(len(path), -1, -1):
+            document = self.origins.get(path[:end])
+            if document is not None:
+                return document.file, document.line(path)
+        raise AssertionError("the root document has no origin")  # set by load()
+
+    def read(self, file: str) -> Document | None:
+        try:
+            with open(file, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.problems.append(Problem(file, "", f"cannot read the file: {reason}"))
+            return None
+        try:
+            return parse(file, text)
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return None
+
+    def merge_document(self, document: Document, tree: Tree, stack: tuple[str, ...]) -> None:
+        """Merge ``document`` into ``tree``, then its includes in order."""
+        own = dict(document.tree)
+        include = own.pop("include", None)
+        self.merge(own, tree, (), document)
+        if include is not None:
+            self.include(document, include, tree, stack)
+
+    def include(
+        self, document: Document, value: object, tree: Tree, stack: tuple[str, ...]
+    ) -> None:
+        patterns: list[object]
+        if isinstance(value, str):
+            patterns = [w for w in value.replace(",", " ").split() if w]
+        elif isinstance(value, list):
+            patterns = value
+        else:
+            self._problem(document, ("include",), f"expected a list of globs, got {show(value)}")
+            return
+        base = os.path.dirname(document.file)
+        for index, pattern in enumerate(patterns):
+            where: KeyPath = ("include", index) if isinstance(value, list) else ("include",)
+            if not isinstance(pattern, str):
+                self._problem(document, where, f"expected a glob, got {show(pattern)}")
+                continue
+            full = os.path.join(base, os.path.expanduser(pattern))
+            matches = sorted(glob.glob(full))
+            if not matches:
+                self._problem(document, where, f"include {show(pattern)} matches no file")
+                continue
+            for match in matches:
+                real = os.path.realpath(match)
+                if real in stack:
+                    self._problem(document, where, f"include {show(match)} includes itself")
+                    continue
+                included = self.read(match)
+                if included is not None:
+                    self.merge_document(included, tree, (*stack, real))
+
+    def merge(self, source: Tree, target: Tree, path: KeyPath, document: Document) -> None:
+        for key, value in source.items():
+            here = (*path, key)
+            if key not in target:
+                target[key] = value
+                self.origins[here] = document
+                continue
+            existing = target[key]
+            if here[:1] == ("services",) and len(here) == 2:
+                file, _ = self.locate(here)
+                self._problem(document, here, f"service {key!r} is already defined in {file}")
+            elif isinstance(existing, dict) and isinstance(value, dict):
+                self.merge(value, existing, here, document)
+            else:
+                file, _ = self.locate(here)
+                self._problem(document, here, f"{render_path(here)} is already set in {file}")
+
+    def _problem(self, document: Document, path: KeyPath, message: str) -> None:
+        self.problems.append(
+            Problem(document.file, render_path(path), message, document.line(path))
+        )

@@ -1,0 +1,880 @@
+"""The one validator: a merged config tree -> :class:`~lvsd.config.model.Config`.
+
+Every problem is collected (never the first one only), each naming its key path and,
+through ``locate``, its file and line. Defaults are not repeated here: a key left out
+is left out of the dataclass call, so the defaults of :mod:`lvsd.config.model` apply.
+The one default this module owns is the protocol of an address service (tcp).
+
+Inheritance: ``[defaults]`` -> service -> real server for ``forward``; ``[defaults]``
+-> service for scheduler, on_failure, initial_state and slow_start; service ->
+real server for ``tunnel``/``tunnel_port``; ``[defaults.check]`` -> every check for
+interval, timeout, rise and fall. A real server's ``checks``/``check`` replace the
+service's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import json
+import re
+import shlex
+import types
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from lvsd.config.document import IniText, Tree
+from lvsd.config.locate import KeyPath, render_path
+from lvsd.config.model import (
+    CHECK_KINDS,
+    CheckOptions,
+    CheckSpec,
+    Config,
+    DaemonConfig,
+    FailureAction,
+    InitialState,
+    PanicGuard,
+    Quorum,
+    RealServer,
+    SorryServer,
+    StatusRange,
+    VirtualServiceConfig,
+)
+from lvsd.errors import Problem
+from lvsd.model import (
+    FLAGGED_SCHEDULERS,
+    MAX_WEIGHT,
+    DestKey,
+    Family,
+    Forward,
+    IPAddress,
+    Protocol,
+    SchedFlag,
+    Scheduler,
+    ServiceKey,
+    TunnelType,
+)
+
+#: Where a key path was written: (file, line or None).
+Locate = Callable[[KeyPath], tuple[str, int | None]]
+
+#: The protocol of an address service that names none.
+DEFAULT_PROTOCOL = Protocol.TCP
+
+MAX_PORT = 65535
+MAX_FWMARK = 2**32 - 1
+
+TOP_KEYS = ("include", "daemon", "defaults", "services")
+DEFAULTS_KEYS = ("scheduler", "forward", "on_failure", "initial_state", "slow_start", "check")
+CHECK_TIMING_KEYS = ("interval", "timeout", "rise", "fall")
+CHECK_COMMON_KEYS = ("kind", *CHECK_TIMING_KEYS, "port", "source", "source_port")
+SERVICE_KEYS = (
+    "address",
+    "port",
+    "protocol",
+    "fwmark",
+    "family",
+    "scheduler",
+    "flags",
+    "forward",
+    "tunnel",
+    "tunnel_port",
+    "persistence",
+    "persistence_netmask",
+    "one_packet",
+    "on_failure",
+    "initial_state",
+    "slow_start",
+    "sorry_server",
+    "quorum",
+    "panic",
+    "check",
+    "checks",
+    "real_servers",
+)
+REAL_SERVER_KEYS = (
+    "address",
+    "port",
+    "weight",
+    "forward",
+    "tunnel",
+    "tunnel_port",
+    "upper_threshold",
+    "lower_threshold",
+    "check",
+    "checks",
+)
+SORRY_KEYS = ("address", "port", "weight", "forward")
+QUORUM_KEYS = ("minimum", "hysteresis", "up_command", "down_command")
+PANIC_KEYS = ("threshold", "min_servers")
+#: Options set by the kind itself, never by the user.
+_IMPLIED_OPTIONS = frozenset({"tls"})
+#: Options that take a command line (a list, or a string split like a shell does).
+_COMMAND_OPTIONS = frozenset({"command"})
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def defaults_of(cls: type[Any]) -> dict[str, Any]:
+    """The default of every field of dataclass ``cls`` that has one."""
+    result: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            result[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            result[f.name] = f.default_factory()
+    return result
+
+
+def show(value: object) -> str:
+    """A value as the user wrote it: strings quoted, booleans in lower case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    return str(value)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- values ---------------------------------------------------------------------------
+
+_SPLIT = re.compile(r"[,\s]+")
+_INI_TRUE = frozenset({"true", "yes", "on", "1"})
+_INI_FALSE = frozenset({"false", "no", "off", "0"})
+_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
+
+
+def _unescape(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code.startswith("x") and len(code) == 3:
+            return chr(int(code[1:], 16))
+        return _ESCAPES.get(code, match.group(0))
+
+    return _ESCAPE.sub(one, text)
+
+
+class _Invalid(Exception):
+    """A value is wrong; the message says what was expected."""
+
+
+def _int(value: object, low: int, high: int | None) -> int:
+    if isinstance(value, IniText):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise _Invalid(f"expected an integer, got {show(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"expected an integer, got {show(value)}")
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise _Invalid(f"{value} is out of range (expected {bound})")
+    return value
+
+
+def _float(value: object, low: float, *, strict: bool = False, high: float | None = None) -> float:
+    if isinstance(value, IniText):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise _Invalid(f"expected a number, got {show(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"expected a number, got {show(value)}")
+    number = float(value)
+    too_low = number <= low if strict else number < low
+    if too_low or (high is not None and number > high):
+        low_text = f"> {low:g}" if strict else f">= {low:g}"
+        bound = f"{low_text} and <= {high:g}" if high is not None else low_text
+        raise _Invalid(f"{value} is out of range (expected {bound})")
+    return number
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, IniText):
+        word = value.strip().lower()
+        if word in _INI_TRUE:
+            return True
+        if word in _INI_FALSE:
+            return False
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {show(value)}")
+    return value
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {show(value)}")
+    return str(value)
+
+
+def _bytes(value: object) -> bytes:
+    text = _str(value)
+    if isinstance(value, IniText):
+        text = _unescape(text)
+    return text.encode()
+
+
+def _str_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, IniText):
+        return tuple(word for word in _SPLIT.split(value.strip()) if word)
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _Invalid(f"expected a list of strings, got {show(value)}")
+    return tuple(value)
+
+
+def _command(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        try:
+            words = tuple(shlex.split(value))
+        except ValueError as exc:
+            raise _Invalid(f"cannot split {show(value)} into words: {exc}") from None
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        words = tuple(value)
+    else:
+        raise _Invalid(f"expected a command (a list of strings, or a string), got {show(value)}")
+    if not words:
+        raise _Invalid("expected a command, got an empty one")
+    return words
+
+
+def _status(value: object) -> tuple[StatusRange, ...]:
+    if isinstance(value, IniText):
+        items: list[object] = [IniText(w) for w in _SPLIT.split(value.strip()) if w]
+    elif isinstance(value, list):
+        items = list(value)
+    elif isinstance(value, str | int) and not isinstance(value, bool):
+        items = [value]
+    else:
+        items = [value]
+    want = 'expected status codes like 200, "200" or "200-299"'
+    ranges = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            low = high = item
+        elif isinstance(item, str) and re.fullmatch(r"\s*\d{3}\s*(-\s*\d{3}\s*)?", item):
+            low_text, _, high_text = item.partition("-")
+            low, high = int(low_text), int(high_text or low_text)
+        else:
+            raise _Invalid(f"{want}, got {show(item)}")
+        if not (100 <= low <= high <= 599):
+            raise _Invalid(f"{show(item)} is not a status range within 100-599")
+        ranges.append(StatusRange(low=low, high=high))
+    if not ranges:
+        raise _Invalid(f"{want}, got none")
+    return tuple(ranges)
+
+
+def _headers(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _Invalid(f"expected a table of header names to strings, got {show(value)}")
+    return tuple((str(k), str(v)) for k, v in value.items())
+
+
+def _ip(value: object) -> IPAddress:
+    text = _str(value)
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise _Invalid(f"expected an IPv4 or IPv6 address, got {show(value)}") from None
+
+
+def _enum(value: object, enum: type[_E], what: str) -> _E:
+    text = _str(value).strip().lower()
+    try:
+        return enum(text)
+    except ValueError:
+        names = [member.value for member in enum]
+        hint = did_you_mean(text, names)
+        raise _Invalid(
+            f"unknown {what} {show(value)}{hint}; expected one of {', '.join(names)}"
+        ) from None
+
+
+def _by_type(hint: object, name: str) -> Callable[[object], Any]:
+    """The converter for a dataclass field's type."""
+    if get_origin(hint) in (Union, types.UnionType):
+        arms = [arm for arm in get_args(hint) if arm is not type(None)]
+        hint = arms[0]
+    if hint is bool:
+        return _bool
+    if hint is int:
+        return lambda v: _int(v, 0, None)
+    if hint is float:
+        return lambda v: _float(v, 0.0)
+    if hint is str:
+        return _str
+    if hint is bytes:
+        return _bytes
+    if get_origin(hint) is tuple:
+        element = get_args(hint)[0]
+        if element is str:
+            return _command if name in _COMMAND_OPTIONS else _str_list
+        if element is StatusRange:
+            return _status
+        if get_origin(element) is tuple:
+            return _headers
+    raise TypeError(f"no converter for field {name}: {hint}")  # a bug in the model
+
+
+# --- the builder ----------------------------------------------------------------------
+
+
+class _Table:
+    """A table of the tree at ``path``, with typed getters that report problems."""
+
+    def __init__(self, builder: _Builder, data: Tree, path: KeyPath) -> None:
+        self.builder = builder
+        self.data = data
+        self.path = path
+
+    def at(self, key: str | int) -> KeyPath:
+        return (*self.path, key)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def allow(self, keys: Iterable[str], where: str) -> None:
+        allowed = list(keys)
+        for key in self.data:
+            if key not in allowed:
+                self.builder.error(
+                    self.at(key), f"unknown key in {where}{did_you_mean(key, allowed)}"
+                )
+
+    def get(self, key: str, convert: Callable[[object], Any]) -> Any:
+        """The converted value of ``key``; None when absent or wrong (reported)."""
+        if key not in self.data:
+            return None
+        try:
+            return convert(self.data[key])
+        except _Invalid as exc:
+            self.builder.error(self.at(key), str(exc))
+            return None
+
+    def table(self, key: str) -> _Table | None:
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if not isinstance(value, dict):
+            self.builder.error(self.at(key), f"expected a table, got {show(value)}")
+            return None
+        return _Table(self.builder, value, self.at(key))
+
+    def tables(self, key: str) -> list[_Table] | None:
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if not isinstance(value, list):
+            self.builder.error(self.at(key), f"expected a list of tables, got {show(value)}")
+            return None
+        result = []
+        for index, item in enumerate(value):
+            if isinstance(item, dict):
+                result.append(_Table(self.builder, item, (*self.at(key), index)))
+            else:
+                self.builder.error((*self.at(key), index), f"expected a table, got {show(item)}")
+        return result
+
+    def required(self, key: str, what: str) -> bool:
+        if key in self.data:
+            return True
+        self.builder.error(self.path, f"missing {key!r} ({what})")
+        return False
+
+
+@dataclasses.dataclass(slots=True)
+class _Inherited:
+    """What a service passes down to its real servers."""
+
+    forward: Forward | None = None
+    tunnel: TunnelType | None = None
+    tunnel_port: int | None = None
+
+
+class _Builder:
+    def __init__(self, locate: Locate) -> None:
+        self.locate = locate
+        self.problems: list[Problem] = []
+        self.check_defaults: dict[str, Any] = {}
+        self.service_defaults: dict[str, Any] = {}
+
+    def error(self, path: KeyPath, message: str) -> None:
+        file, line = self.locate(path)
+        self.problems.append(Problem(file, render_path(path), message, line))
+
+    # -- top level
+
+    def config(self, tree: Tree, path: str) -> Config:
+        root = _Table(self, tree, ())
+        root.allow(TOP_KEYS, "the top level")
+        kwargs: dict[str, Any] = {}
+        daemon = root.table("daemon")
+        if daemon is not None:
+            kwargs["daemon"] = self.daemon(daemon)
+        defaults = root.table("defaults")
+        if defaults is not None:
+            self.defaults(defaults)
+        services = root.table("services")
+        if services is not None:
+            kwargs["services"] = self.services(services)
+        return Config(path=path, **kwargs)
+
+    def daemon(self, table: _Table) -> DaemonConfig:
+        names = [f.name for f in dataclasses.fields(DaemonConfig)]
+        table.allow(names, "[daemon]")
+        hints = get_type_hints(DaemonConfig)
+        limits: dict[str, Callable[[object], Any]] = {
+            "reconcile_interval": lambda v: _float(v, 0.0, strict=True),
+            "drain_timeout": lambda v: _float(v, 0.0),
+            "max_concurrent_probes": lambda v: _int(v, 1, None),
+            "max_exec_probes": lambda v: _int(v, 1, None),
+            "metrics_listen": _listen,
+        }
+        kwargs = {}
+        for name in names:
+            value = table.get(name, limits.get(name) or _by_type(hints[name], name))
+            if value is not None:
+                kwargs[name] = value
+        return DaemonConfig(**kwargs)
+
+    def defaults(self, table: _Table) -> None:
+        table.allow(DEFAULTS_KEYS, "[defaults]")
+        self.service_defaults = self._service_level(table, DEFAULTS_KEYS[:-1])
+        check = table.table("check")
+        if check is not None:
+            check.allow(CHECK_TIMING_KEYS, "[defaults.check]")
+            self.check_defaults = self._timing(check)
+            self._timeout_below_interval(check, self.check_defaults)
+
+    def _service_level(self, table: _Table, keys: Iterable[str]) -> dict[str, Any]:
+        converters: dict[str, Callable[[object], Any]] = {
+            "scheduler": lambda v: _enum(v, Scheduler, "scheduler"),
+            "forward": lambda v: _enum(v, Forward, "forwarding method"),
+            "on_failure": lambda v: _enum(v, FailureAction, "on_failure action"),
+            "initial_state": lambda v: _enum(v, InitialState, "initial state"),
+            "slow_start": lambda v: _float(v, 0.0),
+        }
+        values = {key: table.get(key, converters[key]) for key in keys}
+        return {key: value for key, value in values.items() if value is not None}
+
+    # -- services
+
+    def services(self, table: _Table) -> tuple[VirtualServiceConfig, ...]:
+        result = []
+        seen: dict[ServiceKey, str] = {}
+        for name in table.data:
+            service = table.table(name)
+            if service is None:
+                continue
+            built = self.service(name, service)
+            if built is None:
+                continue
+            first = seen.setdefault(built.key, name)
+            if first != name:
+                where = "fwmark" if built.key.fwmark else "address"
+                self.error(
+                    service.at(where), f"{built.key} is already the key of service {first!r}"
+                )
+            result.append(built)
+        return tuple(result)
+
+    def service(self, name: str, table: _Table) -> VirtualServiceConfig | None:
+        table.allow(SERVICE_KEYS, f"service {name!r}")
+        key = self.service_key(table)
+        level = self.service_defaults | self._service_level(
+            table, ("scheduler", "forward", "on_failure", "initial_state", "slow_start")
+        )
+        kwargs: dict[str, Any] = {k: v for k, v in level.items() if k not in ("forward",)}
+        scheduler: Scheduler = level.get(
+            "scheduler", defaults_of(VirtualServiceConfig)["scheduler"]
+        )
+        flags = table.get("flags", _str_list)
+        if flags is not None:
+            kwargs["flags"] = self.flags(table.at("flags"), flags, scheduler)
+        for option in ("persistence",):
+            value = table.get(option, lambda v: _int(v, 0, None))
+            if value is not None:
+                kwargs[option] = value
+        family = key.family if key is not None else None
+        max_prefix = 128 if family is Family.INET6 else 32
+        netmask = table.get("persistence_netmask", lambda v: _int(v, 0, max_prefix))
+        if netmask is not None:
+            kwargs["persistence_netmask"] = netmask
+        one_packet = table.get("one_packet", _bool)
+        if one_packet is not None:
+            kwargs["one_packet"] = one_packet
+
+        inherited = _Inherited(
+            forward=level.get("forward"),
+            tunnel=table.get("tunnel", lambda v: _enum(v, TunnelType, "tunnel type")),
+            tunnel_port=table.get("tunnel_port", lambda v: _int(v, 1, MAX_PORT)),
+        )
+        self._tunnel_rules(table, inherited.forward, inherited.tunnel, inherited.tunnel_port)
+
+        sorry = table.table("sorry_server")
+        if sorry is not None:
+            kwargs["sorry_server"] = self.sorry(sorry, key, inherited.forward)
+        quorum = table.table("quorum")
+        if quorum is not None:
+            kwargs["quorum"] = self.quorum(quorum)
+        panic = table.table("panic")
+        if panic is not None:
+            kwargs["panic"] = self.panic(panic)
+
+        checks = self.checks(table)
+        servers = table.tables("real_servers") or []
+        real_servers = []
+        seen: dict[DestKey, int] = {}
+        for index, server in enumerate(servers):
+            built = self.real_server(server, key, inherited, checks or ())
+            if built is None:
+                continue
+            first = seen.setdefault(built.key, index)
+            if first != index:
+                self.error(
+                    server.at("address"),
+                    f"real server {built.key} is already listed as real_servers[{first}]",
+                )
+            real_servers.append(built)
+        if key is None:
+            return None
+        return VirtualServiceConfig(name=name, key=key, real_servers=tuple(real_servers), **kwargs)
+
+    def service_key(self, table: _Table) -> ServiceKey | None:
+        if table.has("fwmark"):
+            for other in ("address", "port", "protocol"):
+                if table.has(other):
+                    self.error(
+                        table.at(other),
+                        "a fwmark service takes no address, port or protocol "
+                        "(the firewall mark selects the packets)",
+                    )
+            fwmark = table.get("fwmark", lambda v: _int(v, 1, MAX_FWMARK))
+            family = table.get("family", lambda v: _enum(v, Family, "family"))
+            if fwmark is None:
+                return None
+            return ServiceKey.mark(fwmark, family or Family.INET)
+        if not table.required("address", "a service needs address and port, or fwmark"):
+            return None
+        address = table.get("address", _ip)
+        port = None
+        if table.required("port", "a service with an address needs a port"):
+            port = table.get("port", lambda v: _int(v, 1, MAX_PORT))
+        protocol = table.get("protocol", lambda v: _enum(v, Protocol, "protocol"))
+        family = table.get("family", lambda v: _enum(v, Family, "family"))
+        if address is None or port is None:
+            return None
+        key = ServiceKey.inet(protocol or DEFAULT_PROTOCOL, address, port)
+        if family is not None and family is not key.family:
+            self.error(table.at("family"), f"family {family} does not match address {address}")
+        return key
+
+    def flags(
+        self, path: KeyPath, words: tuple[str, ...], scheduler: Scheduler
+    ) -> frozenset[SchedFlag]:
+        result = set()
+        if words and scheduler not in FLAGGED_SCHEDULERS:
+            self.error(
+                path,
+                f"flags apply only to the sh and mh schedulers, not {scheduler}",
+            )
+            return frozenset()
+        known = [f"{s}-{f}" for s in sorted(FLAGGED_SCHEDULERS) for f in SchedFlag]
+        for word in words:
+            prefix, _, name = word.lower().rpartition("-")
+            try:
+                flag = SchedFlag(name)
+            except ValueError:
+                flag = None
+            if flag is None or prefix not in ("", scheduler.value):
+                self.error(
+                    path,
+                    f"unknown flag {show(word)} for scheduler {scheduler}"
+                    f"{did_you_mean(word, known)}; "
+                    f"expected {scheduler}-fallback or {scheduler}-port",
+                )
+                continue
+            result.add(flag)
+        return frozenset(result)
+
+    def _tunnel_rules(
+        self,
+        table: _Table,
+        forward: Forward | None,
+        tunnel: TunnelType | None,
+        tunnel_port: int | None,
+    ) -> None:
+        if tunnel is not None and forward is not Forward.TUN:
+            self.error(table.at("tunnel"), 'tunnel applies only with forward = "tun"')
+        if tunnel is TunnelType.GUE and tunnel_port is None and not table.has("tunnel_port"):
+            self.error(table.at("tunnel"), 'tunnel "gue" needs tunnel_port (the UDP port)')
+
+    def sorry(
+        self, table: _Table, key: ServiceKey | None, forward: Forward | None
+    ) -> SorryServer | None:
+        table.allow(SORRY_KEYS, "sorry_server")
+        if not table.required("address", "the sorry server's address"):
+            return None
+        address = table.get("address", _ip)
+        port = self._dest_port(table, key)
+        weight = table.get("weight", lambda v: _int(v, 0, MAX_WEIGHT))
+        own = table.get("forward", lambda v: _enum(v, Forward, "forwarding method"))
+        kwargs: dict[str, Any] = {}
+        if weight is not None:
+            kwargs["weight"] = weight
+        if (own or forward) is not None:
+            kwargs["forward"] = own or forward
+        if address is None or port is None:
+            return None
+        self._family_rule(table, key, address, kwargs.get("forward"))
+        return SorryServer(address=address, port=port, **kwargs)
+
+    def quorum(self, table: _Table) -> Quorum:
+        table.allow(QUORUM_KEYS, "quorum")
+        kwargs = {
+            "minimum": table.get("minimum", lambda v: _int(v, 0, None)),
+            "hysteresis": table.get("hysteresis", lambda v: _int(v, 0, None)),
+            "up_command": table.get("up_command", _command),
+            "down_command": table.get("down_command", _command),
+        }
+        return Quorum(**{k: v for k, v in kwargs.items() if v is not None})
+
+    def panic(self, table: _Table) -> PanicGuard:
+        table.allow(PANIC_KEYS, "panic")
+        kwargs = {
+            "threshold": table.get("threshold", lambda v: _float(v, 0.0, strict=True, high=1.0)),
+            "min_servers": table.get("min_servers", lambda v: _int(v, 1, None)),
+        }
+        return PanicGuard(**{k: v for k, v in kwargs.items() if v is not None})
+
+    # -- real servers
+
+    def _dest_port(self, table: _Table, key: ServiceKey | None) -> int | None:
+        if not table.has("port"):
+            return key.port if key is not None else None
+        port: int | None = table.get("port", lambda v: _int(v, 0, MAX_PORT))
+        if port == 0 and key is not None and not key.fwmark:
+            self.error(table.at("port"), "port 0 is allowed only for fwmark services")
+            return None
+        return port
+
+    def _family_rule(
+        self,
+        table: _Table,
+        key: ServiceKey | None,
+        address: IPAddress,
+        forward: Forward | None,
+    ) -> None:
+        effective = forward or defaults_of(RealServer)["forward"]
+        if key is None or effective is not Forward.NAT:
+            return
+        want = 6 if key.family is Family.INET6 else 4
+        if address.version != want:
+            self.error(
+                table.at("address"),
+                f"IPv{address.version} address {address} on an IPv{want} service: "
+                "NAT needs the real server in the service's address family",
+            )
+
+    def real_server(
+        self,
+        table: _Table,
+        key: ServiceKey | None,
+        inherited: _Inherited,
+        service_checks: tuple[CheckSpec, ...],
+    ) -> RealServer | None:
+        table.allow(REAL_SERVER_KEYS, "a real server")
+        if not table.required("address", "the real server's address"):
+            return None
+        address = table.get("address", _ip)
+        port = self._dest_port(table, key)
+        kwargs: dict[str, Any] = {}
+        weight = table.get("weight", lambda v: _int(v, 0, MAX_WEIGHT))
+        if weight is not None:
+            kwargs["weight"] = weight
+        forward = table.get("forward", lambda v: _enum(v, Forward, "forwarding method"))
+        forward = forward or inherited.forward
+        if forward is not None:
+            kwargs["forward"] = forward
+        tunnel = table.get("tunnel", lambda v: _enum(v, TunnelType, "tunnel type"))
+        tunnel_port = table.get("tunnel_port", lambda v: _int(v, 1, MAX_PORT))
+        if table.has("tunnel"):
+            self._tunnel_rules(table, forward, tunnel, tunnel_port or inherited.tunnel_port)
+        elif forward is Forward.TUN:
+            tunnel = inherited.tunnel
+        if tunnel is not None and forward is Forward.TUN:
+            kwargs["tunnel"] = tunnel
+            port_value = tunnel_port or inherited.tunnel_port
+            if port_value is not None:
+                kwargs["tunnel_port"] = port_value
+        upper = table.get("upper_threshold", lambda v: _int(v, 0, None))
+        lower = table.get("lower_threshold", lambda v: _int(v, 0, None))
+        if upper is not None:
+            kwargs["upper_threshold"] = upper
+        if lower is not None:
+            kwargs["lower_threshold"] = lower
+        if upper and lower is not None and lower > upper:
+            self.error(
+                table.at("lower_threshold"),
+                f"lower_threshold {lower} is above upper_threshold {upper}",
+            )
+        own_checks = self.checks(table)
+        checks = own_checks if own_checks is not None else service_checks
+        if address is not None:
+            self._family_rule(table, key, address, forward)
+        if address is None or port is None:
+            return None
+        if port == 0:
+            for check in checks:
+                if check.port is None:
+                    self.error(
+                        table.at("port"),
+                        f"real server port is 0, so its {check.kind} check needs its own port",
+                    )
+                    break
+        return RealServer(address=address, port=port, checks=checks, **kwargs)
+
+    # -- checks
+
+    def checks(self, table: _Table) -> tuple[CheckSpec, ...] | None:
+        """The checks of a service or real server (None: none given here)."""
+        if table.has("check") and table.has("checks"):
+            self.error(table.at("check"), "give either check (one) or checks (a list), not both")
+            return None
+        if table.has("check"):
+            single = table.table("check")
+            return tuple(c for c in [self.check(single)] if c is not None) if single else ()
+        many = table.tables("checks")
+        if many is None:
+            return None
+        return tuple(c for c in (self.check(t) for t in many) if c is not None)
+
+    def _timing(self, table: _Table) -> dict[str, Any]:
+        converters: dict[str, Callable[[object], Any]] = {
+            "interval": lambda v: _float(v, 0.0, strict=True),
+            "timeout": lambda v: _float(v, 0.0, strict=True),
+            "rise": lambda v: _int(v, 1, None),
+            "fall": lambda v: _int(v, 1, None),
+        }
+        values = {key: table.get(key, converters[key]) for key in CHECK_TIMING_KEYS}
+        return {key: value for key, value in values.items() if value is not None}
+
+    def _timeout_below_interval(self, table: _Table, timing: dict[str, Any]) -> None:
+        if not (table.has("timeout") or table.has("interval")):
+            return
+        effective = defaults_of(CheckSpec) | self.check_defaults | timing
+        if effective["timeout"] >= effective["interval"]:
+            where = "timeout" if table.has("timeout") else "interval"
+            self.error(
+                table.at(where),
+                f"timeout {effective['timeout']:g} must be less than "
+                f"interval {effective['interval']:g}",
+            )
+
+    def check(self, table: _Table) -> CheckSpec | None:
+        if not table.required("kind", f"one of {', '.join(CHECK_KINDS)}"):
+            return None
+        kind = table.get("kind", _str)
+        if kind is None:
+            return None
+        kind = kind.strip().lower()
+        if kind not in CHECK_KINDS:
+            self.error(
+                table.at("kind"),
+                f"unknown check kind {show(kind)}{did_you_mean(kind, CHECK_KINDS)}; "
+                f"expected one of {', '.join(CHECK_KINDS)}",
+            )
+            return None
+        options_type = CHECK_KINDS[kind]
+        option_names = [
+            f.name for f in dataclasses.fields(options_type) if f.name not in _IMPLIED_OPTIONS
+        ]
+        for key in table.data:
+            if key in CHECK_COMMON_KEYS or key in option_names:
+                continue
+            choices = [*CHECK_COMMON_KEYS, *option_names]
+            takes = ", ".join(option_names) or "no options"
+            self.error(
+                table.at(key),
+                f"option {key!r} does not belong to check kind {kind!r}"
+                f"{did_you_mean(key, choices)}; {kind} takes: {takes}",
+            )
+        timing = self._timing(table)
+        self._timeout_below_interval(table, timing)
+        kwargs: dict[str, Any] = self.check_defaults | timing
+        port = table.get("port", lambda v: _int(v, 1, MAX_PORT))
+        if port is not None:
+            kwargs["port"] = port
+        source = table.get("source", _ip)
+        if source is not None:
+            kwargs["source"] = str(source)
+        source_port = table.get("source_port", lambda v: _int(v, 1, MAX_PORT))
+        if source_port is not None:
+            kwargs["source_port"] = source_port
+        options = self.options(table, kind, options_type, option_names)
+        if options is None:
+            return None
+        return CheckSpec(kind=kind, options=options, **kwargs)
+
+    def options(
+        self, table: _Table, kind: str, cls: type[CheckOptions], names: list[str]
+    ) -> CheckOptions | None:
+        hints = get_type_hints(cls)
+        defaults = defaults_of(cls)
+        kwargs: dict[str, Any] = {}
+        ok = True
+        for name in names:
+            if name not in table.data:
+                if name not in defaults:
+                    self.error(table.path, f"check kind {kind!r} needs option {name!r}")
+                    ok = False
+                continue
+            value = table.get(name, _by_type(hints[name], name))
+            if value is None:
+                ok = False
+            else:
+                kwargs[name] = value
+        if "tls" in defaults:
+            kwargs["tls"] = kind == "https"
+        return cls(**kwargs) if ok else None
+
+
+def _listen(value: object) -> str:
+    text = _str(value).strip()
+    if not text:
+        return ""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+        if not sep or not 1 <= int(port) <= MAX_PORT:
+            raise ValueError(port)
+    except ValueError:
+        raise _Invalid(
+            f'expected "ADDRESS:PORT" (like "127.0.0.1:9475" or "[::1]:9475") '
+            f'or "" to disable, got {show(value)}'
+        ) from None
+    return text
+
+
+def build(tree: Tree, path: str, locate: Locate) -> tuple[Config | None, list[Problem]]:
+    """Validate ``tree`` and build the config named ``path``: (config, []) or
+    (None, every problem)."""
+    builder = _Builder(locate)
+    config = builder.config(tree, path)
+    if builder.problems:
+        return None, builder.problems
+    return config, []
