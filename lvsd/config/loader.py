@@ -37,7 +37,7 @@ def load(path: str) -> Config:
     config, problems = build(tree, path, loader.locate)
     problems = loader.problems + problems
     if problems or config is None:
-        raise ConfigError(problems)
+        raise ConfigError(_in_file_order(problems))
     return config
 
 
@@ -50,6 +50,13 @@ def parse(file: str, text: str) -> Document:
         return parse_ini(file, text)
     suffixes = ", ".join(TOML_SUFFIXES + INI_SUFFIXES)
     raise ConfigError([Problem(file, "", f"unknown config format (expected one of {suffixes})")])
+
+
+def _in_file_order(problems: list[Problem]) -> list[Problem]:
+    """Problems grouped by file (in the order files were read), then by line; problems
+    without a line come after those with one in their file, in the order found."""
+    order = {p.file: i for i, p in reversed(list(enumerate(problems)))}
+    return sorted(problems, key=lambda p: (order[p.file], p.line is None, p.line or 0))
 
 
 class _Loader:
@@ -128,7 +135,7 @@ class _Loader:
             existing = target[key]
             if here[:1] == ("services",) and len(here) == 2:
                 file, _ = self.locate(here)
-                self._problem(document, here, f"service {key!r} is already defined in {file}")
+                self._problem(document, here, f"service {show(key)} is already defined in {file}")
             elif isinstance(existing, dict) and isinstance(value, dict):
                 self.merge(value, existing, here, document)
             else:

@@ -143,7 +143,7 @@ def show(value: object) -> str:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f" (did you mean {show(close[0])}?)" if close else ""
 
 
 # --- values ---------------------------------------------------------------------------
@@ -391,7 +391,7 @@ class _Table:
     def required(self, key: str, what: str) -> bool:
         if key in self.data:
             return True
-        self.builder.error(self.path, f"missing {key!r} ({what})")
+        self.builder.error(self.path, f"missing {show(key)} ({what})")
         return False
 
 
@@ -486,23 +486,25 @@ class _Builder:
             if first != name:
                 where = "fwmark" if built.key.fwmark else "address"
                 self.error(
-                    service.at(where), f"{built.key} is already the key of service {first!r}"
+                    service.at(where), f"{built.key} is already the key of service {show(first)}"
                 )
             result.append(built)
         return tuple(result)
 
     def service(self, name: str, table: _Table) -> VirtualServiceConfig | None:
-        table.allow(SERVICE_KEYS, f"service {name!r}")
+        table.allow(SERVICE_KEYS, f"service {show(name)}")
         key = self.service_key(table)
-        level = self.service_defaults | self._service_level(
+        own = self._service_level(
             table, ("scheduler", "forward", "on_failure", "initial_state", "slow_start")
         )
+        level = self.service_defaults | own
         kwargs: dict[str, Any] = {k: v for k, v in level.items() if k not in ("forward",)}
         scheduler: Scheduler = level.get(
             "scheduler", defaults_of(VirtualServiceConfig)["scheduler"]
         )
         flags = table.get("flags", _str_list)
-        if flags is not None:
+        scheduler_is_bad = table.has("scheduler") and "scheduler" not in own
+        if flags is not None and not scheduler_is_bad:
             kwargs["flags"] = self.flags(table.at("flags"), flags, scheduler)
         for option in ("persistence",):
             value = table.get(option, lambda v: _int(v, 0, None))
@@ -809,7 +811,7 @@ class _Builder:
             takes = ", ".join(option_names) or "no options"
             self.error(
                 table.at(key),
-                f"option {key!r} does not belong to check kind {kind!r}"
+                f"option {show(key)} does not belong to check kind {show(kind)}"
                 f"{did_you_mean(key, choices)}; {kind} takes: {takes}",
             )
         timing = self._timing(table)
@@ -839,7 +841,7 @@ class _Builder:
         for name in names:
             if name not in table.data:
                 if name not in defaults:
-                    self.error(table.path, f"check kind {kind!r} needs option {name!r}")
+                    self.error(table.path, f"check kind {show(kind)} needs option {show(name)}")
                     ok = False
                 continue
             value = table.get(name, _by_type(hints[name], name))
