@@ -18,6 +18,7 @@ key expects, so lists are written comma or space separated.
 
 from __future__ import annotations
 
+import ast
 import configparser
 import difflib
 
@@ -57,7 +58,7 @@ def _syntax_problems(file: str, exc: configparser.Error) -> list[Problem]:
         return [Problem(file, "", "INI syntax error: a key before any [section]", exc.lineno)]
     if isinstance(exc, configparser.ParsingError):
         return [
-            Problem(file, "", f"INI syntax error: cannot parse {line.strip()!r}", number)
+            Problem(file, "", f"INI syntax error: cannot parse {_unrepr(line)!r}", number)
             for number, line in exc.errors
         ]
     if isinstance(exc, configparser.DuplicateSectionError):
@@ -65,6 +66,15 @@ def _syntax_problems(file: str, exc: configparser.Error) -> list[Problem]:
     if isinstance(exc, configparser.DuplicateOptionError):
         return [Problem(file, str(exc.option), f"key appears twice in [{exc.section}]", exc.lineno)]
     return [Problem(file, "", f"INI syntax error: {exc}")]
+
+
+def _unrepr(text: str) -> str:
+    """configparser keeps the repr() of a line it could not parse; undo that."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text.strip()
+    return value.strip() if isinstance(value, str) else text.strip()
 
 
 class _Builder:

@@ -113,6 +113,8 @@ PANIC_KEYS = ("threshold", "min_servers")
 _IMPLIED_OPTIONS = frozenset({"tls"})
 #: Options that take a command line (a list, or a string split like a shell does).
 _COMMAND_OPTIONS = frozenset({"command"})
+#: Text options that are wire data: INI values take backslash escapes (agent ``send``).
+_ESCAPED_OPTIONS = frozenset({"send"})
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -218,6 +220,11 @@ def _str(value: object) -> str:
     return str(value)
 
 
+def _escaped_str(value: object) -> str:
+    text = _str(value)
+    return _unescape(text) if isinstance(value, IniText) else text
+
+
 def _bytes(value: object) -> bytes:
     text = _str(value)
     if isinstance(value, IniText):
@@ -315,7 +322,7 @@ def _by_type(hint: object, name: str) -> Callable[[object], Any]:
     if hint is float:
         return lambda v: _float(v, 0.0)
     if hint is str:
-        return _str
+        return _escaped_str if name in _ESCAPED_OPTIONS else _str
     if hint is bytes:
         return _bytes
     if get_origin(hint) is tuple:
