@@ -1,0 +1,972 @@
+"""keepalived.conf -> lvsd TOML.
+
+Two steps: :func:`parse` turns the brace syntax into :class:`Node` trees (every word
+carries its file and line; ``include`` is followed with globs relative to the including
+file; ``$NAME=value`` definitions are substituted), then :class:`_Converter` maps the
+``virtual_server`` blocks onto lvsd services and lists what it cannot express.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import os
+import re
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from lvsd.importer.common import (
+    Conversion,
+    Unconverted,
+    Where,
+    address_name,
+    fail,
+    mask_to_prefix,
+    prefix_for_lvsd,
+    service_name,
+    source_name,
+)
+from lvsd.importer.emit import Document, Table, TomlValue
+from lvsd.model import Scheduler
+
+# --- tokens and nodes -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    text: str
+    where: Where
+    quoted: bool = False
+
+    @property
+    def brace(self) -> bool:
+        return not self.quoted and self.text in ("{", "}")
+
+
+@dataclass(slots=True)
+class Node:
+    """``keyword args... [{ children }]``; ``children`` is None when there is no block."""
+
+    keyword: str
+    args: list[Token]
+    where: Where
+    children: list[Node] | None = None
+
+    def words(self) -> list[str]:
+        return [t.text for t in self.args]
+
+    def find(self, keyword: str) -> Node | None:
+        for child in self.children or ():
+            if child.keyword == keyword:
+                return child
+        return None
+
+
+_VARIABLE_DEF = re.compile(r"\$(\w+)\s*=(.*)")
+_VARIABLE_USE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+MAX_INCLUDE_DEPTH = 8
+
+
+@dataclass(slots=True)
+class _Lexer:
+    """Reads files into lines of tokens, following includes."""
+
+    notes: list[Unconverted] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def read(
+        self, path: str, stack: tuple[str, ...] = (), at: Where | None = None
+    ) -> list[list[Token]]:
+        real = os.path.realpath(path)
+        if real in stack:
+            raise fail(at or Where(path, 0), f"include {path} includes itself")
+        if len(stack) > MAX_INCLUDE_DEPTH:
+            raise fail(at or Where(path, 0), f"includes nested more than {MAX_INCLUDE_DEPTH} deep")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            where = f"{at}: " if at else ""
+            raise fail(Where(path, 0), f"{where}cannot read: {reason}") from exc
+        return list(self.lines(path, text, (*stack, real)))
+
+    def lines(self, path: str, text: str, stack: tuple[str, ...]) -> Iterator[list[Token]]:
+        for number, raw in enumerate(text.splitlines(), start=1):
+            where = Where(path, number)
+            stripped = raw.strip()
+            if stripped.startswith("@"):
+                word = stripped.split()[0]
+                self.notes.append(
+                    Unconverted(
+                        where,
+                        word,
+                        "conditional line (keepalived -i) skipped: write the lines "
+                        "for the instance you run without the @ prefix",
+                    )
+                )
+                continue
+            definition = _VARIABLE_DEF.fullmatch(stripped)
+            if definition:
+                self.variables[definition.group(1)] = definition.group(2).strip()
+                continue
+            if "$" in raw:
+                raw = _VARIABLE_USE.sub(self._substitute, raw)
+            tokens = split_line(raw, where)
+            if tokens and tokens[0].text == "include" and not tokens[0].quoted:
+                yield from self.include(tokens, where, stack)
+                continue
+            if tokens:
+                yield tokens
+
+    def _substitute(self, match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return self.variables.get(name, match.group(0))
+
+    def include(
+        self, tokens: list[Token], where: Where, stack: tuple[str, ...]
+    ) -> Iterator[list[Token]]:
+        if len(tokens) < 2:
+            raise fail(where, "include needs a file name or glob")
+        base = os.path.dirname(where.file)
+        for token in tokens[1:]:
+            pattern = os.path.join(base, os.path.expanduser(token.text))
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise fail(where, f"include {token.text!r} matches no file")
+            for match in matches:
+                yield from self.read(match, stack, where)
+
+
+def split_line(raw: str, where: Where) -> list[Token]:
+    """The words of one line: quoted strings are one word, ``{``/``}`` are words of
+    their own, ``#`` or ``!`` at the start of a word begins a comment."""
+    tokens: list[Token] = []
+    i, n = 0, len(raw)
+    while i < n:
+        char = raw[i]
+        if char.isspace():
+            i += 1
+        elif char in "#!":
+            break
+        elif char in "{}":
+            tokens.append(Token(char, where))
+            i += 1
+        elif char == '"':
+            end = raw.find('"', i + 1)
+            if end < 0:
+                raise fail(where, "unterminated quoted string")
+            tokens.append(Token(raw[i + 1 : end], where, quoted=True))
+            i = end + 1
+        else:
+            start = i
+            while i < n and not raw[i].isspace() and raw[i] not in '{}"':
+                i += 1
+            tokens.append(Token(raw[start:i], where))
+    return tokens
+
+
+def parse_lines(lines: list[list[Token]], path: str) -> list[Node]:
+    """Nodes from lines of tokens; ImportConfigError on unbalanced braces."""
+    stream: list[Token | None] = []  # None marks the end of a line
+    for line in lines:
+        stream.extend(line)
+        stream.append(None)
+    nodes, _ = _block(stream, 0, None)
+    return nodes
+
+
+def _block(stream: list[Token | None], pos: int, opened: Token | None) -> tuple[list[Node], int]:
+    nodes: list[Node] = []
+    while pos < len(stream):
+        token = stream[pos]
+        if token is None:
+            pos += 1
+            continue
+        if token.brace and token.text == "}":
+            if opened is None:
+                raise fail(token.where, "'}' without a matching '{'")
+            return nodes, pos + 1
+        if token.brace:
+            raise fail(token.where, "'{' opens a block with no keyword before it")
+        words: list[Token] = []
+        while pos < len(stream):
+            t = stream[pos]
+            if t is None or t.brace:
+                break
+            words.append(t)
+            pos += 1
+        look = pos
+        while look < len(stream) and stream[look] is None:
+            look += 1
+        children = None
+        nxt = stream[look] if look < len(stream) else None
+        if nxt is not None and nxt.brace and nxt.text == "{":
+            children, pos = _block(stream, look + 1, nxt)
+        head = words[0]
+        nodes.append(Node(head.text, words[1:], head.where, children))
+    if opened is not None:
+        raise fail(opened.where, "'{' is never closed (missing '}')")
+    return nodes, pos
+
+
+def parse(path: str) -> tuple[list[Node], list[Unconverted]]:
+    """The top-level nodes of the keepalived config at ``path`` (includes expanded),
+    and the lines skipped while reading it."""
+    lexer = _Lexer()
+    lines = lexer.read(path)
+    return parse_lines(lines, path), lexer.notes
+
+
+# --- conversion ----------------------------------------------------------------------
+
+#: keepalived's defaults where they differ from lvsd's.
+DELAY_LOOP = 60.0
+CONNECT_TIMEOUT = 5.0
+PERSISTENCE_TIMEOUT = 360  # "persistence_timeout" with no value
+RETRY_DEFAULTS = {"DNS_CHECK": 3, "MISC_CHECK": 0}
+RETRY_DEFAULT = 1
+
+VRRP_ADVICE = "VRRP is not part of lvsd: keep keepalived running for VRRP only"
+TOP_LEVEL_ADVICE: dict[str, str] = {
+    "global_defs": "global settings (router_id, notification email, SMTP alerts) have no "
+    "lvsd equivalent: lvsd logs events and exports Prometheus metrics instead",
+    "static_ipaddress": "configure these addresses with the system's network configuration",
+    "static_routes": "configure these routes with the system's network configuration",
+    "static_rules": "configure these rules with the system's network configuration",
+    "linkbeat_interfaces": VRRP_ADVICE,
+    "net_namespace": "run lvsd inside the namespace instead (ip netns exec, or systemd's "
+    "NetworkNamespacePath=)",
+    "net_namespace_ipvs": "run lvsd inside the namespace instead",
+    "instance": "run one lvsd per instance, each with its own config",
+    "use_pid_dir": "lvsd runs under systemd; no pid file setting",
+    "bfd_instance": "BFD is not part of lvsd: keep keepalived running for BFD",
+    "track_file": "file tracking is not part of lvsd; use an exec check that reads the file",
+    "garp_group": VRRP_ADVICE,
+}
+CHECKERS = {
+    "TCP_CHECK",
+    "HTTP_GET",
+    "SSL_GET",
+    "MISC_CHECK",
+    "DNS_CHECK",
+    "SMTP_CHECK",
+    "UDP_CHECK",
+    "PING_CHECK",
+    "BFD_CHECK",
+    "FILE_CHECK",
+}
+TIMING_KEYS = (
+    "delay_loop",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+    "alpha",
+    "inhibit_on_failure",
+    "virtualhost",
+    "log_all_failures",
+)
+SCHED_FLAG_WORDS = {"sh-fallback", "sh-port", "mh-fallback", "mh-port"}
+NOTIFY_ADVICE = (
+    "lvsd has no per-server hooks: it logs realserver.up / realserver.down events and "
+    "exports lvsd_realserver_up; act on those, or use quorum up_command/down_command"
+)
+
+
+def _number(token: Token) -> float:
+    try:
+        return float(token.text)
+    except ValueError:
+        raise fail(token.where, f"expected a number, got {token.text!r}") from None
+
+
+def _integer(token: Token) -> int:
+    try:
+        return int(token.text)
+    except ValueError:
+        raise fail(token.where, f"expected an integer, got {token.text!r}") from None
+
+
+def _arg(node: Node, index: int = 0, what: str = "a value") -> Token:
+    if len(node.args) <= index:
+        raise fail(node.where, f"{node.keyword} needs {what}")
+    return node.args[index]
+
+
+def _ip(token: Token) -> str:
+    try:
+        return str(ipaddress.ip_address(token.text))
+    except ValueError:
+        raise fail(token.where, f"expected an IP address, got {token.text!r}") from None
+
+
+def _port(token: Token) -> int:
+    port = _integer(token)
+    if not 0 <= port <= 65535:
+        raise fail(token.where, f"port {port} is out of range")
+    return port
+
+
+def _flag(node: Node | None) -> bool:
+    """A keepalived boolean: present without argument, or with yes/no/on/off/true/false."""
+    if node is None:
+        return False
+    if not node.args:
+        return True
+    return node.args[0].text.lower() not in ("no", "off", "false", "0")
+
+
+@dataclass(slots=True)
+class _Timing:
+    """Checker settings inherited virtual_server -> real_server -> checker."""
+
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def child(self, node: Node) -> _Timing:
+        nodes = dict(self.nodes)
+        for item in node.children or ():
+            if item.keyword in TIMING_KEYS:
+                nodes["retry" if item.keyword == "nb_get_retry" else item.keyword] = item
+        return _Timing(nodes)
+
+
+@dataclass(slots=True)
+class _Member:
+    """One lvs service key of a virtual_server: the TOML keys and a name."""
+
+    entries: dict[str, TomlValue]
+    label: str
+    family: int  # 4 or 6; fwmark: 4 unless ip_family inet6
+
+
+class _Converter:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.doc = Document()
+        self.unconverted: list[Unconverted] = []
+        self.groups: dict[str, Node] = {}
+        self.names: set[str] = set()
+
+    def src(self, where: Where) -> str:
+        return f"from {source_name(where.file, self.path)}:{where.line}"
+
+    def skip(self, node: Node, advice: str, keyword: str | None = None) -> None:
+        self.unconverted.append(Unconverted(node.where, keyword or node.keyword, advice))
+
+    def run(self, nodes: list[Node]) -> Conversion:
+        name = os.path.basename(self.path)
+        self.doc.header = [
+            f"lvsd config converted from {name} by `lvsd import keepalived`.",
+            "Comments say where each part came from and where keepalived's behaviour differs",
+            "from lvsd's defaults. Check it with: lvsd check -c THIS_FILE",
+        ]
+        for node in nodes:
+            if node.keyword == "virtual_server_group":
+                self.groups[_arg(node, 0, "a name").text] = node
+        for node in nodes:
+            self.top(node)
+        if not any(t.path[:1] == ("services",) for t in self.doc.tables):
+            self.doc.header.append("No virtual_server was found: no service was written.")
+        return Conversion(self.doc, self.unconverted)
+
+    def top(self, node: Node) -> None:
+        keyword = node.keyword
+        if keyword == "virtual_server":
+            self.virtual_server(node)
+        elif keyword == "virtual_server_group":
+            return
+        elif keyword.startswith("vrrp_"):
+            self.skip(node, VRRP_ADVICE)
+        elif keyword in TOP_LEVEL_ADVICE:
+            self.skip(node, TOP_LEVEL_ADVICE[keyword])
+        else:
+            raise fail(node.where, f"unknown top-level keyword {keyword!r}")
+
+    # -- virtual servers
+
+    def members(self, node: Node) -> list[_Member]:
+        args = node.args
+        if not args:
+            raise fail(
+                node.where, "virtual_server needs an address and port, fwmark N or group NAME"
+            )
+        family6 = (f := node.find("ip_family")) is not None and f.words()[:1] == ["inet6"]
+        head = args[0].text
+        if head == "group":
+            name = _arg(node, 1, "a group name").text
+            group = self.groups.get(name)
+            if group is None:
+                raise fail(args[1].where, f"virtual_server_group {name!r} is not defined")
+            result = []
+            for line in group.children or ():
+                result.extend(self.group_line(line, family6))
+            if not result:
+                raise fail(group.where, f"virtual_server_group {name!r} has no members")
+            return result
+        if head == "fwmark":
+            mark = _integer(_arg(node, 1, "a firewall mark"))
+            return [self.fwmark_member(mark, family6)]
+        address = _ip(args[0])
+        port = _port(_arg(node, 1, "a port"))
+        return [self.address_member(address, port)]
+
+    def fwmark_member(self, mark: int, family6: bool) -> _Member:
+        entries: dict[str, TomlValue] = {"fwmark": mark}
+        if family6:
+            entries["family"] = "inet6"
+        return _Member(entries, f"fwmark_{mark}", 6 if family6 else 4)
+
+    def address_member(self, address: str, port: int) -> _Member:
+        version = ipaddress.ip_address(address).version
+        return _Member({"address": address, "port": port}, f"{address}_{port}", version)
+
+    def group_line(self, line: Node, family6: bool) -> list[_Member]:
+        words = [line.keyword, *line.words()]
+        if words[0] == "fwmark":
+            if len(words) < 2:
+                raise fail(line.where, "fwmark needs a mark")
+            return [self.fwmark_member(_integer(line.args[0]), family6)]
+        if len(words) < 2:
+            raise fail(line.where, "a group member needs an address and a port")
+        port = _port(line.args[0])
+        text = words[0]
+        first, dash, end = text.rpartition("-") if "-" in text else (text, "", "")
+        try:
+            start = ipaddress.ip_address(first if dash else text)
+        except ValueError:
+            raise fail(line.where, f"expected an address or a range, got {text!r}") from None
+        if not dash:
+            return [self.address_member(str(start), port)]
+        # a range replaces the last byte (IPv4) or the last 16-bit group (IPv6, hex)
+        try:
+            last = int(end, 16 if start.version == 6 else 10)
+        except ValueError:
+            raise fail(line.where, f"bad range end in {text!r}") from None
+        width = 0xFFFF if start.version == 6 else 0xFF
+        low = int(start) & width
+        if not low <= last <= width:
+            raise fail(line.where, f"range {text!r} ends before it starts")
+        base = int(start) - low
+        cls = type(start)
+        return [self.address_member(str(cls(base + n)), port) for n in range(low, last + 1)]
+
+    def virtual_server(self, node: Node) -> None:
+        children = node.children or []
+        for member in self.members(node):
+            self.service(node, children, member)
+
+    def service(self, node: Node, children: list[Node], member: _Member) -> None:
+        protocol = "tcp"
+        proto = node.find("protocol")
+        if proto is not None:
+            protocol = _arg(proto, 0, "TCP, UDP or SCTP").text.lower()
+            if protocol not in ("tcp", "udp", "sctp"):
+                raise fail(proto.where, f"unknown protocol {protocol!r}")
+        label = member.label if "fwmark" in member.entries else f"{protocol}_{member.label}"
+        if "address" in member.entries:
+            label = address_name(
+                protocol, str(member.entries["address"]), int(str(member.entries["port"]))
+            )
+        name = service_name(label, self.names)
+        table = self.doc.table("services", name)
+        table.note(f"{self.src(node.where)} (virtual_server {' '.join(node.words())})")
+        for key, value in member.entries.items():
+            table.set(key, value)
+        if "address" in member.entries:
+            table.set("protocol", protocol, None if proto else "keepalived's default")
+        timing = _Timing().child(node)
+        flags: list[str] = []
+        sorry: dict[str, TomlValue] = {}
+        quorum: dict[str, TomlValue] = {}
+        servers: list[Node] = []
+        scheduler_set = False
+        for child in children:
+            k = child.keyword
+            if k in ("lb_algo", "lvs_sched"):
+                scheduler = _arg(child, 0, "a scheduler").text.lower()
+                if scheduler not in {s.value for s in Scheduler}:
+                    self.skip(
+                        child,
+                        f"scheduler {scheduler!r} is not known to lvsd; pick one of "
+                        + ", ".join(s.value for s in Scheduler),
+                    )
+                    continue
+                table.set("scheduler", scheduler)
+                scheduler_set = True
+            elif k in ("lb_kind", "lvs_method"):
+                self.method(child, table, table)
+            elif k == "persistence_timeout":
+                seconds = _integer(child.args[0]) if child.args else PERSISTENCE_TIMEOUT
+                table.set(
+                    "persistence",
+                    seconds,
+                    None if child.args else "keepalived's default for a bare persistence_timeout",
+                )
+            elif k == "persistence_granularity":
+                token = _arg(child, 0, "a netmask")
+                try:
+                    prefix = mask_to_prefix(token.text)
+                except ValueError:
+                    raise fail(token.where, f"bad netmask {token.text!r}") from None
+                table.set(
+                    "persistence_netmask", prefix_for_lvsd(prefix, member.family), f"{token.text}"
+                )
+            elif k in ("protocol", "ip_family", "real_server") or k in TIMING_KEYS:
+                if k == "real_server":
+                    servers.append(child)
+            elif k == "ops":
+                table.set("one_packet", True)
+            elif k in SCHED_FLAG_WORDS:
+                flags.append(k)
+            elif k in ("lvs_flags", "flag-1", "flag-2", "flag-3"):
+                words = child.words() if k == "lvs_flags" else [k]
+                for word in words:
+                    if word in SCHED_FLAG_WORDS:
+                        flags.append(word)
+                    else:
+                        self.skip(
+                            child,
+                            f"scheduler flag {word!r} has no lvsd equivalent "
+                            "(lvsd knows sh-fallback, sh-port, mh-fallback, mh-port)",
+                        )
+            elif k == "quorum":
+                quorum["minimum"] = _integer(_arg(child))
+            elif k == "hysteresis":
+                quorum["hysteresis"] = _integer(_arg(child))
+            elif k in ("quorum_up", "quorum_down"):
+                script = _arg(child, 0, "a script")
+                try:
+                    command: list[TomlValue] = list(shlex.split(script.text))
+                except ValueError as exc:
+                    raise fail(script.where, f"cannot split the command: {exc}") from None
+                quorum["up_command" if k == "quorum_up" else "down_command"] = command
+                if len(child.args) > 1:
+                    self.skip(
+                        child,
+                        "lvsd runs quorum commands as its own user; wrap the "
+                        "command in runuser/setpriv to change user",
+                        f"{k} user",
+                    )
+            elif k == "sorry_server":
+                sorry["address"] = _ip(_arg(child, 0, "an address"))
+                if len(child.args) > 1:
+                    sorry["port"] = _port(child.args[1])
+            elif k == "sorry_server_lvs_method":
+                holder = Table(path=())
+                self.method(child, holder, table)
+                forward = holder.get("forward")
+                if forward is not None:
+                    sorry["forward"] = forward
+            elif k == "sorry_server_inhibit":
+                self.skip(
+                    child,
+                    "lvsd has no setting for how the sorry server is removed; "
+                    "it is added while no real server is up and removed after",
+                )
+            elif k == "omega":
+                self.skip(child, "lvsd does not run quorum down_command when it stops")
+            elif k == "ha_suspend":
+                self.skip(child, "lvsd always checks, whether or not the VIP is configured")
+            elif k == "smtp_alert":
+                self.skip(child, "lvsd sends no mail: alert on its logs or Prometheus metrics")
+            elif k == "snmp_name":
+                self.skip(child, "lvsd has no SNMP agent: the service name is its TOML table name")
+            elif k == "persistence_engine":
+                self.skip(child, "persistence engines (sip) are not supported by lvsd")
+            else:
+                self.skip(child, "unknown virtual_server keyword; not converted")
+        if not scheduler_set:
+            table.set("scheduler", "wlc", "keepalived's default (lvsd's is wrr)")
+        if flags:
+            table.set("flags", list(dict.fromkeys(flags)))
+        if table.get("forward") is None:
+            table.set("forward", "nat", "keepalived's default")
+        self.service_states(table, node, servers, timing)
+        if "address" in sorry:
+            table.set("sorry_server", sorry)
+        if quorum:
+            table.set("quorum", quorum)
+        for server in servers:
+            self.real_server(server, member, timing, table)
+
+    def service_states(
+        self, table: Table, node: Node, servers: list[Node], timing: _Timing
+    ) -> None:
+        """initial_state and on_failure: per service in lvsd, per real server in keepalived."""
+        alphas = set()
+        inhibits = set()
+        for server in servers:
+            inherited = timing.child(server)
+            alphas.add(_flag(inherited.nodes.get("alpha")))
+            inhibits.add(_flag(inherited.nodes.get("inhibit_on_failure")))
+            for checker in server.children or ():
+                if checker.keyword in CHECKERS:
+                    alphas.add(_flag(inherited.child(checker).nodes.get("alpha")))
+        alpha = True in alphas
+        inhibit = True in inhibits
+        if alpha:
+            table.set("initial_state", "down", "alpha")
+        else:
+            table.set(
+                "initial_state", "up", "keepalived starts real servers up unless alpha is set"
+            )
+        if len(alphas) > 1:
+            self.skip(
+                node,
+                "alpha is set on some real servers or checkers only; lvsd sets "
+                "initial_state per service (written: down)",
+                "alpha",
+            )
+        if inhibit:
+            table.set("on_failure", "quiesce", "inhibit_on_failure")
+        else:
+            table.set(
+                "on_failure",
+                "remove",
+                "keepalived removes failed real servers unless inhibit_on_failure",
+            )
+        if len(inhibits) > 1:
+            self.skip(
+                node,
+                "inhibit_on_failure is set on some real servers only; lvsd sets "
+                "on_failure per service (written: quiesce)",
+                "inhibit_on_failure",
+            )
+
+    def method(self, node: Node, table: Table, service: Table) -> None:
+        words = [w.lower() for w in node.words()]
+        if not words:
+            raise fail(node.where, f"{node.keyword} needs NAT, DR or TUN")
+        kinds = {"nat": "nat", "dr": "dr", "tun": "tun"}
+        if words[0] not in kinds:
+            raise fail(node.args[0].where, f"unknown forwarding method {node.args[0].text!r}")
+        table.set("forward", kinds[words[0]])
+        rest = words[1:]
+        if words[0] != "tun" or not rest:
+            return
+        if rest[0] != "type" or len(rest) < 2:
+            raise fail(node.where, "expected: TUN type ipip|gue port N|gre")
+        tunnel = rest[1]
+        if tunnel not in ("ipip", "gue", "gre"):
+            raise fail(node.where, f"unknown tunnel type {tunnel!r}")
+        table.set("tunnel", tunnel)
+        rest = rest[2:]
+        if tunnel == "gue":
+            if len(rest) < 2 or rest[0] != "port":
+                raise fail(node.where, "tunnel type gue needs: port N")
+            table.set("tunnel_port", int(rest[1]) if rest[1].isdigit() else 0)
+            rest = rest[2:]
+        if rest:
+            self.skip(
+                node,
+                f"tunnel checksum options ({' '.join(rest)}) are not supported by "
+                "lvsd; the kernel default applies",
+                f"{node.keyword} {' '.join(rest)}",
+            )
+
+    # -- real servers
+
+    def real_server(self, node: Node, member: _Member, parent: _Timing, service: Table) -> None:
+        address = _ip(_arg(node, 0, "an address"))
+        port = _port(node.args[1]) if len(node.args) > 1 else None
+        name = service.path[-1]
+        table = self.doc.table("services", name, "real_servers", array=True)
+        table.note(f"{self.src(node.where)} (real_server {' '.join(node.words())})")
+        table.set("address", address)
+        if port is not None:
+            table.set("port", port)
+        timing = parent.child(node)
+        checks: list[Node] = []
+        for child in node.children or ():
+            k = child.keyword
+            if k == "weight":
+                table.set("weight", _integer(_arg(child)))
+            elif k == "uthreshold":
+                table.set("upper_threshold", _integer(_arg(child)))
+            elif k == "lthreshold":
+                table.set("lower_threshold", _integer(_arg(child)))
+            elif k in ("lvs_method", "lb_kind"):
+                self.method(child, table, service)
+            elif k in ("notify_up", "notify_down"):
+                self.skip(child, NOTIFY_ADVICE)
+            elif k == "smtp_alert":
+                self.skip(child, "lvsd sends no mail: alert on its logs or Prometheus metrics")
+            elif k in CHECKERS:
+                checks.append(child)
+            elif k in TIMING_KEYS:
+                continue
+            else:
+                self.skip(child, "unknown real_server keyword; not converted")
+        if not checks:
+            table.note("no checker: keepalived keeps this real server in the pool; so does lvsd")
+        effective_port = port if port is not None else int(str(member.entries.get("port", 0)))
+        for checker in checks:
+            self.checker(checker, timing.child(checker), name, effective_port)
+
+    # -- checkers
+
+    def checker(self, node: Node, timing: _Timing, service: str, rs_port: int) -> None:
+        kind = node.keyword
+        unsupported = {
+            "PING_CHECK": "lvsd has no ICMP check; use a tcp or udp check on the service port",
+            "BFD_CHECK": "BFD is not part of lvsd; use a tcp check",
+            "FILE_CHECK": "lvsd has no file check; use an exec check that reads the file",
+        }
+        if kind in unsupported:
+            self.skip(node, unsupported[kind])
+            return
+        options: dict[str, TomlValue] = {}
+        common: dict[str, TomlValue] = {}
+        comments: list[str] = []
+        urls: list[dict[str, TomlValue]] = []
+        for child in node.children or ():
+            k = child.keyword
+            if k in TIMING_KEYS or k in ("nb_get_retry",):
+                continue
+            if k == "connect_port":
+                common["port"] = _port(_arg(child))
+            elif k in ("bindto", "bind_to"):
+                common["source"] = _ip(_arg(child))
+            elif k == "bind_port":
+                common["source_port"] = _port(_arg(child))
+            elif k == "connect_ip":
+                self.skip(
+                    child,
+                    "lvsd checks the real server's own address; check another "
+                    "address with an exec check",
+                )
+            elif k == "host" and kind == "SMTP_CHECK":
+                self.smtp_host(child, common)
+            elif kind in ("HTTP_GET", "SSL_GET"):
+                self.http_option(child, options, urls, comments)
+            elif kind == "MISC_CHECK":
+                self.misc_option(child, options, common)
+            elif kind == "DNS_CHECK" and k in ("type", "name"):
+                options[k] = _arg(child).text.upper() if k == "type" else _arg(child).text
+            elif kind == "SMTP_CHECK" and k == "helo_name":
+                options["helo"] = _arg(child).text
+            elif kind == "UDP_CHECK" and k in (
+                "payload",
+                "require_reply",
+                "min_reply_length",
+                "max_reply_length",
+            ):
+                self.udp_option(child, options)
+            else:
+                self.skip(child, f"unknown {kind} keyword; not converted")
+        lvsd_kind = {
+            "TCP_CHECK": "tcp",
+            "HTTP_GET": "http",
+            "SSL_GET": "https",
+            "MISC_CHECK": "exec",
+            "DNS_CHECK": "dns",
+            "SMTP_CHECK": "smtp",
+            "UDP_CHECK": "udp",
+        }[kind]
+        if kind == "MISC_CHECK" and "command" not in options:
+            raise fail(node.where, "MISC_CHECK needs misc_path")
+        if kind == "DNS_CHECK":
+            options.setdefault("type", "SOA")
+            options.setdefault("name", ".")
+        if kind == "SSL_GET":
+            options["verify"] = False
+            comments.append("verify = false: keepalived's SSL_GET does not verify certificates")
+        if rs_port == 0 and "port" not in common:
+            self.skip(
+                node,
+                "the real server has no port (fwmark service): give the checker "
+                "a connect_port; check not converted",
+            )
+            return
+        host = timing.nodes.get("virtualhost")
+        if lvsd_kind in ("http", "https") and host is not None:
+            options.setdefault("host", _arg(host).text)
+        for url in urls or [{}]:
+            table = self.doc.table("services", service, "real_servers", "checks", array=True)
+            table.note(f"{self.src(node.where)} ({kind})")
+            for text in comments:
+                table.note(text)
+            table.set("kind", lvsd_kind)
+            self.timing(table, kind, timing, options)
+            for key, value in common.items():
+                table.set(key, value)
+            for key, value in {**options, **url}.items():
+                table.set(key, value)
+
+    def timing(
+        self, table: Table, kind: str, timing: _Timing, options: dict[str, TomlValue]
+    ) -> None:
+        nodes = timing.nodes
+        loop = nodes.get("delay_loop")
+        interval = _number(_arg(loop)) if loop else DELAY_LOOP
+        if kind == "MISC_CHECK":
+            timeout_value = options.pop("_timeout", None)
+            timeout = float(str(timeout_value)) if timeout_value is not None else interval
+            timeout_comment = (
+                None
+                if timeout_value is not None
+                else "keepalived's misc_timeout default is delay_loop"
+            )
+        else:
+            ct = nodes.get("connect_timeout")
+            timeout = _number(_arg(ct)) if ct else CONNECT_TIMEOUT
+            timeout_comment = None if ct else "keepalived's default connect_timeout"
+        interval_comment = None if loop else "keepalived's default delay_loop (lvsd's is 2)"
+        if timeout >= interval:
+            interval = interval + timeout
+            interval_comment = (
+                "delay_loop + timeout: keepalived waits delay_loop after a check "
+                "ends; lvsd needs timeout < interval"
+            )
+        retry_node = nodes.get("retry")
+        retry = (
+            _integer(_arg(retry_node)) if retry_node else RETRY_DEFAULTS.get(kind, RETRY_DEFAULT)
+        )
+        table.set("interval", interval, interval_comment)
+        table.set("timeout", timeout, timeout_comment)
+        table.set("rise", 1, "keepalived brings a real server up on its first success")
+        table.set(
+            "fall",
+            retry + 1,
+            f"retry {retry}{'' if retry_node else ' (default)'} + the first failure",
+        )
+        delay = nodes.get("delay_before_retry")
+        if delay is not None:
+            table.note(f"delay_before_retry {_arg(delay).text}: lvsd retries at the interval")
+        warmup = nodes.get("warmup")
+        if warmup is not None:
+            table.note(f"warmup {_arg(warmup).text}: lvsd spreads first probes itself")
+
+    def http_option(
+        self,
+        node: Node,
+        options: dict[str, TomlValue],
+        urls: list[dict[str, TomlValue]],
+        comments: list[str],
+    ) -> None:
+        k = node.keyword
+        if k == "url":
+            url: dict[str, TomlValue] = {}
+            for child in node.children or ():
+                ck = child.keyword
+                if ck == "path":
+                    url["path"] = _arg(child).text
+                elif ck == "digest":
+                    url["body_digest"] = _arg(child).text.lower()
+                elif ck == "status_code":
+                    url["status"] = list(child.words())
+                elif ck == "virtualhost":
+                    url["host"] = _arg(child).text
+                elif ck == "regex":
+                    url["body_regex"] = _arg(child).text
+                else:
+                    self.skip(child, f"url option {ck!r} is not supported by lvsd")
+            if "status" not in url:
+                url["status"] = ["200-299"]
+            urls.append(url)
+        elif k == "virtualhost":
+            options["host"] = _arg(node).text
+        elif k == "http_protocol":
+            comments.append(f"http_protocol {_arg(node).text}: lvsd speaks HTTP/1.1")
+        elif k == "fast_recovery":
+            comments.append("fast_recovery: lvsd probes every URL at each interval anyway")
+        elif k == "enable_sni":
+            comments.append("enable_sni: lvsd sends SNI (the host, or set sni = ...)")
+        else:
+            self.skip(node, f"unknown {k} keyword in HTTP_GET/SSL_GET; not converted")
+
+    def misc_option(
+        self, node: Node, options: dict[str, TomlValue], common: dict[str, TomlValue]
+    ) -> None:
+        k = node.keyword
+        if k == "misc_path":
+            text = _arg(node, 0, "a command").text
+            try:
+                options["command"] = list(shlex.split(text))
+            except ValueError as exc:
+                raise fail(node.where, f"cannot split the command: {exc}") from None
+        elif k == "misc_timeout":
+            options["_timeout"] = _number(_arg(node))
+        elif k == "misc_dynamic":
+            options["dynamic"] = True
+        elif k == "user":
+            options["user"] = _arg(node).text
+            if len(node.args) > 1:
+                self.skip(node, "lvsd runs the command with the user's own group", "user GROUP")
+        else:
+            self.skip(node, f"unknown MISC_CHECK keyword {k!r}; not converted")
+
+    def udp_option(self, node: Node, options: dict[str, TomlValue]) -> None:
+        k = node.keyword
+        if k in ("min_reply_length", "max_reply_length"):
+            self.skip(node, "lvsd does not check the reply length")
+            return
+        if k == "require_reply":
+            options["require_reply"] = True
+        hexstr = "".join(node.words())
+        if not hexstr:
+            return
+        if "x" in hexstr.lower() and k == "require_reply":
+            self.skip(node, "lvsd cannot ignore nibbles (X) in the expected reply")
+            return
+        data = _hex(hexstr)
+        if data is None or any(b >= 0x80 for b in data):
+            self.skip(
+                node,
+                "lvsd's TOML takes text, not arbitrary bytes: write the payload as "
+                "an ASCII string, or use an exec check",
+            )
+            return
+        options["send" if k == "payload" else "expect"] = data.decode("ascii")
+
+    def smtp_host(self, node: Node, common: dict[str, TomlValue]) -> None:
+        """keepalived's old multi-host SMTP_CHECK: the first host block is the real
+        server; more hosts cannot be expressed."""
+        if common.get("_host_seen"):
+            self.skip(
+                node,
+                "lvsd checks only the real server itself; check other hosts with an exec check",
+            )
+            return
+        common["_host_seen"] = True
+        for child in node.children or ():
+            if child.keyword == "connect_port":
+                common["port"] = _port(_arg(child))
+            elif child.keyword in ("bindto", "bind_to"):
+                common["source"] = _ip(_arg(child))
+            elif child.keyword == "connect_ip":
+                continue
+            else:
+                self.skip(child, f"host keyword {child.keyword!r} is not supported")
+
+
+def _hex(text: str) -> bytes | None:
+    """keepalived's free-form hex: each run of digits is split into bytes, an odd
+    run's first digit standing alone (``Ab12f`` -> AB 12 0F)."""
+    out = bytearray()
+    for run in text.split():
+        if not re.fullmatch(r"[0-9A-Fa-f]+", run):
+            return None
+        if len(run) % 2:
+            run = "0" + run[-1] if len(run) == 1 else run[:-1] + "0" + run[-1]
+        out.extend(bytes.fromhex(run))
+    return bytes(out)
+
+
+def convert(path: str) -> Conversion:
+    """Convert the keepalived config at ``path``; ImportConfigError if it is malformed."""
+    nodes, notes = parse(path)
+    converter = _Converter(path)
+    converter.unconverted.extend(notes)
+    result = converter.run(nodes)
+    _drop_private(result.document)
+    result.unconverted.sort(key=lambda u: (u.where.file != path, u.where.file, u.where.line))
+    return result
+
+
+def _drop_private(document: Document) -> None:
+    for table in document.tables:
+        table.entries = [e for e in table.entries if not e.key.startswith("_")]

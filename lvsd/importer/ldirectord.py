@@ -1,0 +1,7 @@
+"""placeholder"""
+
+from lvsd.importer.common import Conversion
+
+
+def convert(path: str) -> Conversion:
+    raise NotImplementedError
