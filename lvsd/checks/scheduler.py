@@ -1,0 +1,388 @@
+"""Runs every check on its interval: one timer heap, one task per probe run.
+
+The clock and the sleep are injected, so tests drive time by hand. The scheduler
+never decides health: it hands each result to ``on_result`` (the daemon feeds
+``lvsd.health.HealthState``).
+
+Guarantees:
+
+* each check runs every ``spec.interval`` seconds, with a small jitter around its
+  base schedule (jitter never accumulates); first runs are spread uniformly across
+  the interval, so 10,000 checks starting together do not burst;
+* a slow or hanging probe delays no other check: each run is its own task; if a
+  check's previous run is still going at its next due time the run is skipped and
+  counted, and a run past ``timeout + grace`` is cancelled and reported as a
+  failed result (the probe is meant to enforce its timeout itself: that is a bug);
+* at most ``max_concurrent`` probes run at once, and at most ``max_exec`` of kind
+  ``exec``;
+* :meth:`Scheduler.update` keeps the schedule of unchanged checks (reload keeps
+  their timing), builds probes for new ones and closes those of removed ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import ipaddress
+import math
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from lvsd.checks.base import Probe, ProbeFactory, ProbeResult, Target
+from lvsd.config.model import CheckSpec, Config
+from lvsd.health import CheckId, check_id
+
+OnResult = Callable[[CheckId, ProbeResult, float], None]
+
+#: Kind whose probes start processes, capped separately.
+EXEC_KIND = "exec"
+
+
+def checks_from_config(config: Config) -> dict[CheckId, tuple[CheckSpec, Target]]:
+    """Every check to probe for ``config``, each once, with its target. A check shared
+    by several services gets the largest configured weight as its dynamic bound (the
+    health state bounds it per real server again)."""
+    checks: dict[CheckId, tuple[CheckSpec, Target]] = {}
+    for service in config.services:
+        vip = service.key.ip
+        for server in service.real_servers:
+            for spec in server.checks:
+                cid = check_id(service, server, spec)
+                target = Target(
+                    address=ipaddress.ip_address(cid.address),
+                    port=cid.port,
+                    vip=vip,
+                    vport=service.key.port,
+                    weight=server.weight,
+                )
+                seen = checks.get(cid)
+                if seen is None or seen[1].weight < target.weight:
+                    checks[cid] = (spec, target)
+    return checks
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    cid: CheckId
+    spec: CheckSpec
+    target: Target
+    probe: Probe
+    base: float  # the un-jittered schedule
+    due: float  # when it fires next
+    added: float
+    last_fired: float | None = None
+    task: asyncio.Task[None] | None = None
+    started: float | None = None  # start of the running probe, after the semaphores
+    removed: bool = False
+    runs: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerStats:
+    checks: int
+    running: int
+    runs: int  # probe runs started
+    results: int  # results delivered
+    skipped: int  # due runs skipped because the previous one was still running
+    overruns: int  # runs cancelled past timeout + grace
+    probe_errors: int  # probes that raised (bugs), reported as failed results
+    last_progress: float | None
+
+
+class Scheduler:
+    """Drives every check from one timer heap.
+
+    ``probe_factory(spec, target)`` builds one probe per check id; ``on_result(check,
+    result, started_at)`` gets every result (it must not block). ``jitter`` is the
+    largest shift of a run from its base schedule, as a share of the interval.
+    ``resolution`` lets runs due within that many seconds fire together, so a busy
+    heap wakes at most about 1/resolution times a second.
+    """
+
+    def __init__(
+        self,
+        probe_factory: ProbeFactory,
+        on_result: OnResult,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+        max_concurrent: int = 1000,
+        max_exec: int = 32,
+        rng: random.Random,
+        jitter: float = 0.05,
+        resolution: float = 0.001,
+        grace: float = 1.0,
+        lateness_samples: int = 100_000,
+    ) -> None:
+        self._factory = probe_factory
+        self._on_result = on_result
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self._jitter = jitter
+        self._resolution = resolution
+        self._grace = grace
+        self._all = asyncio.Semaphore(max_concurrent)
+        self._exec = asyncio.Semaphore(max_exec)
+        self._entries: dict[CheckId, _Entry] = {}
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._seq = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sleeper: asyncio.Task[None] | None = None
+        self._sleeping_until = math.inf
+        self._error: BaseException | None = None
+        self._wake = asyncio.Event()
+        #: Actual start minus scheduled start of recent runs (seconds), newest last.
+        self.lateness: deque[float] = deque(maxlen=lateness_samples)
+        #: When the timer loop last fired a run (clock time), None before the first.
+        self.last_progress: float | None = None
+        self._runs = 0
+        self._results = 0
+        self._skipped = 0
+        self._overruns = 0
+        self._probe_errors = 0
+
+    # -- configuration -----------------------------------------------------------------
+
+    def _push(self, entry: _Entry) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (entry.due, self._seq, entry))
+        if entry.due < self._sleeping_until and self._sleeper is not None:
+            self._sleeper.cancel()  # the loop sleeps past this one: wake it
+        self._wake.set()
+
+    def _jittered(self, base: float, interval: float) -> float:
+        if self._jitter <= 0:
+            return base
+        return base + self._rng.uniform(-self._jitter, self._jitter) * interval
+
+    async def update(self, checks: Mapping[CheckId, tuple[CheckSpec, Target]]) -> None:
+        """Make the running set of checks ``checks``. Unchanged ids keep their
+        schedule; an id whose target changed gets a new probe on the same schedule;
+        new ids get a first run spread across their interval; removed ids have their
+        running probe cancelled and their probe closed."""
+        now = self._clock()
+        closing: list[_Entry] = []
+        for cid in list(self._entries):
+            if cid not in checks:
+                gone = self._entries.pop(cid)
+                gone.removed = True
+                closing.append(gone)
+        for cid, (spec, target) in checks.items():
+            entry = self._entries.get(cid)
+            if entry is not None:
+                if entry.target != target:
+                    old = _Entry(
+                        cid=cid,
+                        spec=entry.spec,
+                        target=entry.target,
+                        probe=entry.probe,
+                        base=entry.base,
+                        due=entry.due,
+                        added=entry.added,
+                        task=entry.task,
+                        removed=True,
+                    )
+                    closing.append(old)
+                    entry.task = None
+                    entry.started = None
+                    entry.target = target
+                    entry.probe = self._factory(spec, target)
+                continue
+            first = now + self._rng.uniform(0.0, spec.interval)
+            entry = _Entry(
+                cid=cid,
+                spec=spec,
+                target=target,
+                probe=self._factory(spec, target),
+                base=first,
+                due=first,
+                added=now,
+            )
+            self._entries[cid] = entry
+            self._push(entry)
+        for entry in closing:
+            await self._retire(entry)
+
+    async def _retire(self, entry: _Entry) -> None:
+        task = entry.task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await entry.probe.close()
+
+    async def close(self) -> None:
+        """Stop every running probe and close every probe."""
+        entries = list(self._entries.values())
+        self._entries.clear()
+        self._heap.clear()
+        for entry in entries:
+            entry.removed = True
+            await self._retire(entry)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Fire checks as they fall due, until cancelled. Re-raises an exception from
+        ``on_result`` (a bug in the caller)."""
+        try:
+            while True:
+                if self._error is not None:
+                    raise self._error
+                if not self._heap:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                now = self._clock()
+                due = self._heap[0][0]
+                if due > now + self._resolution:
+                    await self._nap(due - now)
+                    continue
+                self._fire_due(now)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _nap(self, delay: float) -> None:
+        """Sleep ``delay`` seconds unless an earlier check is pushed meanwhile."""
+        self._sleeping_until = self._clock() + delay
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        self._sleeper = sleeper
+        try:
+            await asyncio.wait({sleeper})
+        finally:
+            self._sleeper = None
+            self._sleeping_until = math.inf
+            if not sleeper.done():
+                sleeper.cancel()
+
+    def _fire_due(self, now: float) -> None:
+        horizon = now + self._resolution
+        heap = self._heap
+        while heap and heap[0][0] <= horizon:
+            _, _, entry = heapq.heappop(heap)
+            if entry.removed:
+                continue
+            self._fire(entry, now)
+
+    def _fire(self, entry: _Entry, now: float) -> None:
+        interval = entry.spec.interval
+        scheduled = entry.due
+        self.last_progress = now
+        entry.last_fired = now
+        task = entry.task
+        if task is not None and not task.done():
+            started = entry.started
+            if started is not None and now - started > entry.spec.timeout + self._grace:
+                task.cancel()
+                self._overruns += 1
+                self._deliver(
+                    entry,
+                    ProbeResult(
+                        ok=False,
+                        detail=f"{entry.spec} {entry.target}: probe overran its timeout"
+                        f" ({entry.spec.timeout:g} s)",
+                        duration=now - started,
+                        reason="timeout",
+                    ),
+                    started,
+                )
+            else:
+                entry.skipped += 1
+                self._skipped += 1
+        else:
+            entry.runs += 1
+            self._runs += 1
+            entry.started = None
+            run = asyncio.create_task(self._run_probe(entry, entry.probe, scheduled))
+            entry.task = run
+            self._tasks.add(run)
+            run.add_done_callback(self._tasks.discard)
+        # Next run: one interval on from the base (skipping any runs missed while the
+        # loop was held up), shifted by fresh jitter.
+        base = entry.base + interval
+        if base < now:
+            base += math.ceil((now - base) / interval) * interval
+        entry.base = base
+        entry.due = self._jittered(base, interval)
+        self._push_quiet(entry)
+
+    def _push_quiet(self, entry: _Entry) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (entry.due, self._seq, entry))
+
+    async def _run_probe(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
+        if entry.spec.kind == EXEC_KIND:
+            async with self._exec, self._all:
+                await self._probe_once(entry, probe, scheduled)
+        else:
+            async with self._all:
+                await self._probe_once(entry, probe, scheduled)
+
+    async def _probe_once(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
+        started = self._clock()
+        entry.started = started
+        self.lateness.append(started - scheduled)
+        try:
+            result = await probe.probe()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a probe bug: report it as a failure, keep going
+            self._probe_errors += 1
+            result = ProbeResult(
+                ok=False,
+                detail=f"{entry.spec} {entry.target}: probe raised {type(exc).__name__}: {exc}",
+                duration=self._clock() - started,
+                reason="error",
+            )
+        if not entry.removed:
+            self._deliver(entry, result, started)
+
+    def _deliver(self, entry: _Entry, result: ProbeResult, started: float) -> None:
+        self._results += 1
+        try:
+            self._on_result(entry.cid, result, started)
+        except Exception as exc:
+            if self._error is None:
+                self._error = exc
+            if self._sleeper is not None:
+                self._sleeper.cancel()
+            self._wake.set()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def stalled(self, now: float) -> bool:
+        """True when some check has not fired within twice its interval (of being
+        added, or of its last run): the timer loop is stuck or starved."""
+        for entry in self._entries.values():
+            last = entry.last_fired if entry.last_fired is not None else entry.added
+            if now - last > 2 * entry.spec.interval:
+                return True
+        return False
+
+    def stats(self) -> SchedulerStats:
+        return SchedulerStats(
+            checks=len(self._entries),
+            running=sum(1 for t in self._tasks if not t.done()),
+            runs=self._runs,
+            results=self._results,
+            skipped=self._skipped,
+            overruns=self._overruns,
+            probe_errors=self._probe_errors,
+            last_progress=self.last_progress,
+        )
+
+    def check_stats(self, cid: CheckId) -> tuple[int, int]:
+        """(runs, skipped) of one check."""
+        entry = self._entries[cid]
+        return entry.runs, entry.skipped
+
+    def next_due(self, cid: CheckId) -> float:
+        return self._entries[cid].due
