@@ -10,13 +10,14 @@ Pure: no I/O, no clock. ``plan`` compares only what the kernel holds and acts on
 Services that are neither desired nor ``managed`` are never touched: kube-proxy's
 entries, or the ones an operator made by hand, survive every plan.
 
-The order is one the kernel accepts, and the same for the same input:
+The order is one the kernel accepts, and the same for the same input (services by
+``service_order``, destinations by ``dest_order``: numeric addresses):
 
-1. destination deletions (sorted by service, then destination), so an address they
+1. destination deletions (by service, then destination), so an address they
    free can be taken again further down;
-2. service deletions (sorted); deleting a service deletes its destinations with it;
-3. per desired service (sorted): add or edit the service, then edit and add its
-   destinations (sorted).
+2. service deletions; deleting a service deletes its destinations with it;
+3. per desired service: add or edit the service, then edit and add its
+   destinations.
 
 ``apply_ops`` plays ops on a table as the kernel would, refusing what it refuses.
 """
@@ -45,6 +46,27 @@ _DEST_OPS = frozenset({OpKind.ADD_DEST, OpKind.EDIT_DEST, OpKind.DEL_DEST})
 
 #: Tunnel types whose encapsulation uses ``tunnel_port``.
 _PORTED_TUNNELS = frozenset({TunnelType.GUE, TunnelType.GRE})
+
+
+def service_order(key: ServiceKey) -> tuple[int, str, int, str, int, int]:
+    """Sort key for services: address services before fwmark ones, then by family,
+    mark, protocol, numeric address and port. (``ServiceKey``'s own order cannot
+    compare a fwmark key with an address key.)"""
+    ip = key.ip
+    return (
+        1 if key.fwmark else 0,
+        str(key.family),
+        key.fwmark,
+        str(key.protocol or ""),
+        int(ip) if ip is not None else 0,
+        key.port,
+    )
+
+
+def dest_order(key: DestKey) -> tuple[int, int, int]:
+    """Sort key for destinations: IPv4 before IPv6, numeric address, then port."""
+    ip = key.ip
+    return (ip.version, int(ip), key.port)
 
 
 def service_fields(service: Service) -> tuple[object, ...]:
@@ -88,11 +110,11 @@ def plan(current: Table, desired: Table, managed: Collection[ServiceKey]) -> lis
     service_deletions: list[Op] = []
     changes: list[Op] = []
 
-    for key in sorted(current):
+    for key in sorted(current, key=service_order):
         if key not in desired and key in managed:
             service_deletions.append(Op(kind=OpKind.DEL_SERVICE, service=current[key].service))
 
-    for key in sorted(desired):
+    for key in sorted(desired, key=service_order):
         want = desired[key]
         have = current.get(key)
         if have is None:
@@ -102,12 +124,12 @@ def plan(current: Table, desired: Table, managed: Collection[ServiceKey]) -> lis
             if service_fields(have.service) != service_fields(want.service):
                 changes.append(Op(kind=OpKind.EDIT_SERVICE, service=want.service))
             have_dests = have.destinations
-            for dest_key in sorted(have_dests):
+            for dest_key in sorted(have_dests, key=dest_order):
                 if dest_key not in want.destinations:
                     dest_deletions.append(
                         Op(kind=OpKind.DEL_DEST, service=have.service, dest=have_dests[dest_key])
                     )
-        for dest_key in sorted(want.destinations):
+        for dest_key in sorted(want.destinations, key=dest_order):
             dest = want.destinations[dest_key]
             old = have_dests.get(dest_key)
             if old is None:
@@ -151,9 +173,11 @@ class TableEditor:
         return {
             key: VirtualService(
                 service=self._services[key],
-                destinations={k: self._dests[key][k] for k in sorted(self._dests[key])},
+                destinations={
+                    k: self._dests[key][k] for k in sorted(self._dests[key], key=dest_order)
+                },
             )
-            for key in sorted(self._services)
+            for key in sorted(self._services, key=service_order)
         }
 
     def apply(self, op: Op) -> None:
@@ -192,4 +216,12 @@ class TableEditor:
             del dests[dest_key]
 
 
-__all__ = ["TableEditor", "apply_ops", "destination_fields", "plan", "service_fields"]
+__all__ = [
+    "TableEditor",
+    "apply_ops",
+    "dest_order",
+    "destination_fields",
+    "plan",
+    "service_fields",
+    "service_order",
+]
