@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -38,12 +39,12 @@ MARK = ServiceKey.mark(7)
 KUBE = ServiceKey.inet(Protocol.TCP, "10.96.0.1", 443)
 
 
-def svc(key: ServiceKey = WEB, **fields: object) -> Service:
-    return Service(key=key, **fields)  # type: ignore[arg-type]
+def svc(key: ServiceKey = WEB, **fields: Any) -> Service:
+    return Service(key=key, **fields)
 
 
-def dest(address: str, port: int = 80, weight: int = 1, **fields: object) -> Destination:
-    return Destination(address=address, port=port, weight=weight, **fields)  # type: ignore[arg-type]
+def dest(address: str, port: int = 80, weight: int = 1, **fields: Any) -> Destination:
+    return Destination(address=address, port=port, weight=weight, **fields)
 
 
 def vs(service: Service, *dests: Destination) -> VirtualService:
@@ -110,9 +111,7 @@ def test_weight_change_is_one_edit_dest() -> None:
         pytest.param({}, {"lower_threshold": 10}, id="lower_threshold"),
     ],
 )
-def test_destination_field_change_is_edit_dest(
-    old: dict[str, object], new: dict[str, object]
-) -> None:
+def test_destination_field_change_is_edit_dest(old: dict[str, Any], new: dict[str, Any]) -> None:
     """Every kernel-held destination field, when changed, gives one edit-dest."""
     current = table(vs(svc(), dest("10.0.0.2", **old)))
     desired = table(vs(svc(), dest("10.0.0.2", **new)))
@@ -140,9 +139,7 @@ def test_destination_field_change_is_edit_dest(
         pytest.param({"tunnel": TunnelType.GUE}, {}, id="dr-has-no-tunnel"),
     ],
 )
-def test_fields_the_kernel_ignores_need_no_edit(
-    old: dict[str, object], new: dict[str, object]
-) -> None:
+def test_fields_the_kernel_ignores_need_no_edit(old: dict[str, Any], new: dict[str, Any]) -> None:
     """Differences the kernel does not act on (how a dump may spell a default) plan nothing."""
     current = table(vs(svc(), dest("10.0.0.2", **old)))
     desired = table(vs(svc(), dest("10.0.0.2", **new)))
@@ -164,9 +161,7 @@ def test_fields_the_kernel_ignores_need_no_edit(
         pytest.param({"timeout": 300}, {"timeout": 300, "netmask": 24}, id="netmask"),
     ],
 )
-def test_service_field_change_is_edit_service(
-    old: dict[str, object], new: dict[str, object]
-) -> None:
+def test_service_field_change_is_edit_service(old: dict[str, Any], new: dict[str, Any]) -> None:
     """Every kernel-held service field, when changed, gives one edit-service and
     leaves the destinations alone."""
     current = table(vs(svc(**old), dest("10.0.0.2")))
@@ -186,7 +181,7 @@ def test_service_field_change_is_edit_service(
     ],
 )
 def test_service_spellings_that_mean_the_same_need_no_edit(
-    old: dict[str, object], new: dict[str, object]
+    old: dict[str, Any], new: dict[str, Any]
 ) -> None:
     """A host netmask spelled 32 or 0, a netmask without persistence, a scheduler as
     text or enum: the kernel sees no difference, and neither does the plan."""
