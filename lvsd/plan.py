@@ -168,6 +168,9 @@ class TableEditor:
     def __len__(self) -> int:
         return len(self._services)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._services
+
     def table(self) -> dict[ServiceKey, VirtualService]:
         """A copy of the table as it stands, services and destinations sorted."""
         return {

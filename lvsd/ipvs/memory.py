@@ -83,8 +83,9 @@ class MemoryBackend:
 
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
         """Apply ``ops`` one by one. A refused op is reported and the rest go on,
-        except the ops on a service whose ``add-service`` failed in this call: they
-        fail too, as ``skipped``."""
+        except the ops on a service whose ``add-service`` failed in this call and
+        that does not exist: they fail too, as ``skipped``. (An add refused with
+        ``exists`` leaves a service the next ops can use.)"""
         applied: list[Op] = []
         failed: list[tuple[Op, IpvsError]] = []
         lost: set[ServiceKey] = set()
@@ -105,7 +106,7 @@ class MemoryBackend:
                 applied.append(op)
                 continue
             failed.append((op, error))
-            if op.kind is OpKind.ADD_SERVICE:
+            if op.kind is OpKind.ADD_SERVICE and key not in self._editor:
                 lost.add(key)
         return ApplyResult(applied=tuple(applied), failed=tuple(failed))
 
