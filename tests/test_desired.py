@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lvsd.config.model import (
     Config,
@@ -313,3 +315,73 @@ def test_every_configured_service_is_desired_with_sorted_destinations() -> None:
     assert [RS2, RS3] == list(table[WEB].destinations)
     assert {} == dict(table[MARK].destinations)
     assert service_of(empty) == table[MARK].service
+
+
+# --- properties ------------------------------------------------------------------
+
+SERVER_POOL = tuple(rs(f"10.0.0.{i}", weight=i) for i in range(1, 7))
+
+
+@st.composite
+def situations(
+    draw: st.DrawFn,
+) -> tuple[VirtualServiceConfig, dict[RsId, ServerHealth], Overrides]:
+    """A service with some real servers and maybe a sorry server, a health for some of
+    them, some drained, maybe a lost quorum."""
+    servers = draw(st.lists(st.sampled_from(SERVER_POOL), unique=True, max_size=5))
+    shadowed = SorryServer(address=SERVER_POOL[0].address, port=80)  # a real server's key
+    sorry = draw(st.sampled_from((None, SORRY_SERVER, shadowed)))
+    svc = service(
+        *servers,
+        sorry_server=sorry,
+        on_failure=draw(st.sampled_from(list(FailureAction))),
+        initial_state=draw(st.sampled_from(list(InitialState))),
+    )
+    probed = draw(st.sets(st.sampled_from(servers))) if servers else set()
+    health = {
+        ("web", s.key): ServerHealth(up=draw(st.booleans()), weight=draw(st.integers(0, 9)))
+        for s in probed
+    }
+    drained = frozenset(("web", s.key) for s in servers if draw(st.booleans()))
+    lost = frozenset({"web"}) if draw(st.booleans()) else frozenset()
+    return svc, health, Overrides(drained=drained, quorum_lost=lost)
+
+
+@settings(max_examples=200, deadline=None)
+@given(situations())
+def test_desired_table_invariants(
+    situation: tuple[VirtualServiceConfig, dict[RsId, ServerHealth], Overrides],
+) -> None:
+    """Only up, undrained real servers carry weight; every configured real server is
+    present unless down with on_failure = remove; the sorry server is present exactly
+    when nothing is up or the quorum is lost (and its key is not a real server's)."""
+    svc, health, overrides = situation
+
+    dests = desired_table(config(svc), health, overrides)[WEB].destinations
+
+    def state(server: RealServer) -> ServerHealth:
+        default = ServerHealth(up=svc.initial_state is InitialState.UP, weight=server.weight)
+        return health.get(("web", server.key), default)
+
+    live = {
+        s.key: state(s).weight
+        for s in svc.real_servers
+        if state(s).up and ("web", s.key) not in overrides.drained
+    }
+    kept = {
+        s.key
+        for s in svc.real_servers
+        if s.key in live
+        or ("web", s.key) in overrides.drained
+        or svc.on_failure is FailureAction.QUIESCE
+    }
+    sorry = svc.sorry_server
+    real_keys = {s.key for s in svc.real_servers}
+    expected_keys = set(kept)
+    needs_sorry = not live or "web" in overrides.quorum_lost
+    if sorry is not None and sorry.key not in real_keys and needs_sorry:
+        expected_keys.add(sorry.key)
+        assert sorry.weight == dests[sorry.key].weight
+    assert expected_keys == set(dests)
+    for key in kept:
+        assert live.get(key, 0) == dests[key].weight
