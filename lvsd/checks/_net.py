@@ -1,0 +1,172 @@
+"""What the probe kinds share: the timed run, step-by-step details, socket helpers.
+
+A probe's body names the step it is in (``progress.step = "connect 10.0.0.2:80"``)
+and either returns a :class:`Verdict` or raises :class:`Fail` to stop early.
+:func:`run_timed` bounds the body with the spec's timeout and turns every expected
+error into a failed :class:`~lvsd.checks.base.ProbeResult` whose detail starts with
+the step that failed: ``"connect 10.0.0.2:80: refused"``, ``"... timeout after 1.0s"``.
+Anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.config.model import CheckSpec
+from lvsd.model import IPAddress, format_hostport
+
+#: Longest line a line-based protocol (smtp, agent) may send.
+LINE_LIMIT = 4096
+
+#: Bytes of an answer echoed in a detail.
+ECHO_LIMIT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a probe body concluded; :func:`run_timed` adds the duration."""
+
+    ok: bool
+    detail: str
+    reason: str = "ok"
+    weight: int | None = None
+    drain: bool = False
+
+    @classmethod
+    def fail(cls, detail: str, reason: str) -> Verdict:
+        return cls(ok=False, detail=detail, reason=reason)
+
+
+class Fail(Exception):
+    """Raised inside a probe body to stop with a failed verdict (never leaves a probe)."""
+
+    def __init__(self, detail: str, reason: str) -> None:
+        super().__init__(detail)
+        self.verdict = Verdict.fail(detail, reason)
+
+
+class Progress:
+    """The step a probe is in, for the detail of whatever interrupts it.
+
+    ``on_timeout``, when set, is the verdict a timeout in the current step means
+    (a UDP probe that heard nothing back is up)."""
+
+    __slots__ = ("on_timeout", "step")
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.on_timeout: Verdict | None = None
+
+
+def describe_os_error(exc: OSError) -> tuple[str, str]:
+    """``(text, reason)`` for a socket error: ``("refused", "refused")``."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", "refused"
+    if isinstance(exc, ConnectionResetError):
+        return "reset by peer", "reset"
+    if isinstance(exc, BrokenPipeError):
+        return "broken pipe", "reset"
+    if isinstance(exc, ConnectionAbortedError):
+        return "connection aborted", "reset"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}", "tls"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "cannot bind source address", "error"
+    if exc.errno == errno.EADDRINUSE:
+        return "source address in use", "error"
+    if exc.strerror:
+        return exc.strerror.lower(), "error"
+    return str(exc) or type(exc).__name__, "error"
+
+
+def format_timeout(timeout: float) -> str:
+    return f"timeout after {timeout}s"
+
+
+async def run_timed(
+    seconds: float,
+    progress: Progress,
+    body: Callable[[], Awaitable[Verdict]],
+) -> ProbeResult:
+    """Run ``body`` within ``seconds``; expected failures become values."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with asyncio.timeout(seconds):
+            verdict = await body()
+    except TimeoutError:
+        if progress.on_timeout is not None:
+            verdict = progress.on_timeout
+        else:
+            verdict = Verdict.fail(f"{progress.step}: {format_timeout(seconds)}", "timeout")
+    except Fail as failure:
+        verdict = failure.verdict
+    except asyncio.IncompleteReadError:
+        verdict = Verdict.fail(f"{progress.step}: connection closed by peer", "reset")
+    except (asyncio.LimitOverrunError, ValueError) as exc:
+        # StreamReader.readline raises ValueError for an over-long line.
+        verdict = Verdict.fail(f"{progress.step}: line too long ({exc})", "protocol")
+    except OSError as exc:
+        text, reason = describe_os_error(exc)
+        verdict = Verdict.fail(f"{progress.step}: {text}", reason)
+    return ProbeResult(
+        ok=verdict.ok,
+        detail=verdict.detail,
+        duration=loop.time() - started,
+        reason=verdict.reason,
+        weight=verdict.weight,
+        drain=verdict.drain,
+    )
+
+
+def probe_port(spec: CheckSpec, target: Target) -> int:
+    """The port to probe: the spec's own port, else the real server's."""
+    return target.port if spec.port is None else spec.port
+
+
+def hostport(address: IPAddress, port: int) -> str:
+    return format_hostport(address, port)
+
+
+def local_addr(spec: CheckSpec) -> tuple[str, int] | None:
+    """The source address to bind (``spec.source``/``spec.source_port``), if any."""
+    if spec.source is None and spec.source_port is None:
+        return None
+    return (spec.source or "", spec.source_port or 0)
+
+
+def echo(data: bytes | str) -> str:
+    """A short printable rendering of what the peer sent, for a detail."""
+    text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+    if len(text) > ECHO_LIMIT:
+        text = text[:ECHO_LIMIT] + "..."
+    return repr(text)
+
+
+async def open_stream(
+    spec: CheckSpec, address: IPAddress, port: int, *, limit: int = 2**16
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection to ``address:port`` from the spec's source, if any."""
+    return await asyncio.open_connection(
+        str(address), port, local_addr=local_addr(spec), limit=limit
+    )
+
+
+def close_stream(writer: asyncio.StreamWriter) -> None:
+    """Close without waiting: the loop closes the socket on its next turn."""
+    transport = writer.transport
+    if not transport.is_closing():
+        transport.abort()
+
+
+async def read_line(reader: asyncio.StreamReader, progress: Progress) -> bytes:
+    """One line (without its end), or ``Fail`` if the peer closed before sending one."""
+    line = await reader.readline()
+    if not line:
+        raise Fail(f"{progress.step}: connection closed without a reply", "protocol")
+    return line.rstrip(b"\r\n")

@@ -1,0 +1,137 @@
+"""The ``agent`` kind: HAProxy's agent-check protocol.
+
+Connect to the agent port (``port`` of the check), send ``options.send`` if any,
+read one line and parse its words (separated by commas, spaces or tabs; text after
+``#`` is a free description):
+
+* ``up``, ``ready``: up;
+* ``drain``: up but asks for no new connections (``drain=True``);
+* ``down``, ``fail``, ``stopped``, ``maint``: down;
+* ``NN%``: weight as a percentage of the configured weight (rounded, at least 1
+  unless ``0%``), reported with any state.
+
+Unknown words (``maxconn:30``) are ignored; a line with no known word fails.
+Details echo the line: ``"agent: down (maint)"``, ``"agent: up (up 75%)"``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lvsd.checks._net import (
+    LINE_LIMIT,
+    Fail,
+    Progress,
+    Verdict,
+    close_stream,
+    echo,
+    hostport,
+    open_stream,
+    probe_port,
+    read_line,
+    run_timed,
+)
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.config.model import AgentOptions, CheckSpec
+from lvsd.model import MAX_WEIGHT
+
+UP_WORDS = frozenset({"up", "ready"})
+DOWN_WORDS = frozenset({"down", "fail", "stopped", "maint"})
+DRAIN_WORD = "drain"
+
+_SEPARATORS = re.compile(r"[,\s]+")
+_PERCENT = re.compile(r"(\d{1,6})%")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReply:
+    """A parsed agent line: the state it asks for (None: none given) and the weight."""
+
+    state: str | None  # "up", "drain", or the down word ("maint", "down", ...)
+    percent: int | None
+
+
+def parse_agent_reply(line: str) -> AgentReply | None:
+    """Parse one agent line; None if it holds no word we know."""
+    words = [w.lower() for w in _SEPARATORS.split(line.split("#", 1)[0]) if w]
+    down = next((w for w in words if w in DOWN_WORDS), None)
+    percent: int | None = None
+    for word in words:
+        match = _PERCENT.fullmatch(word)
+        if match:
+            percent = int(match.group(1))
+    if down is not None:
+        state: str | None = down
+    elif DRAIN_WORD in words:
+        state = DRAIN_WORD
+    elif any(w in UP_WORDS for w in words):
+        state = "up"
+    else:
+        state = None
+    if state is None and percent is None:
+        return None
+    return AgentReply(state=state, percent=percent)
+
+
+def percent_weight(percent: int, weight: int) -> int:
+    """``percent`` of ``weight``, rounded; at least 1 unless ``percent`` is 0."""
+    if percent == 0:
+        return 0
+    return min(MAX_WEIGHT, max(1, round(weight * percent / 100)))
+
+
+def verdict_of(line: str, weight: int) -> Verdict:
+    """What an agent's line means for a real server of configured ``weight``."""
+    reply = parse_agent_reply(line)
+    if reply is None:
+        return Verdict.fail(f"agent: no state in {echo(line)}", "protocol")
+    new_weight = None if reply.percent is None else percent_weight(reply.percent, weight)
+    shown = line.strip()
+    if reply.state in DOWN_WORDS:
+        return Verdict(
+            ok=False, detail=f"agent: down ({shown})", reason="status", weight=new_weight
+        )
+    if reply.state == DRAIN_WORD:
+        return Verdict(ok=True, detail=f"agent: drain ({shown})", weight=new_weight, drain=True)
+    return Verdict(ok=True, detail=f"agent: up ({shown})", weight=new_weight)
+
+
+class AgentProbe:
+    """Ask the real server's agent how it is."""
+
+    __slots__ = ("_options", "_port", "_spec", "_target")
+
+    def __init__(self, spec: CheckSpec, target: Target) -> None:
+        if not isinstance(spec.options, AgentOptions):
+            raise TypeError(f"agent probe needs AgentOptions, got {type(spec.options).__name__}")
+        self._spec = spec
+        self._options = spec.options
+        self._target = target
+        self._port = probe_port(spec, target)
+
+    async def probe(self) -> ProbeResult:
+        progress = Progress(f"agent: connect {hostport(self._target.address, self._port)}")
+        return await run_timed(self._spec.timeout, progress, lambda: self._run(progress))
+
+    async def _run(self, progress: Progress) -> Verdict:
+        reader, writer = await open_stream(
+            self._spec, self._target.address, self._port, limit=LINE_LIMIT
+        )
+        try:
+            if self._options.send:
+                progress.step = "agent: send"
+                writer.write(self._options.send.encode())
+                await writer.drain()
+            progress.step = "agent: read"
+            raw = await read_line(reader, progress)
+            try:
+                line = raw.decode("ascii")
+            except UnicodeDecodeError:
+                raise Fail(f"agent: garbage {echo(raw)}", "protocol") from None
+            return verdict_of(line, self._target.weight)
+        finally:
+            close_stream(writer)
+
+    async def close(self) -> None:
+        """Nothing is kept between probes."""

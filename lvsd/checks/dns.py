@@ -1,0 +1,136 @@
+"""The ``dns`` kind: one query over UDP to the real server, checked for rcode and answers.
+
+The query goes to the real server's address, on the check's ``port``, else the real
+server's port, else 53. It asks ``options.name`` (made absolute) for ``options.type``
+with recursion desired; the reply must carry ``options.rcode`` and, in its answer
+section, every record of ``options.expect`` (compared as records, so ``::1`` equals
+``0:0::1``).
+
+Details: ``"dns www.example. A: rcode NXDOMAIN, want NOERROR"``,
+``"dns www.example. A: answer 10.0.0.9, want 10.0.0.1"``,
+``"dns www.example. A: timeout after 1.0s"``, ``"dns www.example. A: refused"``.
+"""
+
+from __future__ import annotations
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+
+from lvsd.checks._net import Fail, Progress, Verdict, run_timed
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.config.model import CheckSpec, DnsOptions
+
+DEFAULT_PORT = 53
+
+
+def dns_problems(options: DnsOptions) -> list[str]:
+    """What is wrong with ``options`` (empty when a probe can be built from them)."""
+    problems = []
+    try:
+        dns.name.from_text(options.name)
+    except dns.exception.DNSException as exc:
+        problems.append(f"bad name {options.name!r}: {exc}")
+    try:
+        rdtype = dns.rdatatype.from_text(options.type)
+    except dns.exception.DNSException:
+        problems.append(f"unknown type {options.type!r}")
+        rdtype = None
+    try:
+        dns.rcode.from_text(options.rcode)
+    except dns.exception.DNSException:
+        problems.append(f"unknown rcode {options.rcode!r}")
+    if rdtype is not None:
+        for text in options.expect:
+            try:
+                dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
+            except (dns.exception.DNSException, ValueError) as exc:
+                problems.append(f"bad {options.type} answer {text!r}: {exc}")
+    return problems
+
+
+class DnsProbe:
+    """Ask the real server one question and check its answer."""
+
+    __slots__ = (
+        "_expect",
+        "_label",
+        "_name",
+        "_port",
+        "_problem",
+        "_rcode",
+        "_rdtype",
+        "_spec",
+        "_target",
+    )
+
+    def __init__(self, spec: CheckSpec, target: Target) -> None:
+        options = spec.options
+        if not isinstance(options, DnsOptions):
+            raise TypeError(f"dns probe needs DnsOptions, got {type(options).__name__}")
+        self._spec = spec
+        self._target = target
+        self._port = spec.port if spec.port is not None else (target.port or DEFAULT_PORT)
+        self._label = f"dns {options.name} {options.type}"
+        problems = dns_problems(options)
+        # A bad option fails every probe with a clear detail (the config loader does
+        # not know DNS), instead of crashing whoever builds the probe.
+        self._problem = "; ".join(problems) if problems else None
+        self._name = dns.name.root
+        self._rdtype = dns.rdatatype.A
+        self._rcode = dns.rcode.NOERROR
+        self._expect: frozenset[dns.rdata.Rdata] = frozenset()
+        if not problems:
+            self._name = dns.name.from_text(options.name)
+            self._rdtype = dns.rdatatype.from_text(options.type)
+            self._rcode = dns.rcode.from_text(options.rcode)
+            self._expect = frozenset(
+                dns.rdata.from_text(dns.rdataclass.IN, self._rdtype, text)
+                for text in options.expect
+            )
+            self._label = f"dns {self._name} {dns.rdatatype.to_text(self._rdtype)}"
+
+    async def probe(self) -> ProbeResult:
+        progress = Progress(self._label)
+        return await run_timed(self._spec.timeout, progress, self._run)
+
+    async def _run(self) -> Verdict:
+        if self._problem is not None:
+            raise Fail(f"{self._label}: {self._problem}", "error")
+        query = dns.message.make_query(self._name, self._rdtype, flags=dns.flags.RD)
+        try:
+            reply = await dns.asyncquery.udp(
+                query,
+                str(self._target.address),
+                port=self._port,
+                source=self._spec.source,
+                source_port=self._spec.source_port or 0,
+            )
+        except dns.exception.Timeout:
+            raise TimeoutError from None
+        except dns.exception.DNSException as exc:
+            raise Fail(f"{self._label}: bad reply: {exc}", "protocol") from exc
+        rcode = reply.rcode()
+        if rcode != self._rcode:
+            want = dns.rcode.to_text(self._rcode)
+            raise Fail(f"{self._label}: rcode {dns.rcode.to_text(rcode)}, want {want}", "status")
+        got: set[dns.rdata.Rdata] = set()
+        for rrset in reply.answer:
+            if rrset.rdtype == self._rdtype:  # at the name or at the end of its CNAMEs
+                got.update(rrset)
+        missing = self._expect - got
+        if missing:
+            seen = ", ".join(sorted(r.to_text() for r in got)) or "none"
+            want = ", ".join(sorted(r.to_text() for r in missing))
+            raise Fail(f"{self._label}: answer {seen}, want {want}", "body")
+        answers = ", ".join(sorted(r.to_text() for r in got)) or "no answer"
+        return Verdict(ok=True, detail=f"{self._label}: {dns.rcode.to_text(rcode)}, {answers}")
+
+    async def close(self) -> None:
+        """Nothing is kept between probes."""

@@ -1,0 +1,142 @@
+"""The ``exec`` kind: run a command (no shell) and judge it by its exit status.
+
+Placeholders ``{vip}``, ``{vport}``, ``{rip}``, ``{rport}`` in each argument are
+replaced by the VIP, virtual port, real server address and probed port. The command
+runs in its own session (so in its own process group), with stdin from /dev/null,
+as ``options.user`` when set. On timeout the whole group is killed (SIGKILL) and the
+child reaped: nothing is left behind.
+
+Exit 0: up. Exit 1: down. Exit 2..255: up with weight ``code - 2`` (bounded by
+``options.max_weight``, else the configured weight) when ``options.dynamic``, else
+down. Killed by a signal: down.
+
+Details: ``"exec ['/bin/check', '10.0.0.2']: exit 1: <first line of output>"``,
+``"exec [...]: timeout after 1.0s"``, ``"exec [...]: exit 7, weight 5"``,
+``"exec [...]: not found"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+
+from lvsd.checks._net import Fail, Progress, Verdict, probe_port, run_timed
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.config.model import CheckSpec, ExecOptions
+
+#: Bytes of the command's output kept for the detail (the rest is read and dropped).
+OUTPUT_LIMIT = 256
+
+
+def render_command(command: tuple[str, ...], target: Target, port: int) -> tuple[str, ...]:
+    """Substitute the placeholders in each argument (no shell, no other expansion)."""
+    values = {
+        "{vip}": "" if target.vip is None else str(target.vip),
+        "{vport}": str(target.vport),
+        "{rip}": str(target.address),
+        "{rport}": str(port),
+    }
+    rendered = []
+    for arg in command:
+        for placeholder, value in values.items():
+            arg = arg.replace(placeholder, value)
+        rendered.append(arg)
+    return tuple(rendered)
+
+
+def verdict_of_exit(code: int, options: ExecOptions, weight: int) -> tuple[bool, str, int | None]:
+    """``(ok, text, weight)`` for an exit status (negative: killed by that signal)."""
+    if code == 0:
+        return True, "exit 0", None
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return False, f"killed by {name}", None
+    if code >= 2 and options.dynamic:
+        bound = options.max_weight if options.max_weight is not None else weight
+        new_weight = min(code - 2, bound)
+        return True, f"exit {code}, weight {new_weight}", new_weight
+    return False, f"exit {code}", None
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _first_output(stream: asyncio.StreamReader) -> bytes:
+    """Keep the first OUTPUT_LIMIT bytes of ``stream``, read the rest to EOF."""
+    kept = b""
+    while chunk := await stream.read(4096):
+        if len(kept) < OUTPUT_LIMIT:
+            kept = (kept + chunk)[:OUTPUT_LIMIT]
+    return kept
+
+
+class ExecProbe:
+    """Run the configured command against the target."""
+
+    __slots__ = ("_argv", "_options", "_spec", "_target")
+
+    def __init__(self, spec: CheckSpec, target: Target) -> None:
+        if not isinstance(spec.options, ExecOptions):
+            raise TypeError(f"exec probe needs ExecOptions, got {type(spec.options).__name__}")
+        self._spec = spec
+        self._options = spec.options
+        self._target = target
+        self._argv = render_command(spec.options.command, target, probe_port(spec, target))
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return self._argv
+
+    async def probe(self) -> ProbeResult:
+        progress = Progress(f"exec {list(self._argv)}")
+        return await run_timed(self._spec.timeout, progress, lambda: self._run(progress))
+
+    async def _run(self, progress: Progress) -> Verdict:
+        if not self._argv:
+            raise Fail("exec []: empty command", "error")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                user=self._options.user,
+            )
+        except FileNotFoundError:
+            raise Fail(f"{progress.step}: not found", "error") from None
+        except PermissionError:
+            raise Fail(f"{progress.step}: permission denied", "error") from None
+        except (KeyError, ValueError) as exc:  # Popen: unknown user name or id
+            raise Fail(f"{progress.step}: no such user {self._options.user!r}", "error") from exc
+        finished = False
+        try:
+            assert proc.stdout is not None  # stdout=PIPE above
+            output = await _first_output(proc.stdout)
+            code = await proc.wait()
+            finished = True
+        finally:
+            if not finished:
+                # Timed out or cancelled: the command, or a child of it still holding
+                # its output open, is alive. Kill the whole group, then reap.
+                _kill_group(proc.pid)
+                await proc.wait()
+        ok, text, weight = verdict_of_exit(code, self._options, self._target.weight)
+        detail = f"{progress.step}: {text}"
+        first_line = output.decode("utf-8", "replace").strip().split("\n", 1)[0].strip()
+        if first_line:
+            detail += f": {first_line}"
+        if ok:
+            return Verdict(ok=True, detail=detail, weight=weight)
+        return Verdict.fail(detail, "exit")
+
+    async def close(self) -> None:
+        """Nothing is kept between probes (each run reaps its own process)."""

@@ -1,0 +1,90 @@
+"""The ``smtp`` kind: read the 220 banner (single or multi-line), optionally
+``EHLO`` expecting 250, then ``QUIT``.
+
+Details: ``"smtp: banner 554, want 220"``, ``"smtp: EHLO 550, want 250"``,
+``"smtp: banner: garbage 'hello'"``, ``"smtp: connect 10.0.0.2:25: refused"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from lvsd.checks._net import (
+    LINE_LIMIT,
+    Fail,
+    Progress,
+    Verdict,
+    close_stream,
+    echo,
+    hostport,
+    open_stream,
+    probe_port,
+    read_line,
+    run_timed,
+)
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.config.model import CheckSpec, SmtpOptions
+
+#: Lines a multi-line reply may have before we call it garbage.
+MAX_REPLY_LINES = 100
+
+_REPLY_LINE = re.compile(rb"([2-5]\d\d)([ -]|$)")
+
+
+async def read_reply(reader: asyncio.StreamReader, progress: Progress) -> int:
+    """Read one SMTP reply (``250-a``, ``250-b``, ``250 c``) and return its code."""
+    for _ in range(MAX_REPLY_LINES):
+        line = await read_line(reader, progress)
+        match = _REPLY_LINE.match(line)
+        if match is None:
+            raise Fail(f"{progress.step}: garbage {echo(line)}", "protocol")
+        if match.group(2) != b"-":
+            return int(match.group(1))
+    raise Fail(f"{progress.step}: reply longer than {MAX_REPLY_LINES} lines", "protocol")
+
+
+class SmtpProbe:
+    """Greet the mail server and leave politely."""
+
+    __slots__ = ("_options", "_port", "_spec", "_target")
+
+    def __init__(self, spec: CheckSpec, target: Target) -> None:
+        if not isinstance(spec.options, SmtpOptions):
+            raise TypeError(f"smtp probe needs SmtpOptions, got {type(spec.options).__name__}")
+        self._spec = spec
+        self._options = spec.options
+        self._target = target
+        self._port = probe_port(spec, target)
+
+    async def probe(self) -> ProbeResult:
+        progress = Progress(f"smtp: connect {hostport(self._target.address, self._port)}")
+        return await run_timed(self._spec.timeout, progress, lambda: self._run(progress))
+
+    async def _run(self, progress: Progress) -> Verdict:
+        reader, writer = await open_stream(
+            self._spec, self._target.address, self._port, limit=LINE_LIMIT
+        )
+        try:
+            progress.step = "smtp: banner"
+            code = await read_reply(reader, progress)
+            if code != 220:
+                return Verdict.fail(f"smtp: banner {code}, want 220", "status")
+            detail = "smtp: banner 220"
+            if self._options.helo is not None:
+                progress.step = "smtp: EHLO"
+                writer.write(f"EHLO {self._options.helo}\r\n".encode())
+                await writer.drain()
+                code = await read_reply(reader, progress)
+                if code != 250:
+                    return Verdict.fail(f"smtp: EHLO {code}, want 250", "status")
+                detail += ", EHLO 250"
+            progress.step = "smtp: QUIT"
+            writer.write(b"QUIT\r\n")
+            await writer.drain()
+            return Verdict(ok=True, detail=detail)
+        finally:
+            close_stream(writer)
+
+    async def close(self) -> None:
+        """Nothing is kept between probes."""

@@ -1,0 +1,91 @@
+"""The ``udp`` kind: send a datagram from a connected UDP socket.
+
+* with ``expect``: up when a reply containing it arrives within the timeout;
+* without: up on any reply, down when an ICMP port unreachable comes back
+  (``refused``); silence until the timeout counts as up unless ``require_reply``.
+
+Details: ``"udp 10.0.0.2:53: refused"``, ``"udp 10.0.0.2:53: timeout after 1.0s"``,
+``"udp 10.0.0.2:53: reply does not contain 'pong' (got 'nope')"``,
+``"udp 10.0.0.2:53: no reply, no ICMP unreachable"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from lvsd.checks._net import (
+    Fail,
+    Progress,
+    Verdict,
+    describe_os_error,
+    echo,
+    hostport,
+    local_addr,
+    probe_port,
+    run_timed,
+)
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.config.model import CheckSpec, UdpOptions
+
+
+class _Replies(asyncio.DatagramProtocol):
+    """Hands datagrams and ICMP errors to the waiting probe through a queue."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | OSError] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.queue.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, OSError):
+            self.queue.put_nowait(exc)
+
+
+class UdpProbe:
+    """Send a datagram to the target and listen for what comes back."""
+
+    __slots__ = ("_options", "_port", "_spec", "_target")
+
+    def __init__(self, spec: CheckSpec, target: Target) -> None:
+        if not isinstance(spec.options, UdpOptions):
+            raise TypeError(f"udp probe needs UdpOptions, got {type(spec.options).__name__}")
+        self._spec = spec
+        self._options = spec.options
+        self._target = target
+        self._port = probe_port(spec, target)
+
+    async def probe(self) -> ProbeResult:
+        where = f"udp {hostport(self._target.address, self._port)}"
+        progress = Progress(where)
+        return await run_timed(self._spec.timeout, progress, lambda: self._run(progress, where))
+
+    async def _run(self, progress: Progress, where: str) -> Verdict:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            _Replies,
+            remote_addr=(str(self._target.address), self._port),
+            local_addr=local_addr(self._spec),
+        )
+        try:
+            transport.sendto(self._options.send)
+            expect = self._options.expect
+            if expect is None and not self._options.require_reply:
+                progress.on_timeout = Verdict(
+                    ok=True, detail=f"{where}: no reply, no ICMP unreachable"
+                )
+            while True:
+                item = await protocol.queue.get()
+                if isinstance(item, OSError):
+                    text, reason = describe_os_error(item)
+                    raise Fail(f"{where}: {text}", reason)
+                if expect is None or expect in item:
+                    return Verdict(ok=True, detail=f"{where}: reply {echo(item)}")
+                # A wrong reply: keep listening, but a timeout now means "wrong answer".
+                wrong = f"reply does not contain {echo(expect)} (got {echo(item)})"
+                progress.on_timeout = Verdict.fail(f"{where}: {wrong}", "body")
+        finally:
+            transport.close()
+
+    async def close(self) -> None:
+        """Nothing is kept between probes."""
