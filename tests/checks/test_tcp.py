@@ -1,0 +1,155 @@
+"""The tcp probe against real loopback servers that behave and misbehave."""
+
+# ruff: noqa: SIM300  -- the project's style is `expected == actual`
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+import pytest
+
+from lvsd.checks.tcp import TcpProbe
+from lvsd.config.model import SmtpOptions, TcpOptions
+from lvsd.model import format_hostport
+from tests.checks.conftest import TIMEOUT, Loopback, make_spec
+
+
+async def _probe(net: Loopback, port: int, options: TcpOptions, **fields: object) -> TcpProbe:
+    return TcpProbe(make_spec("tcp", options, **fields), net.target(port))
+
+
+async def test_connect_ok(net: Loopback) -> None:
+    """A listening port is up, and the detail names where it connected."""
+    port = await net.tcp(net.hang_handler())
+    probe = await _probe(net, port, TcpOptions())
+    result = await probe.probe()
+    assert result.ok
+    assert f"connect {format_hostport(net.address, port)}: ok" == result.detail
+    assert "ok" == result.reason
+    assert 0 <= result.duration < TIMEOUT
+
+
+async def test_connect_refused(net: Loopback) -> None:
+    """A closed port fails fast with 'refused'."""
+    port = net.free_port()
+    result = await (await _probe(net, port, TcpOptions())).probe()
+    assert not result.ok
+    assert f"connect {format_hostport(net.address, port)}: refused" == result.detail
+    assert "refused" == result.reason
+
+
+async def test_send_and_expect(net: Loopback) -> None:
+    """What is sent reaches the server; the answer containing `expect` (even split over
+    several segments) makes the probe pass."""
+    received: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readexactly(5))
+        writer.write(b"+O")
+        await writer.drain()
+        writer.write(b"K ready\r\n")
+        await writer.drain()
+        await net.hang()
+
+    port = await net.tcp(handler)
+    probe = await _probe(net, port, TcpOptions(send=b"PING\n", expect=b"+OK"))
+    result = await probe.probe()
+    assert [b"PING\n"] == received
+    assert result.ok, result.detail
+    assert f"read {format_hostport(net.address, port)}: '+OK' seen" == result.detail
+
+
+async def test_expect_wrong_answer_then_close(net: Loopback) -> None:
+    """A server that answers something else and closes fails with what it said."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"-ERR nope\r\n")
+        await writer.drain()
+
+    port = await net.tcp(handler)
+    result = await (await _probe(net, port, TcpOptions(expect=b"+OK"))).probe()
+    where = format_hostport(net.address, port)
+    assert not result.ok
+    assert f"read {where}: closed before '+OK' was seen (got '-ERR nope\\r\\n')" == result.detail
+    assert "body" == result.reason
+
+
+async def test_expect_silent_server_times_out(net: Loopback) -> None:
+    """A server that accepts and never answers times out in the read step."""
+    port = await net.tcp(net.hang_handler())
+    result = await (await _probe(net, port, TcpOptions(expect=b"+OK"))).probe()
+    assert not result.ok
+    assert f"read {format_hostport(net.address, port)}: timeout after {TIMEOUT}s" == result.detail
+    assert "timeout" == result.reason
+    assert TIMEOUT <= result.duration < TIMEOUT + 0.5
+
+
+async def test_expect_reset(net: Loopback) -> None:
+    """A server that resets the connection (SO_LINGER 0) fails with 'reset by peer'."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    port = await net.tcp(handler)
+    result = await (await _probe(net, port, TcpOptions(expect=b"+OK"))).probe()
+    assert not result.ok
+    assert f"read {format_hostport(net.address, port)}: reset by peer" == result.detail
+    assert "reset" == result.reason
+
+
+async def test_spec_port_overrides_target_port(net: Loopback) -> None:
+    """`port` in the spec is probed instead of the real server's port."""
+    port = await net.tcp(net.hang_handler())
+    probe = TcpProbe(make_spec("tcp", TcpOptions(), port=port), net.target(net.free_port()))
+    result = await probe.probe()
+    assert result.ok, result.detail
+
+
+async def test_source_port_binding(net: Loopback) -> None:
+    """`source_port` binds the probe's local port (the server sees it as the peer)."""
+    port = await net.tcp(net.hang_handler())
+    source_port = net.free_port()
+    probe = TcpProbe(
+        make_spec("tcp", TcpOptions(), source=net.host, source_port=source_port),
+        net.target(port),
+    )
+    result = await probe.probe()
+    for _ in range(10):
+        if net.peers:
+            break
+        await asyncio.sleep(0.01)
+    assert result.ok, result.detail
+    assert [(net.host, source_port)] == net.peers
+
+
+async def test_source_address_binding(net4: Loopback) -> None:
+    """`source` binds the probe's local address: 127.0.0.2 is what the server sees."""
+    port = await net4.tcp(net4.hang_handler())
+    probe = TcpProbe(make_spec("tcp", TcpOptions(), source="127.0.0.2"), net4.target(port))
+    result = await probe.probe()
+    for _ in range(10):
+        if net4.peers:
+            break
+        await asyncio.sleep(0.01)
+    assert result.ok, result.detail
+    assert ["127.0.0.2"] == [peer[0] for peer in net4.peers]
+
+
+async def test_source_address_not_local(net4: Loopback) -> None:
+    """A source address this host does not have fails with a clear detail, not a crash."""
+    port = await net4.tcp(net4.hang_handler())
+    probe = TcpProbe(make_spec("tcp", TcpOptions(), source="192.0.2.1"), net4.target(port))
+    result = await probe.probe()
+    assert not result.ok
+    assert f"connect 127.0.0.1:{port}: cannot bind source address" == result.detail
+    assert "error" == result.reason
+
+
+async def test_wrong_options_type_is_a_bug(net4: Loopback) -> None:
+    """Building a tcp probe from another kind's options raises TypeError (a bug)."""
+    with pytest.raises(TypeError, match="tcp probe needs TcpOptions, got SmtpOptions"):
+        TcpProbe(make_spec("tcp", SmtpOptions()), net4.target(1))
