@@ -1,0 +1,203 @@
+"""The exec probe: exit codes, placeholders, dynamic weights, and no process left
+behind when a command hangs past its timeout."""
+
+# ruff: noqa: SIM300  -- the project's style is `expected == actual`
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from lvsd.checks.base import Target
+from lvsd.checks.exec import ExecProbe, render_command, verdict_of_exit
+from lvsd.config.model import ExecOptions
+from tests.checks.conftest import TIMEOUT, make_spec
+
+TARGET = Target(
+    address=ipaddress.ip_address("127.0.0.1"),
+    port=8080,
+    vip=ipaddress.ip_address("::1"),
+    vport=80,
+    weight=10,
+)
+
+
+def _probe(*command: str, target: Target = TARGET, **options: object) -> ExecProbe:
+    return ExecProbe(make_spec("exec", ExecOptions(command=command, **options)), target)  # type: ignore[arg-type]
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _living_members(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that are not zombies (zombies wait for init to reap)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        state, pgrp = fields[0], int(fields[3])
+        if pgrp == pgid and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def test_render_command() -> None:
+    """Placeholders are substituted inside arguments; nothing else is expanded."""
+    command = ("/bin/check", "--vip={vip}", "{vport}", "{rip}:{rport}", "$HOME", "{other}")
+    expected = ("/bin/check", "--vip=::1", "80", "127.0.0.1:8080", "$HOME", "{other}")
+    assert expected == render_command(command, TARGET, 8080)
+
+
+@pytest.mark.parametrize(
+    ("code", "dynamic", "max_weight", "expected"),
+    [
+        (0, False, None, (True, "exit 0", None)),
+        (1, False, None, (False, "exit 1", None)),
+        (1, True, None, (False, "exit 1", None)),
+        (7, False, None, (False, "exit 7", None)),
+        (7, True, None, (True, "exit 7, weight 5", 5)),
+        (2, True, None, (True, "exit 2, weight 0", 0)),
+        (255, True, None, (True, "exit 255, weight 10", 10)),
+        (255, True, 100, (True, "exit 255, weight 100", 100)),
+        (-9, False, None, (False, "killed by SIGKILL", None)),
+    ],
+)
+def test_verdict_of_exit(
+    code: int, dynamic: bool, max_weight: int | None, expected: tuple[bool, str, int | None]
+) -> None:
+    """0 up, 1 down, 2..255 weight code-2 bounded (dynamic) or down; signals down."""
+    options = ExecOptions(command=("x",), dynamic=dynamic, max_weight=max_weight)
+    assert expected == verdict_of_exit(code, options, 10)
+
+
+async def test_exit_zero_is_up() -> None:
+    """Exit 0 is up; the first line of output is in the detail."""
+    result = await _probe("/bin/sh", "-c", "echo all good; echo more").probe()
+    assert result.ok
+    assert "exec ['/bin/sh', '-c', 'echo all good; echo more']: exit 0: all good" == result.detail
+
+
+async def test_exit_one_is_down() -> None:
+    """Exit 1 is down with reason 'exit'."""
+    result = await _probe("/bin/sh", "-c", "exit 1").probe()
+    assert not result.ok
+    assert "exec ['/bin/sh', '-c', 'exit 1']: exit 1" == result.detail
+    assert "exit" == result.reason
+
+
+async def test_dynamic_weight() -> None:
+    """With `dynamic`, exit 5 is up with weight 3."""
+    result = await _probe("/bin/sh", "-c", "exit 5", dynamic=True).probe()
+    assert (True, 3) == (result.ok, result.weight)
+
+
+async def test_placeholders_reach_the_command(tmp_path: Path) -> None:
+    """The command sees the substituted arguments, unexpanded by any shell."""
+    out = tmp_path / "args"
+    script = 'printf "%s\\n" "$@" > "$0"'
+    result = await _probe(
+        "/bin/sh", "-c", script, str(out), "{rip}", "{rport}", "{vip}", "$X"
+    ).probe()
+    assert result.ok, result.detail
+    assert ["127.0.0.1", "8080", "::1", "$X"] == out.read_text().splitlines()
+
+
+async def test_not_found() -> None:
+    """A command that does not exist fails with 'not found', not an exception."""
+    result = await _probe("/nonexistent/check").probe()
+    assert not result.ok
+    assert "exec ['/nonexistent/check']: not found" == result.detail
+    assert "error" == result.reason
+
+
+async def test_unknown_user() -> None:
+    """An unknown `user` fails clearly."""
+    result = await _probe("/bin/true", user="no-such-user-lvsd").probe()
+    assert not result.ok
+    assert "exec ['/bin/true']: no such user 'no-such-user-lvsd'" == result.detail
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
+async def test_runs_as_user(tmp_path: Path) -> None:
+    """With `user`, the command runs as that user."""
+    result = await _probe("/bin/sh", "-c", "id -un", user="nobody").probe()
+    assert result.ok, result.detail
+    assert result.detail.endswith(": exit 0: nobody")
+
+
+async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    """A command that hangs (with a child of its own) past the timeout is killed with its
+    whole process group and reaped: no process is left behind."""
+    pids = tmp_path / "pids"
+    script = f'sleep 30 & echo $$ $! > "{pids}"; wait'
+    result = await _probe("/bin/sh", "-c", script).probe()
+    assert not result.ok
+    assert f"exec ['/bin/sh', '-c', {script!r}]: timeout after {TIMEOUT}s" == result.detail
+    assert "timeout" == result.reason
+    shell, child = (int(pid) for pid in pids.read_text().split())
+    assert not _alive(shell)  # reaped by the probe: gone entirely
+    for _ in range(100):  # the orphaned child is reaped by init; wait for the kernel
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.01)
+    assert not _alive(child)
+    assert [] == _living_members(shell)
+
+
+async def test_background_child_holding_output_is_killed(tmp_path: Path) -> None:
+    """A command that exits but leaves a child holding its output open still ends within
+    the timeout, and the child is killed."""
+    pids = tmp_path / "pids"
+    script = f'sleep 30 & echo $! > "{pids}"; exit 0'
+    result = await _probe("/bin/sh", "-c", script).probe()
+    assert not result.ok
+    assert "timeout" == result.reason
+    child = int(pids.read_text())
+    for _ in range(100):
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.01)
+    assert not _alive(child)
+
+
+async def test_cancelled_probe_kills_the_group(tmp_path: Path) -> None:
+    """Cancelling a running exec probe (shutdown) also kills and reaps the command."""
+    pids = tmp_path / "pids"
+    probe = ExecProbe(
+        make_spec(
+            "exec",
+            ExecOptions(command=("/bin/sh", "-c", f'echo $$ > "{pids}"; sleep 30')),
+            timeout=30,
+        ),
+        TARGET,
+    )
+    task = asyncio.create_task(probe.probe())
+    for _ in range(200):
+        if pids.exists() and pids.read_text().strip():
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not _alive(int(pids.read_text()))
+
+
+async def test_python_interpreter_command() -> None:
+    """Any executable works, e.g. the test's own Python."""
+    result = await _probe(sys.executable, "-c", "raise SystemExit(1)").probe()
+    assert (False, "exit") == (result.ok, result.reason)
