@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -25,15 +26,17 @@ TIMEOUT = 0.3
 
 
 class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, handler: DatagramHandler) -> None:
+    def __init__(self, handler: DatagramHandler, peers: list[tuple[str, int]]) -> None:
         self.handler = handler
+        self.peers = peers
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # The selector loop's datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.peers.append((str(addr[0]), int(addr[1])))
         reply = self.handler(data)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
@@ -93,7 +96,7 @@ class Loopback:
         """Start a UDP server answering each datagram with ``handler(data)`` (None: silence)."""
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(handler), local_addr=(self.host, 0)
+            lambda: _Datagrams(handler, self.peers), local_addr=(self.host, 0)
         )
         self._transports.append(transport)
         return int(transport.get_extra_info("sockname")[1])
