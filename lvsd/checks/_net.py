@@ -124,6 +124,21 @@ async def run_timed(
     )
 
 
+class DatagramQueue(asyncio.DatagramProtocol):
+    """Hands datagrams and ICMP errors (``ConnectionRefusedError`` on a connected
+    socket) of a datagram endpoint to the waiting probe, in arrival order."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | OSError] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.queue.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, OSError):
+            self.queue.put_nowait(exc)
+
+
 def probe_port(spec: CheckSpec, target: Target) -> int:
     """The port to probe: the spec's own port, else the real server's."""
     return target.port if spec.port is None else spec.port

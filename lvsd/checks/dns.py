@@ -13,7 +13,8 @@ Details: ``"dns www.example. A: rcode NXDOMAIN, want NOERROR"``,
 
 from __future__ import annotations
 
-import dns.asyncquery
+import asyncio
+
 import dns.exception
 import dns.flags
 import dns.message
@@ -23,7 +24,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from lvsd.checks._net import Fail, Progress, Verdict, run_timed
+from lvsd.checks._net import DatagramQueue, Fail, Progress, Verdict, local_addr, run_timed
 from lvsd.checks.base import ProbeResult, Target
 from lvsd.config.model import CheckSpec, DnsOptions
 
@@ -104,18 +105,7 @@ class DnsProbe:
         if self._problem is not None:
             raise Fail(f"{self._label}: {self._problem}", "error")
         query = dns.message.make_query(self._name, self._rdtype, flags=dns.flags.RD)
-        try:
-            reply = await dns.asyncquery.udp(
-                query,
-                str(self._target.address),
-                port=self._port,
-                source=self._spec.source,
-                source_port=self._spec.source_port or 0,
-            )
-        except dns.exception.Timeout:
-            raise TimeoutError from None
-        except dns.exception.DNSException as exc:
-            raise Fail(f"{self._label}: bad reply: {exc}", "protocol") from exc
+        reply = await self._exchange(query)
         rcode = reply.rcode()
         if rcode != self._rcode:
             want = dns.rcode.to_text(self._rcode)
@@ -131,6 +121,31 @@ class DnsProbe:
             raise Fail(f"{self._label}: answer {seen}, want {want}", "body")
         answers = ", ".join(sorted(r.to_text() for r in got)) or "no answer"
         return Verdict(ok=True, detail=f"{self._label}: {dns.rcode.to_text(rcode)}, {answers}")
+
+    async def _exchange(self, query: dns.message.Message) -> dns.message.Message:
+        """Send ``query`` from a connected UDP socket (so an ICMP port unreachable is
+        seen) and return the first reply that answers it."""
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            DatagramQueue,
+            remote_addr=(str(self._target.address), self._port),
+            local_addr=local_addr(self._spec),
+        )
+        try:
+            transport.sendto(query.to_wire())
+            while True:
+                item = await protocol.queue.get()
+                if isinstance(item, OSError):
+                    raise item
+                try:
+                    reply = dns.message.from_wire(item)
+                except dns.exception.DNSException as exc:
+                    raise Fail(f"{self._label}: bad reply: {exc}", "protocol") from exc
+                if query.is_response(reply):
+                    return reply
+                # Someone else's answer (another id or question): keep waiting.
+        finally:
+            transport.close()
 
     async def close(self) -> None:
         """Nothing is kept between probes."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from lvsd.checks._net import (
+    DatagramQueue,
     Fail,
     Progress,
     Verdict,
@@ -26,20 +27,6 @@ from lvsd.checks._net import (
 )
 from lvsd.checks.base import ProbeResult, Target
 from lvsd.config.model import CheckSpec, UdpOptions
-
-
-class _Replies(asyncio.DatagramProtocol):
-    """Hands datagrams and ICMP errors to the waiting probe through a queue."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes | OSError] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self.queue.put_nowait(data)
-
-    def error_received(self, exc: Exception) -> None:
-        if isinstance(exc, OSError):
-            self.queue.put_nowait(exc)
 
 
 class UdpProbe:
@@ -63,7 +50,7 @@ class UdpProbe:
     async def _run(self, progress: Progress, where: str) -> Verdict:
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(
-            _Replies,
+            DatagramQueue,
             remote_addr=(str(self._target.address), self._port),
             local_addr=local_addr(self._spec),
         )
