@@ -252,6 +252,6 @@ def _decode(body: bytes, response: aiohttp.ClientResponse) -> str:
 
 def _ssl_text(exc: aiohttp.ClientSSLError) -> str:
     os_error = exc.os_error
-    if isinstance(os_error, ssl.SSLError):
-        return os_error.reason or str(os_error)
+    if isinstance(os_error, ssl.SSLError) and os_error.reason:
+        return os_error.reason.lower().replace("_", " ")  # WRONG_VERSION_NUMBER
     return str(os_error)
