@@ -116,8 +116,8 @@ class Loopback:
             writer.close()
         for transport in self._transports:
             transport.close()
-        for task in list(self._tasks):
-            task.cancel()
+        if self._tasks:  # handlers see `stop` (or their closed socket) and return
+            await asyncio.wait(list(self._tasks), timeout=2)
         for server in self._servers:
             await server.wait_closed()
         for _ in range(3):
