@@ -1,0 +1,56 @@
+"""The ``lab`` fixture: boots user-mode Linux (a real IPVS kernel) in the test's folder.
+
+Lab tests carry ``@pytest.mark.lab`` (deselect them with ``-m 'not lab'``). They are
+skipped, with the reason, when this machine cannot boot the lab (``scripts/setup``
+installs what it needs, so in CI they run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lvsd.lab import harness
+from lvsd.lab.harness import Boot, LabResult, Scenario, Topology
+
+
+@dataclass
+class Lab:
+    """Boots the lab in ``work`` (one sub-folder per boot)."""
+
+    work: Path
+    boots: int = 0
+
+    def run(
+        self,
+        scenario: Scenario,
+        *,
+        topology: Topology | None = None,
+        boot: Boot | None = None,
+    ) -> LabResult:
+        self.boots += 1
+        folder = self.work / f"boot{self.boots}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return harness.run(folder, scenario, topology=topology, boot=boot)
+
+
+def _skip_unless_available() -> None:
+    reason = harness.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"lab unavailable: {reason}")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Lab:
+    """A lab that boots in this test's temporary folder."""
+    _skip_unless_available()
+    return Lab(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    """A lab shared by a module's tests, so one boot can serve several checks."""
+    _skip_unless_available()
+    return Lab(tmp_path_factory.mktemp("lab"))
