@@ -8,12 +8,13 @@ import socket
 
 import dns.message
 import dns.rcode
+import dns.rdatatype
 import dns.rrset
 import pytest
 
 from lvsd.checks.dns import DnsProbe, dns_problems
 from lvsd.config.model import DnsOptions
-from tests.checks.conftest import TIMEOUT, Loopback, make_spec
+from tests.checks.conftest import TIMEOUT, DatagramHandler, Loopback, make_spec
 
 ZONE = {
     ("www.example.", "A"): ["10.0.0.1", "10.0.0.2"],
@@ -22,7 +23,9 @@ ZONE = {
 }
 
 
-def authority(rcode: int = dns.rcode.NOERROR, *, wrong: bool = False, cname: bool = False):  # type: ignore[no-untyped-def]
+def authority(
+    rcode: dns.rcode.Rcode = dns.rcode.NOERROR, *, wrong: bool = False, cname: bool = False
+) -> DatagramHandler:
     """A DNS server answering from ZONE (or with 10.9.9.9 when ``wrong``)."""
 
     def answer(data: bytes) -> bytes | None:
@@ -45,7 +48,9 @@ def authority(rcode: int = dns.rcode.NOERROR, *, wrong: bool = False, cname: boo
     return answer
 
 
-async def _run(net: Loopback, handler, options: DnsOptions) -> tuple[bool, str, str]:  # type: ignore[no-untyped-def]
+async def _run(
+    net: Loopback, handler: DatagramHandler, options: DnsOptions
+) -> tuple[bool, str, str]:
     port = await net.udp(handler)
     result = await DnsProbe(make_spec("dns", options), net.target(port)).probe()
     return result.ok, result.detail, result.reason
