@@ -108,9 +108,6 @@ async def run_timed(
         verdict = failure.verdict
     except asyncio.IncompleteReadError:
         verdict = Verdict.fail(f"{progress.step}: connection closed by peer", "reset")
-    except (asyncio.LimitOverrunError, ValueError) as exc:
-        # StreamReader.readline raises ValueError for an over-long line.
-        verdict = Verdict.fail(f"{progress.step}: line too long ({exc})", "protocol")
     except OSError as exc:
         text, reason = describe_os_error(exc)
         verdict = Verdict.fail(f"{progress.step}: {text}", reason)
@@ -181,7 +178,10 @@ def close_stream(writer: asyncio.StreamWriter) -> None:
 
 async def read_line(reader: asyncio.StreamReader, progress: Progress) -> bytes:
     """One line (without its end), or ``Fail`` if the peer closed before sending one."""
-    line = await reader.readline()
+    try:
+        line = await reader.readline()
+    except ValueError as exc:  # readline's way of saying the line exceeds the limit
+        raise Fail(f"{progress.step}: line too long ({exc})", "protocol") from exc
     if not line:
         raise Fail(f"{progress.step}: connection closed without a reply", "protocol")
     return line.rstrip(b"\r\n")
