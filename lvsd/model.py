@@ -81,7 +81,7 @@ def format_hostport(address: IPAddress, port: int) -> str:
     return f"{address}:{port}"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class ServiceKey:
     """What identifies a virtual service in the kernel.
 
@@ -109,16 +109,33 @@ class ServiceKey:
     def ip(self) -> IPAddress | None:
         return ipaddress.ip_address(self.address) if self.address is not None else None
 
+    def sort_key(self) -> tuple[int, str, int, str, int, int]:
+        """Address services before fwmark ones, then family, mark, protocol, numeric
+        address, port: a total order over every kind of key."""
+        ip = self.ip
+        return (
+            1 if self.fwmark else 0,
+            str(self.family),
+            self.fwmark,
+            str(self.protocol or ""),
+            int(ip) if ip is not None else 0,
+            self.port,
+        )
+
+    def __lt__(self, other: ServiceKey) -> bool:
+        return self.sort_key() < other.sort_key()
+
     def __str__(self) -> str:
         if self.fwmark:
             suffix = " inet6" if self.family is Family.INET6 else ""
             return f"fwm {self.fwmark}{suffix}"
         ip = self.ip
-        assert ip is not None and self.protocol is not None
+        assert ip is not None
+        assert self.protocol is not None
         return f"{self.protocol} {format_hostport(ip, self.port)}"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class DestKey:
     """What identifies a destination within its service."""
 
@@ -132,6 +149,14 @@ class DestKey:
     @property
     def ip(self) -> IPAddress:
         return ipaddress.ip_address(self.address)
+
+    def sort_key(self) -> tuple[int, int, int]:
+        """IPv4 before IPv6, numeric address, then port (10.0.0.9 before 10.0.0.10)."""
+        ip = self.ip
+        return (ip.version, int(ip), self.port)
+
+    def __lt__(self, other: DestKey) -> bool:
+        return self.sort_key() < other.sort_key()
 
     def __str__(self) -> str:
         return format_hostport(self.ip, self.port)

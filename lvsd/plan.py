@@ -49,24 +49,13 @@ _PORTED_TUNNELS = frozenset({TunnelType.GUE, TunnelType.GRE})
 
 
 def service_order(key: ServiceKey) -> tuple[int, str, int, str, int, int]:
-    """Sort key for services: address services before fwmark ones, then by family,
-    mark, protocol, numeric address and port. (``ServiceKey``'s own order cannot
-    compare a fwmark key with an address key.)"""
-    ip = key.ip
-    return (
-        1 if key.fwmark else 0,
-        str(key.family),
-        key.fwmark,
-        str(key.protocol or ""),
-        int(ip) if ip is not None else 0,
-        key.port,
-    )
+    """Sort key for services (see ``ServiceKey.sort_key``)."""
+    return key.sort_key()
 
 
 def dest_order(key: DestKey) -> tuple[int, int, int]:
-    """Sort key for destinations: IPv4 before IPv6, numeric address, then port."""
-    ip = key.ip
-    return (ip.version, int(ip), key.port)
+    """Sort key for destinations (see ``DestKey.sort_key``)."""
+    return key.sort_key()
 
 
 def service_fields(service: Service) -> tuple[object, ...]:

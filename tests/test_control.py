@@ -1,7 +1,6 @@
 """Tests of the control socket transport: real unix sockets in a temporary directory."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The desired table: config + health + overrides -> what the kernel should hold."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Tests of the logging set-up: format choice, level filtering, fields, stdlib records."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

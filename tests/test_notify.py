@@ -1,7 +1,6 @@
 """Tests of the sd_notify client against a real unix datagram socket, as systemd uses."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Tests of the host preflight against fake /proc and /lib/modules trees in tmp_path."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Tests of the persisted drain store: round trips, atomic writes, corrupt files."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """The agent probe: HAProxy agent-check replies, parsed and against loopback agents."""
 
-# ruff: noqa: SIM300  -- the project's style is `expected == actual`
-
 from __future__ import annotations
 
 import asyncio

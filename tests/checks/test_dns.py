@@ -1,7 +1,5 @@
 """The dns probe against a tiny loopback DNS server built from dnspython messages."""
 
-# ruff: noqa: SIM300  -- the project's style is `expected == actual`
-
 from __future__ import annotations
 
 import socket

@@ -1,8 +1,6 @@
 """The exec probe: exit codes, placeholders, dynamic weights, and no process left
 behind when a command hangs past its timeout."""
 
-# ruff: noqa: SIM300  -- the project's style is `expected == actual`
-
 from __future__ import annotations
 
 import asyncio

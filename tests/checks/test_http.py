@@ -1,8 +1,6 @@
 """The http and https probes against loopback aiohttp servers and raw misbehaving ones,
 with throwaway certificates made by the openssl CLI."""
 
-# ruff: noqa: SIM300  -- the project's style is `expected == actual`
-
 from __future__ import annotations
 
 import asyncio

@@ -1,8 +1,6 @@
 """The registry from kind to probe class, and what every kind owes: no file
 descriptor left behind, whatever the server did."""
 
-# ruff: noqa: SIM300  -- the project's style is `expected == actual`
-
 from __future__ import annotations
 
 import asyncio

@@ -1,7 +1,6 @@
 """Tests of the check scheduler with a fake clock and fake probes: no real waiting."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """The tcp probe against real loopback servers that behave and misbehave."""
 
-# ruff: noqa: SIM300  -- the project's style is `expected == actual`
-
 from __future__ import annotations
 
 import asyncio

@@ -1,7 +1,5 @@
 """The udp probe against loopback UDP servers: echo, wrong reply, silence, closed port."""
 
-# ruff: noqa: SIM300  -- the project's style is `expected == actual`
-
 from __future__ import annotations
 
 import socket

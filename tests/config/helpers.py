@@ -1,7 +1,6 @@
 """Helpers shared by the config tests: write a file, load it, list its problems."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

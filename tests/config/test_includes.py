@@ -1,7 +1,6 @@
 """include: globs relative to the including file, merged into one config."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

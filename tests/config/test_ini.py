@@ -1,7 +1,6 @@
 """INI configs: the section layout, coercion of text values, and equivalence with TOML."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The line locators: key paths to lines for TOML and INI text."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

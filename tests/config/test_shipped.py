@@ -1,7 +1,6 @@
 """The example configs shipped under etc/ load, and the TOML and INI ones agree."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

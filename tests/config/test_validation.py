@@ -2,7 +2,6 @@
 and every problem of a file is reported at once."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

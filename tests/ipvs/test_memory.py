@@ -1,7 +1,6 @@
 """The in-memory backend: kernel-like refusals, recorded ops, injected failures."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 
