@@ -27,33 +27,9 @@ import dns.rdatatype
 from lvsd.checks._net import DatagramQueue, Fail, Progress, Verdict, local_addr, run_timed
 from lvsd.checks.base import ProbeResult, Target
 from lvsd.config.model import CheckSpec, DnsOptions
+from lvsd.config.options import dns_problems
 
 DEFAULT_PORT = 53
-
-
-def dns_problems(options: DnsOptions) -> list[str]:
-    """What is wrong with ``options`` (empty when a probe can be built from them)."""
-    problems = []
-    try:
-        dns.name.from_text(options.name)
-    except dns.exception.DNSException as exc:
-        problems.append(f"bad name {options.name!r}: {exc}")
-    try:
-        rdtype = dns.rdatatype.from_text(options.type)
-    except dns.exception.DNSException:
-        problems.append(f"unknown type {options.type!r}")
-        rdtype = None
-    try:
-        dns.rcode.from_text(options.rcode)
-    except dns.exception.DNSException:
-        problems.append(f"unknown rcode {options.rcode!r}")
-    if rdtype is not None:
-        for text in options.expect:
-            try:
-                dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
-            except (dns.exception.DNSException, ValueError) as exc:
-                problems.append(f"bad {options.type} answer {text!r}: {exc}")
-    return problems
 
 
 class DnsProbe:

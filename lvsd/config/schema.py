@@ -33,7 +33,9 @@ from lvsd.config.model import (
     CheckSpec,
     Config,
     DaemonConfig,
+    DnsOptions,
     FailureAction,
+    HttpOptions,
     InitialState,
     PanicGuard,
     Quorum,
@@ -42,6 +44,7 @@ from lvsd.config.model import (
     StatusRange,
     VirtualServiceConfig,
 )
+from lvsd.config.options import dns_option_problems, regex_problem
 from lvsd.errors import Problem
 from lvsd.model import (
     FLAGGED_SCHEDULERS,
@@ -243,18 +246,33 @@ def _str_list(value: object) -> tuple[str, ...]:
 
 
 def _command(value: object) -> tuple[str, ...]:
+    want = "expected a command (a list of strings, or a string)"
     if isinstance(value, str):
         try:
             words = tuple(shlex.split(value))
         except ValueError as exc:
-            raise _Invalid(f"cannot split {show(value)} into words: {exc}") from None
+            raise _Invalid(
+                f"cannot split {show(value)} into words ({exc}); "
+                "expected a command line with balanced quotes"
+            ) from None
     elif isinstance(value, list) and all(isinstance(item, str) for item in value):
         words = tuple(value)
     else:
-        raise _Invalid(f"expected a command (a list of strings, or a string), got {show(value)}")
+        raise _Invalid(f"{want}, got {show(value)}")
     if not words:
-        raise _Invalid("expected a command, got an empty one")
+        raise _Invalid(f"{want}, got an empty one: {_show_command(value)}")
+    if not words[0].strip():
+        raise _Invalid(
+            f"expected a program to run first, got an empty program name: {_show_command(value)}"
+        )
     return words
+
+
+def _show_command(value: object) -> str:
+    """A command as written: a string quoted, a list in TOML's form."""
+    if isinstance(value, list):
+        return "[" + ", ".join(show(item) for item in value) + "]"
+    return show(value)
 
 
 def _status(value: object) -> tuple[StatusRange, ...]:
@@ -833,8 +851,15 @@ class _Builder:
         source_port = table.get("source_port", lambda v: _int(v, 1, MAX_PORT))
         if source_port is not None:
             kwargs["source_port"] = source_port
+        portless_agent = kind == "agent" and not table.has("port")
+        if portless_agent:
+            self.error(
+                table.path,
+                'check kind "agent" needs "port" (the port its agent listens on, '
+                "not the service's)",
+            )
         options = self.options(table, kind, options_type, option_names)
-        if options is None:
+        if options is None or portless_agent:
             return None
         return CheckSpec(kind=kind, options=options, **kwargs)
 
@@ -858,7 +883,36 @@ class _Builder:
                 kwargs[name] = value
         if "tls" in defaults:
             kwargs["tls"] = kind == "https"
-        return cls(**kwargs) if ok else None
+        if not ok:
+            return None
+        options = cls(**kwargs)
+        return options if self._option_rules(table, options) else None
+
+    def _option_rules(self, table: _Table, options: CheckOptions) -> bool:
+        """The rules a value's type cannot say (a regex compiles, a DNS type exists);
+        True when ``options`` pass them."""
+        problems = 0
+        if isinstance(options, HttpOptions) and options.body_regex is not None:
+            reason = regex_problem(options.body_regex)
+            if reason is not None:
+                problems += 1
+                self.error(
+                    table.at("body_regex"),
+                    f"body_regex {show(options.body_regex)} does not compile ({reason}); "
+                    "expected a Python regular expression",
+                )
+        if isinstance(options, DnsOptions):
+            for problem in dns_option_problems(options):
+                problems += 1
+                where = table.at(problem.field)
+                if problem.index is not None and isinstance(table.data.get(problem.field), list):
+                    where = (*where, problem.index)
+                reason = f" ({problem.reason})" if problem.reason else ""
+                self.error(
+                    where,
+                    f"{problem.what} {show(problem.value)}{reason}; expected {problem.expected}",
+                )
+        return problems == 0
 
 
 def _listen(value: object) -> str:

@@ -448,6 +448,7 @@ kind = "htttp"
 [[services.web.checks]]
 kind = "agent"
 sendd = "x"
+port = 5555
 [[services.web.checks]]
 kind = "smtp"
 interval = 1
@@ -465,7 +466,7 @@ timeout = 1
         ("services.web.checks[3].sendd", 15,
          'option "sendd" does not belong to check kind "agent" (did you mean "send"?); '
          "agent takes: send"),
-        ("services.web.checks[4].timeout", 19, "timeout 1 must be less than interval 1"),
+        ("services.web.checks[4].timeout", 20, "timeout 1 must be less than interval 1"),
     ]  # fmt: skip
     assert expected == [(k, line, m) for _, k, line, m in problems(path)]
 
@@ -522,7 +523,8 @@ panic = { threshold = 1.5 }
         ("services.web.sorry_server.weigth", 5,
          'unknown key in sorry_server (did you mean "weight"?)'),
         ("services.web.quorum.minimum", 6, "-1 is out of range (expected >= 0)"),
-        ("services.web.quorum.up_command", 6, "expected a command, got an empty one"),
+        ("services.web.quorum.up_command", 6,
+         "expected a command (a list of strings, or a string), got an empty one: \"\""),
         ("services.web.panic.threshold", 7, "1.5 is out of range (expected > 0 and <= 1)"),
     ] == [(k, line, m) for _, k, line, m in problems(path)]  # fmt: skip
 
