@@ -4,13 +4,17 @@ its own module; this file maps an ``LvsdError`` to a message and a status."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from lvsd import __version__
 from lvsd.errors import ConfigError, LvsdError
 
 DEFAULT_CONFIG = "/etc/lvsd/lvsd.toml"
+DEFAULT_SOCKET = "/run/lvsd/control.sock"
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and says no (bad config, failed ops)
@@ -43,6 +47,83 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return import_main(args.kind, args.file, args.output)
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from lvsd.daemon import run
+
+    return run(args.config, dry_run=args.dry_run)
+
+
+def _socket(args: argparse.Namespace) -> str:
+    """``--socket``, else the config's control socket (``-c``), else the default."""
+    if args.socket:
+        return str(args.socket)
+    if args.config:
+        from lvsd.config import load
+
+        return load(args.config).daemon.control_socket
+    return DEFAULT_SOCKET
+
+
+def _request(args: argparse.Namespace, payload: dict[str, Any], timeout: float = 30.0) -> Any:
+    from lvsd.control import request_sync
+
+    return request_sync(_socket(args), payload, timeout)
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    answer = _request(args, {"command": "reload"}, timeout=args.timeout)
+    ops = answer.get("ops", [])
+    for op in ops:
+        print(op)
+    for failed in answer.get("failed", []):
+        print(f"failed: {failed}", file=sys.stderr)
+    for linger in answer.get("lingering", []):
+        print(f"draining: {linger}")
+    print(f"reloaded: {len(ops)} op{'s' if len(ops) != 1 else ''}")
+    return EXIT_FAILED if answer.get("failed") else EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    answer = _request(args, {"command": "status"})
+    if args.json:
+        print(json.dumps(answer.get("status", {}), indent=2, sort_keys=True))
+    else:
+        print(answer.get("text", ""))
+    return EXIT_OK
+
+
+def _cmd_drain(args: argparse.Namespace) -> int:
+    target = {"service": args.service, "realserver": args.realserver}
+    on = args.command == "drain"
+    answer = _request(args, {"command": args.command, **target})
+    for op in answer.get("ops", []):
+        print(op)
+    print(f"{'drained' if on else 'undrained'} {args.service} {answer.get('realserver')}")
+    if not on or not args.wait:
+        return EXIT_OK
+    deadline = time.monotonic() + args.timeout
+    while True:
+        active = int(_request(args, {"command": "connections", **target}).get("active", 0))
+        if active == 0:
+            print("no active connections left")
+            return EXIT_OK
+        if time.monotonic() >= deadline:
+            print(
+                f"lvsd: {active} active connections left after {args.timeout:g} s", file=sys.stderr
+            )
+            return EXIT_FAILED
+        time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
+
+
+def _client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=None, help="take the control socket from this config"
+    )
+    parser.add_argument(
+        "--socket", default=None, help=f"control socket (default: from -c, else {DEFAULT_SOCKET})"
+    )
+
+
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
@@ -72,6 +153,41 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(apply)
     apply.add_argument("--dry-run", action="store_true", help="print the ops, change nothing")
     apply.set_defaults(func=_cmd_apply)
+
+    run = sub.add_parser("run", help="run the daemon: health checks keep the kernel table right")
+    _config_arg(run)
+    run.add_argument(
+        "--dry-run", action="store_true", help="an in-memory table instead of the kernel's"
+    )
+    run.set_defaults(func=_cmd_run)
+
+    reload = sub.add_parser("reload", help="make the running daemon re-read its config")
+    _client_args(reload)
+    reload.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
+    reload.set_defaults(func=_cmd_reload)
+
+    status = sub.add_parser("status", help="show services, real servers, health, weights")
+    _client_args(status)
+    status.add_argument("--json", action="store_true", help="JSON instead of a table")
+    status.set_defaults(func=_cmd_status)
+
+    for name, text in (
+        ("drain", "give a real server weight 0 (kept across reloads and restarts)"),
+        ("undrain", "end a drain: the real server's health decides again"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        _client_args(cmd)
+        cmd.add_argument("service", help="service name in the config")
+        cmd.add_argument("realserver", help="ADDRESS:PORT, like 10.0.0.2:80 or [2001:db8::2]:80")
+        if name == "drain":
+            cmd.add_argument(
+                "--wait", action="store_true", help="wait until no active connections are left"
+            )
+            cmd.add_argument(
+                "--timeout", type=float, default=300.0, help="seconds --wait waits (300)"
+            )
+            cmd.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+        cmd.set_defaults(func=_cmd_drain)
 
     imp = sub.add_parser(
         "import", help="convert a keepalived.conf or ldirectord.cf to an lvsd TOML config"

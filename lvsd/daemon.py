@@ -1,0 +1,464 @@
+"""``lvsd run``: the one owner of the event loop.
+
+:class:`Daemon` wires the pieces together and runs them as tasks until it is told to
+stop: the check :class:`~lvsd.checks.scheduler.Scheduler`, a batcher that hands the
+results gathered over a short window to :meth:`lvsd.engine.Engine.results` (so the
+panic guard sees rounds), a one-second timer (slow-start ramps, lingering real
+servers, a full reconcile after a failure), drift repair every
+``daemon.reconcile_interval`` seconds, the systemd watchdog, and the control socket.
+
+Signal handlers only set events: SIGHUP asks for a reload, SIGTERM and SIGINT for a
+stop. Only :func:`run` calls ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from lvsd import control
+from lvsd.checks.base import ProbeFactory, ProbeResult
+from lvsd.checks.scheduler import Scheduler, checks_from_config
+from lvsd.config.model import Config
+from lvsd.engine import Engine, Hooks, NullHooks, ReloadResult, parse_realserver
+from lvsd.errors import ControlError
+from lvsd.health import CheckId
+from lvsd.ipvs.base import Backend
+from lvsd.model import Table
+from lvsd.notify import Notifier, NullNotifier
+from lvsd.state import DrainStore
+
+log = structlog.get_logger("lvsd.daemon")
+
+#: Seconds an apply may run before the watchdog stops being fed.
+APPLY_BOUND = 60.0
+
+
+def _optional(name: str) -> Any:
+    """``lvsd.<name>`` if that module exists (metrics, status and api land separately)."""
+    try:
+        return importlib.import_module(f"lvsd.{name}")
+    except ModuleNotFoundError:
+        return None
+
+
+class Daemon:
+    """Everything ``lvsd run`` does, from start-up to stop.
+
+    ``backend_factory`` and ``probe_factory`` are the seams tests use (a
+    ``MemoryBackend`` and fake probes); ``signals`` installs the signal handlers
+    (off in tests that run several daemons in one process).
+    """
+
+    def __init__(
+        self,
+        config_path: str,
+        *,
+        dry_run: bool = False,
+        backend_factory: Callable[[], Backend] | None = None,
+        probe_factory: ProbeFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        notifier: Notifier | None = None,
+        signals: bool = True,
+        batch_window: float = 0.02,
+        timer_interval: float = 1.0,
+        load: Callable[[str], Config] | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.dry_run = dry_run
+        self._backend_factory = backend_factory
+        self._probe_factory = probe_factory
+        self.clock = clock
+        self.notifier = notifier if notifier is not None else NullNotifier()
+        self._signals = signals
+        self.batch_window = batch_window
+        self.timer_interval = timer_interval
+        self._load = load
+        self.reload_requested = asyncio.Event()
+        self.stop_requested = asyncio.Event()
+        self.started = asyncio.Event()
+        self.ready = False
+        self._batch: list[tuple[CheckId, ProbeResult]] = []
+        self._batch_ready = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.engine: Engine | None = None
+        self.scheduler: Scheduler | None = None
+        self.metrics: Any = None
+        self.backend: Backend | None = None
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def load(self) -> Config:
+        if self._load is not None:
+            return self._load(self.config_path)
+        from lvsd.config import load
+
+        return load(self.config_path)
+
+    def _backend(self) -> Backend:
+        if self._backend_factory is not None:
+            return self._backend_factory()
+        if self.dry_run:
+            from lvsd.ipvs.memory import MemoryBackend
+
+            return MemoryBackend()
+        from lvsd.ipvs.netlink import NetlinkBackend
+
+        return NetlinkBackend()
+
+    def _hooks(self) -> Hooks:
+        module = _optional("metrics")
+        if module is None:
+            return NullHooks()
+        from prometheus_client import CollectorRegistry
+
+        self.metrics = module.Metrics(CollectorRegistry())
+        hooks: Hooks = self.metrics
+        return hooks
+
+    def _on_result(self, cid: CheckId, result: ProbeResult, started: float) -> None:
+        self._batch.append((cid, result))
+        self._batch_ready.set()
+
+    # -- running -------------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        """Start, run until a stop is requested, stop. Raises ``ConfigError`` (and
+        other ``LvsdError``) when start-up cannot complete."""
+        config = self.load()
+        self.backend = self._backend()
+        engine = Engine(
+            config,
+            self.backend,
+            clock=self.clock,
+            drains=DrainStore.in_dir(config.daemon.state_dir),
+            hooks=self._hooks(),
+        )
+        self.engine = engine
+        server: asyncio.AbstractServer | None = None
+        runner: Any = None
+        tasks: list[asyncio.Task[Any]] = []
+        loop = asyncio.get_running_loop()
+        try:
+            await engine.start()
+            if self._probe_factory is not None:
+                factory = self._probe_factory
+            else:
+                from lvsd.checks.registry import make_probe
+
+                factory = make_probe
+            self.scheduler = Scheduler(
+                factory,
+                self._on_result,
+                clock=self.clock,
+                sleep=asyncio.sleep,
+                max_concurrent=config.daemon.max_concurrent_probes,
+                max_exec=config.daemon.max_exec_probes,
+                rng=random.Random(),
+            )
+            await self.scheduler.update(checks_from_config(config))
+            server = await control.serve(
+                config.daemon.control_socket, self.handle, group=config.daemon.control_group
+            )
+            runner = await self._start_api(config)
+            if self._signals:
+                loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+                loop.add_signal_handler(signal.SIGTERM, self.stop_requested.set)
+                loop.add_signal_handler(signal.SIGINT, self.stop_requested.set)
+            tasks = [
+                asyncio.create_task(self.scheduler.run(), name="scheduler"),
+                asyncio.create_task(self._batches(), name="batches"),
+                asyncio.create_task(self._timer(), name="timer"),
+                asyncio.create_task(self._drift(), name="drift"),
+                asyncio.create_task(self._watchdog(), name="watchdog"),
+            ]
+            self.ready = True
+            summary = engine.summary()
+            self.notifier.ready(summary)
+            log.info("daemon.ready", status=summary, dry_run=self.dry_run)
+            self.started.set()
+            await self._main(tasks)
+        finally:
+            self.ready = False
+            self.notifier.stopping()
+            log.info("daemon.stopping")
+            if self._signals:
+                for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.scheduler is not None:
+                await self.scheduler.close()
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+                control.remove_socket(config.daemon.control_socket)
+            if runner is not None:
+                with contextlib.suppress(Exception):
+                    await runner.cleanup()
+            if engine.config.daemon.remove_on_stop and engine.table is not None:
+                await engine.remove_all()
+            await engine.close()
+            await self.backend.close()
+            log.info("daemon.stopped")
+        return 0
+
+    async def _main(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Wait for a reload or a stop; a task that dies (a bug) stops the daemon."""
+        stop = asyncio.create_task(self.stop_requested.wait())
+        try:
+            while not self.stop_requested.is_set():
+                reload = asyncio.create_task(self.reload_requested.wait())
+                done, _ = await asyncio.wait(
+                    {stop, reload, *tasks}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if reload in done:
+                    self.reload_requested.clear()
+                    await self.reload()
+                else:
+                    reload.cancel()
+                for task in tasks:
+                    if task in done:
+                        task.result()  # re-raises the bug
+                        raise RuntimeError(f"task {task.get_name()} ended")
+        finally:
+            stop.cancel()
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    async def _start_api(self, config: Config) -> Any:
+        api = _optional("api")
+        listen = config.daemon.metrics_listen
+        if api is None or not listen or self.metrics is None:
+            return None
+        return await api.start(listen, _Source(self), self.metrics)
+
+    async def _batches(self) -> None:
+        """Hand the results of one short window to the engine as one round."""
+        engine = self._engine
+        while True:
+            await self._batch_ready.wait()
+            size = -1
+            for _ in range(5):  # until the batch stops growing, at most 5 windows
+                if len(self._batch) == size:
+                    break
+                size = len(self._batch)
+                await asyncio.sleep(self.batch_window)
+            batch, self._batch = self._batch, []
+            self._batch_ready.clear()
+            await engine.results(batch)
+
+    async def _timer(self) -> None:
+        """About every second: slow-start ramps, lingering servers, retry after failure."""
+        engine = self._engine
+        while True:
+            await asyncio.sleep(self.timer_interval)
+            if engine.ramping(self.clock()):
+                await engine.tick()
+            if engine.lingering:
+                await engine.check_lingering()
+            if engine.stale:
+                await engine.reconcile()
+
+    async def _drift(self) -> None:
+        engine = self._engine
+        while True:
+            await asyncio.sleep(engine.config.daemon.reconcile_interval)
+            await engine.repair()
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            await asyncio.Event().wait()  # never set: no watchdog asked for
+            return
+        engine = self._engine
+        while True:
+            now = self.clock()
+            scheduler = self.scheduler
+            stalled = scheduler is not None and scheduler.stalled(now)
+            since = engine.applying_since
+            stuck = since is not None and now - since > APPLY_BOUND
+            if not stalled and not stuck:
+                self.notifier.watchdog()
+            else:
+                log.error("watchdog.withheld", scheduler_stalled=stalled, apply_stuck=stuck)
+            await asyncio.sleep(interval)
+
+    @property
+    def _engine(self) -> Engine:
+        assert self.engine is not None, "daemon not started"
+        return self.engine
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def reload(self) -> ReloadResult:
+        """Reload the config file (SIGHUP and the control command)."""
+        async with self._reload_lock:
+            engine = self._engine
+            self.notifier.reloading()
+            log.info("reload.start", path=self.config_path)
+            result = await engine.reload(self.load)
+            if result.ok and self.scheduler is not None:
+                await self.scheduler.update(checks_from_config(engine.config))
+            self.notifier.ready(engine.summary())
+            return result
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's commands."""
+        command = request.get("command")
+        handler = self._commands.get(str(command))
+        if handler is None:
+            known = ", ".join(sorted(self._commands))
+            raise ControlError(f"unknown command {command!r} (known: {known})")
+        return await handler(self, request)
+
+    async def _cmd_reload(self, request: dict[str, Any]) -> dict[str, Any]:
+        result = await self.reload()
+        if not result.ok:
+            raise ControlError("reload failed, old config kept:\n" + "\n".join(result.errors))
+        return result.to_json()
+
+    async def _cmd_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        return status_reply(self._engine, self.clock())
+
+    async def _drain(self, request: dict[str, Any], on: bool) -> dict[str, Any]:
+        service = str(request.get("service", ""))
+        realserver = parse_realserver(str(request.get("realserver", "")))
+        result = await self._engine.set_drain(service, realserver, on)
+        return {
+            "service": service,
+            "realserver": str(realserver),
+            "drained": on,
+            "ops": [str(op) for op in result.applied],
+        }
+
+    async def _cmd_drain(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self._drain(request, True)
+
+    async def _cmd_undrain(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self._drain(request, False)
+
+    async def _cmd_connections(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Active connections of one real server, from a fresh dump."""
+        engine = self._engine
+        service = str(request.get("service", ""))
+        realserver = parse_realserver(str(request.get("realserver", "")))
+        engine.find(service, realserver)
+        await engine.refresh()
+        return {
+            "service": service,
+            "realserver": str(realserver),
+            "active": engine.active_connections(service, realserver),
+        }
+
+    _commands: dict[str, Callable[[Daemon, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+        "reload": _cmd_reload,
+        "status": _cmd_status,
+        "drain": _cmd_drain,
+        "undrain": _cmd_undrain,
+        "connections": _cmd_connections,
+    }
+
+
+class _Source:
+    """What ``lvsd.api`` reads: a fresh dump, the status report, readiness."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    @property
+    def ready(self) -> bool:
+        return self._daemon.ready
+
+    async def snapshot(self) -> Any:
+        backend = self._daemon.backend
+        assert backend is not None
+        return await backend.dump()
+
+    def report(self) -> Any:
+        engine = self._daemon._engine
+        status = _optional("status")
+        assert status is not None
+        return status.build(
+            engine.config, engine.health, engine.table, engine.drained, self._daemon.clock()
+        )
+
+
+def status_reply(engine: Engine, now: float) -> dict[str, Any]:
+    """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people).
+    Uses ``lvsd.status`` when present, else a plain report of its own."""
+    status = _optional("status")
+    if status is not None:
+        report = status.build(engine.config, engine.health, engine.table, engine.drained, now)
+        return {"status": report.to_json(), "text": report.render()}
+    return fallback_status(engine, now)
+
+
+def fallback_status(engine: Engine, now: float) -> dict[str, Any]:
+    """A status of real servers with health, weights and connections."""
+    table: Table = engine.table or {}
+    snapshot = engine.snapshot
+    health = {(s.service, s.realserver): s for s in engine.health.status(now)}
+    quorum_lost = engine.health.quorum_lost()
+    panicking = engine.health.panicking()
+    services: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for svc in engine.config.services:
+        live = table.get(svc.key)
+        lines.append(f"{svc.name}: {svc.key} {svc.scheduler}")
+        servers: list[dict[str, Any]] = []
+        for rs in svc.real_servers:
+            st = health.get((svc.name, rs.key))
+            dest = live.destinations.get(rs.key) if live is not None else None
+            stats = snapshot.dest_stats.get((svc.key, rs.key)) if snapshot is not None else None
+            entry = {
+                "realserver": str(rs.key),
+                "up": st.up if st is not None else False,
+                "drained": (svc.name, rs.key) in engine.drained,
+                "configured_weight": rs.weight,
+                "weight": dest.weight if dest is not None else None,
+                "active_connections": stats.active_connections if stats is not None else 0,
+                "inactive_connections": stats.inactive_connections if stats is not None else 0,
+                "checks": [
+                    {"check": str(spec), "up": cs.up, "detail": cs.detail}
+                    for spec, cs in (st.checks if st is not None else ())
+                ],
+            }
+            servers.append(entry)
+            state = "drained" if entry["drained"] else ("up" if entry["up"] else "down")
+            weight = "-" if entry["weight"] is None else entry["weight"]
+            lines.append(
+                f"  -> {entry['realserver']:<24} {state:<8} weight {weight}/{rs.weight}"
+                f"  active {entry['active_connections']}"
+                f"  inactive {entry['inactive_connections']}"
+            )
+        services.append(
+            {
+                "name": svc.name,
+                "service": str(svc.key),
+                "scheduler": str(svc.scheduler),
+                "quorum_lost": svc.name in quorum_lost,
+                "panic": svc.name in panicking,
+                "real_servers": servers,
+            }
+        )
+    return {"status": {"services": services}, "text": "\n".join(lines)}
+
+
+def run(config_path: str, *, dry_run: bool = False) -> int:
+    """``lvsd run``: the only ``asyncio.run`` of lvsd."""
+    daemon = Daemon(config_path, dry_run=dry_run, notifier=Notifier.from_env())
+    return asyncio.run(daemon.serve())
+
+
+__all__ = ["Daemon", "fallback_status", "run", "status_reply"]

@@ -1,0 +1,609 @@
+"""The daemon's decisions, without the loop: health results in, kernel ops out.
+
+:class:`Engine` holds one config, its :class:`~lvsd.health.HealthState`, the operator's
+drains, the real servers lingering after a reload, and a cache of the kernel table
+(the last dump plus every op applied since). Every path that may change the kernel
+goes through :meth:`Engine.reconcile`, under one lock:
+
+* a batch of probe results (:meth:`Engine.results`) plans against the cache, so a
+  health change costs no dump;
+* drift repair (:meth:`Engine.repair`) dumps first and logs ``drift.repaired``;
+* a reload (:meth:`Engine.reload`) validates the new config completely, rebases the
+  health, drains removed real servers, then plans against a fresh dump;
+* a failed op or netlink error marks the cache stale: the next reconcile dumps.
+
+The engine owns no event loop and reads no clock of its own: ``clock`` is injected.
+The daemon (``lvsd.daemon``) wires it to the scheduler, signals and sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from lvsd.checks.base import ProbeResult
+from lvsd.config.model import Config
+from lvsd.desired import Overrides, RsId, desired_table
+from lvsd.errors import ConfigError, IpvsError, LvsdError
+from lvsd.health import CheckId, HealthState, Report
+from lvsd.ipvs.base import Backend
+from lvsd.model import (
+    ApplyResult,
+    Destination,
+    DestKey,
+    Op,
+    ServiceKey,
+    Snapshot,
+    Table,
+)
+from lvsd.plan import apply_ops, plan
+from lvsd.state import DrainStore
+
+log = structlog.get_logger("lvsd.engine")
+
+#: Seconds a quorum up/down command may run before it is killed.
+COMMAND_TIMEOUT = 30.0
+
+
+class Hooks(Protocol):
+    """What the engine tells the metrics (``lvsd.metrics.Metrics`` fits)."""
+
+    def probe(self, kind: str, result: ProbeResult) -> None: ...
+    def transition(self, t: Any) -> None: ...
+    def reload(self, ok: bool, now_wall: float) -> None: ...
+    def netlink(self, op_kind: str, ok: bool) -> None: ...
+    def drift_repair(self, count: int) -> None: ...
+    def panic(self, service: str, on: bool) -> None: ...
+    def quorum(self, service: str, up: bool) -> None: ...
+
+
+class NullHooks:
+    """Metrics that count nothing (no metrics module, or tests)."""
+
+    def probe(self, kind: str, result: ProbeResult) -> None:
+        pass
+
+    def transition(self, t: Any) -> None:
+        pass
+
+    def reload(self, ok: bool, now_wall: float) -> None:
+        pass
+
+    def netlink(self, op_kind: str, ok: bool) -> None:
+        pass
+
+    def drift_repair(self, count: int) -> None:
+        pass
+
+    def panic(self, service: str, on: bool) -> None:
+        pass
+
+    def quorum(self, service: str, up: bool) -> None:
+        pass
+
+
+#: Runs a quorum command (argv); the default starts a bounded subprocess.
+CommandRunner = Callable[[Sequence[str]], None]
+
+
+@dataclass(slots=True)
+class _Lingering:
+    """A real server removed by a reload, kept at weight 0 while connections drain."""
+
+    dest: Destination
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReloadResult:
+    """What a reload did: the ops applied (or that failed), or the config's problems."""
+
+    ok: bool
+    ops: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    lingering: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reloaded": self.ok,
+            "ops": list(self.ops),
+            "failed": list(self.failed),
+            "errors": list(self.errors),
+            "lingering": list(self.lingering),
+        }
+
+
+@dataclass(slots=True)
+class _Cache:
+    table: Table | None = None
+    snapshot: Snapshot | None = None
+    stale: bool = True
+    desired: Table | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def parse_realserver(text: str) -> DestKey:
+    """``10.0.0.2:80`` or ``[::1]:80`` as a key; ``LvsdError`` when malformed."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        sep = ""
+    try:
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(text)
+        return DestKey.of(host, int(port))
+    except ValueError:
+        raise LvsdError(
+            f"bad real server {text!r}: want ADDRESS:PORT (10.0.0.2:80, [2001:db8::2]:80)"
+        ) from None
+
+
+def adoptable(config: Config, table: Table) -> frozenset[RsId]:
+    """Configured real servers found in ``table`` with weight > 0."""
+    found: set[RsId] = set()
+    for svc in config.services:
+        vs = table.get(svc.key)
+        if vs is None:
+            continue
+        for rs in svc.real_servers:
+            dest = vs.destinations.get(rs.key)
+            if dest is not None and dest.weight > 0:
+                found.add((svc.name, rs.key))
+    return frozenset(found)
+
+
+class Engine:
+    """One config's health and kernel table. Create with :meth:`start`."""
+
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        *,
+        clock: Callable[[], float],
+        drains: DrainStore | None = None,
+        hooks: Hooks | None = None,
+        run_command: CommandRunner | None = None,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
+        import time
+
+        self.config = config
+        self.backend = backend
+        self.clock = clock
+        self.wall_clock = wall_clock or time.time
+        self.hooks: Hooks = hooks or NullHooks()
+        self.drains = drains
+        self.drained: frozenset[RsId] = drains.load() if drains is not None else frozenset()
+        self.health = HealthState()
+        self.lingering: dict[ServiceKey, dict[DestKey, _Lingering]] = {}
+        self.retiring: frozenset[ServiceKey] = frozenset()
+        self._cache = _Cache()
+        self._lock = asyncio.Lock()
+        self._commands: set[asyncio.Task[None]] = set()
+        self._run_command = run_command or self._spawn
+        #: Clock time an apply started, while one runs (for the watchdog).
+        self.applying_since: float | None = None
+        #: How many applies were issued (each one or more ops).
+        self.applies = 0
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def start(self) -> ApplyResult:
+        """Dump, adopt what the kernel already runs, build the health, first reconcile."""
+        now = self.clock()
+        snapshot = await self._dump()
+        adopt = adoptable(self.config, snapshot.table) if self.config.daemon.adopt_up else ()
+        self.health = HealthState.from_config(self.config, now, adopt=adopt)
+        for svc in self.config.services:
+            for rs in svc.real_servers:
+                if (svc.name, rs.key) in adopt:
+                    log.info("realserver.adopted", service=svc.name, realserver=str(rs.key))
+        async with self._lock:
+            return await self._reconcile_locked(fresh=False)
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def managed(self) -> frozenset[ServiceKey]:
+        return frozenset(s.key for s in self.config.services) | self.retiring
+
+    @property
+    def table(self) -> Table | None:
+        """The cached kernel table (last dump plus applied ops)."""
+        return self._cache.table
+
+    @property
+    def stale(self) -> bool:
+        """True when the cached table cannot be trusted (a failure since the last dump)."""
+        return self._cache.stale
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The last dump."""
+        return self._cache.snapshot
+
+    def overrides(self) -> Overrides:
+        return Overrides(
+            drained=self.drained,
+            lingering={
+                key: tuple(entry.dest for entry in dests.values())
+                for key, dests in self.lingering.items()
+                if dests
+            },
+            quorum_lost=self.health.quorum_lost(),
+        )
+
+    def desired(self, now: float) -> dict[ServiceKey, Any]:
+        return desired_table(self.config, self.health.server_health(now), self.overrides())
+
+    def ramping(self, now: float) -> bool:
+        """True while some up real server has not reached its full weight by slow start."""
+        return any(s.up and s.factors.ramp < 1.0 for s in self.health.status(now) if not s.held)
+
+    def summary(self) -> str:
+        """``2 services, 5/6 real servers up`` (for systemd's STATUS)."""
+        statuses = self.health.status(self.clock())
+        up = sum(1 for s in statuses if s.up and (s.service, s.realserver) not in self.drained)
+        n = len(self.config.services)
+        return f"{n} service{'s' if n != 1 else ''}, {up}/{len(statuses)} real servers up"
+
+    # -- health --------------------------------------------------------------------------
+
+    async def results(self, batch: Iterable[tuple[CheckId, ProbeResult]]) -> ApplyResult:
+        """Feed one round of probe results, then reconcile if anything changed."""
+        batch = list(batch)
+        now = self.clock()
+        for cid, result in batch:
+            self.hooks.probe(cid.spec.kind, result)
+        report = self.health.round(batch, now)
+        self.handle(report)
+        return await self.reconcile()
+
+    async def tick(self) -> ApplyResult:
+        """Time passes: slow-start weights grow, quorum may follow."""
+        self.handle(self.health.tick(self.clock()))
+        return await self.reconcile()
+
+    def handle(self, report: Report) -> None:
+        """Log every change, feed the metrics, run quorum commands."""
+        for t in report.transitions:
+            self.hooks.transition(t)
+            log.info(
+                t.event,
+                service=t.service,
+                realserver=str(t.realserver),
+                old="up" if t.old else "down",
+                new="up" if t.new else "down",
+                reason=t.reason,
+                detail=t.detail,
+            )
+        for p in report.panic:
+            self.hooks.panic(p.service, p.panic)
+            log.error(
+                p.event,
+                service=p.service,
+                failing=p.failing,
+                total=p.total,
+                held=[str(d) for d in p.held],
+            )
+        for q in report.quorum:
+            self.hooks.quorum(q.service, q.up)
+            log.warning(q.event, service=q.service, live_weight=q.live_weight, minimum=q.minimum)
+            svc = next((s for s in self.config.services if s.name == q.service), None)
+            if svc is None or svc.quorum is None:
+                continue
+            command = svc.quorum.up_command if q.up else svc.quorum.down_command
+            if command:
+                self._run_command(command)
+
+    def _spawn(self, argv: Sequence[str]) -> None:
+        task = asyncio.get_running_loop().create_task(_run_bounded(tuple(argv)))
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    # -- kernel --------------------------------------------------------------------------
+
+    async def _dump(self) -> Snapshot:
+        try:
+            snapshot = await self.backend.dump()
+        except IpvsError:
+            self.hooks.netlink("dump", False)
+            self._cache.stale = True
+            raise
+        self.hooks.netlink("dump", True)
+        self._cache.snapshot = snapshot
+        self._cache.table = snapshot.table
+        self._cache.stale = False
+        return snapshot
+
+    async def refresh(self) -> Snapshot:
+        """A fresh dump into the cache (for connection counts)."""
+        async with self._lock:
+            return await self._dump()
+
+    async def reconcile(self, *, fresh: bool = False) -> ApplyResult:
+        """Make the kernel match the desired table. Without ``fresh`` the cached table
+        is the current one (no dump) unless a previous failure made it stale; nothing
+        is written when the desired table did not change since the last success."""
+        async with self._lock:
+            return await self._reconcile_locked(fresh=fresh)
+
+    async def _reconcile_locked(self, *, fresh: bool) -> ApplyResult:
+        now = self.clock()
+        desired = self.desired(now)
+        cache = self._cache
+        if not fresh and not cache.stale and cache.desired == desired:
+            return ApplyResult()
+        if fresh or cache.stale or cache.table is None:
+            try:
+                await self._dump()
+            except IpvsError as exc:
+                log.error("kernel.dump_failed", error=str(exc))
+                return ApplyResult()
+        current = cache.table if cache.table is not None else {}
+        ops = plan(current, desired, self.managed)
+        result = await self._apply(ops)
+        if result.failed:
+            cache.stale = True
+            cache.desired = None
+        else:
+            cache.desired = desired
+            self.retiring = frozenset(k for k in self.retiring if k in (cache.table or {}))
+        return result
+
+    async def _apply(self, ops: Sequence[Op]) -> ApplyResult:
+        if not ops:
+            return ApplyResult()
+        cache = self._cache
+        self.applying_since = self.clock()
+        self.applies += 1
+        try:
+            result = await self.backend.apply(ops)
+        except IpvsError as exc:
+            log.error("kernel.apply_failed", error=str(exc), ops=len(ops))
+            self.hooks.netlink("apply", False)
+            cache.stale = True
+            return ApplyResult(failed=tuple((op, exc) for op in ops))
+        finally:
+            self.applying_since = None
+        for op in result.applied:
+            self.hooks.netlink(str(op.kind), True)
+            log.info("kernel.op", op=str(op))
+        for op, error in result.failed:
+            self.hooks.netlink(str(op.kind), False)
+            log.error("kernel.op_failed", op=str(op), error=error.reason)
+        try:
+            cache.table = apply_ops(cache.table or {}, result.applied)
+        except IpvsError:
+            cache.stale = True
+        return result
+
+    async def repair(self) -> ApplyResult:
+        """Drift repair: a fresh dump, plan, apply; log ``drift.repaired`` per op."""
+        async with self._lock:
+            self._expire_lingering(None)
+            result = await self._reconcile_locked(fresh=True)
+        ops = [*result.applied, *(op for op, _ in result.failed)]
+        for op in ops:
+            log.warning("drift.repaired", op=str(op))
+        if ops:
+            self.hooks.drift_repair(len(ops))
+        return result
+
+    # -- lingering real servers (removed by a reload) ---------------------------------------
+
+    def _expire_lingering(self, snapshot: Snapshot | None) -> list[str]:
+        """Drop lingering entries whose connections are gone (per ``snapshot``, the
+        last dump when None) or whose deadline passed. Returns what was dropped."""
+        snapshot = snapshot or self._cache.snapshot
+        now = self.clock()
+        dropped: list[str] = []
+        for key, dests in self.lingering.items():
+            for dest_key in list(dests):
+                entry = dests[dest_key]
+                active = 0
+                if snapshot is not None:
+                    stats = snapshot.dest_stats.get((key, dest_key))
+                    active = stats.active_connections if stats is not None else 0
+                if active == 0 or now >= entry.deadline:
+                    del dests[dest_key]
+                    reason = "drained" if active == 0 else "timeout"
+                    log.info(
+                        "realserver.removed",
+                        service=str(key),
+                        realserver=str(dest_key),
+                        reason=reason,
+                        active=active,
+                    )
+                    dropped.append(f"{key} -> {dest_key}")
+        self.lingering = {k: v for k, v in self.lingering.items() if v}
+        return dropped
+
+    async def check_lingering(self) -> ApplyResult:
+        """Dump, drop drained lingering servers, reconcile (deletes them)."""
+        if not self.lingering:
+            return ApplyResult()
+        async with self._lock:
+            try:
+                snapshot = await self._dump()
+            except IpvsError as exc:
+                log.error("kernel.dump_failed", error=str(exc))
+                return ApplyResult()
+            if not self._expire_lingering(snapshot):
+                return ApplyResult()
+            return await self._reconcile_locked(fresh=False)
+
+    # -- reload --------------------------------------------------------------------------
+
+    async def reload(self, load: Callable[[], Config]) -> ReloadResult:
+        """Load a new config with ``load``; on success move to it and apply only the
+        difference. A bad config changes nothing and reports every problem."""
+        try:
+            new = load()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload.problem", problem=str(problem))
+            log.error("reload.failed", problems=len(exc.problems))
+            self.hooks.reload(False, self.wall_clock())
+            return ReloadResult(ok=False, errors=tuple(str(p) for p in exc.problems))
+        except LvsdError as exc:
+            log.error("reload.failed", error=str(exc))
+            self.hooks.reload(False, self.wall_clock())
+            return ReloadResult(ok=False, errors=(str(exc),))
+        async with self._lock:
+            result = await self._switch(new)
+        self.hooks.reload(result.ok, self.wall_clock())
+        log.info(
+            "reload.done",
+            ops=len(result.ops),
+            failed=len(result.failed),
+            lingering=len(result.lingering),
+        )
+        return result
+
+    async def _switch(self, new: Config) -> ReloadResult:
+        now = self.clock()
+        old = self.config
+        try:
+            snapshot = await self._dump()
+        except IpvsError as exc:
+            snapshot = None
+            log.error("kernel.dump_failed", error=str(exc))
+        table = snapshot.table if snapshot is not None else (self._cache.table or {})
+        new_services = {s.key: s for s in new.services}
+        new_names = {s.name for s in new.services}
+        lingering: list[str] = []
+        for svc in old.services:
+            kept = new_services.get(svc.key)
+            if kept is None:
+                continue
+            keep = {rs.key for rs in kept.real_servers}
+            live = table.get(svc.key)
+            for rs in svc.real_servers:
+                if rs.key in keep or live is None or rs.key not in live.destinations:
+                    continue
+                dest = live.destinations[rs.key]
+                self.lingering.setdefault(svc.key, {})[rs.key] = _Lingering(
+                    dest=dest, deadline=now + new.daemon.drain_timeout
+                )
+                lingering.append(f"{svc.key} -> {rs.key}")
+        # A real server listed again stops lingering.
+        for svc in new.services:
+            dests = self.lingering.get(svc.key)
+            if dests:
+                for rs in svc.real_servers:
+                    dests.pop(rs.key, None)
+        self.lingering = {k: v for k, v in self.lingering.items() if k in new_services and v}
+        self.retiring = (self.retiring | {s.key for s in old.services}) - new_services.keys()
+        self.config = new
+        self.drained = frozenset(d for d in self.drained if d[0] in new_names)
+        self.handle(self.health.rebase(new, now))
+        self._expire_lingering(snapshot)
+        lingering = [f"{key} -> {dk}" for key, dests in self.lingering.items() for dk in dests]
+        self._cache.desired = None
+        result = await self._reconcile_locked(fresh=snapshot is None)
+        return ReloadResult(
+            ok=True,
+            ops=tuple(str(op) for op in result.applied),
+            failed=tuple(f"{op}: {err.reason}" for op, err in result.failed),
+            lingering=tuple(lingering),
+        )
+
+    # -- operator drains -----------------------------------------------------------------
+
+    def find(self, service: str, realserver: DestKey) -> RsId:
+        """The (service, real server) of the current config; ``LvsdError`` if none."""
+        svc = next((s for s in self.config.services if s.name == service), None)
+        if svc is None:
+            names = ", ".join(s.name for s in self.config.services) or "none"
+            raise LvsdError(f"no service named {service!r} (services: {names})")
+        if all(rs.key != realserver for rs in svc.real_servers):
+            raise LvsdError(f"service {service!r} has no real server {realserver}")
+        return (service, realserver)
+
+    async def set_drain(self, service: str, realserver: DestKey, on: bool) -> ApplyResult:
+        """Drain (weight 0, kept) or undrain one real server; persisted when a store is
+        set. Returns the ops applied."""
+        rs_id = self.find(service, realserver)
+        if self.drains is not None:
+            if on:
+                self.drains.drain(service, realserver)
+            else:
+                self.drains.undrain(service, realserver)
+        self.drained = self.drained | {rs_id} if on else self.drained - {rs_id}
+        log.info(
+            "realserver.drained" if on else "realserver.undrained",
+            service=service,
+            realserver=str(realserver),
+        )
+        return await self.reconcile()
+
+    def active_connections(self, service: str, realserver: DestKey) -> int:
+        svc = next(s for s in self.config.services if s.name == service)
+        snapshot = self._cache.snapshot
+        if snapshot is None:
+            return 0
+        stats = snapshot.dest_stats.get((svc.key, realserver))
+        return stats.active_connections if stats is not None else 0
+
+    # -- stop ----------------------------------------------------------------------------
+
+    async def remove_all(self) -> ApplyResult:
+        """Delete every service lvsd manages (``remove_on_stop``)."""
+        async with self._lock:
+            try:
+                snapshot = await self._dump()
+            except IpvsError as exc:
+                log.error("kernel.dump_failed", error=str(exc))
+                return ApplyResult()
+            ops = plan(snapshot.table, {}, self.managed)
+            return await self._apply(ops)
+
+    async def close(self) -> None:
+        for task in list(self._commands):
+            task.cancel()
+        await asyncio.gather(*self._commands, return_exceptions=True)
+
+
+async def _run_bounded(argv: tuple[str, ...], limit: float = COMMAND_TIMEOUT) -> None:
+    """Run a quorum command; kill it after ``limit`` seconds; log how it ended."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.error("command.failed", command=list(argv), error=str(exc))
+        return
+    try:
+        async with asyncio.timeout(limit):
+            code = await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        log.error("command.timeout", command=list(argv), timeout=limit)
+        return
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    if code == 0:
+        log.info("command.done", command=list(argv))
+    else:
+        log.error("command.failed", command=list(argv), status=code)
+
+
+__all__ = ["Engine", "Hooks", "NullHooks", "ReloadResult", "adoptable", "parse_realserver"]
