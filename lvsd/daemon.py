@@ -149,6 +149,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         try:
             await engine.start()
+            if self.metrics is not None and hasattr(self.metrics, "loaded"):
+                self.metrics.loaded(time.time())
             if self._probe_factory is not None:
                 factory = self._probe_factory
             else:
