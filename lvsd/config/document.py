@@ -9,8 +9,9 @@ them to the type a key expects (TOML values must already have the right type).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from lvsd.config.locate import KeyPath, LineMap
+from lvsd.config.locate import KeyPath
 
 #: A table of the tree: key -> str | int | float | bool | list | Tree | datetime.
 Tree = dict[str, object]
@@ -22,13 +23,20 @@ class IniText(str):
     __slots__ = ()
 
 
+class Lines(Protocol):
+    """Where each key path of a file was written (a :class:`~lvsd.config.locate.LineMap`,
+    or anything that finds lines on demand)."""
+
+    def line(self, path: KeyPath) -> int | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     """A parsed file: ``file`` as named to the user, its ``tree`` and its ``lines``."""
 
     file: str
     tree: Tree
-    lines: LineMap
+    lines: Lines
 
     def line(self, path: KeyPath) -> int | None:
         return self.lines.line(path)

@@ -21,7 +21,7 @@ import json
 import re
 import shlex
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -131,6 +131,38 @@ def defaults_of(cls: type[Any]) -> dict[str, Any]:
         elif f.default_factory is not dataclasses.MISSING:
             result[f.name] = f.default_factory()
     return result
+
+
+#: Per-class facts computed once (a config has thousands of checks; resolving type
+#: hints for each one cost most of a 10,000-check load).
+_DEFAULTS: dict[type[Any], Mapping[str, Any]] = {}
+_HINTS: dict[type[Any], Mapping[str, Any]] = {}
+_OPTION_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _defaults(cls: type[Any]) -> Mapping[str, Any]:
+    """:func:`defaults_of`, computed once per class (read only)."""
+    found = _DEFAULTS.get(cls)
+    if found is None:
+        found = _DEFAULTS[cls] = types.MappingProxyType(defaults_of(cls))
+    return found
+
+
+def _hints(cls: type[Any]) -> Mapping[str, Any]:
+    """The resolved field types of dataclass ``cls``, computed once per class."""
+    found = _HINTS.get(cls)
+    if found is None:
+        found = _HINTS[cls] = types.MappingProxyType(get_type_hints(cls))
+    return found
+
+
+def _option_names(cls: type[Any]) -> tuple[str, ...]:
+    """The options a user may set on a check whose options are ``cls``."""
+    found = _OPTION_NAMES.get(cls)
+    if found is None:
+        names = (f.name for f in dataclasses.fields(cls) if f.name not in _IMPLIED_OPTIONS)
+        found = _OPTION_NAMES[cls] = tuple(names)
+    return found
 
 
 def show(value: object) -> str:
@@ -524,9 +556,7 @@ class _Builder:
         )
         level = self.service_defaults | own
         kwargs: dict[str, Any] = {k: v for k, v in level.items() if k not in ("forward",)}
-        scheduler: Scheduler = level.get(
-            "scheduler", defaults_of(VirtualServiceConfig)["scheduler"]
-        )
+        scheduler: Scheduler = level.get("scheduler", _defaults(VirtualServiceConfig)["scheduler"])
         flags = table.get("flags", _str_list)
         scheduler_is_bad = table.has("scheduler") and "scheduler" not in own
         if flags is not None and not scheduler_is_bad:
@@ -705,7 +735,7 @@ class _Builder:
         address: IPAddress,
         forward: Forward | None,
     ) -> None:
-        effective = forward or defaults_of(RealServer)["forward"]
+        effective = forward or _defaults(RealServer)["forward"]
         if key is None or effective is not Forward.NAT:
             return
         want = 6 if key.family is Family.INET6 else 4
@@ -802,7 +832,7 @@ class _Builder:
     def _timeout_below_interval(self, table: _Table, timing: dict[str, Any]) -> None:
         if not (table.has("timeout") or table.has("interval")):
             return
-        effective = defaults_of(CheckSpec) | self.check_defaults | timing
+        effective = {**_defaults(CheckSpec), **self.check_defaults, **timing}
         if effective["timeout"] >= effective["interval"]:
             where = "timeout" if table.has("timeout") else "interval"
             self.error(
@@ -826,9 +856,7 @@ class _Builder:
             )
             return None
         options_type = CHECK_KINDS[kind]
-        option_names = [
-            f.name for f in dataclasses.fields(options_type) if f.name not in _IMPLIED_OPTIONS
-        ]
+        option_names = _option_names(options_type)
         for key in table.data:
             if key in CHECK_COMMON_KEYS or key in option_names:
                 continue
@@ -864,10 +892,10 @@ class _Builder:
         return CheckSpec(kind=kind, options=options, **kwargs)
 
     def options(
-        self, table: _Table, kind: str, cls: type[CheckOptions], names: list[str]
+        self, table: _Table, kind: str, cls: type[CheckOptions], names: tuple[str, ...]
     ) -> CheckOptions | None:
-        hints = get_type_hints(cls)
-        defaults = defaults_of(cls)
+        hints = _hints(cls)
+        defaults = _defaults(cls)
         kwargs: dict[str, Any] = {}
         ok = True
         for name in names:
