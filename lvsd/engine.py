@@ -479,7 +479,6 @@ class Engine:
             log.error("kernel.dump_failed", error=str(exc))
         table = snapshot.table if snapshot is not None else (self._cache.table or {})
         new_services = {s.key: s for s in new.services}
-        new_names = {s.name for s in new.services}
         lingering: list[str] = []
         for svc in old.services:
             kept = new_services.get(svc.key)
@@ -504,7 +503,6 @@ class Engine:
         self.lingering = {k: v for k, v in self.lingering.items() if k in new_services and v}
         self.retiring = (self.retiring | {s.key for s in old.services}) - new_services.keys()
         self.config = new
-        self.drained = frozenset(d for d in self.drained if d[0] in new_names)
         self.handle(self.health.rebase(new, now))
         self._expire_lingering(snapshot)
         lingering = [f"{key} -> {dk}" for key, dests in self.lingering.items() for dk in dests]
