@@ -1,0 +1,161 @@
+"""The read-only HTTP endpoint: ``/metrics``, ``/status``, ``/healthz``, ``/readyz``.
+
+No operator action is served here (drains and reloads go through the control socket).
+
+* ``GET /metrics``: the Prometheus text format, or OpenMetrics when the ``Accept``
+  header asks for ``application/openmetrics-text``. Each scrape makes ONE kernel dump
+  (:meth:`StatusSource.snapshot`), builds the status report of that table and
+  updates the metrics from both.
+* ``GET /status``: the status report as JSON (also one dump).
+* ``GET /healthz``: 200 while the process serves.
+* ``GET /readyz``: 200 once every check has run at least once, else 503.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
+
+from lvsd.errors import IpvsError
+from lvsd.metrics import Metrics
+from lvsd.model import Snapshot, Table
+from lvsd.status import StatusReport
+
+#: The port lvsd listens on by default (``metrics_listen``).
+DEFAULT_PORT = 9475
+
+TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class StatusSource(Protocol):
+    """What the endpoint reads from the daemon."""
+
+    @property
+    def ready(self) -> bool:
+        """Every check has reported at least once."""
+        ...
+
+    async def snapshot(self) -> Snapshot:
+        """One netlink dump of the kernel table with counters (raises IpvsError)."""
+        ...
+
+    def report(self, table: Table | None) -> StatusReport:
+        """The status report as of now, with the kernel weights of ``table``."""
+        ...
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:9475"``, ``"[::1]:9475"`` or ``":9475"`` (all addresses) to a host
+    and a port; raises ValueError."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"metrics_listen {listen!r}: want ADDRESS:PORT or [ADDRESS]:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ValueError(f"metrics_listen {listen!r}: {exc}") from exc
+    elif ":" in host:
+        raise ValueError(f"metrics_listen {listen!r}: write an IPv6 address in brackets")
+    return host, int(port_text)
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for OpenMetrics (as Prometheus sends it)."""
+    for part in accept.split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media == "application/openmetrics-text":
+            return True
+    return False
+
+
+SOURCE_KEY = web.AppKey("source", StatusSource)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    source = request.app[SOURCE_KEY]
+    metrics = request.app[METRICS_KEY]
+    try:
+        snapshot = await source.snapshot()
+    except IpvsError as exc:
+        return web.Response(status=503, text=f"kernel table unreadable: {exc}\n")
+    metrics.update(snapshot, source.report(snapshot.table))
+    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+    body = metrics.exposition(openmetrics=openmetrics)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
+    return response
+
+
+async def _status(request: web.Request) -> web.Response:
+    source = request.app[SOURCE_KEY]
+    table: Table | None
+    try:
+        table = (await source.snapshot()).table
+    except IpvsError:
+        table = None
+    report = source.report(table)
+    return web.json_response(report.to_json(), dumps=lambda o: json.dumps(o, indent=1) + "\n")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    if request.app[SOURCE_KEY].ready:
+        return web.Response(text="ready\n")
+    return web.Response(status=503, text="not ready: some checks have not run yet\n")
+
+
+def make_app(source: StatusSource, metrics: Metrics) -> web.Application:
+    """The aiohttp application (for tests; :func:`start` serves it)."""
+    app = web.Application()
+    app[SOURCE_KEY] = source
+    app[METRICS_KEY] = metrics
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/status", _status)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    return app
+
+
+async def start(listen: str, source: StatusSource, metrics: Metrics) -> web.AppRunner:
+    """Serve on ``listen`` (``"127.0.0.1:9475"``, ``"[::1]:9475"``). The caller stops
+    it with ``await runner.cleanup()``. Raises ValueError for a bad address and
+    OSError when the port cannot be bound."""
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(make_app(source, metrics), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host or None, port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port a runner listens on (for ``listen`` with port 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise RuntimeError("runner is not listening")
+
+
+__all__ = [
+    "DEFAULT_PORT",
+    "StatusSource",
+    "bound_port",
+    "make_app",
+    "parse_listen",
+    "start",
+    "wants_openmetrics",
+]

@@ -1,0 +1,590 @@
+"""Prometheus metrics on a private registry (never the global one).
+
+Two sides:
+
+* **events**, counted as they happen: the daemon calls the hooks :meth:`Metrics.probe`,
+  :meth:`Metrics.transition`, :meth:`Metrics.reload`, :meth:`Metrics.netlink`,
+  :meth:`Metrics.drift_repair`, :meth:`Metrics.panic`, :meth:`Metrics.quorum`;
+* **state**, read at scrape time: :meth:`Metrics.update` takes one kernel
+  :class:`~lvsd.model.Snapshot` and one :class:`~lvsd.status.StatusReport` and sets
+  what the custom collector yields on the next scrape (kernel counters per service and
+  destination, configured weights, health, sorry/quorum/panic states).
+
+Kernel metrics carry the labels of node_exporter's IPVS collector, with the same
+values (``proto`` TCP/UDP/SCTP/FWM; for a fwmark service ``local_mark`` is the mark
+as 8 upper-case hex digits, ``local_address`` "" and ``local_port`` "0"; addresses
+compressed), plus ``service``: lvsd's name for the service ("" for a service lvsd
+does not manage). No label holds free text. Every metric is in ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as om_exposition
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+import lvsd
+from lvsd.checks.base import ProbeResult
+from lvsd.health import Transition
+from lvsd.model import DestKey, ServiceKey, Snapshot, Stats
+from lvsd.status import RealServerReport, ServiceReport, StatusReport
+
+#: Labels of a kernel service (node_exporter's, plus ``service``).
+SERVICE_LABELS: Final = ("service", "local_address", "local_port", "proto", "local_mark")
+#: Labels of a destination / real server (node_exporter's backend labels, plus ``service``).
+DEST_LABELS: Final = (
+    "service",
+    "local_address",
+    "local_port",
+    "remote_address",
+    "remote_port",
+    "proto",
+    "local_mark",
+)
+
+#: Probe duration buckets, seconds: a loopback connect to a slow HTTP check.
+PROBE_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def service_labels(key: ServiceKey) -> tuple[str, str, str, str]:
+    """(local_address, local_port, proto, local_mark) as node_exporter writes them."""
+    if key.fwmark:
+        return ("", "0", "FWM", f"{key.fwmark:08X}")
+    return (key.address or "", str(key.port), str(key.protocol).upper(), "")
+
+
+_LABEL_ESCAPES = str.maketrans({"\\": r"\\", "\n": r"\n", '"': r"\""})
+
+
+def _float(value: float) -> str:
+    """A sample value as prometheus_client writes it (``10.0``, ``1e+20``, ``+Inf``)."""
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value)}.0"
+    return repr(float(value)).replace("inf", "Inf")
+
+
+class _Labels:
+    """One label set: its names and values in order, and its rendered text
+    ``{a="x",b="y"}`` (given, or rendered here)."""
+
+    __slots__ = ("names", "text", "values")
+
+    def __init__(self, names: Sequence[str], values: Sequence[str], text: str = "") -> None:
+        self.names = names
+        self.values = values
+        self.text = text or (
+            "{"
+            + ",".join(
+                f'{n}="{v.translate(_LABEL_ESCAPES)}"' for n, v in zip(names, values, strict=True)
+            )
+            + "}"
+        )
+
+
+class _Family:
+    """One metric family being filled: a name, a type, and samples as two parallel
+    lists (label sets and values; no tuple per sample, to spare the allocator and the
+    garbage collector at 10,000 destinations)."""
+
+    __slots__ = ("documentation", "labels", "name", "sample_name", "typ", "values")
+
+    def __init__(self, name: str, typ: str, documentation: str) -> None:
+        self.name = name
+        self.typ = typ
+        self.documentation = documentation
+        self.sample_name = name + "_total" if typ == "counter" else name
+        self.labels: list[_Labels] = []
+        self.values: list[float] = []
+
+    def add(self, labels: _Labels, value: float) -> None:
+        self.labels.append(labels)
+        self.values.append(value)
+
+    def metric(self) -> Metric:
+        metric = Metric(self.name, self.documentation, self.typ)
+        name = self.sample_name
+        metric.samples = [
+            Sample(name, dict(zip(lab.names, lab.values, strict=True)), float(value), None, None)
+            for lab, value in zip(self.labels, self.values, strict=True)
+        ]
+        return metric
+
+    def render(self, out: list[str], openmetrics: bool) -> None:
+        if not self.values:
+            return
+        head = self.name if openmetrics or self.typ != "counter" else self.sample_name
+        doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {head} {doc}\n# TYPE {head} {self.typ}\n")
+        name = self.sample_name
+        out.append(
+            "".join(
+                [
+                    f"{name}{lab.text} {_float(v)}\n"
+                    for lab, v in zip(self.labels, self.values, strict=True)
+                ]
+            )
+        )
+
+
+class StateCollector(Collector):
+    """Yields the families set by the latest :meth:`set` (nothing before the first).
+
+    :meth:`Metrics.exposition` renders these families itself, much faster than
+    prometheus_client would; meanwhile :meth:`hidden` keeps the registry from
+    rendering them a second time."""
+
+    def __init__(self) -> None:
+        self._families: list[_Family] = []
+        self._hidden = False
+
+    def set(self, families: list[_Family]) -> None:
+        self._families = families
+
+    def families(self) -> list[_Family]:
+        return self._families
+
+    @contextmanager
+    def hidden(self) -> Iterator[None]:
+        self._hidden = True
+        try:
+            yield
+        finally:
+            self._hidden = False
+
+    def collect(self) -> Iterable[Metric]:
+        if self._hidden:
+            return []
+        return [f.metric() for f in self._families if f.values]
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # registered without names: the families vary with the config
+
+
+def _dest_families() -> dict[str, _Family]:
+    k = "kernel: "
+    return {
+        "active": _Family(
+            "lvsd_ipvs_backend_connections_active",
+            "gauge",
+            k + "active connections of the destination (ActiveConn)",
+        ),
+        "inactive": _Family(
+            "lvsd_ipvs_backend_connections_inactive",
+            "gauge",
+            k + "inactive connections of the destination (InActConn)",
+        ),
+        "persistent": _Family(
+            "lvsd_ipvs_backend_connections_persistent",
+            "gauge",
+            k + "persistence templates of the destination",
+        ),
+        "conns": _Family(
+            "lvsd_ipvs_backend_connections",
+            "counter",
+            k + "connections scheduled to the destination",
+        ),
+        "pin": _Family(
+            "lvsd_ipvs_backend_incoming_packets", "counter", k + "packets in to the destination"
+        ),
+        "pout": _Family(
+            "lvsd_ipvs_backend_outgoing_packets", "counter", k + "packets out of the destination"
+        ),
+        "bin": _Family(
+            "lvsd_ipvs_backend_incoming_bytes", "counter", k + "bytes in to the destination"
+        ),
+        "bout": _Family(
+            "lvsd_ipvs_backend_outgoing_bytes", "counter", k + "bytes out of the destination"
+        ),
+        "weight": _Family(
+            "lvsd_ipvs_backend_weight", "gauge", k + "weight of the destination in the table"
+        ),
+    }
+
+
+def _service_families() -> dict[str, _Family]:
+    k = "kernel: "
+    return {
+        "active": _Family(
+            "lvsd_ipvs_service_connections_active",
+            "gauge",
+            k + "active connections of the service (sum over its destinations)",
+        ),
+        "inactive": _Family(
+            "lvsd_ipvs_service_connections_inactive",
+            "gauge",
+            k + "inactive connections of the service (sum over its destinations)",
+        ),
+        "persistent": _Family(
+            "lvsd_ipvs_service_connections_persistent",
+            "gauge",
+            k + "persistence templates of the service (sum over its destinations)",
+        ),
+        "conns": _Family(
+            "lvsd_ipvs_service_connections", "counter", k + "connections scheduled by the service"
+        ),
+        "pin": _Family("lvsd_ipvs_service_incoming_packets", "counter", k + "packets in"),
+        "pout": _Family("lvsd_ipvs_service_outgoing_packets", "counter", k + "packets out"),
+        "bin": _Family("lvsd_ipvs_service_incoming_bytes", "counter", k + "bytes in"),
+        "bout": _Family("lvsd_ipvs_service_outgoing_bytes", "counter", k + "bytes out"),
+        "weight": _Family(
+            "lvsd_ipvs_service_weight", "gauge", k + "sum of the weights of its destinations"
+        ),
+        "dests": _Family(
+            "lvsd_ipvs_service_destinations", "gauge", k + "destinations of the service"
+        ),
+    }
+
+
+def _lvsd_families() -> dict[str, _Family]:
+    return {
+        "configured": _Family(
+            "lvsd_real_server_configured_weight", "gauge", "weight of the real server in the config"
+        ),
+        "effective": _Family(
+            "lvsd_real_server_effective_weight",
+            "gauge",
+            "weight lvsd wants for the real server (configured x dynamic x slow start x drain; "
+            "0 while down)",
+        ),
+        "health": _Family(
+            "lvsd_real_server_health",
+            "gauge",
+            "health state of the real server: 0 down, 1 up, 2 held up by the panic guard, "
+            "3 drained by the operator",
+        ),
+        "age": _Family(
+            "lvsd_real_server_transition_age_seconds",
+            "gauge",
+            "seconds since the real server last went up or down (or since lvsd started)",
+        ),
+        "probe_age": _Family(
+            "lvsd_real_server_probe_age_seconds",
+            "gauge",
+            "seconds since the stalest check of the real server last reported "
+            "(absent until every check has reported once)",
+        ),
+        "sorry": _Family(
+            "lvsd_service_sorry_active",
+            "gauge",
+            "1 while the service's sorry server is in the table, else 0",
+        ),
+        "quorum": _Family(
+            "lvsd_service_quorum_up",
+            "gauge",
+            "1 while the service has its quorum, 0 when lost (only services with a quorum)",
+        ),
+        "panic": _Family(
+            "lvsd_service_panic", "gauge", "1 while the panic guard holds downs back, else 0"
+        ),
+        "servers": _Family(
+            "lvsd_service_real_servers", "gauge", "configured real servers of the service"
+        ),
+        "servers_up": _Family(
+            "lvsd_service_real_servers_up",
+            "gauge",
+            "real servers of the service in state up or held",
+        ),
+        "stale": _Family(
+            "lvsd_service_checks_stale",
+            "gauge",
+            "checks of the service with no result in the last 3 intervals plus timeout plus 10 s "
+            "(never reported counts as stale)",
+        ),
+        "checks": _Family("lvsd_service_checks", "gauge", "configured checks of the service"),
+    }
+
+
+def _stale(rs: RealServerReport) -> int:
+    return sum(1 for c in rs.checks if c.age is None or c.age > 3 * c.interval + c.timeout + 10)
+
+
+class Metrics:
+    """Every lvsd metric, on ``registry``. One per daemon."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.build_info = Gauge(
+            "lvsd_build_info",
+            "lvsd version and Python version; always 1",
+            ["version", "python_version"],
+            registry=registry,
+        )
+        self.build_info.labels(lvsd.__version__, platform.python_version()).set(1)
+        self.probe_duration = Histogram(
+            "lvsd_probe_duration_seconds",
+            "time one probe took, by check kind",
+            ["kind"],
+            buckets=PROBE_BUCKETS,
+            registry=registry,
+        )
+        self.probe_results = Counter(
+            "lvsd_probe_results",
+            "probe results by check kind, outcome (ok, fail) and reason word",
+            ["kind", "outcome", "reason"],
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "lvsd_real_server_transitions",
+            "real servers going up or down, by service, new state (to) and reason word",
+            ["service", "to", "reason"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "lvsd_config_reloads",
+            "configuration reloads by result (success, failure)",
+            ["result"],
+            registry=registry,
+        )
+        self.last_reload_ok = Gauge(
+            "lvsd_config_last_reload_successful",
+            "1 if the latest configuration reload succeeded (or none was tried), else 0",
+            registry=registry,
+        )
+        self.last_reload_ok.set(1)
+        self.last_reload_time = Gauge(
+            "lvsd_config_last_reload_success_timestamp_seconds",
+            "Unix time of the latest successful configuration load",
+            registry=registry,
+        )
+        self.netlink_ops = Counter(
+            "lvsd_netlink_operations",
+            "IPVS operations sent to the kernel, by kind",
+            ["op"],
+            registry=registry,
+        )
+        self.netlink_errors = Counter(
+            "lvsd_netlink_errors",
+            "IPVS operations the kernel refused, by kind",
+            ["op"],
+            registry=registry,
+        )
+        self.drift_repairs = Counter(
+            "lvsd_drift_repairs",
+            "kernel operations made to repair a table changed behind lvsd's back",
+            registry=registry,
+        )
+        self.drift_repairs.inc(0)
+        self.panics = Counter(
+            "lvsd_service_panic_transitions",
+            "services entering (to=on) or leaving (to=off) panic",
+            ["service", "to"],
+            registry=registry,
+        )
+        self.quorums = Counter(
+            "lvsd_service_quorum_transitions",
+            "services losing (to=down) or regaining (to=up) their quorum",
+            ["service", "to"],
+            registry=registry,
+        )
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+        self.state = StateCollector()
+        registry.register(self.state)
+
+    # -- events -------------------------------------------------------------------------
+
+    def probe(self, kind: str, result: ProbeResult) -> None:
+        self.probe_duration.labels(kind).observe(result.duration)
+        outcome = "ok" if result.ok else "fail"
+        self.probe_results.labels(kind, outcome, result.reason).inc()
+
+    def transition(self, t: Transition) -> None:
+        self.transitions.labels(t.service, "up" if t.new else "down", t.reason).inc()
+
+    def reload(self, ok: bool, now_wall: float) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+        self.last_reload_ok.set(1 if ok else 0)
+        if ok:
+            self.last_reload_time.set(now_wall)
+
+    def loaded(self, now_wall: float) -> None:
+        """The config was loaded at start: its time counts as the last success."""
+        self.last_reload_time.set(now_wall)
+
+    def netlink(self, op_kind: str, ok: bool) -> None:
+        self.netlink_ops.labels(op_kind).inc()
+        errors = self.netlink_errors.labels(op_kind)
+        if not ok:
+            errors.inc()
+
+    def drift_repair(self, count: int) -> None:
+        self.drift_repairs.inc(count)
+
+    def panic(self, service: str, on: bool) -> None:
+        self.panics.labels(service, "on" if on else "off").inc()
+
+    def quorum(self, service: str, up: bool) -> None:
+        self.quorums.labels(service, "up" if up else "down").inc()
+
+    # -- scrape side --------------------------------------------------------------------
+
+    def update(self, snapshot: Snapshot, report: StatusReport) -> None:
+        """Set what the next scrape shows from one kernel dump and one status report."""
+        self.state.set(state_families(snapshot, report))
+
+    def exposition(self, openmetrics: bool = False) -> bytes:
+        """The whole registry in the Prometheus text format (or OpenMetrics): what
+        ``generate_latest(registry)`` gives, the scrape-side families rendered fast."""
+        with self.state.hidden():
+            if openmetrics:
+                events: bytes = om_exposition.generate_latest(self.registry)  # type: ignore[no-untyped-call]  # untyped upstream
+            else:
+                events = generate_latest(self.registry)
+        out: list[str] = []
+        for family in self.state.families():
+            family.render(out, openmetrics)
+        state = "".join(out).encode()
+        if openmetrics:
+            eof = b"# EOF\n"
+            assert events.endswith(eof)
+            return events[: -len(eof)] + state + eof
+        return events + state
+
+
+def state_families(snapshot: Snapshot, report: StatusReport) -> list[_Family]:
+    """The scrape-time families of one snapshot and one report."""
+    names = {s.key: s.name for s in report.services}
+    dest = _dest_families()
+    svc = _service_families()
+    dest_labels: dict[tuple[str, ServiceKey, DestKey], _Labels] = {}
+    # Bound appends: this loop runs once per destination, 10,000 times a scrape.
+    get_stats = snapshot.dest_stats.get
+    l_active, v_active = dest["active"].labels.append, dest["active"].values.append
+    l_inactive, v_inactive = dest["inactive"].labels.append, dest["inactive"].values.append
+    l_persistent, v_persistent = dest["persistent"].labels.append, dest["persistent"].values.append
+    l_conns, v_conns = dest["conns"].labels.append, dest["conns"].values.append
+    l_pin, v_pin = dest["pin"].labels.append, dest["pin"].values.append
+    l_pout, v_pout = dest["pout"].labels.append, dest["pout"].values.append
+    l_bin, v_bin = dest["bin"].labels.append, dest["bin"].values.append
+    l_bout, v_bout = dest["bout"].labels.append, dest["bout"].values.append
+    l_weight, v_weight = dest["weight"].labels.append, dest["weight"].values.append
+    for key, vs in snapshot.table.items():
+        name = names.get(key, "")
+        local = service_labels(key)
+        labels = _Labels(SERVICE_LABELS, (name, *local))
+        stats = snapshot.service_stats.get(key)
+        active = inactive = persistent = weight = 0
+        for dkey, d in vs.destinations.items():
+            dl = dest_labels[(name, key, dkey)] = _dest_labels(name, local, dkey)
+            ds = get_stats((key, dkey))
+            if ds is not None:
+                st = ds.stats
+                l_active(dl)
+                v_active(ds.active_connections)
+                l_inactive(dl)
+                v_inactive(ds.inactive_connections)
+                l_persistent(dl)
+                v_persistent(ds.persistent_connections)
+                l_conns(dl)
+                v_conns(st.connections)
+                l_pin(dl)
+                v_pin(st.packets_in)
+                l_pout(dl)
+                v_pout(st.packets_out)
+                l_bin(dl)
+                v_bin(st.bytes_in)
+                l_bout(dl)
+                v_bout(st.bytes_out)
+                active += ds.active_connections
+                inactive += ds.inactive_connections
+                persistent += ds.persistent_connections
+            l_weight(dl)
+            v_weight(d.weight)
+            weight += d.weight
+        svc["active"].add(labels, active)
+        svc["inactive"].add(labels, inactive)
+        svc["persistent"].add(labels, persistent)
+        if stats is not None:
+            _add_stats(svc, labels, stats)
+        svc["weight"].add(labels, weight)
+        svc["dests"].add(labels, len(vs.destinations))
+    own = _lvsd_families()
+    for s in report.services:
+        _add_service(own, s, dest_labels)
+    return [*dest.values(), *svc.values(), *own.values()]
+
+
+def state_metrics(snapshot: Snapshot, report: StatusReport) -> list[Metric]:
+    """The scrape-time families as prometheus_client metrics."""
+    return [f.metric() for f in state_families(snapshot, report) if f.values]
+
+
+def _dest_labels(name: str, local: Sequence[str], dkey: DestKey) -> _Labels:
+    # Addresses, ports, proto and mark never need escaping; only the service name may.
+    port = str(dkey.port)
+    text = (
+        f'{{service="{name.translate(_LABEL_ESCAPES)}",local_address="{local[0]}",'
+        f'local_port="{local[1]}",remote_address="{dkey.address}",remote_port="{port}",'
+        f'proto="{local[2]}",local_mark="{local[3]}"}}'
+    )
+    return _Labels(
+        DEST_LABELS, (name, local[0], local[1], dkey.address, port, local[2], local[3]), text
+    )
+
+
+def _add_stats(families: dict[str, _Family], labels: _Labels, stats: Stats) -> None:
+    families["conns"].add(labels, stats.connections)
+    families["pin"].add(labels, stats.packets_in)
+    families["pout"].add(labels, stats.packets_out)
+    families["bin"].add(labels, stats.bytes_in)
+    families["bout"].add(labels, stats.bytes_out)
+
+
+def _add_service(
+    own: dict[str, _Family],
+    s: ServiceReport,
+    known: dict[tuple[str, ServiceKey, DestKey], _Labels],
+) -> None:
+    local = service_labels(s.key)
+    labels = _Labels(SERVICE_LABELS, (s.name, *local))
+    up = stale = checks = 0
+    for rs in s.real_servers:
+        dl = known.get((s.name, s.key, rs.key)) or _dest_labels(s.name, local, rs.key)
+        own["configured"].add(dl, rs.configured_weight)
+        own["effective"].add(dl, rs.factors.effective if rs.up else 0)
+        own["health"].add(dl, int(rs.state))
+        own["age"].add(dl, rs.since)
+        if (age := rs.probe_age) is not None:
+            own["probe_age"].add(dl, age)
+        up += 1 if rs.up and not rs.drained else 0
+        stale += _stale(rs)
+        checks += len(rs.checks)
+    own["sorry"].add(labels, 1 if s.sorry_active else 0)
+    if s.quorum is not None:
+        own["quorum"].add(labels, 1 if s.quorum else 0)
+    own["panic"].add(labels, 1 if s.panic else 0)
+    own["servers"].add(labels, len(s.real_servers))
+    own["servers_up"].add(labels, up)
+    own["stale"].add(labels, stale)
+    own["checks"].add(labels, checks)
+
+
+def health_values(metrics: Iterable[Metric]) -> Iterator[tuple[str, str, int, float]]:
+    """(service, remote_address, remote_port, value) of every ``lvsd_real_server_health``
+    sample: for tests and tools comparing /metrics with /status."""
+    for metric in metrics:
+        if metric.name != "lvsd_real_server_health":
+            continue
+        for sample in metric.samples:
+            lab = sample.labels
+            yield (lab["service"], lab["remote_address"], int(lab["remote_port"]), sample.value)
+
+
+__all__ = [
+    "DEST_LABELS",
+    "PROBE_BUCKETS",
+    "SERVICE_LABELS",
+    "Metrics",
+    "StateCollector",
+    "health_values",
+    "service_labels",
+    "state_families",
+    "state_metrics",
+]
