@@ -133,6 +133,19 @@ class Daemon:
     async def serve(self) -> int:
         """Start, run until a stop is requested, stop. Raises ``ConfigError`` (and
         other ``LvsdError``) when start-up cannot complete."""
+        loop = asyncio.get_running_loop()
+        if self._signals:  # first: a SIGHUP during start-up must not kill the process
+            loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+            loop.add_signal_handler(signal.SIGTERM, self.stop_requested.set)
+            loop.add_signal_handler(signal.SIGINT, self.stop_requested.set)
+        try:
+            return await self._serve()
+        finally:
+            if self._signals:
+                for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    async def _serve(self) -> int:
         config = self.load()
         self.backend = self._backend()
         engine = Engine(
@@ -146,7 +159,6 @@ class Daemon:
         server: asyncio.AbstractServer | None = None
         runner: Any = None
         tasks: list[asyncio.Task[Any]] = []
-        loop = asyncio.get_running_loop()
         try:
             await engine.start()
             if self.metrics is not None and hasattr(self.metrics, "loaded"):
@@ -171,10 +183,6 @@ class Daemon:
                 config.daemon.control_socket, self.handle, group=config.daemon.control_group
             )
             runner = await self._start_api(config)
-            if self._signals:
-                loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
-                loop.add_signal_handler(signal.SIGTERM, self.stop_requested.set)
-                loop.add_signal_handler(signal.SIGINT, self.stop_requested.set)
             tasks = [
                 asyncio.create_task(self.scheduler.run(), name="scheduler"),
                 asyncio.create_task(self._batches(), name="batches"),
@@ -192,9 +200,6 @@ class Daemon:
             self.ready = False
             self.notifier.stopping()
             log.info("daemon.stopping")
-            if self._signals:
-                for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

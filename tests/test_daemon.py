@@ -349,6 +349,13 @@ def test_sighup_and_sigterm_in_a_subprocess(short_dir: Path) -> None:
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "daemon did not start"
             time.sleep(0.02)
+        while True:  # the socket is bound a moment before the daemon answers
+            try:
+                control.request_sync(sock, {"command": "status"})
+                break
+            except ControlError:
+                assert time.monotonic() < deadline, "daemon did not answer"
+                time.sleep(0.02)
         path.write_text(config_text(short_dir, (("10.0.0.2", 6), ("10.0.0.3", 1)), checks=False))
         os.kill(proc.pid, signal.SIGHUP)
         deadline = time.monotonic() + 10
