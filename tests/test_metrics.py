@@ -1,0 +1,305 @@
+"""Prometheus metrics: event hooks, scrape-side families from a snapshot and a
+report, node_exporter-compatible labels, and the fast renderer agreeing with
+prometheus_client's."""
+
+# The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+from prometheus_client.parser import text_string_to_metric_families
+
+from lvsd.checks.base import ProbeResult
+from lvsd.health import Transition
+from lvsd.metrics import Metrics, health_values, service_labels, state_metrics
+from lvsd.model import DestKey, Family, Protocol, ServiceKey
+from tests.test_status import MARK, WEB, A, world
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples(text: str, *, openmetrics: bool = False) -> Samples:
+    parse = om_parse if openmetrics else text_string_to_metric_families
+    out: Samples = {}
+    for family in parse(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def scraped(*, openmetrics: bool = False) -> tuple[Metrics, Samples]:
+    w = world()
+    metrics = Metrics(CollectorRegistry())
+    metrics.update(w.snapshot, w.report())
+    text = metrics.exposition(openmetrics=openmetrics).decode()
+    return metrics, samples(text, openmetrics=openmetrics)
+
+
+def dest(
+    service: str, local: tuple[str, str, str, str], address: str, port: int
+) -> frozenset[tuple[str, str]]:
+    la, lp, proto, mark = local
+    return frozenset(
+        {
+            ("service", service),
+            ("local_address", la),
+            ("local_port", lp),
+            ("remote_address", address),
+            ("remote_port", str(port)),
+            ("proto", proto),
+            ("local_mark", mark),
+        }
+    )
+
+
+def svc(service: str, local: tuple[str, str, str, str]) -> frozenset[tuple[str, str]]:
+    la, lp, proto, mark = local
+    return frozenset(
+        {
+            ("service", service),
+            ("local_address", la),
+            ("local_port", lp),
+            ("proto", proto),
+            ("local_mark", mark),
+        }
+    )
+
+
+WEB_L = ("10.0.0.1", "80", "TCP", "")
+MARK_L = ("", "0", "FWM", "00000001")
+V6_L = ("2001:db8::1", "443", "TCP", "")
+
+
+def test_service_labels_like_node_exporter() -> None:
+    """proto upper case; a fwmark service has no address, port 0 and its mark as 8
+    upper-case hex digits; IPv6 compressed."""
+    assert WEB_L == service_labels(WEB)
+    assert ("", "0", "FWM", "000000FF") == service_labels(ServiceKey.mark(255, Family.INET6))
+    assert ("2001:db8::1", "443", "SCTP", "") == service_labels(
+        ServiceKey.inet(Protocol.SCTP, "2001:0db8:0000::0001", 443)
+    )
+
+
+def test_kernel_destination_metrics() -> None:
+    """Connections, packets, bytes and weight of a destination, with exact labels."""
+    _, got = scraped()
+    a = dest("web", WEB_L, "10.0.1.1", 80)
+    expected = {
+        "lvsd_ipvs_backend_connections_active": 4.0,
+        "lvsd_ipvs_backend_connections_inactive": 7.0,
+        "lvsd_ipvs_backend_connections_persistent": 1.0,
+        "lvsd_ipvs_backend_connections_total": 120.0,
+        "lvsd_ipvs_backend_incoming_packets_total": 1000.0,
+        "lvsd_ipvs_backend_outgoing_packets_total": 900.0,
+        "lvsd_ipvs_backend_incoming_bytes_total": 64000.0,
+        "lvsd_ipvs_backend_outgoing_bytes_total": 1_500_000.0,
+        "lvsd_ipvs_backend_weight": 3.0,
+    }
+    assert expected == {name: got[(name, a)] for name in expected}
+
+
+def test_fwmark_and_ipv6_destination_labels() -> None:
+    """The IPv6 fwmark service's destination: local_mark 00000001, remote address
+    compressed, remote port 0."""
+    _, got = scraped()
+    m = dest("mark", MARK_L, "2001:db8::5", 0)
+    assert 2.0 == got[("lvsd_ipvs_backend_connections_active", m)]
+    assert 2.0 == got[("lvsd_ipvs_backend_weight", m)]
+    v = dest("v6", V6_L, "2001:db8::10", 443)
+    assert 5.0 == got[("lvsd_ipvs_backend_weight", v)]
+
+
+def test_kernel_service_metrics() -> None:
+    """Service counters come from the service's stats; gauges sum its destinations."""
+    _, got = scraped()
+    s = svc("web", WEB_L)
+    expected = {
+        "lvsd_ipvs_service_connections_total": 130.0,
+        "lvsd_ipvs_service_incoming_packets_total": 1100.0,
+        "lvsd_ipvs_service_outgoing_packets_total": 990.0,
+        "lvsd_ipvs_service_incoming_bytes_total": 70000.0,
+        "lvsd_ipvs_service_outgoing_bytes_total": 1_600_000.0,
+        "lvsd_ipvs_service_connections_active": 4.0,
+        "lvsd_ipvs_service_connections_inactive": 7.0,
+        "lvsd_ipvs_service_weight": 3.0,
+        "lvsd_ipvs_service_destinations": 3.0,
+    }
+    assert expected == {name: got[(name, s)] for name in expected}
+
+
+def test_real_server_metrics() -> None:
+    """Configured and effective weight, health code, seconds since the last
+    transition and since the stalest probe."""
+    _, got = scraped()
+    rows = {
+        "10.0.1.1": (3.0, 3.0, 1.0, 90.0, 2.0),
+        "10.0.1.2": (1.0, 0.0, 0.0, 80.0, 80.0),
+        "10.0.1.3": (1.0, 1.0, 3.0, 90.0, 1.0),
+    }
+    names = (
+        "lvsd_real_server_configured_weight",
+        "lvsd_real_server_effective_weight",
+        "lvsd_real_server_health",
+        "lvsd_real_server_transition_age_seconds",
+        "lvsd_real_server_probe_age_seconds",
+    )
+    actual = {addr: tuple(got[(n, dest("web", WEB_L, addr, 80))] for n in names) for addr in rows}
+    assert rows == actual
+
+
+def test_service_state_metrics() -> None:
+    """Sorry, quorum (only where configured), panic, server and check counts: web has
+    one server up (C is drained) and one stale check (B's last result is 80 s old,
+    more than 3 x 2 s + 1 s + 10 s)."""
+    _, got = scraped()
+    web = svc("web", WEB_L)
+    mark = svc("mark", MARK_L)
+    assert (0.0, 1.0, 0.0, 3.0, 1.0, 1.0, 3.0) == tuple(
+        got[(n, web)]
+        for n in (
+            "lvsd_service_sorry_active",
+            "lvsd_service_quorum_up",
+            "lvsd_service_panic",
+            "lvsd_service_real_servers",
+            "lvsd_service_real_servers_up",
+            "lvsd_service_checks_stale",
+            "lvsd_service_checks",
+        )
+    )
+    assert ("lvsd_service_quorum_up", mark) not in got
+    assert 0.0 == got[("lvsd_service_panic", mark)]
+
+
+def test_event_hooks() -> None:
+    """Probe durations and results, transitions, reloads, netlink ops, drift
+    repairs, panic and quorum changes are counted with their labels."""
+    metrics = Metrics(CollectorRegistry())
+    metrics.probe("tcp", ProbeResult(ok=True, detail="", duration=0.003))
+    metrics.probe("tcp", ProbeResult(ok=False, detail="x", duration=0.2, reason="refused"))
+    metrics.transition(
+        Transition(service="web", realserver=A, old=True, new=False, reason="refused", detail="x")
+    )
+    metrics.reload(True, 1700000000.0)
+    metrics.reload(False, 1700000100.0)
+    metrics.netlink("add-dest", True)
+    metrics.netlink("add-dest", False)
+    metrics.drift_repair(2)
+    metrics.panic("web", True)
+    metrics.quorum("web", False)
+    got = samples(metrics.exposition().decode())
+    f = frozenset
+    expected = {
+        ("lvsd_probe_duration_seconds_count", f({("kind", "tcp")})): 2.0,
+        ("lvsd_probe_duration_seconds_bucket", f({("kind", "tcp"), ("le", "0.005")})): 1.0,
+        ("lvsd_probe_duration_seconds_sum", f({("kind", "tcp")})): 0.203,
+        (
+            "lvsd_probe_results_total",
+            f({("kind", "tcp"), ("outcome", "ok"), ("reason", "ok")}),
+        ): 1.0,
+        (
+            "lvsd_probe_results_total",
+            f({("kind", "tcp"), ("outcome", "fail"), ("reason", "refused")}),
+        ): 1.0,
+        (
+            "lvsd_real_server_transitions_total",
+            f({("service", "web"), ("to", "down"), ("reason", "refused")}),
+        ): 1.0,
+        ("lvsd_config_reloads_total", f({("result", "success")})): 1.0,
+        ("lvsd_config_reloads_total", f({("result", "failure")})): 1.0,
+        ("lvsd_config_last_reload_successful", f()): 0.0,
+        ("lvsd_config_last_reload_success_timestamp_seconds", f()): 1700000000.0,
+        ("lvsd_netlink_operations_total", f({("op", "add-dest")})): 2.0,
+        ("lvsd_netlink_errors_total", f({("op", "add-dest")})): 1.0,
+        ("lvsd_drift_repairs_total", f()): 2.0,
+        ("lvsd_service_panic_transitions_total", f({("service", "web"), ("to", "on")})): 1.0,
+        ("lvsd_service_quorum_transitions_total", f({("service", "web"), ("to", "down")})): 1.0,
+    }
+    assert expected == {k: pytest.approx(got[k]) for k in expected}
+    build = [k for k in got if k[0] == "lvsd_build_info"]
+    assert 1 == len(build)
+    assert {"version", "python_version"} == {name for name, _ in build[0][1]}
+
+
+def test_fast_renderer_matches_prometheus_client() -> None:
+    """The hand-rendered scrape side parses to exactly what prometheus_client
+    renders from the same collector, in both formats."""
+    metrics, fast = scraped()
+    slow = samples(generate_latest(metrics.registry).decode())
+    assert slow == fast
+    _, fast_om = scraped(openmetrics=True)
+    assert {k: v for k, v in slow.items() if not k[0].endswith("_created")} == {
+        k: v for k, v in fast_om.items() if not k[0].endswith("_created")
+    }
+
+
+def test_openmetrics_ends_with_one_eof() -> None:
+    """OpenMetrics output has exactly one # EOF, at the end."""
+    w = world()
+    metrics = Metrics(CollectorRegistry())
+    metrics.update(w.snapshot, w.report())
+    text = metrics.exposition(openmetrics=True).decode()
+    assert (1, True) == (text.count("# EOF"), text.endswith("# EOF\n"))
+
+
+def test_nothing_before_first_update() -> None:
+    """Before the first update, only the event metrics are there."""
+    metrics = Metrics(CollectorRegistry())
+    names = {name for name, _ in samples(metrics.exposition().decode())}
+    assert not any(n.startswith(("lvsd_ipvs_", "lvsd_real_server_health")) for n in names)
+
+
+def test_unmanaged_service_has_empty_service_label() -> None:
+    """A kernel service that lvsd does not manage is exported with service=""."""
+    w = world()
+    report = w.report()
+    other = ServiceKey.inet(Protocol.UDP, "10.9.9.9", 53)
+    table = dict(w.snapshot.table)
+    table[other] = w.snapshot.table[WEB]
+    metrics = Metrics(CollectorRegistry())
+    metrics.update(replace(w.snapshot, table=table), report)
+    got = samples(metrics.exposition().decode())
+    assert (
+        3.0
+        == got[
+            ("lvsd_ipvs_backend_weight", dest("", ("10.9.9.9", "53", "UDP", ""), "10.0.1.1", 80))
+        ]
+    )
+
+
+def test_health_metric_agrees_with_status() -> None:
+    """Every real server's lvsd_real_server_health equals the state code in the
+    status report."""
+    w = world()
+    report = w.report()
+    from_metrics = {
+        (s, DestKey.of(a, p)): v for s, a, p, v in health_values(state_metrics(w.snapshot, report))
+    }
+    from_status = {(s.name, r.key): float(r.state) for s in report.services for r in s.real_servers}
+    assert from_status == from_metrics
+    assert MARK in {s.key for s in report.services}
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt prometheus)"
+)
+def test_promtool_check_metrics() -> None:
+    """promtool lints a full scrape (state and events) without a complaint."""
+    metrics, _ = scraped()
+    metrics.probe("http", ProbeResult(ok=True, detail="", duration=0.01))
+    metrics.reload(True, 1.0)
+    metrics.netlink("edit-dest", True)
+    w = world()
+    metrics.update(w.snapshot, w.report())
+    out = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=metrics.exposition(),
+        capture_output=True,
+        check=False,
+    )
+    assert (0, b"") == (out.returncode, out.stdout + out.stderr)
