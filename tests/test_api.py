@@ -1,0 +1,195 @@
+"""The HTTP endpoint: /metrics (text and OpenMetrics), /status, /healthz, /readyz,
+served by ``start`` on loopback (IPv4 and IPv6, port 0)."""
+
+# The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from lvsd.api import bound_port, parse_listen, start, wants_openmetrics
+from lvsd.errors import IpvsError
+from lvsd.metrics import Metrics
+from lvsd.model import Snapshot, Table
+from lvsd.status import StatusReport
+from tests.test_status import World, world
+
+
+@dataclass
+class FakeSource:
+    """A daemon stand-in: counts dumps, can fail them, says ready or not."""
+
+    w: World = field(default_factory=world)
+    ready: bool = True
+    fail: bool = False
+    dumps: int = 0
+    tables: list[Table | None] = field(default_factory=list)
+
+    async def snapshot(self) -> Snapshot:
+        self.dumps += 1
+        if self.fail:
+            raise IpvsError("dump", "netlink socket closed")
+        return self.w.snapshot
+
+    def report(self, table: Table | None) -> StatusReport:
+        self.tables.append(table)
+        return self.w.report(with_table=table is not None)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[FakeSource, str]]:
+    source = FakeSource()
+    runner = await start("127.0.0.1:0", source, Metrics(CollectorRegistry()))
+    try:
+        yield source, f"http://127.0.0.1:{bound_port(runner)}"
+    finally:
+        await runner.cleanup()
+
+
+async def get(url: str, **headers: str) -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+        return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+
+
+def test_parse_listen() -> None:
+    """IPv4, bracketed IPv6 and a bare port parse; an unbracketed IPv6 does not."""
+    assert ("127.0.0.1", 9475) == parse_listen("127.0.0.1:9475")
+    assert ("::1", 9475) == parse_listen("[::1]:9475")
+    assert ("", 9475) == parse_listen(":9475")
+    for bad in ("::1:9475", "127.0.0.1", "127.0.0.1:99999", "[zz]:1"):
+        with pytest.raises(ValueError, match="metrics_listen"):
+            parse_listen(bad)
+
+
+def test_wants_openmetrics() -> None:
+    """Prometheus' own Accept header asks for OpenMetrics; curl's does not."""
+    prometheus = (
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+    assert (True, False) == (wants_openmetrics(prometheus), wants_openmetrics("*/*"))
+
+
+async def test_metrics_text_one_dump_per_scrape(served: tuple[FakeSource, str]) -> None:
+    """A scrape makes one dump, reports from that table, and serves the text format."""
+    source, base = served
+    status, ctype, body = await get(base + "/metrics")
+    assert (200, "text/plain; version=0.0.4; charset=utf-8") == (status, ctype)
+    assert (1, [source.w.snapshot.table]) == (source.dumps, source.tables)
+    names = {f.name for f in text_string_to_metric_families(body)}
+    assert {"lvsd_ipvs_backend_weight", "lvsd_real_server_health", "lvsd_build_info"} <= names
+
+
+async def test_metrics_openmetrics(served: tuple[FakeSource, str]) -> None:
+    """With Prometheus' Accept header the answer is OpenMetrics, ending in # EOF."""
+    _, base = served
+    status, ctype, body = await get(
+        base + "/metrics", Accept="application/openmetrics-text; version=1.0.0"
+    )
+    assert (200, "application/openmetrics-text; version=1.0.0; charset=utf-8") == (status, ctype)
+    assert body.endswith("# EOF\n")
+
+
+async def test_metrics_when_the_dump_fails(served: tuple[FakeSource, str]) -> None:
+    """A failed dump gives 503 with the reason (Prometheus then marks up=0)."""
+    source, base = served
+    source.fail = True
+    status, _, body = await get(base + "/metrics")
+    assert (503, "kernel table unreadable: dump: netlink socket closed\n") == (status, body)
+
+
+async def test_status_json_agrees_with_metrics(served: tuple[FakeSource, str]) -> None:
+    """/status lists the same health states as lvsd_real_server_health."""
+    _, base = served
+    _, _, metrics_body = await get(base + "/metrics")
+    async with aiohttp.ClientSession() as session, session.get(base + "/status") as resp:
+        assert 200 == resp.status
+        data = await resp.json()
+    codes = {"down": 0.0, "up": 1.0, "held": 2.0, "drained": 3.0}
+    from_status = {
+        (s["name"], r["address"], str(r["port"])): codes[r["state"]]
+        for s in data["services"]
+        for r in s["real_servers"]
+    }
+    from_metrics = {
+        (s.labels["service"], s.labels["remote_address"], s.labels["remote_port"]): s.value
+        for f in text_string_to_metric_families(metrics_body)
+        if f.name == "lvsd_real_server_health"
+        for s in f.samples
+    }
+    assert from_status == from_metrics
+    assert 5 == len(from_status)
+
+
+async def test_status_without_a_table(served: tuple[FakeSource, str]) -> None:
+    """When the dump fails, /status still answers, with table_read false."""
+    source, base = served
+    source.fail = True
+    async with aiohttp.ClientSession() as session, session.get(base + "/status") as resp:
+        data = await resp.json()
+    assert (200, False, [None]) == (resp.status, data["table_read"], source.tables)
+
+
+async def test_healthz_and_readyz(served: tuple[FakeSource, str]) -> None:
+    """healthz is always 200; readyz is 503 until every check ran, then 200."""
+    source, base = served
+    source.ready = False
+    assert (200, "ok\n") == (await get(base + "/healthz"))[::2]
+    assert 503 == (await get(base + "/readyz"))[0]
+    source.ready = True
+    assert (200, "ready\n") == (await get(base + "/readyz"))[::2]
+
+
+async def test_no_operator_actions(served: tuple[FakeSource, str]) -> None:
+    """Nothing but GET is served: a POST is refused."""
+    _, base = served
+    async with aiohttp.ClientSession() as session, session.post(base + "/status") as resp:
+        assert 405 == resp.status
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+async def test_ipv6_listen() -> None:
+    """start() listens on [::1]."""
+    runner = await start("[::1]:0", FakeSource(), Metrics(CollectorRegistry()))
+    try:
+        status, _, _ = await get(f"http://[::1]:{bound_port(runner)}/healthz")
+        assert 200 == status
+    finally:
+        await runner.cleanup()
+
+
+async def test_port_in_use() -> None:
+    """A port already bound is an OSError, and nothing is left listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(OSError):
+            await start(f"127.0.0.1:{port}", FakeSource(), Metrics(CollectorRegistry()))
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt prometheus)"
+)
+async def test_promtool_checks_a_real_scrape(served: tuple[FakeSource, str]) -> None:
+    """promtool check metrics accepts what the app serves."""
+    _, base = served
+    _, _, body = await get(base + "/metrics")
+    out = await asyncio.to_thread(
+        subprocess.run,
+        ["promtool", "check", "metrics"],
+        input=body.encode(),
+        capture_output=True,
+        check=False,
+    )
+    assert (0, b"") == (out.returncode, out.stdout + out.stderr)
