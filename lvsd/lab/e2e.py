@@ -1,0 +1,591 @@
+"""End-to-end scenarios: lvsd under systemd in the lab, real traffic, injected faults.
+
+One boot (``SystemdBoot``, NAT topology with rs1, rs2 and rs3 as the sorry server)
+runs ``lvsd.service`` (the repo's unit and the lab drop-in) and this module's guest
+driver as the test unit. Each scenario starts a bounded traffic stream from the client
+namespace (``lvsd.lab.traffic``), injects a fault (``lvsd.lab.faults``), and records:
+the requests sent and failed, the failure window, when lvsd took the server out and put
+it back (``ipvsadm -Ln`` sampled), what lvsd logged (journal) and exported
+(``/metrics``). Results go to ``$LAB_RESULTS/e2e.json``, one record per scenario.
+
+Host side: ``run_boot(work)`` boots and returns the records; ``report(records)``
+renders docs/e2e-results.md; ``main`` (``python -m lvsd.lab e2e``) does both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lvsd.lab import faults, traffic
+from lvsd.lab.faults import FaultServer
+from lvsd.lab.systemd import LVSD
+from lvsd.lab.traffic import Request
+
+VIP = "192.168.3.108"
+RS = {"rs1": "10.0.0.2", "rs2": "10.0.0.3"}
+SORRY = ("rs3", "10.0.0.4")
+MODES = Path("/run/lab-modes")
+#: Check timing of the scenarios: a dead server is out within FALL x INTERVAL + TIMEOUT.
+INTERVAL = 0.5
+TIMEOUT = 0.4
+FALL = 2
+RISE = 2
+SLOW_START = 4.0
+WEIGHT = 5
+BOUND = FALL * INTERVAL + TIMEOUT
+#: Client timeout per request (a request sent to a hanging server fails after it).
+CLIENT_TIMEOUT = 2.0
+RATE = 50.0
+
+SCENARIOS = (
+    "kill",
+    "hang",
+    "status500",
+    "link",
+    "drain",
+    "restart",
+    "reload_weights",
+    "reload_broken",
+    "sorry",
+)
+
+
+def config_text(
+    weights: tuple[int, int] = (WEIGHT, WEIGHT), *, broken: bool = False, sorry: bool = True
+) -> str:
+    """The scenarios' config: one wrr service on the VIP, http checks, slow start."""
+    servers = "".join(
+        f'\n[[services.web.real_servers]]\naddress = "{addr}"\nport = 80\nweight = {w}\n'
+        for addr, w in zip(RS.values(), weights, strict=True)
+    )
+    sorry_line = f'sorry_server = {{ address = "{SORRY[1]}", port = 80 }}\n' if sorry else ""
+    text = (
+        "# lvsd e2e scenarios (written by lvsd.lab.e2e)\n"
+        '[daemon]\nmetrics_listen = "127.0.0.1:9475"\nreconcile_interval = 5.0\n\n'
+        '[defaults]\nscheduler = "wrr"\nforward = "nat"\n'
+        f"slow_start = {SLOW_START}\n\n"
+        f"[defaults.check]\ninterval = {INTERVAL}\ntimeout = {TIMEOUT}\n"
+        f"rise = {RISE}\nfall = {FALL}\n\n"
+        f'[services.web]\naddress = "{VIP}"\nport = 80\nprotocol = "tcp"\n{sorry_line}\n'
+        '[[services.web.checks]]\nkind = "http"\npath = "/"\n' + servers
+    )
+    if broken:
+        text += "\n[services.broken]\naddress = 12\n"
+    return text
+
+
+# --- guest side ------------------------------------------------------------------------
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout + (done.stderr if not check else "")
+
+
+def ipvsadm() -> str:
+    return sh("ipvsadm", "-Ln")
+
+
+def table_shape(text: str) -> list[str]:
+    """``ipvsadm -Ln`` without the connection counters (what a change would change)."""
+    shape = []
+    for line in text.splitlines():
+        fields = line.split()
+        if line.startswith("  ->") and len(fields) >= 6 and fields[1] != "RemoteAddress:Port":
+            shape.append(" ".join(fields[:4]))
+        elif line.startswith(("TCP", "UDP", "SCTP", "FWM")):
+            shape.append(" ".join(fields))
+    return shape
+
+
+def weights(text: str | None = None) -> dict[str, int]:
+    """Real server address -> weight in the VIP's service."""
+    out: dict[str, int] = {}
+    for line in (text if text is not None else ipvsadm()).splitlines():
+        m = re.match(r"\s+->\s+([\d.]+):\d+\s+\w+\s+(\d+)", line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def wait_for(predicate: Callable[[], bool], limit: float, step: float = 0.1) -> float | None:
+    """Seconds until ``predicate`` held, or None after ``limit``."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if predicate():
+            return round(time.monotonic() - start, 2)
+        time.sleep(step)
+    return None
+
+
+def metrics(*prefixes: str) -> list[str]:
+    """Lines of lvsd's /metrics starting with one of ``prefixes`` (all without)."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:9475/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError as exc:
+        return [f"# /metrics unavailable: {exc}"]
+    return [
+        line
+        for line in text.splitlines()
+        if not line.startswith("#") and (not prefixes or line.startswith(prefixes))
+    ]
+
+
+EVENTS = ("realserver.", "reload.", "daemon.", "kernel.op", "drift.", "drain", "sorry")
+
+
+def journal(since: float, limit: int = 16) -> list[str]:
+    """lvsd's journal since ``since`` (wall clock): the events that matter, compacted."""
+    out = sh(
+        "journalctl", "-u", "lvsd", "-o", "cat", "--no-pager", f"--since=@{since:.3f}", check=False
+    )
+    lines = []
+    for line in out.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            name = str(event.get("event", ""))
+            if name.startswith(EVENTS) or event.get("level") in ("error", "critical"):
+                keep = {k: v for k, v in event.items() if k not in ("timestamp", "logger", "level")}
+                lines.append(json.dumps(keep, sort_keys=True))
+                continue
+        if not line.startswith("{") and line.strip():
+            lines.append(line.strip())
+    return lines[:limit]
+
+
+class Guest:
+    """The driver inside the guest: servers, traffic, lvsd, records."""
+
+    def __init__(self, work: Path, results: Path) -> None:
+        self.work = work
+        self.results = results
+        self.config = work / "lvsd.toml"
+        self.servers = {name: FaultServer(netns=name, name=name, mode_dir=MODES) for name in RS}
+        self.servers["sorry"] = FaultServer(netns=SORRY[0], name="sorry", mode_dir=MODES)
+        self.records: list[dict[str, Any]] = []
+        self.n = 0
+
+    def write_config(self, text: str) -> None:
+        # In place: systemd binds this very file (inode) on /etc/lvsd/lvsd.toml.
+        with self.config.open("r+" if self.config.exists() else "w") as f:
+            f.seek(0)
+            f.write(text)
+            f.truncate()
+        self.config.chmod(0o644)
+
+    def log(self, *what: object) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}]", *what, flush=True)
+
+    def setup(self) -> None:
+        for server in self.servers.values():
+            faults.start(server, log=self.results / f"{server.name}.log")
+        self.write_config(config_text())
+        started = time.time()
+        sh("systemctl", "start", "lvsd")
+        self.log("lvsd active after", round(time.time() - started, 2), "s")
+        self.settle()
+
+    def all_ok(self) -> None:
+        for name in RS:
+            faults.set_mode(MODES, name, "ok")
+
+    def settle(self, expected: dict[str, int] | None = None) -> float | None:
+        """Wait until the table shows every real server at full weight."""
+        want = expected or dict.fromkeys(RS.values(), WEIGHT)
+        return wait_for(lambda: all(weights().get(a) == w for a, w in want.items()), 30)
+
+    def traffic(self, duration: float, rate: float = RATE) -> tuple[subprocess.Popen[bytes], Path]:
+        self.n += 1
+        out = self.results / f"traffic{self.n}.json"
+        argv = ["ip", "netns", "exec", "client", sys.executable, "-m", "lvsd.lab.traffic"]
+        argv += [f"http://{VIP}/", "--rate", str(rate), "--duration", str(duration)]
+        argv += ["--timeout", str(CLIENT_TIMEOUT), "--concurrency", "100", "--out", str(out)]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        time.sleep(0.5)  # the client's python takes a moment to start
+        return proc, out
+
+    def finish(self, run: tuple[subprocess.Popen[bytes], Path]) -> list[Request]:
+        run[0].wait(timeout=600)
+        return traffic.load(run[1])
+
+    def record(self, name: str, **fields: Any) -> None:
+        fields["name"] = name
+        self.records.append(fields)
+        (self.results / "e2e.json").write_text(json.dumps(self.records, indent=1))
+        self.log(name, json.dumps({k: v for k, v in fields.items() if k == "summary"}))
+
+    def until_weight(self, addr: str, weight: int, limit: float = 20) -> float | None:
+        return wait_for(lambda: weights().get(addr) == weight, limit, step=0.05)
+
+    def ramp(self, addr: str, limit: float = 15) -> list[tuple[float, int]]:
+        """Weight samples of ``addr`` until it reaches full weight."""
+        start = time.monotonic()
+        samples: list[tuple[float, int]] = []
+        while time.monotonic() - start < limit:
+            w = weights().get(addr, -1)
+            if not samples or samples[-1][1] != w:
+                samples.append((round(time.monotonic() - start, 2), w))
+            if w == WEIGHT:
+                break
+            time.sleep(0.1)
+        return samples
+
+    # --- scenarios ------------------------------------------------------------------
+
+    def fault_cycle(
+        self,
+        name: str,
+        server: str,
+        inject: Callable[[], object],
+        restore: Callable[[], object],
+        *,
+        extra: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        addr = RS[server]
+        since = time.time()
+        before = ipvsadm()
+        proc = self.traffic(14)
+        time.sleep(1.5)
+        fault_at = time.time()
+        inject()
+        out_after = self.until_weight(addr, 0)
+        during = ipvsadm()
+        more = extra() if extra else {}
+        time.sleep(max(0.0, fault_at + 5 - time.time()))
+        back_at = time.time()
+        restore()
+        ramp = self.ramp(addr)
+        requests = self.finish(proc)
+        self.record(
+            name,
+            server=f"{server} {addr}:80",
+            bound_s=BOUND,
+            out_after_s=out_after,
+            back_ramp=ramp,
+            summary=traffic.summarize(requests),
+            before_fault=traffic.summarize(requests, before=fault_at),
+            fault=traffic.summarize(requests, after=fault_at, before=back_at),
+            after_settled=traffic.summarize(
+                requests, after=fault_at + BOUND + CLIENT_TIMEOUT + 0.5, before=back_at
+            ),
+            after_restore=traffic.summarize(requests, after=back_at),
+            ipvsadm_before=before,
+            ipvsadm_during=during,
+            ipvsadm_after=ipvsadm(),
+            journal=journal(since),
+            metrics=metrics("lvsd_real_server_health", "lvsd_real_server_effective_weight"),
+            **more,
+        )
+        self.settle()
+
+    def kill(self) -> None:
+        rs = self.servers["rs1"]
+        self.fault_cycle(
+            "kill",
+            "rs1",
+            lambda: faults.kill(rs),
+            lambda: faults.start(rs, log=self.results / "rs1.log"),
+        )
+
+    def hang(self) -> None:
+        self.fault_cycle(
+            "hang",
+            "rs2",
+            lambda: faults.set_mode(MODES, "rs2", "hang"),
+            lambda: faults.set_mode(MODES, "rs2", "ok"),
+        )
+
+    def status500(self) -> None:
+        def tcp_connects() -> dict[str, Any]:
+            probe = sh(
+                sys.executable,
+                "-c",
+                "import socket; socket.create_connection(('10.0.0.2', 80), 2).close(); print('ok')",
+                check=False,
+            ).strip()
+            return {"tcp_connect_while_out": probe}
+
+        self.fault_cycle(
+            "status500",
+            "rs1",
+            lambda: faults.set_mode(MODES, "rs1", "500"),
+            lambda: faults.set_mode(MODES, "rs1", "ok"),
+            extra=tcp_connects,
+        )
+
+    def link(self) -> None:
+        self.fault_cycle(
+            "link", "rs2", lambda: faults.link("rs2", False), lambda: faults.link("rs2", True)
+        )
+
+    def drain(self) -> None:
+        since = time.time()
+        rs = self.servers["rs1"]
+        proc = self.traffic(12)
+        time.sleep(1.5)
+        started = time.time()
+        out = sh(LVSD, "drain", "web", "10.0.0.2:80", "--wait", "--timeout", "30", check=False)
+        drained_s = round(time.time() - started, 2)
+        during = ipvsadm()
+        faults.kill(rs)
+        time.sleep(1)
+        faults.start(rs, log=self.results / "rs1.log")
+        undrain = sh(LVSD, "undrain", "web", "10.0.0.2:80", check=False)
+        ramp = self.ramp(RS["rs1"])
+        requests = self.finish(proc)
+        self.record(
+            "drain",
+            server="rs1 10.0.0.2:80",
+            drain_output=out.strip(),
+            drained_after_s=drained_s,
+            undrain_output=undrain.strip(),
+            back_ramp=ramp,
+            summary=traffic.summarize(requests),
+            ipvsadm_during=during,
+            ipvsadm_after=ipvsadm(),
+            journal=journal(since),
+        )
+        self.settle()
+
+    def restart(self) -> None:
+        since = time.time()
+        before = table_shape(ipvsadm())
+        proc = self.traffic(16)
+        changes: list[list[str]] = []
+        stop = time.monotonic() + 15
+
+        def sample() -> None:
+            shape = table_shape(ipvsadm())
+            if shape != before and shape not in changes:
+                changes.append(shape)
+
+        time.sleep(1)
+        t0 = time.time()
+        sh("systemctl", "restart", "lvsd")
+        restart_s = round(time.time() - t0, 2)
+        for _ in range(10):
+            sample()
+            time.sleep(0.2)
+        pid = sh("systemctl", "show", "lvsd", "-p", "MainPID", "--value").strip()
+        sh("kill", "-9", pid)
+        t1 = time.time()
+        sh("systemctl", "start", "lvsd")
+        start_s = round(time.time() - t1, 2)
+        while time.monotonic() < stop:
+            sample()
+            time.sleep(0.2)
+        requests = self.finish(proc)
+        self.record(
+            "restart",
+            restart_s=restart_s,
+            kill9_start_s=start_s,
+            table_changes=changes,
+            summary=traffic.summarize(requests),
+            ipvsadm_after=ipvsadm(),
+            journal=journal(since, limit=24),
+            nrestarts=sh("systemctl", "show", "lvsd", "-p", "NRestarts", "--value").strip(),
+        )
+
+    def reload_weights(self) -> None:
+        since = time.time()
+        self.write_config(config_text((1, 3)))
+        sh("systemctl", "reload", "lvsd")
+        took = wait_for(lambda: weights() == {"10.0.0.2": 1, "10.0.0.3": 3}, 20)
+        proc = self.traffic(26, rate=80)
+        requests = self.finish(proc)
+        summary = traffic.summarize(requests)
+        ok = max(1, summary["sent"] - summary["failed"])
+        shares = {k: round(100 * v / ok, 1) for k, v in summary["servers"].items()}
+        self.record(
+            "reload_weights",
+            applied_after_s=took,
+            shares_percent=shares,
+            summary=summary,
+            ipvsadm_after=ipvsadm(),
+            journal=journal(since),
+            metrics=metrics("lvsd_config"),
+        )
+        self.write_config(config_text())
+        sh("systemctl", "reload", "lvsd")
+        self.settle()
+
+    def reload_broken(self) -> None:
+        since = time.time()
+        before = table_shape(ipvsadm())
+        proc = self.traffic(8)
+        time.sleep(1)
+        self.write_config(config_text(broken=True))
+        sh("systemctl", "reload", "lvsd")
+        time.sleep(2)
+        during = metrics("lvsd_config")
+        active = sh("systemctl", "is-active", "lvsd", check=False).strip()
+        requests = self.finish(proc)
+        after = table_shape(ipvsadm())
+        self.write_config(config_text())
+        sh("systemctl", "reload", "lvsd")
+        time.sleep(2)
+        self.record(
+            "reload_broken",
+            table_unchanged=before == after,
+            still_active=active,
+            metrics=during,
+            metrics_after_fix=metrics("lvsd_config"),
+            summary=traffic.summarize(requests),
+            journal=journal(since),
+        )
+
+    def sorry(self) -> None:
+        since = time.time()
+        proc = self.traffic(16)
+        time.sleep(1)
+        t0 = time.time()
+        for name in RS:
+            faults.set_mode(MODES, name, "500")
+        sorry_after = wait_for(lambda: weights().get(SORRY[1], 0) > 0, 20, step=0.05)
+        during = ipvsadm()
+        time.sleep(max(0.0, t0 + 6 - time.time()))
+        t1 = time.time()
+        faults.set_mode(MODES, "rs1", "ok")
+        back_after = wait_for(lambda: weights().get(RS["rs1"], 0) > 0, 20, step=0.05)
+        requests = self.finish(proc)
+        self.all_ok()
+        self.record(
+            "sorry",
+            sorry_in_after_s=sorry_after,
+            rs1_back_after_s=back_after,
+            summary=traffic.summarize(requests),
+            all_down=traffic.summarize(requests, after=t0 + BOUND + CLIENT_TIMEOUT + 1, before=t1),
+            one_back=traffic.summarize(requests, after=t1 + BOUND + 2),
+            ipvsadm_during=during,
+            ipvsadm_after=ipvsadm(),
+            journal=journal(since),
+            metrics=metrics("lvsd_service_sorry_active"),
+        )
+        self.settle()
+
+    def run(self, names: Sequence[str]) -> int:
+        self.setup()
+        failed = 0
+        for name in names:
+            self.log("scenario", name)
+            try:
+                getattr(self, name)()
+            except Exception as exc:  # recorded; the next scenario runs
+                failed += 1
+                self.record(name, error=f"{type(exc).__name__}: {exc}")
+                self.all_ok()
+                with contextlib.suppress(Exception):
+                    faults.link("rs2", True)
+                    sh("systemctl", "start", "lvsd")
+                    self.settle()
+        return 1 if failed else 0
+
+
+def guest_main(argv: Sequence[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lvsd.lab.e2e guest")
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("names", nargs="*", default=list(SCENARIOS))
+    args = parser.parse_args(argv)
+    return Guest(args.work, args.results).run(args.names)
+
+
+# --- host side -------------------------------------------------------------------------
+
+
+def run_boot(work: Path, names: Sequence[str] = SCENARIOS, *, stream: Any = None) -> Any:
+    """Boot once in ``work`` and run ``names``; the LabResult."""
+    from lvsd.lab import harness, systemd
+    from lvsd.lab.topology import NatTopology
+
+    config = work / "lvsd.toml"
+    config.write_text(config_text())
+    config.chmod(0o644)
+    scenario = harness.Scenario(
+        shell=f'"$LAB_PYTHON" -m lvsd.lab.e2e guest --work "$LAB_WORK" '
+        f'--results "$LAB_RESULTS" {" ".join(names)}\n'
+    )
+    boot = systemd.SystemdBoot(units=systemd.lvsd_units(config), timeout=900)
+    return harness.run(
+        work, scenario, topology=NatTopology(real_servers=3), boot=boot, stream=stream
+    )
+
+
+def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) -> str:
+    """docs/e2e-results.md: a table per scenario."""
+    lines = [
+        "# End-to-end results",
+        "",
+        "Written by `.venv/bin/python -m lvsd.lab e2e` (lvsd/lab/e2e.py): lvsd under systemd",
+        "in the lab (user-mode Linux 6.1, one CPU, every syscall trapped: latencies are the",
+        "guest's, far above a real host's), NAT director, real servers rs1 10.0.0.2 and",
+        f"rs2 10.0.0.3 (weight {WEIGHT}), sorry server 10.0.0.4; http checks every {INTERVAL} s,",
+        f"timeout {TIMEOUT} s, rise {RISE}, fall {FALL} (a dead server is out within",
+        f"fall x interval + timeout = {BOUND:.1f} s), slow start {SLOW_START:.0f} s. Traffic:",
+        f"{RATE:.0f} requests/s over fresh connections from the client namespace, client",
+        f"timeout {CLIENT_TIMEOUT} s.",
+    ]
+    if duration is not None:
+        lines += ["", f"Boot and all scenarios took {duration:.0f} s."]
+    for rec in records:
+        lines += ["", f"## {rec['name']}", ""]
+        lines += ["| figure | value |", "|---|---|"]
+        for key, value in rec.items():
+            if key in ("name",) or key.startswith(("ipvsadm", "journal", "metrics")):
+                continue
+            lines.append(f"| {key} | {_cell(value)} |")
+        for key in [k for k in rec if k.startswith(("ipvsadm", "journal", "metrics"))]:
+            value = rec[key]
+            body = value if isinstance(value, str) else "\n".join(map(str, value))
+            lines += ["", f"{key}:", "", "```", body.rstrip() or "(none)", "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return " ".join(_cell(v) for v in value) or "-"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_cell(v) for v in value) + ")"
+    return str(value).replace("|", "/").replace("\n", " ")
+
+
+def main(out: Path | None = None, keep: Path | None = None) -> int:
+    """Boot, run every scenario, write ``out`` (docs/e2e-results.md)."""
+    import tempfile
+
+    from lvsd.lab.harness import REPO
+
+    out = out or REPO / "docs" / "e2e-results.md"
+    with tempfile.TemporaryDirectory(prefix="lvsd-e2e-") as tmp:
+        work = keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        result = run_boot(work, stream=sys.stdout)
+        path = result.results / "e2e.json"
+        records = json.loads(path.read_text()) if path.exists() else []
+        out.write_text(report(records, duration=result.duration))
+    print(f"lvsd e2e: exit status {result.exit_status}; wrote {out}")
+    return int(result.exit_status)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["guest"]:
+        raise SystemExit(guest_main(sys.argv[2:]))
+    raise SystemExit(main())
+
+__all__ = ["SCENARIOS", "Guest", "config_text", "main", "report", "run_boot", "table_shape"]
