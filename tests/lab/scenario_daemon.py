@@ -1,0 +1,203 @@
+"""Guest-side driver of tests/lab/test_daemon_lab.py: ``lvsd run`` against the real kernel.
+
+Runs in the lab guest (NAT topology, two real servers). Starts an HTTP server in each
+real server's namespace, runs ``lvsd run`` with http checks (interval 0.5 s, timeout
+0.3 s, fall 2, rise 2, slow start 3 s, a sorry server), then:
+
+1. waits for both real servers at full weight;
+2. stops rs1's server and times how long until ``ipvsadm -Ln`` shows weight 0;
+3. starts it again, times the first weight > 0 and samples the slow-start ramp;
+4. stops both and times the sorry server's arrival;
+5. ``lvsd reload`` with a changed weight, then SIGTERM: the table stays.
+
+Everything measured goes to ``$LAB_RESULTS/daemon.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(os.environ.get("LAB_RESULTS", "/tmp"))
+PYTHON = sys.executable
+RUN = Path("/run/lvsd-lab")
+WEIGHT = 10
+SORRY = "10.0.0.100:80"
+
+CONFIG = """
+[daemon]
+state_dir = "{run}/state"
+control_socket = "{run}/control.sock"
+metrics_listen = ""
+reconcile_interval = 30.0
+
+[services.web]
+address = "192.168.3.108"
+port = 80
+protocol = "tcp"
+scheduler = "wrr"
+forward = "nat"
+initial_state = "down"
+slow_start = 3.0
+
+[services.web.sorry_server]
+address = "10.0.0.100"
+port = 80
+
+[[services.web.checks]]
+kind = "http"
+path = "/"
+interval = 0.5
+timeout = 0.3
+rise = 2
+fall = 2
+
+[[services.web.real_servers]]
+address = "10.0.0.2"
+port = 80
+weight = {w2}
+
+[[services.web.real_servers]]
+address = "10.0.0.3"
+port = 80
+weight = {w3}
+"""
+
+LINE = re.compile(r"^\s+->\s+(\S+)\s+\S+\s+(\d+)\s+")
+
+
+def ipvsadm() -> str:
+    return subprocess.run(["ipvsadm", "-Ln"], capture_output=True, text=True, check=True).stdout
+
+
+def weights(text: str) -> dict[str, int]:
+    """Real server -> weight, from ``ipvsadm -Ln``."""
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        m = LINE.match(line)
+        if m:
+            found[m.group(1)] = int(m.group(2))
+    return found
+
+
+def httpd(name: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", name, PYTHON, "-m", "lvsd.lab.httpd", name, "80"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while (
+        b":80 "
+        not in subprocess.run(
+            ["ip", "netns", "exec", name, "ss", "-ltn"], capture_output=True, check=False
+        ).stdout
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: http server did not start")
+        time.sleep(0.05)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait()
+
+
+def wait_for(predicate: Any, limit: float = 30.0) -> tuple[float, str]:
+    """Poll ``ipvsadm -Ln`` every 50 ms until ``predicate(weights, text)``; seconds taken."""
+    start = time.monotonic()
+    while True:
+        text = ipvsadm()
+        if predicate(weights(text), text):
+            return time.monotonic() - start, text
+        if time.monotonic() - start > limit:
+            raise RuntimeError(f"condition not met within {limit} s:\n{text}")
+        time.sleep(0.05)
+
+
+def main() -> int:
+    RUN.mkdir(parents=True, exist_ok=True)
+    config = RUN / "lvsd.toml"
+    config.write_text(CONFIG.format(run=RUN, w2=WEIGHT, w3=WEIGHT))
+    out: dict[str, Any] = {}
+    servers = {name: httpd(name) for name in ("rs1", "rs2")}
+    log = (RESULTS / "lvsd.log").open("w")
+    daemon = subprocess.Popen(
+        [PYTHON, "-m", "lvsd", "--log-level", "info", "run", "-c", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        rs1, rs2 = "10.0.0.2:80", "10.0.0.3:80"
+        out["start_s"], out["start_table"] = wait_for(
+            lambda w, _t: w.get(rs1) == WEIGHT and w.get(rs2) == WEIGHT
+        )
+
+        stop(servers["rs1"])
+        out["down_s"], out["down_table"] = wait_for(lambda w, _t: w.get(rs1) == 0)
+
+        servers["rs1"] = httpd("rs1")
+        out["up_s"], out["up_table"] = wait_for(lambda w, _t: w.get(rs1, 0) > 0)
+        ramp: list[int] = []
+        start = time.monotonic()
+        while time.monotonic() - start < 8:
+            w = weights(ipvsadm()).get(rs1, 0)
+            if not ramp or ramp[-1] != w:
+                ramp.append(w)
+            if w == WEIGHT:
+                break
+            time.sleep(0.1)
+        out["ramp"] = ramp
+        out["ramp_s"] = time.monotonic() - start
+
+        stop(servers["rs1"])
+        stop(servers["rs2"])
+        out["sorry_s"], out["sorry_table"] = wait_for(lambda w, _t: SORRY in w)
+
+        servers = {name: httpd(name) for name in ("rs1", "rs2")}
+        out["recovered_s"], out["recovered_table"] = wait_for(
+            lambda w, _t: SORRY not in w and w.get(rs1, 0) > 0 and w.get(rs2, 0) > 0
+        )
+        wait_for(lambda w, _t: w.get(rs1) == WEIGHT and w.get(rs2) == WEIGHT)
+
+        config.write_text(CONFIG.format(run=RUN, w2=WEIGHT, w3=WEIGHT + 5))
+        reload = subprocess.run(
+            [PYTHON, "-m", "lvsd", "reload", "--socket", str(RUN / "control.sock")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        out["reload"] = {"status": reload.returncode, "stdout": reload.stdout}
+        out["reload_table"] = ipvsadm()
+
+        status = subprocess.run(
+            [PYTHON, "-m", "lvsd", "status", "--socket", str(RUN / "control.sock")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        out["status"] = status.stdout
+
+        daemon.send_signal(signal.SIGTERM)
+        out["exit_status"] = daemon.wait(timeout=30)
+        out["after_stop_table"] = ipvsadm()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        for proc in servers.values():
+            stop(proc)
+        (RESULTS / "daemon.json").write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

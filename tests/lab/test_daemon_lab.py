@@ -1,0 +1,81 @@
+"""``lvsd run`` against a real IPVS kernel (user-mode Linux), checked with ``ipvsadm -Ln``.
+
+One boot (``scenario_daemon``): real HTTP servers in two namespaces behind a NAT
+director, http checks every 0.5 s (timeout 0.3 s, fall 2, rise 2), slow start 3 s and a
+sorry server. The tests read the timings and ``ipvsadm`` readings it brought back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lvsd.lab import harness
+from lvsd.lab.harness import Scenario
+from lvsd.lab.topology import NatTopology
+from tests.lab.conftest import Lab
+
+pytestmark = pytest.mark.lab
+
+DRIVER = Path(__file__).resolve().parent / "scenario_daemon.py"
+INTERVAL, TIMEOUT, FALL, RISE = 0.5, 0.3, 2, 2
+
+
+@pytest.fixture(scope="module")
+def record(module_lab: Lab) -> dict[str, Any]:
+    """The one boot's measurements (``daemon.json``)."""
+    work = module_lab.work / "daemon"
+    work.mkdir()
+    result = harness.run(work, Scenario.python(DRIVER), topology=NatTopology())
+    assert result.ok, result.log() + "\n" + (result.results / "lvsd.log").read_text()
+    data: dict[str, Any] = result.json("daemon.json")
+    return data
+
+
+def _line(table: str, realserver: str) -> list[str]:
+    (line,) = [row.split() for row in table.splitlines() if realserver in row]
+    return line
+
+
+def test_start_brings_both_real_servers_in(record: dict[str, Any]) -> None:
+    """Both real servers reach their weight (10) once probed."""
+    assert ["->", "10.0.0.2:80", "Masq", "10"] == _line(record["start_table"], "10.0.0.2:80")[:4]
+    assert ["->", "10.0.0.3:80", "Masq", "10"] == _line(record["start_table"], "10.0.0.3:80")[:4]
+
+
+def test_stopped_server_is_quiesced_within_the_bound(record: dict[str, Any]) -> None:
+    """rs1's server stopped: weight 0 within fall x interval + timeout + 0.5 s."""
+    assert "0" == _line(record["down_table"], "10.0.0.2:80")[3]
+    assert record["down_s"] <= FALL * INTERVAL + TIMEOUT + 0.5
+
+
+def test_restarted_server_comes_back_and_ramps(record: dict[str, Any]) -> None:
+    """rs1 back: weight > 0 within rise x interval (+ slack), then a visible ramp to 10."""
+    assert record["up_s"] <= RISE * INTERVAL + 1.5
+    ramp = record["ramp"]
+    assert ramp == sorted(ramp)
+    assert 10 == ramp[-1]
+    assert len(ramp) >= 3  # at least one weight between the first and the full one
+    assert ramp[0] < 10
+
+
+def test_all_down_brings_the_sorry_server(record: dict[str, Any]) -> None:
+    """Both servers stopped: the sorry server appears; it leaves when they recover."""
+    line = _line(record["sorry_table"], "10.0.0.100:80")
+    assert ["->", "10.0.0.100:80", "Masq", "1"] == line[:4]
+    assert "10.0.0.100" not in record["recovered_table"]
+
+
+def test_reload_changes_one_weight(record: dict[str, Any]) -> None:
+    """``lvsd reload`` after a weight edit: one op, seen in ``ipvsadm``."""
+    expected = "edit-dest tcp 192.168.3.108:80 -> 10.0.0.3:80 w=15 nat\nreloaded: 1 op\n"
+    assert {"status": 0, "stdout": expected} == record["reload"]
+    assert "15" == _line(record["reload_table"], "10.0.0.3:80")[3]
+
+
+def test_stop_leaves_the_table(record: dict[str, Any]) -> None:
+    """SIGTERM: exit 0, and the kernel table is left as it was."""
+    assert 0 == record["exit_status"]
+    assert record["reload_table"] == record["after_stop_table"]
