@@ -224,7 +224,10 @@ def parse(path: str) -> tuple[list[Node], list[Unconverted]]:
 #: keepalived's defaults where they differ from lvsd's.
 DELAY_LOOP = 60.0
 CONNECT_TIMEOUT = 5.0
-PERSISTENCE_TIMEOUT = 360  # "persistence_timeout" with no value
+PERSISTENCE_TIMEOUT = 360  # "persistence_timeout" with no value, or a port-0 service
+#: Without ``protocol`` keepalived asks the kernel for UDP (check_data.c:
+#: "no protocol set - defaulting to UDP"); checked in the lab.
+DEFAULT_PROTOCOL = "udp"
 RETRY_DEFAULTS = {"DNS_CHECK": 3, "MISC_CHECK": 0}
 RETRY_DEFAULT = 1
 
@@ -340,6 +343,7 @@ class _Member:
     entries: dict[str, TomlValue]
     label: str
     family: int  # 4 or 6; fwmark: 4 unless ip_family inet6
+    grouped: bool = False  # a member of a virtual_server_group
 
 
 class _Converter:
@@ -405,6 +409,8 @@ class _Converter:
                 result.extend(self.group_line(line, family6))
             if not result:
                 raise fail(group.where, f"virtual_server_group {name!r} has no members")
+            for member in result:
+                member.grouped = True
             return result
         if head == "fwmark":
             mark = _integer(_arg(node, 1, "a firewall mark"))
@@ -455,11 +461,34 @@ class _Converter:
 
     def virtual_server(self, node: Node) -> None:
         children = node.children or []
-        for member in self.members(node):
-            self.service(node, children, member)
+        members = self.members(node)
+        # keepalived makes a service with port 0 persistent (360 s) when it is not;
+        # for a group, one member with port 0 makes the whole group persistent.
+        zero_port = any(m.entries.get("port") == 0 for m in members)
+        before = len(self.doc.tables)
+        for member in members:
+            self.service(node, children, member, zero_port=zero_port)
+        if not any(child.keyword == "real_server" for child in children):
+            # converted (so errors are reported) but dropped, as keepalived drops it
+            del self.doc.tables[before:]
+            self.doc.header.append(
+                f"virtual_server {' '.join(node.words())} ({self.src(node.where)}) has no "
+                "real_server: keepalived ignores it, so it was not written."
+            )
 
-    def service(self, node: Node, children: list[Node], member: _Member) -> None:
-        protocol = "tcp"
+    def service(
+        self, node: Node, children: list[Node], member: _Member, *, zero_port: bool = False
+    ) -> None:
+        if member.entries.get("port") == 0:
+            self.skip(
+                node,
+                f"{member.entries['address']} port 0 (a persistent all-ports service): "
+                "lvsd's config needs a port from 1 to 65535; mark the traffic with a "
+                "firewall mark and use a fwmark service",
+                "port 0",
+            )
+            return
+        protocol = DEFAULT_PROTOCOL
         proto = node.find("protocol")
         if proto is not None:
             protocol = _arg(proto, 0, "TCP, UDP or SCTP").text.lower()
@@ -476,7 +505,14 @@ class _Converter:
         for key, value in member.entries.items():
             table.set(key, value)
         if "address" in member.entries:
-            table.set("protocol", protocol, None if proto else "keepalived's default")
+            table.set(
+                "protocol",
+                protocol,
+                None
+                if proto
+                else "keepalived's default without protocol is UDP (it logs "
+                "'no protocol set - defaulting to UDP')",
+            )
         timing = _Timing().child(node)
         flags: list[str] = []
         sorry: dict[str, TomlValue] = {}
@@ -518,7 +554,12 @@ class _Converter:
                 if k == "real_server":
                     servers.append(child)
             elif k == "ops":
-                table.set("one_packet", True)
+                if "address" in member.entries and protocol != "udp":
+                    table.note(
+                        f"ops ignored: keepalived drops one-packet scheduling for {protocol}"
+                    )
+                else:
+                    table.set("one_packet", True)
             elif k in SCHED_FLAG_WORDS:
                 flags.append(k)
             elif k in ("lvs_flags", "flag-1", "flag-2", "flag-3"):
@@ -561,10 +602,14 @@ class _Converter:
                 if forward is not None:
                     sorry["forward"] = forward
             elif k == "sorry_server_inhibit":
-                self.skip(
-                    child,
-                    "lvsd has no setting for how the sorry server is removed; "
-                    "it is added while no real server is up and removed after",
+                # keepalived then keeps an unneeded sorry server at weight 0 instead of
+                # deleting it; lvsd deletes it. Neither sends it new connections while
+                # a real server is up, and the kernel keeps serving the connections it
+                # has either way (expire_nodest_conn=0), so this is only a comment.
+                table.note(
+                    "sorry_server_inhibit: lvsd removes the sorry server when a real "
+                    "server is up (keepalived keeps it at weight 0); no new connection "
+                    "goes to it either way"
                 )
             elif k == "omega":
                 self.skip(child, "lvsd does not run quorum down_command when it stops")
@@ -580,6 +625,12 @@ class _Converter:
                 self.skip(child, "unknown virtual_server keyword; not converted")
         if not scheduler_set:
             table.set("scheduler", "wlc", "keepalived's default (lvsd's is wrr)")
+        if zero_port and "address" in member.entries and table.get("persistence") is None:
+            table.set(
+                "persistence",
+                PERSISTENCE_TIMEOUT,
+                "keepalived makes a port-0 service persistent (360 s)",
+            )
         if flags:
             table.set("flags", list(dict.fromkeys(flags)))
         if table.get("forward") is None:
@@ -588,9 +639,24 @@ class _Converter:
         if "address" in sorry:
             table.set("sorry_server", sorry)
         if quorum:
+            self.clamp_quorum(quorum, servers)
             table.set("quorum", quorum)
         for server in servers:
             self.real_server(server, member, timing, table)
+
+    def clamp_quorum(self, quorum: dict[str, TomlValue], servers: list[Node]) -> None:
+        """keepalived lowers a quorum above the real servers' total weight to that
+        total, and a hysteresis >= quorum to quorum - 1 (check_data.c)."""
+        total = 0
+        for server in servers:
+            weight = server.find("weight")
+            total += _integer(_arg(weight)) if weight is not None else 1
+        minimum = quorum.get("minimum")
+        if isinstance(minimum, int) and minimum > total:
+            quorum["minimum"] = minimum = total
+        hysteresis = quorum.get("hysteresis")
+        if isinstance(minimum, int) and isinstance(hysteresis, int) and hysteresis >= minimum:
+            quorum["hysteresis"] = max(minimum - 1, 0)
 
     def service_states(
         self, table: Table, node: Node, servers: list[Node], timing: _Timing
@@ -671,13 +737,19 @@ class _Converter:
 
     def real_server(self, node: Node, member: _Member, parent: _Timing, service: Table) -> None:
         address = _ip(_arg(node, 0, "an address"))
-        port = _port(node.args[1]) if len(node.args) > 1 else None
+        given = _port(node.args[1]) if len(node.args) > 1 else None
         name = service.path[-1]
         table = self.doc.table("services", name, "real_servers", array=True)
         table.note(f"{self.src(node.where)} (real_server {' '.join(node.words())})")
         table.set("address", address)
+        port = self.kernel_port(node, given, member, service)
         if port is not None:
             table.set("port", port)
+        if port != given and given is not None:
+            table.note(
+                f"port {given} not written: keepalived gives the kernel the service's port "
+                f"(0 for a firewall mark) unless forwarding is NAT; checks use port {given}"
+            )
         timing = parent.child(node)
         checks: list[Node] = []
         for child in node.children or ():
@@ -688,7 +760,7 @@ class _Converter:
                 table.set("upper_threshold", _integer(_arg(child)))
             elif k == "lthreshold":
                 table.set("lower_threshold", _integer(_arg(child)))
-            elif k in ("lvs_method", "lb_kind"):
+            elif k == "lvs_method":  # keepalived 2.2.7 rejects lb_kind here (lab)
                 self.method(child, table, service)
             elif k in ("notify_up", "notify_down"):
                 self.skip(child, NOTIFY_ADVICE)
@@ -702,13 +774,36 @@ class _Converter:
                 self.skip(child, "unknown real_server keyword; not converted")
         if not checks:
             table.note("no checker: keepalived keeps this real server in the pool; so does lvsd")
-        effective_port = port if port is not None else int(str(member.entries.get("port", 0)))
+        check_port = given if given is not None else int(str(member.entries.get("port", 0)))
         for checker in checks:
-            self.checker(checker, timing.child(checker), name, effective_port)
+            self.checker(
+                checker,
+                timing.child(checker),
+                name,
+                check_port,
+                explicit=port != given and given is not None,
+            )
+
+    def kernel_port(
+        self, node: Node, given: int | None, member: _Member, service: Table
+    ) -> int | None:
+        """The real server's port as keepalived gives it to the kernel (None: the
+        service's port, lvsd's default). Except with NAT, keepalived sets it to the
+        service's port, or to 0 for a firewall-mark service (check_data.c); groups
+        keep what is written."""
+        method = node.find("lvs_method")
+        forward = _arg(method).text.lower() if method is not None else str(service.get("forward"))
+        if forward == "nat" or member.grouped:
+            return given
+        if "fwmark" in member.entries:
+            return None
+        return None if given is None else int(str(member.entries["port"]))
 
     # -- checkers
 
-    def checker(self, node: Node, timing: _Timing, service: str, rs_port: int) -> None:
+    def checker(
+        self, node: Node, timing: _Timing, service: str, rs_port: int, *, explicit: bool = False
+    ) -> None:
         kind = node.keyword
         unsupported = {
             "PING_CHECK": "lvsd has no ICMP check; use a tcp or udp check on the service port",
@@ -781,6 +876,8 @@ class _Converter:
                 "a connect_port; check not converted",
             )
             return
+        if explicit:
+            common.setdefault("port", rs_port)
         host = timing.nodes.get("virtualhost")
         if lvsd_kind in ("http", "https") and host is not None:
             options.setdefault("host", _arg(host).text)

@@ -134,7 +134,7 @@ def test_group_expands_to_one_service_per_member(tmp_path: Path) -> None:
     )
     result, tree = converted("keepalived", path)
     names = list(tree["services"])
-    assert names == ["tcp_10_0_0_1_80", "tcp_10_0_0_2_80", "tcp_10_0_0_3_80", "fwmark_5"]
+    assert names == ["udp_10_0_0_1_80", "udp_10_0_0_2_80", "udp_10_0_0_3_80", "fwmark_5"]
     assert all(s["real_servers"][0]["address"] == "10.1.0.1" for s in tree["services"].values())
     assert len(loads_back(result, tmp_path).services) == 4
 
@@ -147,21 +147,22 @@ def test_timeout_not_below_interval_raises_interval(tmp_path: Path) -> None:
         "  TCP_CHECK {\n   connect_timeout 5\n  }\n }\n}\n",
     )
     result, tree = converted("keepalived", path)
-    check = tree["services"]["tcp_10_0_0_1_80"]["real_servers"][0]["checks"][0]
+    check = tree["services"]["udp_10_0_0_1_80"]["real_servers"][0]["checks"][0]
     assert (check["interval"], check["timeout"]) == (8.0, 5.0)
     loads_back(result, tmp_path)
 
 
 def test_keepalived_defaults_made_explicit(tmp_path: Path) -> None:
-    """No lb_algo, lb_kind, delay_loop: keepalived's wlc, NAT, 60 s are written out."""
+    """No lb_algo, lb_kind, protocol, delay_loop: keepalived's wlc, NAT, UDP (sic: its
+    check_data.c, and the lab), 60 s are written out."""
     path = _conf(
         tmp_path,
         "virtual_server 10.0.0.1 80 {\n real_server 10.1.0.1 80 {\n  TCP_CHECK {\n  }\n }\n}\n",
     )
     _, tree = converted("keepalived", path)
-    service = tree["services"]["tcp_10_0_0_1_80"]
+    service = tree["services"]["udp_10_0_0_1_80"]
     check = service["real_servers"][0]["checks"][0]
-    assert (service["scheduler"], service["forward"], service["protocol"]) == ("wlc", "nat", "tcp")
+    assert (service["scheduler"], service["forward"], service["protocol"]) == ("wlc", "nat", "udp")
     assert (check["interval"], check["timeout"], check["rise"], check["fall"]) == (60.0, 5.0, 1, 2)
 
 
@@ -278,3 +279,121 @@ def test_sample_fwmark_and_group_counts(tmp_path: Path) -> None:
         (0, 80),
         (0, 80),
     ]
+
+
+# keepalived's corrections of a virtual_server (check_data.c validate_check_config),
+# checked in the lab by tests/lab/test_import_lab.py (case "defaults").
+
+
+def test_ops_is_dropped_for_tcp_and_kept_for_udp_and_fwmark(tmp_path: Path) -> None:
+    """keepalived resets one-packet scheduling on a TCP/SCTP service; UDP and
+    firewall-mark services keep it."""
+    path = _conf(
+        tmp_path,
+        "virtual_server 10.0.0.1 80 {\n protocol TCP\n ops\n real_server 10.1.0.1 80 {\n }\n}\n"
+        "virtual_server 10.0.0.1 53 {\n protocol UDP\n ops\n real_server 10.1.0.1 53 {\n }\n}\n"
+        "virtual_server fwmark 3 {\n ops\n real_server 10.1.0.1 {\n }\n}\n",
+    )
+    result, tree = converted("keepalived", path)
+    services = tree["services"]
+    expected = {"tcp_10_0_0_1_80": None, "udp_10_0_0_1_53": True, "fwmark_3": True}
+    assert expected == {name: s.get("one_packet") for name, s in services.items()}
+    assert result.unconverted == []
+
+
+def test_port_zero_service_becomes_persistent(tmp_path: Path) -> None:
+    """One port-0 member makes a whole group persistent (keepalived's 360 s); the
+    port-0 services themselves are listed (lvsd's config needs a port), so the file
+    still loads."""
+    path = _conf(
+        tmp_path,
+        "virtual_server 10.0.0.1 0 {\n protocol TCP\n real_server 10.1.0.1 0 {\n }\n}\n"
+        "virtual_server_group G {\n 10.0.0.5 0\n 10.0.0.6 80\n}\n"
+        "virtual_server group G {\n protocol TCP\n real_server 10.1.0.2 80 {\n }\n}\n"
+        "virtual_server 10.0.0.9 80 {\n protocol TCP\n real_server 10.1.0.3 80 {\n }\n}\n",
+    )
+    result, tree = converted("keepalived", path)
+    expected = {"tcp_10_0_0_6_80": 360, "tcp_10_0_0_9_80": None}
+    assert expected == {n: s.get("persistence") for n, s in tree["services"].items()}
+    assert [(1, "port 0"), (10, "port 0")] == keywords(result)
+    loads_back(result, tmp_path)
+
+
+def test_real_server_port_follows_keepalived_unless_nat(tmp_path: Path) -> None:
+    """DR/TUN real servers get the service's port (0 under a firewall mark), NAT ones
+    keep theirs; a check keeps the port that was written."""
+    path = _conf(
+        tmp_path,
+        "virtual_server fwmark 7 {\n lb_kind DR\n"
+        " real_server 10.1.0.5 80 {\n  TCP_CHECK {\n  }\n }\n}\n"
+        "virtual_server 10.0.0.1 443 {\n protocol TCP\n lb_kind DR\n"
+        " real_server 10.1.0.6 8443 {\n }\n"
+        " real_server 10.1.0.7 8443 {\n  lvs_method NAT\n }\n}\n",
+    )
+    result, tree = converted("keepalived", path)
+    fwmark = tree["services"]["fwmark_7"]["real_servers"][0]
+    assert "port" not in fwmark
+    assert 80 == fwmark["checks"][0]["port"]
+    dr, nat = tree["services"]["tcp_10_0_0_1_443"]["real_servers"]
+    assert (443, 8443) == (dr["port"], nat["port"])
+    config = loads_back(result, tmp_path)
+    ports = sorted(rs.port for s in config.services for rs in s.real_servers)
+    assert [0, 443, 8443] == ports
+
+
+def test_quorum_above_total_weight_is_lowered(tmp_path: Path) -> None:
+    """keepalived lowers quorum to the total weight and hysteresis below quorum."""
+    path = _conf(
+        tmp_path,
+        "virtual_server 10.0.0.1 80 {\n protocol TCP\n quorum 10\n hysteresis 5\n"
+        " real_server 10.1.0.1 80 {\n  weight 2\n }\n real_server 10.1.0.2 80 {\n }\n}\n",
+    )
+    _, tree = converted("keepalived", path)
+    assert {"minimum": 3, "hysteresis": 2} == tree["services"]["tcp_10_0_0_1_80"]["quorum"]
+
+
+def test_virtual_server_without_real_servers_is_not_written(tmp_path: Path) -> None:
+    """keepalived ignores a virtual_server with no real_server; so does the importer
+    (the header says so), and the rest converts."""
+    path = _conf(
+        tmp_path,
+        "virtual_server 10.0.0.1 80 {\n protocol TCP\n lb_algo rr\n}\n"
+        "virtual_server 10.0.0.2 80 {\n protocol TCP\n real_server 10.1.0.1 80 {\n }\n}\n",
+    )
+    result, tree = converted("keepalived", path)
+    assert ["tcp_10_0_0_2_80"] == list(tree["services"])
+    assert any("10.0.0.1 80" in line and "ignores" in line for line in result.document.header)
+    assert result.complete
+
+
+def test_sorry_server_inhibit_is_a_comment_not_a_gap(tmp_path: Path) -> None:
+    """sorry_server_inhibit changes only whether an unneeded sorry server sits at
+    weight 0 (keepalived) or is removed (lvsd): a comment, and the conversion is
+    complete."""
+    path = _conf(
+        tmp_path,
+        "virtual_server 10.0.0.1 80 {\n protocol TCP\n sorry_server 10.1.0.9 80\n"
+        " sorry_server_inhibit\n real_server 10.1.0.1 80 {\n }\n}\n",
+    )
+    result, tree = converted("keepalived", path)
+    assert result.unconverted == []
+    assert {"address": "10.1.0.9", "port": 80} == tree["services"]["tcp_10_0_0_1_80"][
+        "sorry_server"
+    ]
+    service_table = next(
+        t for t in result.document.tables if t.path == ("services", "tcp_10_0_0_1_80")
+    )
+    assert any("sorry_server_inhibit" in c for c in service_table.comments)
+
+
+def test_lb_kind_inside_a_real_server_is_listed(tmp_path: Path) -> None:
+    """keepalived 2.2.7 answers "Unknown keyword 'lb_kind'" inside a real_server (the
+    lab's log) and keeps the service's method: the importer does the same and lists it."""
+    path = _conf(
+        tmp_path,
+        "virtual_server 10.0.0.1 80 {\n protocol TCP\n lb_kind DR\n"
+        " real_server 10.1.0.1 80 {\n  lb_kind NAT\n }\n}\n",
+    )
+    result, tree = converted("keepalived", path)
+    assert "forward" not in tree["services"]["tcp_10_0_0_1_80"]["real_servers"][0]
+    assert [(5, "lb_kind")] == keywords(result)
