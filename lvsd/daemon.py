@@ -29,7 +29,7 @@ from lvsd.checks.base import ProbeFactory, ProbeResult
 from lvsd.checks.scheduler import Scheduler, checks_from_config
 from lvsd.config.model import Config
 from lvsd.engine import Engine, Hooks, NullHooks, ReloadResult, parse_realserver
-from lvsd.errors import ControlError
+from lvsd.errors import ControlError, LvsdError
 from lvsd.health import CheckId
 from lvsd.ipvs.base import Backend
 from lvsd.model import Table
@@ -93,6 +93,8 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.metrics: Any = None
         self.backend: Backend | None = None
+        #: The metrics endpoint's port once it listens (tests use port 0).
+        self.api_port: int | None = None
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -248,7 +250,13 @@ class Daemon:
         listen = config.daemon.metrics_listen
         if api is None or not listen or self.metrics is None:
             return None
-        return await api.start(listen, _Source(self), self.metrics)
+        try:
+            runner = await api.start(listen, _Source(self), self.metrics)
+        except (OSError, ValueError) as exc:
+            raise LvsdError(f"cannot serve metrics on {listen}: {exc}") from exc
+        self.api_port = int(api.bound_port(runner))
+        log.info("api.listening", listen=listen, port=self.api_port)
+        return runner
 
     async def _batches(self) -> None:
         """Hand the results of one short window to the engine as one round."""
@@ -382,22 +390,26 @@ class _Source:
 
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
+        self._ready = False
 
     @property
     def ready(self) -> bool:
-        return self._daemon.ready
+        """True once the daemon is up and every check has reported at least once."""
+        daemon = self._daemon
+        if not self._ready and daemon.ready and daemon.engine is not None:
+            statuses = daemon.engine.health.status(daemon.clock())
+            self._ready = all(cs.last_at is not None for s in statuses for _, cs in s.checks)
+        return self._ready and daemon.ready
 
     async def snapshot(self) -> Any:
-        backend = self._daemon.backend
-        assert backend is not None
-        return await backend.dump()
+        return await self._daemon._engine.refresh()
 
-    def report(self) -> Any:
+    def report(self, table: Table | None) -> Any:
         engine = self._daemon._engine
         status = _optional("status")
         assert status is not None
         return status.build(
-            engine.config, engine.health, engine.table, engine.drained, self._daemon.clock()
+            engine.config, engine.health, table, engine.drained, self._daemon.clock()
         )
 
 

@@ -52,12 +52,13 @@ def config_text(
     *,
     reconcile: float = 30.0,
     checks: bool = True,
+    metrics_listen: str = "",
 ) -> str:
     text = f"""
 [daemon]
 state_dir = "{folder}/state"
 control_socket = "{folder}/control.sock"
-metrics_listen = ""
+metrics_listen = "{metrics_listen}"
 reconcile_interval = {reconcile}
 
 [services.web]
@@ -375,3 +376,31 @@ def test_sighup_and_sigterm_in_a_subprocess(short_dir: Path) -> None:
     assert "reload.done" in output
     assert "daemon.stopped" in output
     assert not os.path.exists(sock)
+
+
+async def test_metrics_endpoint_serves_the_daemon(short_dir: Path) -> None:
+    """With metrics_listen set, /metrics shows the real servers' health and weights,
+    /readyz says ready once every check has reported, /status is the report."""
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as probe:  # a free port (the config refuses port 0)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    text = config_text(short_dir, metrics_listen=f"127.0.0.1:{port}")
+    async with running(short_dir, text) as r, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{r.daemon.api_port}"
+        statuses: list[int] = []
+        async with asyncio.timeout(3):
+            while not statuses or statuses[-1] != 200:  # noqa: ASYNC110 -- polling HTTP
+                async with http.get(f"{base}/readyz") as response:
+                    statuses.append(response.status)
+                await asyncio.sleep(0.02)
+        assert set(statuses) <= {200, 503}
+        async with http.get(f"{base}/metrics") as response:
+            body = await response.text()
+        assert "lvsd_ipvs_backend_weight{" in body
+        assert "lvsd_real_server_health{" in body
+        async with http.get(f"{base}/status") as response:
+            assert 200 == response.status
