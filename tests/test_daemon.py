@@ -393,7 +393,7 @@ async def test_metrics_endpoint_serves_the_daemon(short_dir: Path) -> None:
         base = f"http://127.0.0.1:{r.daemon.api_port}"
         statuses: list[int] = []
         async with asyncio.timeout(3):
-            while not statuses or statuses[-1] != 200:  # noqa: ASYNC110 -- polling HTTP
+            while not statuses or statuses[-1] != 200:
                 async with http.get(f"{base}/readyz") as response:
                     statuses.append(response.status)
                 await asyncio.sleep(0.02)
