@@ -5,6 +5,7 @@
     python -m lvsd.lab demo [--real-servers N] [--requests N] [--keep DIR]
     python -m lvsd.lab run [--nat N] [--no-modules] [--keep DIR] (--shell CMD | --script FILE)
     python -m lvsd.lab check        # says whether the lab can boot here
+    python -m lvsd.lab e2e [--out FILE] [--keep DIR]   # writes docs/e2e-results.md
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     what.add_argument("--shell", help="shell snippet to run in the guest")
     what.add_argument("--script", type=Path, help="Python script run with the venv's python")
     sub.add_parser("check", help="say whether the lab can boot on this machine")
+    e2ep = sub.add_parser("e2e", help="lvsd under systemd with traffic and faults; the report")
+    e2ep.add_argument("--out", type=Path, help="report file (default docs/e2e-results.md)")
+    e2ep.add_argument("--keep", type=Path, help="work in DIR and keep it")
     args = parser.parse_args(argv)
 
     from lvsd.lab import harness
@@ -46,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lvsd.lab.demo import main as demo_main
 
             return demo_main(args.real_servers, args.requests, args.keep)
+        if args.command == "e2e":
+            from lvsd.lab.e2e import main as e2e_main
+
+            return e2e_main(args.out, args.keep)
         return _run(args)
     except LabError as exc:
         print(f"lvsd lab: {exc}", file=sys.stderr)

@@ -1,0 +1,247 @@
+"""End to end: lvsd under systemd in the lab, real traffic through the VIP, faults.
+
+One boot runs every scenario of ``lvsd.lab.e2e`` in turn (``Guest.run``); the tests
+read its records. The first tests run on the host only: the traffic generator against
+the fault server on loopback, the summary and the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lvsd.lab import e2e, faults, traffic
+from lvsd.lab.traffic import Request
+from tests.lab.conftest import Lab
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def fault_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A fault server on a loopback port, in its own process; (port, mode dir)."""
+    port = _free_port()
+    argv = [sys.executable, "-m", "lvsd.lab.faults", "serve", "rsX", str(port)]
+    proc = subprocess.Popen([*argv, "--mode-dir", str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.02)
+        yield port, tmp_path
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_traffic_against_each_fault_mode(fault_server: tuple[int, Path]) -> None:
+    """ok answers the server's name; 500 and close fail with what happened; hang runs
+    into the client's limit. Every request is recorded, in order."""
+    port, modes = fault_server
+    url = f"http://127.0.0.1:{port}/"
+    seen = {}
+    for mode in ("ok", "500", "close", "hang"):
+        faults.set_mode(modes, "rsX", mode)
+        records = asyncio.run(traffic.generate(url, rate=50, duration=0.1, limit=0.3))
+        seen[mode] = traffic.summarize(records)
+    assert {"rsX": 5} == seen["ok"]["servers"]
+    assert {"status 500": 5} == seen["500"]["errors"]
+    assert 5 == seen["close"]["failed"]
+    assert {"timeout": 5} == seen["hang"]["errors"]
+
+
+def test_summarize_counts_window_and_shares() -> None:
+    """The failure window runs from the first failed start to the last failed end;
+    ``after``/``before`` select by start time."""
+    records: list[dict[str, Any]] = [
+        Request(t=10.0, ok=True, server="rs1", latency=0.01),
+        Request(t=10.5, ok=False, server="", latency=0.2, error="refused"),
+        Request(t=11.0, ok=False, server="", latency=0.5, error="timeout"),
+        Request(t=12.0, ok=True, server="rs2", latency=0.01),
+    ]
+    summary = traffic.summarize(records)
+    assert (4, 2, 1000) == (summary["sent"], summary["failed"], summary["failure_window_ms"])
+    assert {"rs1": 1, "rs2": 1} == summary["servers"]
+    assert {"refused": 1, "timeout": 1} == summary["errors"]
+    assert 1 == traffic.summarize(records, after=11.5)["sent"]
+    assert 0 == traffic.summarize(records, before=10.5)["failed"]
+
+
+def test_table_shape_and_weights_ignore_counters() -> None:
+    """Two ``ipvsadm -Ln`` outputs that differ only in connection counts have the same
+    shape; weights are read per real server."""
+    a = """IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  192.168.3.108:80 wrr
+  -> 10.0.0.2:80                  Masq    5      3          120
+  -> 10.0.0.3:80                  Masq    0      0          7
+"""
+    b = a.replace("3          120", "0          99")
+    assert e2e.table_shape(a) == e2e.table_shape(b)
+    assert {"10.0.0.2": 5, "10.0.0.3": 0} == e2e.weights(a)
+
+
+def test_report_has_a_table_per_scenario() -> None:
+    """Every record becomes a section with a figure table and its ipvsadm/journal
+    blocks."""
+    records: list[dict[str, Any]] = [
+        {"name": "kill", "summary": {"sent": 10, "failed": 1}, "ipvsadm_after": "TCP x"},
+        {"name": "sorry", "sorry_in_after_s": 1.2, "journal": ['{"event": "x"}']},
+    ]
+    text = e2e.report(records)
+    assert "## kill" in text
+    assert "| summary | sent: 10, failed: 1 |" in text
+    assert "| sorry_in_after_s | 1.2 |" in text
+    assert '{"event": "x"}' in text
+
+
+def test_config_is_valid_and_broken_config_is_not(tmp_path: Path) -> None:
+    """The scenarios' config passes ``lvsd check``; the broken one fails it."""
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(e2e.config_text())
+    bad.write_text(e2e.config_text(broken=True))
+    lvsd = [sys.executable, "-m", "lvsd", "check", "-c"]
+    assert 0 == subprocess.run([*lvsd, str(good)], capture_output=True, check=False).returncode
+    assert 0 != subprocess.run([*lvsd, str(bad)], capture_output=True, check=False).returncode
+
+
+# --- in the lab ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def records(module_lab: Lab) -> dict[str, dict[str, Any]]:
+    """The one boot: every scenario, by name."""
+    work = module_lab.work / "e2e"
+    work.mkdir()
+    result = e2e.run_boot(work)
+    path = result.results / "e2e.json"
+    assert path.exists(), result.log() + result.console[-3000:]
+    return {r["name"]: r for r in json.loads(path.read_text())}
+
+
+def _record(records: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    record = records[name]
+    assert "error" not in record, record["error"]
+    return record
+
+
+#: Slack over the check bound for the guest's scheduling (one slow CPU).
+SLACK = 1.0
+
+
+def _fault_checks(rec: dict[str, Any]) -> None:
+    assert rec["out_after_s"] is not None
+    assert rec["out_after_s"] <= e2e.BOUND + SLACK
+    assert 0 == rec["after_settled"]["failed"]
+    assert 0 == rec["after_restore"]["failed"]
+    ramp = [w for _, w in rec["back_ramp"]]
+    assert e2e.WEIGHT == ramp[-1]
+    assert ramp == sorted(ramp)
+
+
+@pytest.mark.lab
+def test_killed_server_fails_only_until_detected_and_ramps_back(
+    records: dict[str, dict[str, Any]],
+) -> None:
+    """Killing rs1's httpd fails requests (refused) only until lvsd sets its weight to 0
+    (within fall x interval + timeout); none after; after the restart it ramps 1..5."""
+    rec = _record(records, "kill")
+    _fault_checks(rec)
+    assert rec["fault"]["failed"] > 0
+    assert rec["fault"]["failure_window_ms"] <= (e2e.BOUND + SLACK) * 1000
+    assert len(rec["back_ramp"]) >= 4  # intermediate slow-start weights were seen
+    assert any('"realserver.down"' in line for line in rec["journal"])
+
+
+@pytest.mark.lab
+def test_hanging_server_is_taken_out_after_the_timeout(
+    records: dict[str, dict[str, Any]],
+) -> None:
+    """A server that accepts and never answers is out after the probe timeouts; only
+    requests sent to it before then fail (by the client's timeout)."""
+    rec = _record(records, "hang")
+    _fault_checks(rec)
+    assert set(rec["fault"]["errors"]) <= {"timeout"}
+    assert any("timeout" in line and "realserver.down" in line for line in rec["journal"])
+
+
+@pytest.mark.lab
+def test_status_500_is_taken_out_by_http_while_tcp_connects(
+    records: dict[str, dict[str, Any]],
+) -> None:
+    """Answering 500 takes rs1 out although a TCP connect to it still succeeds."""
+    rec = _record(records, "status500")
+    _fault_checks(rec)
+    assert "ok" == rec["tcp_connect_while_out"]
+    assert any("status 500" in line for line in rec["journal"])
+
+
+@pytest.mark.lab
+def test_link_down_and_back(records: dict[str, dict[str, Any]]) -> None:
+    """rs2's veth down: out within the bound, no failures after; up: back at full."""
+    _fault_checks(_record(records, "link"))
+
+
+@pytest.mark.lab
+def test_drain_then_restart_loses_nothing(records: dict[str, dict[str, Any]]) -> None:
+    """``lvsd drain --wait``, kill and restart rs1, undrain: zero failed requests."""
+    rec = _record(records, "drain")
+    assert 0 == rec["summary"]["failed"]
+    assert e2e.WEIGHT == rec["back_ramp"][-1][1]
+
+
+@pytest.mark.lab
+def test_restart_and_kill9_change_nothing(records: dict[str, dict[str, Any]]) -> None:
+    """``systemctl restart lvsd`` and ``kill -9`` + start under traffic: zero failed
+    requests and the table (ipvsadm -Ln without counters) never changed."""
+    rec = _record(records, "restart")
+    assert 0 == rec["summary"]["failed"]
+    assert [] == rec["table_changes"]
+
+
+@pytest.mark.lab
+def test_reload_to_weights_1_3_splits_25_75(records: dict[str, dict[str, Any]]) -> None:
+    """``systemctl reload`` to weights 1:3: over 2,000 requests split 25/75 within 3
+    points, none failed."""
+    rec = _record(records, "reload_weights")
+    assert 0 == rec["summary"]["failed"]
+    assert rec["summary"]["sent"] >= 2000
+    assert abs(rec["shares_percent"]["rs2"] - 75.0) <= 3.0
+
+
+@pytest.mark.lab
+def test_broken_reload_keeps_serving(records: dict[str, dict[str, Any]]) -> None:
+    """A reload with a broken config: lvsd stays active, the table is unchanged, no
+    request fails, and /metrics says the last reload failed."""
+    rec = _record(records, "reload_broken")
+    assert 0 == rec["summary"]["failed"]
+    assert rec["table_unchanged"]
+    assert "active" == rec["still_active"]
+    assert "lvsd_config_last_reload_successful 0.0" in rec["metrics"]
+
+
+@pytest.mark.lab
+def test_sorry_server_while_all_down(records: dict[str, dict[str, Any]]) -> None:
+    """Every real server down: the sorry server answers; rs1 back: traffic returns."""
+    rec = _record(records, "sorry")
+    assert rec["sorry_in_after_s"] is not None
+    assert {"sorry"} == set(rec["all_down"]["servers"])
+    assert 0 == rec["all_down"]["failed"]
+    assert 0 == rec["one_back"]["failed"]
+    assert "rs1" in rec["one_back"]["servers"]
