@@ -6,9 +6,12 @@ prometheus_client's."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -303,3 +306,203 @@ def test_promtool_check_metrics() -> None:
         check=False,
     )
     assert (0, b"") == (out.returncode, out.stdout + out.stderr)
+
+
+# --- the dashboard and the alert rules ----------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "etc" / "prometheus" / "lvsd-rules.yml"
+DASHBOARD = ROOT / "etc" / "grafana" / "lvsd.json"
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt prometheus)"
+)
+
+
+def dashboard_exprs() -> list[str]:
+    """Every PromQL expression of the dashboard (panels, annotations, variables),
+    with Grafana's variables replaced by what Grafana would put there."""
+    data = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in data["panels"] for t in p.get("targets", [])]
+    exprs += [a["expr"] for a in data["annotations"]["list"] if "expr" in a]
+    for var in data["templating"]["list"]:
+        if var["type"] == "query":
+            match = re.fullmatch(r"label_values\((.*), *\w+\)", var["definition"])
+            assert match is not None, var["definition"]
+            exprs.append(match.group(1))
+    return [
+        e.replace("$__rate_interval", "1m").replace("$instance", ".*").replace("$service", ".*")
+        for e in exprs
+    ]
+
+
+def rule_exprs() -> list[str]:
+    """The rules' expressions (each on one line of the file: no YAML parser needed)."""
+    return re.findall(r"^ +expr: (.+)$", RULES.read_text(), re.MULTILINE)
+
+
+def test_dashboard_and_rules_use_only_metrics_lvsd_exports() -> None:
+    """Every lvsd_* name in the dashboard and the rules is in a scrape (with every
+    hook called once), so no panel or alert queries a misspelt metric."""
+    metrics, _ = scraped()
+    metrics.probe("tcp", ProbeResult(ok=True, detail="", duration=0.01))
+    metrics.transition(
+        Transition(service="web", realserver=A, old=False, new=True, reason="ok", detail="")
+    )
+    metrics.reload(True, 1.0)
+    metrics.netlink("add-dest", False)
+    metrics.panic("web", True)
+    metrics.quorum("web", True)
+    exported = {name for name, _ in samples(metrics.exposition().decode())}
+    used = {n for e in dashboard_exprs() + rule_exprs() for n in re.findall(r"lvsd_\w+", e)}
+    assert set() == used - exported
+    assert len(used) > 20
+
+
+@needs_promtool
+def test_promtool_check_rules() -> None:
+    """promtool accepts the alert rules file."""
+    out = subprocess.run(
+        ["promtool", "check", "rules", str(RULES)], capture_output=True, check=False
+    )
+    assert 0 == out.returncode, out.stdout + out.stderr
+    assert b"SUCCESS: 9 rules found" in out.stdout
+
+
+@needs_promtool
+def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
+    """Each dashboard expression, as a recording rule, passes promtool's parser."""
+    exprs = dashboard_exprs()
+    rules = {
+        "groups": [
+            {
+                "name": "dash",
+                "rules": [{"record": f"dash:expr{i}", "expr": e} for i, e in enumerate(exprs)],
+            }
+        ]
+    }
+    path = tmp_path / "dash.yml"
+    path.write_text(json.dumps(rules))  # JSON is YAML
+    out = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, check=False
+    )
+    assert 0 == out.returncode, out.stdout + out.stderr
+    assert f"SUCCESS: {len(exprs)} rules found".encode() in out.stdout
+
+
+QUORUM_DESCRIPTION = (
+    "The sum of the live weights of web is below its configured quorum minimum; "
+    "its quorum down command ran."
+)
+RELOAD_DESCRIPTION = (
+    "lvsd keeps running with the previous configuration. "
+    "The journal has the file, key and line of the error."
+)
+
+
+def labels_of(selector: str) -> dict[str, str]:
+    """The labels of a series selector as Prometheus keeps them (an empty value is no
+    label at all)."""
+    return {k: v for k, v in re.findall(r'(\w+)="([^"]*)"', selector) if v}
+
+
+@needs_promtool
+def test_alerts_fire_on_lvsd_series(tmp_path: Path) -> None:
+    """promtool's rule unit test: a real server at health 0 for 2 minutes, a sorry
+    server active, a failed reload and a lost quorum fire their alerts; a healthy
+    real server fires none."""
+    rs = 'service="web",local_address="10.0.0.1",local_port="80",proto="TCP",local_mark=""'
+    down = f'{{{rs},remote_address="10.0.1.2",remote_port="80"}}'
+    up = f'{{{rs},remote_address="10.0.1.1",remote_port="80"}}'
+    svc = f"{{{rs}}}"
+    test = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f"lvsd_real_server_health{down}", "values": "1 0 0 0"},
+                    {"series": f"lvsd_real_server_health{up}", "values": "1 1 1 1"},
+                    {"series": f"lvsd_service_sorry_active{svc}", "values": "0 1 1 1"},
+                    {"series": f"lvsd_service_quorum_up{svc}", "values": "1 0 0 0"},
+                    {
+                        "series": 'lvsd_config_last_reload_successful{instance="d1",job="lvsd"}',
+                        "values": "1 0",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "3m",
+                        "alertname": "LvsdRealServerDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    **labels_of(down),
+                                    "severity": "warning",
+                                },
+                                "exp_annotations": {
+                                    "summary": "Real server 10.0.1.2:80 of web is down",
+                                    "description": "Its health checks fail; it gets no new "
+                                    "connections (weight 0 or removed). `lvsd status` "
+                                    "shows the failing check's detail.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "3m",
+                        "alertname": "LvsdSorryServerActive",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    **labels_of(svc),
+                                    "severity": "critical",
+                                },
+                                "exp_annotations": {
+                                    "summary": "Service web is served by its sorry server"
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "3m",
+                        "alertname": "LvsdServiceBelowQuorum",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    **labels_of(svc),
+                                    "severity": "critical",
+                                },
+                                "exp_annotations": {
+                                    "summary": "Service web lost its quorum",
+                                    "description": QUORUM_DESCRIPTION,
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "1m",
+                        "alertname": "LvsdConfigReloadFailed",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "instance": "d1",
+                                    "job": "lvsd",
+                                    "severity": "warning",
+                                },
+                                "exp_annotations": {
+                                    "summary": "lvsd on d1 failed to reload its configuration",
+                                    "description": RELOAD_DESCRIPTION,
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "1m", "alertname": "LvsdRealServerDown", "exp_alerts": []},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "test.yml"
+    path.write_text(json.dumps(test))  # JSON is YAML
+    out = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, check=False)
+    assert 0 == out.returncode, (out.stdout + out.stderr).decode()
