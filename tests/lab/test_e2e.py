@@ -68,7 +68,7 @@ def test_traffic_against_each_fault_mode(fault_server: tuple[int, Path]) -> None
 def test_summarize_counts_window_and_shares() -> None:
     """The failure window runs from the first failed start to the last failed end;
     ``after``/``before`` select by start time."""
-    records: list[dict[str, Any]] = [
+    records = [
         Request(t=10.0, ok=True, server="rs1", latency=0.01),
         Request(t=10.5, ok=False, server="", latency=0.2, error="refused"),
         Request(t=11.0, ok=False, server="", latency=0.5, error="timeout"),
