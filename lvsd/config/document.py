@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lvsd.config.locate import KeyPath
+from lvsd.errors import Problem
 
 #: A table of the tree: key -> str | int | float | bool | list | Tree | datetime.
 Tree = dict[str, object]
@@ -32,11 +33,15 @@ class Lines(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """A parsed file: ``file`` as named to the user, its ``tree`` and its ``lines``."""
+    """A parsed file: ``file`` as named to the user, its ``tree``, its ``lines`` and the
+    ``problems`` that did not stop the reading."""
 
     file: str
     tree: Tree
     lines: Lines
+    #: Problems found while reading that leave the rest of the tree worth validating
+    #: (an unknown INI section is dropped and reported; its neighbours are still checked).
+    problems: tuple[Problem, ...] = ()
 
     def line(self, path: KeyPath) -> int | None:
         return self.lines.line(path)

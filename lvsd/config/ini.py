@@ -28,11 +28,19 @@ from lvsd.errors import ConfigError, Problem
 
 _NO_DEFAULT_SECTION = "\x00lvsd: no default section"
 _SECTION_WORDS = ("include", "daemon", "defaults", "service")
+#: Tables written as dotted keys in INI, with an example of each.
+_INLINE_TABLES = {
+    "quorum": "quorum.minimum = 2",
+    "panic": "panic.threshold = 0.5",
+    "sorry_server": "sorry_server.address = 10.0.0.9",
+    "headers": "headers.X-Probe = lvsd",
+}
 
 
 def parse_ini(file: str, text: str) -> Document:
-    """Parse ``text`` (the content of ``file``). Syntax errors, unknown sections and
-    clashing keys raise one :class:`ConfigError` listing them all."""
+    """Parse ``text`` (the content of ``file``). A syntax error raises a
+    :class:`ConfigError`; unknown sections and clashing keys are left out of the tree
+    and listed in the document's ``problems``, so the rest is still validated."""
     parser = configparser.ConfigParser(
         interpolation=None,
         default_section=_NO_DEFAULT_SECTION,
@@ -44,27 +52,41 @@ def parse_ini(file: str, text: str) -> Document:
     try:
         parser.read_string(text, source=file)
     except configparser.Error as exc:
-        raise ConfigError(_syntax_problems(file, exc)) from exc
+        raise ConfigError(_syntax_problems(file, exc, text)) from exc
     builder = _Builder(file, ini_lines(text))
     for section in parser.sections():
         builder.section(section, dict(parser.items(section)))
-    if builder.problems:
-        raise ConfigError(builder.problems)
-    return Document(file=file, tree=builder.tree, lines=builder.lines)
+    return Document(
+        file=file, tree=builder.tree, lines=builder.lines, problems=tuple(builder.problems)
+    )
 
 
-def _syntax_problems(file: str, exc: configparser.Error) -> list[Problem]:
+def _syntax_problems(file: str, exc: configparser.Error, text: str) -> list[Problem]:
     if isinstance(exc, configparser.MissingSectionHeaderError):
-        return [Problem(file, "", "INI syntax error: a key before any [section]", exc.lineno)]
+        return [
+            Problem(
+                file,
+                "",
+                f"INI syntax error: a key before any [section]: {str(exc.line).strip()!r} "
+                "(expected a [section] header first)",
+                exc.lineno,
+            )
+        ]
     if isinstance(exc, configparser.ParsingError):
         return [
             Problem(file, "", f"INI syntax error: cannot parse {_unrepr(line)!r}", number)
             for number, line in exc.errors
         ]
-    if isinstance(exc, configparser.DuplicateSectionError):
-        return [Problem(file, "", f"section [{exc.section}] appears twice", exc.lineno)]
     if isinstance(exc, configparser.DuplicateOptionError):
-        return [Problem(file, str(exc.option), f"key appears twice in [{exc.section}]", exc.lineno)]
+        first = ini_lines(text).keys.get((exc.section, exc.option))
+        at = f" (first at line {first})" if first is not None and first != exc.lineno else ""
+        return [
+            Problem(file, str(exc.option), f"key appears twice in [{exc.section}]{at}", exc.lineno)
+        ]
+    if isinstance(exc, configparser.DuplicateSectionError):
+        first = ini_lines(text).sections.get(exc.section)
+        at = f" (first at line {first})" if first is not None and first != exc.lineno else ""
+        return [Problem(file, "", f"section [{exc.section}] appears twice{at}", exc.lineno)]
     return [Problem(file, "", f"INI syntax error: {exc}")]
 
 
@@ -193,7 +215,14 @@ def _unknown_section(name: str) -> str:
         "unknown section (expected [include], [daemon], [defaults], [service NAME], "
         "[service NAME check [CHECK]], [service NAME realserver RS [check [CHECK]]])"
     )
-    first = name.split()[0] if name.split() else name
+    words = name.split()
+    if words[:1] == ["service"] and words[-1:] and words[-1] in _INLINE_TABLES:
+        table = words[-1]
+        return (
+            f"unknown section: {table} is not a section of its own; write its keys in "
+            f"[{' '.join(words[:-1])}] as dotted keys, like {_INLINE_TABLES[table]}"
+        )
+    first = words[0] if words else name
     close = difflib.get_close_matches(first, _SECTION_WORDS, n=1)
     if close and close[0] != first:
         message += f"; did you mean [{' '.join([close[0], *name.split()[1:]])}]?"

@@ -81,10 +81,12 @@ class _Loader:
             self.problems.append(Problem(file, "", f"cannot read the file: {reason}"))
             return None
         try:
-            return parse(file, text)
+            document = parse(file, text)
         except ConfigError as exc:
             self.problems.extend(exc.problems)
             return None
+        self.problems.extend(document.problems)
+        return document
 
     def merge_document(self, document: Document, tree: Tree, stack: tuple[str, ...]) -> None:
         """Merge ``document`` into ``tree``, then its includes in order."""

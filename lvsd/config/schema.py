@@ -649,19 +649,25 @@ class _Builder:
                 f"flags apply only to the sh and mh schedulers, not {scheduler}",
             )
             return frozenset()
-        known = [f"{s}-{f}" for s in sorted(FLAGGED_SCHEDULERS) for f in SchedFlag]
+        own = [f"{scheduler}-{f}" for f in SchedFlag]
+        expected = f"expected {' or '.join(own)}"
         for word in words:
             prefix, _, name = word.lower().rpartition("-")
             try:
                 flag = SchedFlag(name)
             except ValueError:
                 flag = None
+            if flag is not None and prefix != scheduler.value and prefix in FLAGGED_SCHEDULERS:
+                self.error(
+                    path,
+                    f"flag {show(word)} is for scheduler {prefix}, not {scheduler}; {expected}",
+                )
+                continue
             if flag is None or prefix not in ("", scheduler.value):
                 self.error(
                     path,
                     f"unknown flag {show(word)} for scheduler {scheduler}"
-                    f"{did_you_mean(word, known)}; "
-                    f"expected {scheduler}-fallback or {scheduler}-port",
+                    f"{did_you_mean(word.lower(), own)}; {expected}",
                 )
                 continue
             result.add(flag)

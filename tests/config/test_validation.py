@@ -194,11 +194,20 @@ def test_flags_only_for_sh_and_mh(tmp_path: Path) -> None:
 
 
 def test_flag_of_the_other_scheduler(tmp_path: Path) -> None:
-    """mh-port on an sh service is named as unknown, with the right spelling."""
+    """mh-port on an sh service is named as the other scheduler's flag, with this
+    scheduler's flags (it used to suggest the very word it refused)."""
     path = write(tmp_path, "c.toml", SERVICE + 'scheduler = "sh"\nflags = ["mh-port"]\n')
     assert (
-        'unknown flag "mh-port" for scheduler sh (did you mean "mh-port"?); '
-        "expected sh-fallback or sh-port"
+        'flag "mh-port" is for scheduler mh, not sh; expected sh-fallback or sh-port'
+    ) == only_message(path)
+
+
+def test_misspelt_flag_suggests_the_schedulers_own(tmp_path: Path) -> None:
+    """A misspelt flag is suggested among the service's scheduler's flags."""
+    path = write(tmp_path, "c.toml", SERVICE + 'scheduler = "mh"\nflags = ["mh-fallbak"]\n')
+    assert (
+        'unknown flag "mh-fallbak" for scheduler mh (did you mean "mh-fallback"?); '
+        "expected mh-fallback or mh-port"
     ) == only_message(path)
 
 
