@@ -21,12 +21,14 @@ def test_init_script_mounts_tmpfs_binds_work_folder_and_powers_off(tmp_path: Pat
         Boot(modules=("ip_vs", "veth")), tmp_path, NoTopology(), Scenario(shell="true")
     )
     lines = text.splitlines()
+    saved = next(line for line in lines if f"; mount --bind {tmp_path} /run/lab-keep/" in line)
+    slot = saved.rsplit(" ", 1)[1]
     expected_in_order = [
         "#!/bin/sh",
         "mount -t tmpfs tmpfs /run",
-        f"mount --bind {tmp_path} /run/lab-work",
+        saved,
         "for d in /tmp /var/tmp; do mount -t tmpfs tmpfs $d; done",
-        f"mkdir -p {tmp_path} 2>/dev/null; mount --bind /run/lab-work {tmp_path}",
+        f"mkdir -p {tmp_path}; mount --bind {slot} {tmp_path}",
         "mount --bind /usr/lib/uml/modules /lib/modules",
         "modprobe ip_vs || echo 'lab: modprobe ip_vs failed'",
         "modprobe veth || echo 'lab: modprobe veth failed'",
