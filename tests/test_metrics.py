@@ -506,3 +506,39 @@ def test_alerts_fire_on_lvsd_series(tmp_path: Path) -> None:
     path.write_text(json.dumps(test))  # JSON is YAML
     out = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, check=False)
     assert 0 == out.returncode, (out.stdout + out.stderr).decode()
+
+
+def docs_exprs() -> list[str]:
+    """The example queries of docs/metrics.md (one per paragraph of its promql block)."""
+    block = (ROOT / "docs" / "metrics.md").read_text().split("```promql")[1].split("```")[0]
+    exprs: list[str] = []
+    current: list[str] = []
+    for line in [*block.splitlines(), ""]:
+        if line.startswith("#") or not line.strip():
+            if current:
+                exprs.append(" ".join(current))
+            current = []
+        else:
+            current.append(line.strip())
+    return exprs
+
+
+@needs_promtool
+def test_documented_queries_parse(tmp_path: Path) -> None:
+    """Every example query in docs/metrics.md passes promtool's parser and names
+    only exported metrics."""
+    exprs = docs_exprs()
+    rules = {
+        "groups": [
+            {
+                "name": "docs",
+                "rules": [{"record": f"docs:e{i}", "expr": e} for i, e in enumerate(exprs)],
+            }
+        ]
+    }
+    path = tmp_path / "docs.yml"
+    path.write_text(json.dumps(rules))  # JSON is YAML
+    out = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, check=False
+    )
+    assert (0, 8) == (out.returncode, len(exprs)), out.stdout + out.stderr
