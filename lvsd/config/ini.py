@@ -81,7 +81,12 @@ def _syntax_problems(file: str, exc: configparser.Error, text: str) -> list[Prob
         first = ini_lines(text).keys.get((exc.section, exc.option))
         at = f" (first at line {first})" if first is not None and first != exc.lineno else ""
         return [
-            Problem(file, str(exc.option), f"key appears twice in [{exc.section}]{at}", exc.lineno)
+            Problem(
+                file,
+                f"[{exc.section}] {exc.option}",
+                f"key appears twice in [{exc.section}]{at}",
+                exc.lineno,
+            )
         ]
     if isinstance(exc, configparser.DuplicateSectionError):
         first = ini_lines(text).sections.get(exc.section)

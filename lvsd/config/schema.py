@@ -35,7 +35,6 @@ from lvsd.config.model import (
     DaemonConfig,
     DnsOptions,
     FailureAction,
-    HttpOptions,
     InitialState,
     PanicGuard,
     Quorum,
@@ -267,6 +266,17 @@ def _bytes(value: object) -> bytes:
     return text.encode()
 
 
+def _regex(value: object) -> str:
+    pattern = _str(value)
+    reason = regex_problem(pattern)
+    if reason is not None:
+        raise _Invalid(
+            f"body_regex {show(pattern)} does not compile ({reason}); "
+            "expected a Python regular expression"
+        )
+    return pattern
+
+
 def _str_list(value: object) -> tuple[str, ...]:
     if isinstance(value, IniText):
         return tuple(word for word in _SPLIT.split(value.strip()) if word)
@@ -372,6 +382,8 @@ def _by_type(hint: object, name: str) -> Callable[[object], Any]:
     if hint is float:
         return lambda v: _float(v, 0.0)
     if hint is str:
+        if name == "body_regex":
+            return _regex
         return _escaped_str if name in _ESCAPED_OPTIONS else _str
     if hint is bytes:
         return _bytes
@@ -923,18 +935,9 @@ class _Builder:
         return options if self._option_rules(table, options) else None
 
     def _option_rules(self, table: _Table, options: CheckOptions) -> bool:
-        """The rules a value's type cannot say (a regex compiles, a DNS type exists);
-        True when ``options`` pass them."""
+        """The rules that span options (DNS answers parse for the DNS type); True when
+        ``options`` pass them."""
         problems = 0
-        if isinstance(options, HttpOptions) and options.body_regex is not None:
-            reason = regex_problem(options.body_regex)
-            if reason is not None:
-                problems += 1
-                self.error(
-                    table.at("body_regex"),
-                    f"body_regex {show(options.body_regex)} does not compile ({reason}); "
-                    "expected a Python regular expression",
-                )
         if isinstance(options, DnsOptions):
             for problem in dns_option_problems(options):
                 problems += 1

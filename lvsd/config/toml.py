@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 
@@ -9,12 +10,19 @@ from lvsd.config.document import Document
 from lvsd.config.locate import KeyPath, LineMap, toml_lines
 from lvsd.errors import ConfigError, Problem
 
-_AT_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)$|\s*\(at end of document\)$")
+_AT_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$|\s*\(at end of document\)$")
+#: What to add to tomllib's message for the mistakes people make most.
+_HINTS = {
+    "Cannot overwrite a value": "the key is already set above",
+    "Expected newline or end of document after a statement": (
+        "one key = value per line; text values need quotes"
+    ),
+}
 
 
 def parse_toml(file: str, text: str) -> Document:
     """Parse ``text`` (the content of ``file``); a syntax error becomes a
-    :class:`ConfigError` naming the line."""
+    :class:`ConfigError` naming the line and quoting it."""
     try:
         tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -22,8 +30,20 @@ def parse_toml(file: str, text: str) -> Document:
         match = _AT_LINE.search(message)
         line: int | None = None
         if match is not None:
-            line = int(match.group(1)) if match.group(1) else text.count("\n") + 1
             message = message[: match.start()]
+            hint = _HINTS.get(message)
+            if hint is not None:
+                message += f" ({hint})"
+            if match.group(1):
+                line = int(match.group(1))
+                column = int(match.group(2))
+                lines = text.splitlines()
+                if 0 < line <= len(lines) and lines[line - 1].strip():  # quoted as written
+                    quoted = json.dumps(lines[line - 1].rstrip(), ensure_ascii=False)
+                    message += f", column {column} of {quoted}"
+            else:
+                line = text.count("\n") + 1
+                message += ", at the end of the file"
         raise ConfigError([Problem(file, "", f"TOML syntax error: {message}", line)]) from exc
     return Document(file=file, tree=tree, lines=_LazyLines(text))
 

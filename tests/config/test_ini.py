@@ -326,7 +326,7 @@ def test_ini_unknown_key_suggests(tmp_path: Path) -> None:
          [("", 2, "INI syntax error: cannot parse 'this line has no equals'")]),
         ("[daemon]\n[daemon]\n", [("", 2, "section [daemon] appears twice (first at line 1)")]),
         ("[daemon]\nstate_dir = /a\nstate_dir = /b\n",
-         [("state_dir", 3, "key appears twice in [daemon] (first at line 2)")]),
+         [("[daemon] state_dir", 3, "key appears twice in [daemon] (first at line 2)")]),
     ],
 )  # fmt: skip
 def test_ini_syntax_errors(tmp_path: Path, text: str, expected: list[tuple[str, int, str]]) -> None:
