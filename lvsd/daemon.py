@@ -95,6 +95,7 @@ class Daemon:
         self.backend: Backend | None = None
         #: The metrics endpoint's port once it listens (tests use port 0).
         self.api_port: int | None = None
+        self._status = ""
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -193,7 +194,7 @@ class Daemon:
                 asyncio.create_task(self._watchdog(), name="watchdog"),
             ]
             self.ready = True
-            summary = engine.summary()
+            summary = self._status = engine.summary()
             self.notifier.ready(summary)
             log.info("daemon.ready", status=summary, dry_run=self.dry_run)
             self.started.set()
@@ -272,6 +273,14 @@ class Daemon:
             batch, self._batch = self._batch, []
             self._batch_ready.clear()
             await engine.results(batch)
+            self._say_status()
+
+    def _say_status(self) -> None:
+        """Tell systemd the summary line when it changed."""
+        summary = self._engine.summary()
+        if summary != self._status:
+            self._status = summary
+            self.notifier.status(summary)
 
     async def _timer(self) -> None:
         """About every second: slow-start ramps, lingering servers, retry after failure."""
@@ -325,7 +334,8 @@ class Daemon:
             result = await engine.reload(self.load)
             if result.ok and self.scheduler is not None:
                 await self.scheduler.update(checks_from_config(engine.config))
-            self.notifier.ready(engine.summary())
+            self._status = engine.summary()
+            self.notifier.ready(self._status)
             return result
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:

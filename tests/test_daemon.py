@@ -53,9 +53,11 @@ def config_text(
     reconcile: float = 30.0,
     checks: bool = True,
     metrics_listen: str = "",
+    remove_on_stop: bool = False,
 ) -> str:
     text = f"""
 [daemon]
+remove_on_stop = {"true" if remove_on_stop else "false"}
 state_dir = "{folder}/state"
 control_socket = "{folder}/control.sock"
 metrics_listen = "{metrics_listen}"
@@ -204,6 +206,7 @@ async def test_failing_probe_quiesces_and_recovery_restores(short_dir: Path) -> 
         r.probes.down.clear()
         await eventually(lambda: weight(r.backend, RS1) == 1)
         assert 1 == weight(r.backend, RS2)
+        assert "STATUS=1 service, 1/2 real servers up" in r.notifier.sent
         edits = [str(op) for op in r.backend.received[3:]]
         assert [
             "edit-dest tcp 192.168.3.108:80 -> 10.0.0.2:80 w=0 nat",
@@ -404,3 +407,36 @@ async def test_metrics_endpoint_serves_the_daemon(short_dir: Path) -> None:
         assert "lvsd_real_server_health{" in body
         async with http.get(f"{base}/status") as response:
             assert 200 == response.status
+
+
+async def test_remove_on_stop_deletes_managed_services_only(short_dir: Path) -> None:
+    """With remove_on_stop the stop deletes lvsd's service and leaves a hand-made one."""
+    other_key = ServiceKey.inet(Protocol.UDP, "192.168.3.109", 53)
+    backend = MemoryBackend()
+    text = config_text(short_dir, remove_on_stop=True)
+    async with running(short_dir, text, backend=backend) as r:
+        table = r.backend.table
+        table[other_key] = VirtualService(
+            service=table[WEB].service.__class__(key=other_key), destinations={}
+        )
+        r.backend.table = table
+    assert [other_key] == list(backend.table)
+    assert "del-service tcp 192.168.3.108:80 wrr" == str(backend.received[-1])
+
+
+async def test_quorum_command_is_bounded() -> None:
+    """A quorum command that hangs is killed at its limit; one that fails is logged."""
+    from structlog.testing import capture_logs
+
+    from lvsd.engine import _run_bounded
+
+    started = time.monotonic()
+    with capture_logs() as logs:
+        await _run_bounded(("sleep", "10"), limit=0.1)
+        await _run_bounded(("/nonexistent/command",), limit=1)
+        await _run_bounded(("false",), limit=1)
+        await _run_bounded(("true",), limit=1)
+    assert time.monotonic() - started < 5
+    expected = ["command.timeout", "command.failed", "command.failed", "command.done"]
+    assert expected == [e["event"] for e in logs]
+    assert 1 == logs[2]["status"]
