@@ -46,6 +46,13 @@ BOUND = FALL * INTERVAL + TIMEOUT
 CLIENT_TIMEOUT = 2.0
 RATE = 50.0
 
+#: The flapping scenario: MANY real servers (addresses of rs1), every FLAP_EVERY-th flaps.
+MANY = 200
+FLAP_EVERY = 5
+FLAP_SECONDS = 60.0
+FLAP_PERIOD = 3.0
+CONTROL = "/run/lvsd/control.sock"
+
 SCENARIOS = (
     "kill",
     "hang",
@@ -81,6 +88,27 @@ def config_text(
     if broken:
         text += "\n[services.broken]\naddress = 12\n"
     return text
+
+
+def many_addresses(n: int = MANY) -> list[str]:
+    """10.0.0.2, 10.0.0.3, ... (all on rs1's eth0)."""
+    return [f"10.0.{(i + 2) // 256}.{(i + 2) % 256}" for i in range(n)]
+
+
+def many_config_text(n: int = MANY) -> str:
+    """``n`` real servers behind the VIP, http checks every second."""
+    servers = "".join(
+        f'\n[[services.web.real_servers]]\naddress = "{a}"\nport = 80\nweight = 1\n'
+        for a in many_addresses(n)
+    )
+    return (
+        "# lvsd e2e: many real servers, some flapping (written by lvsd.lab.e2e)\n"
+        '[daemon]\nmetrics_listen = "127.0.0.1:9475"\nreconcile_interval = 5.0\n\n'
+        '[defaults]\nscheduler = "wrr"\nforward = "nat"\n\n'
+        "[defaults.check]\ninterval = 1.0\ntimeout = 0.5\nrise = 1\nfall = 1\n\n"
+        f'[services.web]\naddress = "{VIP}"\nport = 80\nprotocol = "tcp"\n\n'
+        '[[services.web.checks]]\nkind = "http"\npath = "/"\n' + servers
+    )
 
 
 # --- guest side ------------------------------------------------------------------------
@@ -194,8 +222,33 @@ class Guest:
         self.write_config(config_text())
         started = time.time()
         sh("systemctl", "start", "lvsd")
-        self.log("lvsd active after", round(time.time() - started, 2), "s")
-        self.settle()
+        took = round(time.time() - started, 2)
+        show = sh(
+            "systemctl",
+            "show",
+            "lvsd",
+            "-p",
+            "ActiveState,SubState,User,StatusText,"
+            "ExecMainStartTimestampMonotonic,ActiveEnterTimestampMonotonic",
+        )
+        props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+        ready_after = (
+            int(props["ActiveEnterTimestampMonotonic"])
+            - int(props["ExecMainStartTimestampMonotonic"])
+        ) / 1e6
+        settled = self.settle()
+        self.record(
+            "start",
+            systemctl_start_s=took,
+            main_start_to_active_s=round(ready_after, 2),
+            state=f"{props['ActiveState']} ({props['SubState']}) as {props['User']}",
+            status_at_ready=props["StatusText"],
+            all_up_after_s=settled,
+            systemctl_status=sh(
+                "systemctl", "status", "lvsd", "--no-pager", "-n", "0", check=False
+            ),
+            journal=journal(started),
+        )
 
     def all_ok(self) -> None:
         for name in RS:
@@ -475,7 +528,94 @@ class Guest:
         )
         self.settle()
 
+    def flap200(self) -> None:
+        """MANY real servers (addresses of rs1, one fault server answering each with
+        its address); every FLAP_EVERY-th flaps (500 / ok every FLAP_PERIOD s) for
+        FLAP_SECONDS while /metrics and the control socket's status are timed and the
+        kernel table is compared with the reported health."""
+        from lvsd import control
+
+        addrs = many_addresses()
+        batch = "".join(f"addr add {a}/24 dev eth0\n" for a in addrs[1:])
+        subprocess.run(["ip", "-n", "rs1", "-batch", "-"], input=batch, text=True, check=True)
+        server = FaultServer(netns="rs1", name="@addr", mode_dir=MODES)
+        faults.start(server, log=self.results / "many.log")
+        self.write_config(many_config_text())
+        t0 = time.time()
+        sh("systemctl", "start", "lvsd")
+        ready_s = round(time.time() - t0, 2)
+        all_up = wait_for(lambda: sum(1 for w in weights().values() if w == 1) == MANY, 90)
+        flappers = addrs[::FLAP_EVERY]
+        status_ms: list[float] = []
+        metrics_ms: list[float] = []
+        mismatches: list[int] = []
+        samples = 0
+        metrics_ok = True
+        start = time.monotonic()
+        phase = -1
+        proc = self.traffic(FLAP_SECONDS, rate=20)
+        while time.monotonic() - start < FLAP_SECONDS:
+            now_phase = int((time.monotonic() - start) / FLAP_PERIOD)
+            if now_phase != phase:
+                phase = now_phase
+                for a in flappers:
+                    faults.set_mode(MODES, a, "500" if phase % 2 == 0 else "ok")
+            t = time.monotonic()
+            answer = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
+            status_ms.append(round((time.monotonic() - t) * 1000, 1))
+            kernel = weights()
+            t = time.monotonic()
+            lines = metrics("lvsd_service_real_servers_up")
+            metrics_ok = metrics_ok and not lines[0].startswith("# /metrics unavailable")
+            metrics_ms.append(round((time.monotonic() - t) * 1000, 1))
+            reported = {
+                rs["address"]: rs["kernel_weight"]
+                for svc in answer.get("services", [])
+                for rs in svc["real_servers"]
+            }
+            mismatches.append(sum(1 for a, w in kernel.items() if reported.get(a) != w))
+            samples += 1
+            time.sleep(1.0)
+        for a in flappers:
+            faults.set_mode(MODES, a, "ok")
+        requests = self.finish(proc)
+        settled = wait_for(lambda: sum(1 for w in weights().values() if w == 1) == MANY, 30)
+        final = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
+        kernel = weights()
+        final_mismatch = [
+            rs["address"]
+            for svc in final.get("services", [])
+            for rs in svc["real_servers"]
+            if (kernel.get(rs["address"]) == 1) != bool(rs["up"])
+        ]
+        self.record(
+            "flap200",
+            real_servers=MANY,
+            flapping=len(flappers),
+            lvsd_active_after_s=ready_s,
+            all_up_after_s=all_up,
+            samples=samples,
+            status_ms_max=max(status_ms, default=0.0),
+            status_ms_median=sorted(status_ms)[len(status_ms) // 2] if status_ms else 0.0,
+            metrics_ok=metrics_ok,
+            metrics_ms_max=max(metrics_ms, default=0.0),
+            metrics_ms_median=sorted(metrics_ms)[len(metrics_ms) // 2] if metrics_ms else 0.0,
+            kernel_vs_status_mismatch_max=max(mismatches, default=0),
+            kernel_vs_status_mismatch_samples=sum(1 for m in mismatches if m),
+            settled_after_s=settled,
+            final_health_mismatch=final_mismatch,
+            summary=traffic.summarize(requests),
+            journal=journal(time.time() - FLAP_SECONDS - 30, limit=8),
+        )
+
     def run(self, names: Sequence[str]) -> int:
+        if list(names) == ["flap200"]:
+            try:
+                self.flap200()
+            except Exception as exc:  # recorded for the host
+                self.record("flap200", error=f"{type(exc).__name__}: {exc}")
+                return 1
+            return 0
         self.setup()
         failed = 0
         for name in names:
@@ -512,17 +652,17 @@ def run_boot(work: Path, names: Sequence[str] = SCENARIOS, *, stream: Any = None
     from lvsd.lab import harness, systemd
     from lvsd.lab.topology import NatTopology
 
+    many = list(names) == ["flap200"]
     config = work / "lvsd.toml"
-    config.write_text(config_text())
+    config.write_text(many_config_text() if many else config_text())
     config.chmod(0o644)
     scenario = harness.Scenario(
         shell=f'"$LAB_PYTHON" -m lvsd.lab.e2e guest --work "$LAB_WORK" '
         f'--results "$LAB_RESULTS" {" ".join(names)}\n'
     )
     boot = systemd.SystemdBoot(units=systemd.lvsd_units(config), timeout=900)
-    return harness.run(
-        work, scenario, topology=NatTopology(real_servers=3), boot=boot, stream=stream
-    )
+    topology = NatTopology(real_servers=1 if many else 3)
+    return harness.run(work, scenario, topology=topology, boot=boot, stream=stream)
 
 
 def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) -> str:
@@ -545,14 +685,17 @@ def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) 
         lines += ["", f"## {rec['name']}", ""]
         lines += ["| figure | value |", "|---|---|"]
         for key, value in rec.items():
-            if key in ("name",) or key.startswith(("ipvsadm", "journal", "metrics")):
+            if key in ("name",) or key.startswith(BLOCKS):
                 continue
             lines.append(f"| {key} | {_cell(value)} |")
-        for key in [k for k in rec if k.startswith(("ipvsadm", "journal", "metrics"))]:
+        for key in [k for k in rec if k.startswith(BLOCKS)]:
             value = rec[key]
             body = value if isinstance(value, str) else "\n".join(map(str, value))
             lines += ["", f"{key}:", "", "```", body.rstrip() or "(none)", "```"]
     return "\n".join(lines) + "\n"
+
+
+BLOCKS = ("ipvsadm", "journal", "metrics", "systemctl_status")
 
 
 def _cell(value: Any) -> str:

@@ -245,3 +245,49 @@ def test_sorry_server_while_all_down(records: dict[str, dict[str, Any]]) -> None
     assert 0 == rec["all_down"]["failed"]
     assert 0 == rec["one_back"]["failed"]
     assert "rs1" in rec["one_back"]["servers"]
+
+
+@pytest.mark.lab
+def test_lvsd_unit_starts_under_systemd(records: dict[str, dict[str, Any]]) -> None:
+    """The shipped, hardened unit (lab drop-in) runs the real ``lvsd run``: ``systemctl
+    start`` returns once READY=1 came, as the dynamic user, and ``systemctl status``
+    shows the STATUS line."""
+    rec = _record(records, "start")
+    assert "active (running) as lvsd" == rec["state"]
+    assert rec["main_start_to_active_s"] > 0
+    assert rec["status_at_ready"]
+    assert f'Status: "{rec["status_at_ready"]}"' in rec["systemctl_status"]
+    assert rec["all_up_after_s"] is not None
+
+
+@pytest.fixture(scope="module")
+def flapping(module_lab: Lab) -> dict[str, Any]:
+    """The second boot: 200 real servers, 40 of them flapping for a minute."""
+    work = module_lab.work / "flap"
+    work.mkdir()
+    result = e2e.run_boot(work, ["flap200"])
+    path = result.results / "e2e.json"
+    assert path.exists(), result.log() + result.console[-3000:]
+    record: dict[str, Any] = json.loads(path.read_text())[0]
+    assert "error" not in record, record["error"]
+    return record
+
+
+@pytest.mark.lab
+def test_200_servers_flapping_status_answers_and_table_matches(
+    flapping: dict[str, Any],
+) -> None:
+    """With 200 real servers and 20% flapping, the control socket's status answers
+    within 1 s every time, the kernel table ends matching the reported health, and
+    every server is back at weight 1 once the flapping stops."""
+    assert flapping["samples"] >= 20
+    assert flapping["status_ms_max"] < 1000
+    assert flapping["settled_after_s"] is not None
+    assert [] == flapping["final_health_mismatch"]
+
+
+@pytest.mark.lab
+def test_200_servers_flapping_metrics_answer_within_1s(flapping: dict[str, Any]) -> None:
+    """/metrics answers within 1 s throughout the flapping."""
+    assert flapping["metrics_ms_max"] < 1000
+    assert flapping["metrics_ok"]
