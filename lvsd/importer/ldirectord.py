@@ -525,12 +525,23 @@ class _Converter:
         words: list[TomlValue] = ["perl"] if checktype == "external-perl" else []
         words += [_unquote(command[0]), "{vip}", "{vport}", "{rip}", "{rport}"]
         table.set("command", words, "ldirectord passes VIP VPORT RIP RPORT")
-        self.timing(v, table, True)
+        # check_external and check_external_perl run under checktimeout (ldirectord's
+        # system_timeout / alarm), not negotiatetimeout
+        self.timing(v, table, False)
 
     def timing(self, v: _Virtual, table: Table, negotiate: bool) -> None:
-        interval_setting = self.setting(v, "checkinterval")
+        # ldirectord ignores a virtual's checkinterval unless fork=yes (it warns)
+        forking = self.globals.get("fork", ("no", v.where))[0].strip().lower() == "yes"
+        interval_setting = (
+            self.setting(v, "checkinterval") if forking else self.globals.get("checkinterval")
+        )
         interval = float(interval_setting[0]) if interval_setting else CHECKINTERVAL
         interval_comment = None if interval_setting else "ldirectord's default checkinterval"
+        if not forking and "checkinterval" in v.settings:
+            table.note(
+                "the virtual's checkinterval is ignored by ldirectord without fork=yes; "
+                "the global one is used"
+            )
         chain = (
             ["negotiatetimeout", "checktimeout"]
             if negotiate

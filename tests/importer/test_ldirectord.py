@@ -198,3 +198,30 @@ def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
                 "service=radius", "service=sip"]  # fmt: skip
     assert expected == listed
     loads_back(result, tmp_path)
+
+
+def test_external_check_uses_checktimeout(tmp_path: Path) -> None:
+    """ldirectord runs checkcommand under checktimeout (system_timeout), not
+    negotiatetimeout."""
+    path = _cf(
+        tmp_path,
+        "checktimeout=4\nnegotiatetimeout=20\nvirtual=10.0.0.1:8000\n"
+        "\treal=10.0.1.1:8000 gate\n\tchecktype=external\n\tcheckcommand=/bin/chk\n",
+    )
+    _, tree = converted("ldirectord", path)
+    check = tree["services"]["tcp_10_0_0_1_8000"]["real_servers"][0]["checks"][0]
+    assert (10.0, 4.0) == (check["interval"], check["timeout"])
+
+
+@pytest.mark.parametrize(("fork", "expected"), [("", 10.0), ("fork=yes\n", 3.0)])
+def test_virtual_checkinterval_needs_fork(tmp_path: Path, fork: str, expected: float) -> None:
+    """A checkinterval inside a virtual counts only with fork=yes (ldirectord warns
+    and uses the global one otherwise)."""
+    path = _cf(
+        tmp_path,
+        f"{fork}checktimeout=2\nvirtual=10.0.0.1:8000\n\treal=10.0.1.1:8000 gate\n"
+        "\tchecktype=connect\n\tcheckinterval=3\n",
+    )
+    _, tree = converted("ldirectord", path)
+    check = tree["services"]["tcp_10_0_0_1_8000"]["real_servers"][0]["checks"][0]
+    assert expected == check["interval"]
