@@ -285,10 +285,13 @@ class Daemon:
     async def _timer(self) -> None:
         """About every second: slow-start ramps, lingering servers, retry after failure."""
         engine = self._engine
+        was_ramping = False
         while True:
             await asyncio.sleep(self.timer_interval)
-            if engine.ramping(self.clock()):
+            ramping = engine.ramping(self.clock())
+            if ramping or was_ramping:  # one more tick writes the full weight
                 await engine.tick()
+            was_ramping = ramping
             if engine.lingering:
                 await engine.check_lingering()
             if engine.stale:

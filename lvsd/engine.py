@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,6 +41,7 @@ from lvsd.model import (
     ServiceKey,
     Snapshot,
     Table,
+    VirtualService,
 )
 from lvsd.plan import apply_ops, plan
 from lvsd.state import DrainStore
@@ -173,8 +175,6 @@ class Engine:
         run_command: CommandRunner | None = None,
         wall_clock: Callable[[], float] | None = None,
     ) -> None:
-        import time
-
         self.config = config
         self.backend = backend
         self.clock = clock
@@ -241,7 +241,7 @@ class Engine:
             quorum_lost=self.health.quorum_lost(),
         )
 
-    def desired(self, now: float) -> dict[ServiceKey, Any]:
+    def desired(self, now: float) -> dict[ServiceKey, VirtualService]:
         return desired_table(self.config, self.health.server_health(now), self.overrides())
 
     def ramping(self, now: float) -> bool:

@@ -390,3 +390,22 @@ def test_parse_realserver_refuses_malformed(text: str) -> None:
     """Anything else is an error that shows the expected form."""
     with pytest.raises(LvsdError, match="want ADDRESS:PORT"):
         parse_realserver(text)
+
+
+async def test_slow_start_ramp_is_written_by_ticks(tmp_path: Path) -> None:
+    """A server coming back ramps: ticks write growing weights up to the configured one,
+    and ``ramping`` is False once it is reached."""
+    text = config_text((("10.0.0.2", 8), ("10.0.0.3", 8)), service_extra="slow_start = 4.0")
+    engine, backend, clock = await started(tmp_path, text)
+    await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
+    await engine.results([(cid(engine.config, "10.0.0.2"), ok())])
+    seen = [backend.table[WEB].destinations[RS1].weight]
+    ramping: list[bool] = []
+    for _ in range(5):
+        clock.now += 1.0
+        ramping.append(engine.ramping(clock.now))
+        await engine.tick()
+        seen.append(backend.table[WEB].destinations[RS1].weight)
+    assert [1, 3, 5, 6, 8, 8] == seen
+    # at 4 s the ramp is over: the daemon ticks once more after ramping ends
+    assert [True, True, True, False, False] == ramping
