@@ -692,8 +692,13 @@ class _Builder:
         tunnel: TunnelType | None,
         tunnel_port: int | None,
     ) -> None:
-        if tunnel is not None and forward is not Forward.TUN:
-            self.error(table.at("tunnel"), 'tunnel applies only with forward = "tun"')
+        bad_forward = table.has("forward") and forward is None  # reported already
+        if tunnel is not None and forward is not Forward.TUN and not bad_forward:
+            effective = forward or _defaults(RealServer)["forward"]
+            self.error(
+                table.at("tunnel"),
+                f'tunnel "{tunnel}" applies only with forward = "tun", not "{effective}"',
+            )
         if tunnel is TunnelType.GUE and tunnel_port is None and not table.has("tunnel_port"):
             self.error(table.at("tunnel"), 'tunnel "gue" needs tunnel_port (the UDP port)')
 

@@ -72,6 +72,11 @@ CASES: list[tuple[str, str, list[tuple[str, int, str]]]] = [
         [[services.web.real_servers]]
         address = "10.0.0.2"
         forward = "direct"
+        tunnel = "ipip"
+        [[services.web.real_servers]]
+        address = "10.0.0.3"
+        forward = "dr"
+        tunnel = "gre"
         """,
         [
             ("services.web.check.method", 4, "expected a string, got 3"),
@@ -80,6 +85,8 @@ CASES: list[tuple[str, str, list[tuple[str, int, str]]]] = [
              "expected a table of header names to strings, got a list"),
             ("services.web.real_servers[0].forward", 7,
              'unknown forwarding method "direct"; expected one of nat, dr, tun'),
+            ("services.web.real_servers[1].tunnel", 12,
+             'tunnel "gre" applies only with forward = "tun", not "dr"'),
         ],
     ),
     (
