@@ -8,7 +8,8 @@ real server's namespace, runs ``lvsd run`` with http checks (interval 0.5 s, tim
 2. stops rs1's server and times how long until ``ipvsadm -Ln`` shows weight 0;
 3. starts it again, times the first weight > 0 and samples the slow-start ramp;
 4. stops both and times the sorry server's arrival;
-5. ``lvsd reload`` with a changed weight, then SIGTERM: the table stays.
+5. ``lvsd reload`` with a changed weight; ``lvsd drain``/``undrain``;
+6. kill -9 and start again (no write op), then SIGTERM: the table stays.
 
 Everything measured goes to ``$LAB_RESULTS/daemon.json``.
 """
@@ -123,6 +124,12 @@ def wait_for(predicate: Any, limit: float = 30.0) -> tuple[float, str]:
         time.sleep(0.05)
 
 
+def lvsd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "lvsd", *args], capture_output=True, text=True, check=False
+    )
+
+
 def main() -> int:
     RUN.mkdir(parents=True, exist_ok=True)
     config = RUN / "lvsd.toml"
@@ -186,8 +193,32 @@ def main() -> int:
         )
         out["status"] = status.stdout
 
+        sock = str(RUN / "control.sock")
+        drain = lvsd("drain", "web", rs2, "--socket", sock)
+        out["drain"] = {"status": drain.returncode, "stdout": drain.stdout}
+        out["drain_table"] = ipvsadm()
+        lvsd("undrain", "web", rs2, "--socket", sock)
+        out["undrain_table"] = ipvsadm()
+
+        # kill -9, then start again: the table is adopted, not one write op
+        daemon.kill()
+        daemon.wait()
+        before = ipvsadm()
+        log2 = (RESULTS / "lvsd-restart.log").open("w")
+        daemon = subprocess.Popen(
+            [PYTHON, "-m", "lvsd", "run", "-c", str(config)], stdout=log2, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while lvsd("status", "--socket", sock).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("restarted daemon did not answer")
+            time.sleep(0.1)
+        time.sleep(2 * 0.5 + 0.5)  # a round of checks too
+        out["restart_same_table"] = before == ipvsadm()
+
         daemon.send_signal(signal.SIGTERM)
         out["exit_status"] = daemon.wait(timeout=30)
+        out["restart_log"] = (RESULTS / "lvsd-restart.log").read_text()
         out["after_stop_table"] = ipvsadm()
     finally:
         if daemon.poll() is None:

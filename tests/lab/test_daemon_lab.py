@@ -75,6 +75,20 @@ def test_reload_changes_one_weight(record: dict[str, Any]) -> None:
     assert "15" == _line(record["reload_table"], "10.0.0.3:80")[3]
 
 
+def test_drain_and_undrain(record: dict[str, Any]) -> None:
+    """``lvsd drain`` puts weight 0 in the kernel at once; ``undrain`` restores it."""
+    assert 0 == record["drain"]["status"]
+    assert "0" == _line(record["drain_table"], "10.0.0.3:80")[3]
+    assert "15" == _line(record["undrain_table"], "10.0.0.3:80")[3]
+
+
+def test_kill_9_and_start_writes_nothing(record: dict[str, Any]) -> None:
+    """A daemon killed with SIGKILL and started again adopts the table: no op at all."""
+    assert record["restart_same_table"]
+    assert "kernel.op" not in record["restart_log"]
+    assert "realserver.adopted" in record["restart_log"]
+
+
 def test_stop_leaves_the_table(record: dict[str, Any]) -> None:
     """SIGTERM: exit 0, and the kernel table is left as it was."""
     assert 0 == record["exit_status"]
