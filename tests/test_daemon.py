@@ -440,3 +440,31 @@ async def test_quorum_command_is_bounded() -> None:
     expected = ["command.timeout", "command.failed", "command.failed", "command.done"]
     assert expected == [e["event"] for e in logs]
     assert 1 == logs[2]["status"]
+
+
+async def test_watchdog_is_withheld_while_stalled_or_stuck() -> None:
+    """No WATCHDOG=1 while the scheduler is stalled or an apply runs past its bound;
+    pings resume once both are fine."""
+    from types import SimpleNamespace
+
+    from lvsd.daemon import APPLY_BOUND
+
+    notifier = RecordingNotifier(watchdog=0.01)
+    daemon = Daemon("unused.toml", notifier=notifier, signals=False, clock=lambda: 1000.0)
+    stalled = {"now": True}
+    engine = SimpleNamespace(applying_since=None)
+    daemon.engine = engine  # type: ignore[assignment]
+    daemon.scheduler = SimpleNamespace(stalled=lambda now: stalled["now"])  # type: ignore[assignment]
+    task = asyncio.create_task(daemon._watchdog())
+    try:
+        await asyncio.sleep(0.05)
+        assert [] == notifier.sent
+        stalled["now"] = False
+        engine.applying_since = 1000.0 - APPLY_BOUND - 1
+        await asyncio.sleep(0.05)
+        assert [] == notifier.sent
+        engine.applying_since = None
+        await eventually(lambda: "WATCHDOG=1" in notifier.sent)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

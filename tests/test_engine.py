@@ -409,3 +409,22 @@ async def test_slow_start_ramp_is_written_by_ticks(tmp_path: Path) -> None:
     assert [1, 3, 5, 6, 8, 8] == seen
     # at 4 s the ramp is over: the daemon ticks once more after ramping ends
     assert [True, True, True, False, False] == ramping
+
+
+async def test_drift_repair_logs_each_op(tmp_path: Path) -> None:
+    """Every op of a drift repair is logged as ``drift.repaired``."""
+    from structlog.testing import capture_logs
+
+    engine, backend, _ = await started(tmp_path, config_text())
+    table = backend.table
+    del table[WEB]
+    backend.table = table
+    with capture_logs() as logs:
+        await engine.repair()
+    repaired = [e["op"] for e in logs if e["event"] == "drift.repaired"]
+    expected = [
+        "add-service tcp 192.168.3.108:80 wrr",
+        "add-dest tcp 192.168.3.108:80 -> 10.0.0.2:80 w=1 nat",
+        "add-dest tcp 192.168.3.108:80 -> 10.0.0.3:80 w=1 nat",
+    ]
+    assert expected == repaired
