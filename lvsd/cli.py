@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run", action="store_true", help="an in-memory table instead of the kernel's"
     )
+    run.add_argument(
+        "--log-level", choices=LEVELS, default=argparse.SUPPRESS, help="log threshold (info)"
+    )
     run.set_defaults(func=_cmd_run)
 
     reload = sub.add_parser("reload", help="make the running daemon re-read its config")

@@ -98,3 +98,13 @@ def test_status_without_a_daemon_fails(short_dir: Path, capsys: pytest.CaptureFi
     """No daemon on the socket: exit 1 and a message."""
     assert 1 == main(["status", "--socket", str(short_dir / "none.sock")])
     assert "lvsd:" in capsys.readouterr().err
+
+
+def test_run_with_a_bad_config_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``lvsd run`` with a broken config: exit 1 and every problem on stderr."""
+    path = tmp_path / "lvsd.toml"
+    path.write_text("[services.web]\nport = 'x'\nscheduler = 'nope'\n")
+    assert 1 == main(["run", "-c", str(path), "--dry-run", "--log-level", "error"])
+    err = capsys.readouterr().err
+    assert "scheduler" in err
+    assert "problems found" in err
