@@ -551,6 +551,7 @@ class Guest:
         mismatches: list[int] = []
         samples = 0
         metrics_ok = True
+        metrics_errors: list[str] = []
         start = time.monotonic()
         phase = -1
         proc = self.traffic(FLAP_SECONDS, rate=20)
@@ -566,11 +567,13 @@ class Guest:
             kernel = weights()
             t = time.monotonic()
             lines = metrics("lvsd_service_real_servers_up")
-            metrics_ok = metrics_ok and not lines[0].startswith("# /metrics unavailable")
+            if lines and lines[0].startswith("# /metrics unavailable"):
+                metrics_ok = False
+                metrics_errors.append(lines[0])
             metrics_ms.append(round((time.monotonic() - t) * 1000, 1))
             reported = {
                 rs["address"]: rs["kernel_weight"]
-                for svc in answer.get("services", [])
+                for svc in answer.get("status", {}).get("services", [])
                 for rs in svc["real_servers"]
             }
             mismatches.append(sum(1 for a, w in kernel.items() if reported.get(a) != w))
@@ -582,10 +585,12 @@ class Guest:
         settled = wait_for(lambda: sum(1 for w in weights().values() if w == 1) == MANY, 30)
         final = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
         kernel = weights()
+        final_servers = [
+            rs for svc in final.get("status", {}).get("services", []) for rs in svc["real_servers"]
+        ]
         final_mismatch = [
             rs["address"]
-            for svc in final.get("services", [])
-            for rs in svc["real_servers"]
+            for rs in final_servers
             if (kernel.get(rs["address"]) == 1) != bool(rs["up"])
         ]
         self.record(
@@ -598,11 +603,14 @@ class Guest:
             status_ms_max=max(status_ms, default=0.0),
             status_ms_median=sorted(status_ms)[len(status_ms) // 2] if status_ms else 0.0,
             metrics_ok=metrics_ok,
+            metrics_errors=sorted(set(metrics_errors)),
             metrics_ms_max=max(metrics_ms, default=0.0),
             metrics_ms_median=sorted(metrics_ms)[len(metrics_ms) // 2] if metrics_ms else 0.0,
             kernel_vs_status_mismatch_max=max(mismatches, default=0),
             kernel_vs_status_mismatch_samples=sum(1 for m in mismatches if m),
             settled_after_s=settled,
+            final_reported=len(final_servers),
+            final_up=sum(1 for rs in final_servers if rs["up"]),
             final_health_mismatch=final_mismatch,
             summary=traffic.summarize(requests),
             journal=journal(time.time() - FLAP_SECONDS - 30, limit=8),

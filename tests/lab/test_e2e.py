@@ -283,6 +283,7 @@ def test_200_servers_flapping_status_answers_and_table_matches(
     assert flapping["samples"] >= 20
     assert flapping["status_ms_max"] < 1000
     assert flapping["settled_after_s"] is not None
+    assert e2e.MANY == flapping["final_reported"] == flapping["final_up"]
     assert [] == flapping["final_health_mismatch"]
 
 
