@@ -259,6 +259,9 @@ for a in 192.168.6.2 192.168.6.3 192.168.6.6; do ip addr add $a/32 dev lo; done
 @pytest.fixture(scope="module")
 def outcome(module_lab: Lab) -> tuple[list[dict[str, Any]], LabResult]:
     """The one boot: cases prepared on the host, both daemons and lvsd in the guest."""
+    missing = [tool for tool in ("keepalived", "ldirectord") if shutil.which(tool) is None]
+    if missing or not keepalived_samples() or not LDIRECTORD_EXAMPLE.exists():
+        pytest.skip(f"needs keepalived, ldirectord and their samples (missing: {missing})")
     work = module_lab.work / "import"
     work.mkdir()
     cases = prepare(work)
