@@ -10,6 +10,7 @@ unset. Problems are collected over every file and raised together as one
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 
@@ -27,6 +28,22 @@ INI_SUFFIXES = (".ini", ".conf", ".cf")
 
 def load(path: str) -> Config:
     """Load the config at ``path``; raise :class:`ConfigError` listing every problem."""
+    # Loading allocates many objects and frees few, so the cyclic collector would scan
+    # them again and again for nothing (a third of the CPU time of a 10,000-server INI
+    # load). It is paused instead, and one young-generation pass at the end frees the
+    # cycles left behind (configparser's section proxies), scanning only what the
+    # load allocated.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(path)
+    finally:
+        if collecting:
+            gc.enable()
+            gc.collect(0)
+
+
+def _load(path: str) -> Config:
     loader = _Loader()
     root = loader.read(path)
     if root is None:
