@@ -21,15 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
 
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
-from lvsd.desired import Overrides, RsId, desired_table
+from lvsd.desired import Overrides, RsId, ServerHealth, desired_table
 from lvsd.errors import ConfigError, IpvsError, LvsdError
 from lvsd.health import CheckId, HealthState, Report
 from lvsd.ipvs.base import Backend
@@ -121,13 +121,45 @@ class ReloadResult:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """What a desired table is computed from."""
+
+    config: Config
+    health: Mapping[RsId, ServerHealth]
+    overrides: Overrides
+
+
+def _changed_services(old: _Inputs, new: _Inputs) -> set[str] | None:
+    """Names of the services whose desired entry may differ between ``old`` and
+    ``new``; None when everything must be recomputed (another config, lingering)."""
+    if old.config is not new.config or old.overrides.lingering != new.overrides.lingering:
+        return None
+    if old.health.keys() != new.health.keys():
+        return None
+    names = {name for name, _ in old.overrides.drained ^ new.overrides.drained}
+    names |= old.overrides.quorum_lost ^ new.overrides.quorum_lost
+    names |= {rs[0] for rs, h in new.health.items() if old.health[rs] != h}
+    return names
+
+
 @dataclass(slots=True)
 class _Cache:
     table: Table | None = None
     snapshot: Snapshot | None = None
     stale: bool = True
-    desired: Table | None = None
+    #: What the last successful reconcile was computed from.
+    inputs: _Inputs | None = None
     extra: dict[str, int] = field(default_factory=dict)
+
+
+#: Check kinds whose results carry a weight or a drain flag (the table may change
+#: without an up/down transition).
+_WEIGHING_KINDS = frozenset({"exec", "agent"})
+
+
+def _weighs(cid: CheckId, result: ProbeResult) -> bool:
+    return cid.spec.kind in _WEIGHING_KINDS or result.weight is not None or result.drain
 
 
 def parse_realserver(text: str) -> DestKey:
@@ -265,6 +297,8 @@ class Engine:
             self.hooks.probe(cid.spec.kind, result)
         report = self.health.round(batch, now)
         self.handle(report)
+        if not report and not self._cache.stale and not any(_weighs(cid, r) for cid, r in batch):
+            return ApplyResult()  # counters moved, nothing that decides the table did
         return await self.reconcile()
 
     async def tick(self) -> ApplyResult:
@@ -338,24 +372,43 @@ class Engine:
 
     async def _reconcile_locked(self, *, fresh: bool) -> ApplyResult:
         now = self.clock()
-        desired = self.desired(now)
         cache = self._cache
-        if not fresh and not cache.stale and cache.desired == desired:
-            return ApplyResult()
+        inputs = _Inputs(
+            config=self.config, health=self.health.server_health(now), overrides=self.overrides()
+        )
+        old = cache.inputs
+        if not fresh and not cache.stale and cache.table is not None and old is not None:
+            names = _changed_services(old, inputs)
+            if names is not None:
+                # Only the services whose inputs changed: desired_table and plan cost
+                # grow with the table, a health change touches one service.
+                if not names:
+                    return ApplyResult()
+                sub = replace(
+                    self.config, services=tuple(s for s in self.config.services if s.name in names)
+                )
+                desired = desired_table(sub, inputs.health, inputs.overrides)
+                current = {k: cache.table[k] for k in desired if k in cache.table}
+                return await self._settle(plan(current, desired, desired.keys()), inputs)
         if fresh or cache.stale or cache.table is None:
             try:
                 await self._dump()
             except IpvsError as exc:
                 log.error("kernel.dump_failed", error=str(exc))
                 return ApplyResult()
-        current = cache.table if cache.table is not None else {}
-        ops = plan(current, desired, self.managed)
+        desired = desired_table(self.config, inputs.health, inputs.overrides)
+        table: Table = cache.table if cache.table is not None else {}
+        return await self._settle(plan(table, desired, self.managed), inputs)
+
+    async def _settle(self, ops: Sequence[Op], inputs: _Inputs) -> ApplyResult:
+        """Apply ``ops``; remember ``inputs`` as the table's basis when all went in."""
+        cache = self._cache
         result = await self._apply(ops)
         if result.failed:
             cache.stale = True
-            cache.desired = None
+            cache.inputs = None
         else:
-            cache.desired = desired
+            cache.inputs = inputs
             self.retiring = frozenset(k for k in self.retiring if k in (cache.table or {}))
         return result
 
@@ -506,7 +559,7 @@ class Engine:
         self.handle(self.health.rebase(new, now))
         self._expire_lingering(snapshot)
         lingering = [f"{key} -> {dk}" for key, dests in self.lingering.items() for dk in dests]
-        self._cache.desired = None
+        self._cache.inputs = None
         result = await self._reconcile_locked(fresh=snapshot is None)
         return ReloadResult(
             ok=True,

@@ -428,3 +428,44 @@ async def test_drift_repair_logs_each_op(tmp_path: Path) -> None:
         "add-dest tcp 192.168.3.108:80 -> 10.0.0.3:80 w=1 nat",
     ]
     assert expected == repaired
+
+
+async def test_incremental_reconcile_matches_the_full_desired_table(tmp_path: Path) -> None:
+    """Health changes replan only the services they touch; after a long random run the
+    kernel table still equals the full desired table, with one op per change."""
+    import random
+
+    extra = """
+[services.db]
+address = "192.168.3.108"
+port = 5432
+protocol = "tcp"
+initial_state = "up"
+[services.db.quorum]
+minimum = 2
+[[services.db.checks]]
+kind = "tcp"
+interval = 1.0
+timeout = 0.5
+rise = 1
+fall = 1
+[[services.db.real_servers]]
+address = "10.0.1.2"
+port = 5432
+[[services.db.real_servers]]
+address = "10.0.1.3"
+port = 5432
+"""
+    engine, backend, clock = await started(tmp_path, config_text() + extra)
+    ids = list(checks_from_config(engine.config))
+    rng = random.Random(7)
+    for _ in range(200):
+        clock.now += 0.5
+        batch = [(rng.choice(ids), rng.choice([ok(), fail()])) for _ in range(rng.randint(1, 3))]
+        await engine.results(batch)
+        if rng.random() < 0.1:
+            await engine.set_drain("web", RS1, rng.random() < 0.5)
+        assert engine.desired(clock.now) == backend.table
+    received = len(backend.received)
+    await engine.repair()
+    assert received == len(backend.received)
