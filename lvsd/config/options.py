@@ -25,6 +25,8 @@ from lvsd.config.model import DnsOptions
 COMMON_TYPES = ("A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT")
 #: Every rcode name dnspython knows, for the message about an unknown one.
 RCODES = tuple(code.name for code in dns.rcode.Rcode)
+#: Every record type name dnspython knows, for suggestions.
+TYPES = tuple(t.name for t in dns.rdatatype.RdataType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class OptionProblem:
     expected: str
     reason: str = ""
     index: int | None = None
+    #: names the value may have been meant as (for a "did you mean")
+    choices: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -59,12 +63,16 @@ def dns_option_problems(options: DnsOptions) -> list[OptionProblem]:
     except dns.exception.DNSException:
         rdtype = None
         expected = f"a record type like {', '.join(COMMON_TYPES)} (or TYPEnnn)"
-        problems.append(OptionProblem("type", options.type, "unknown type", expected))
+        problems.append(
+            OptionProblem("type", options.type, "unknown type", expected, choices=TYPES)
+        )
     try:
         dns.rcode.from_text(options.rcode)
     except dns.exception.DNSException:
         expected = f"one of {', '.join(RCODES)}"
-        problems.append(OptionProblem("rcode", options.rcode, "unknown rcode", expected))
+        problems.append(
+            OptionProblem("rcode", options.rcode, "unknown rcode", expected, choices=RCODES)
+        )
     if rdtype is not None:
         for index, text in enumerate(options.expect):
             try:

@@ -950,9 +950,11 @@ class _Builder:
                 if problem.index is not None and isinstance(table.data.get(problem.field), list):
                     where = (*where, problem.index)
                 reason = f" ({problem.reason})" if problem.reason else ""
+                hint = did_you_mean(problem.value.upper(), problem.choices)
                 self.error(
                     where,
-                    f"{problem.what} {show(problem.value)}{reason}; expected {problem.expected}",
+                    f"{problem.what} {show(problem.value)}{reason}{hint}; "
+                    f"expected {problem.expected}",
                 )
         return problems == 0
 

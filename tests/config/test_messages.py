@@ -262,9 +262,10 @@ CASES: list[tuple[str, str, list[tuple[str, int, str]]]] = [
         """,
         [
             ("services.dns.check.rcode", 9,
-             'unknown rcode "NOERR"; expected one of NOERROR, FORMERR, SERVFAIL, NXDOMAIN, '
-             "NOTIMP, REFUSED, YXDOMAIN, YXRRSET, NXRRSET, NOTAUTH, NOTZONE, DSOTYPENI, "
-             "BADVERS, BADKEY, BADTIME, BADMODE, BADNAME, BADALG, BADTRUNC, BADCOOKIE"),
+             'unknown rcode "NOERR" (did you mean "NOERROR"?); expected one of NOERROR, '
+             "FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, YXDOMAIN, YXRRSET, NXRRSET, "
+             "NOTAUTH, NOTZONE, DSOTYPENI, BADVERS, BADKEY, BADTIME, BADMODE, BADNAME, "
+             "BADALG, BADTRUNC, BADCOOKIE"),
             ("services.dns.check.expect", 10,
              'bad AAAA answer "10.0.0.1" (Text input is malformed.); '
              "expected AAAA records in zone-file text form"),

@@ -34,7 +34,7 @@ def test_dns_option_problems_name_the_field() -> None:
     """Each bad DNS option is one problem at its field; expect items carry their index."""
     options = DnsOptions(name="a.", type="AAAA", rcode="MAYBE", expect=("::1", "10.0.0.1"))
     assert [
-        OptionProblem("rcode", "MAYBE", "unknown rcode", RCODES_HINT),
+        OptionProblem("rcode", "MAYBE", "unknown rcode", RCODES_HINT, choices=RCODES),
         OptionProblem(
             "expect",
             "10.0.0.1",
@@ -108,9 +108,9 @@ def test_dns_options_in_toml(tmp_path: Path) -> None:
     path = write(tmp_path, "c.toml", DNS_TOML)
     assert [
         (path, "services.web.checks[0].type", 8,
-         f'unknown type "AAAAA"; expected {TYPES_HINT}'),
+         f'unknown type "AAAAA" (did you mean "AAAA"?); expected {TYPES_HINT}'),
         (path, "services.web.checks[0].rcode", 9,
-         f'unknown rcode "NOERR"; expected {RCODES_HINT}'),
+         f'unknown rcode "NOERR" (did you mean "NOERROR"?); expected {RCODES_HINT}'),
         (path, "services.web.checks[1].expect[1]", 13,
          'bad A answer "not-an-ip" (Text input is malformed.); '
          "expected A records in zone-file text form"),
@@ -142,7 +142,8 @@ def test_dns_options_in_ini(tmp_path: Path) -> None:
         """,
     )
     assert [
-        (path, "services.web.checks[0].type", 8, f'unknown type "TXTT"; expected {TYPES_HINT}'),
+        (path, "services.web.checks[0].type", 8,
+         f'unknown type "TXTT" (did you mean "TXT"?); expected {TYPES_HINT}'),
         (path, "services.web.checks[1].expect", 13,
          'bad A answer "192.0.2.300" (Text input is malformed.); '
          "expected A records in zone-file text form"),
