@@ -96,6 +96,7 @@ class Daemon:
         #: The metrics endpoint's port once it listens (tests use port 0).
         self.api_port: int | None = None
         self._status = ""
+        self._changes_seen = 0
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -276,7 +277,11 @@ class Daemon:
             self._say_status()
 
     def _say_status(self) -> None:
-        """Tell systemd the summary line when it changed."""
+        """Tell systemd the summary line when health changed (it costs a walk of
+        every real server, so not after every round)."""
+        if self._engine.changes == self._changes_seen:
+            return
+        self._changes_seen = self._engine.changes
         summary = self._engine.summary()
         if summary != self._status:
             self._status = summary

@@ -225,6 +225,8 @@ class Engine:
         self.applying_since: float | None = None
         #: How many applies were issued (each one or more ops).
         self.applies = 0
+        #: How many health reports had a change (transitions, quorum, panic).
+        self.changes = 0
 
     # -- start ---------------------------------------------------------------------------
 
@@ -278,6 +280,8 @@ class Engine:
 
     def ramping(self, now: float) -> bool:
         """True while some up real server has not reached its full weight by slow start."""
+        if all(svc.slow_start <= 0 for svc in self.config.services):
+            return False
         return any(s.up and s.factors.ramp < 1.0 for s in self.health.status(now) if not s.held)
 
     def summary(self) -> str:
@@ -308,6 +312,8 @@ class Engine:
 
     def handle(self, report: Report) -> None:
         """Log every change, feed the metrics, run quorum commands."""
+        if report:
+            self.changes += 1
         for t in report.transitions:
             self.hooks.transition(t)
             log.info(
