@@ -637,12 +637,32 @@ class _Converter:
             table.set("forward", "nat", "keepalived's default")
         self.service_states(table, node, servers, timing)
         if "address" in sorry:
+            self.sorry_port(sorry, table, member)
             table.set("sorry_server", sorry)
         if quorum:
             self.clamp_quorum(quorum, servers)
             table.set("quorum", quorum)
         for server in servers:
             self.real_server(server, member, timing, table)
+
+    def sorry_port(self, sorry: dict[str, TomlValue], table: Table, member: _Member) -> None:
+        """The sorry server's port as keepalived gives it to the kernel: like a real
+        server's with DR/TUN (the service's port, 0 for a firewall mark); with NAT the
+        port written, and without one keepalived gives port 0 (checked in the lab),
+        where lvsd uses the service's port."""
+        forward = sorry.get("forward") or table.get("forward")
+        if forward != "nat":
+            if "port" in sorry and sorry["port"] != member.entries.get("port", 0):
+                table.note(
+                    f"sorry_server port {sorry['port']} not written: keepalived gives "
+                    "the kernel the service's port unless forwarding is NAT"
+                )
+            sorry.pop("port", None)
+        elif "port" not in sorry and "address" in member.entries:
+            table.note(
+                "sorry_server without a port: keepalived gives the kernel port 0, which "
+                "cannot serve NAT traffic; lvsd uses the service's port"
+            )
 
     def clamp_quorum(self, quorum: dict[str, TomlValue], servers: list[Node]) -> None:
         """keepalived lowers a quorum above the real servers' total weight to that

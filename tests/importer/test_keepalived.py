@@ -32,7 +32,7 @@ def test_full_fixture_maps_every_keyword(tmp_path: Path) -> None:
         "one_packet": True,
         "initial_state": "down",
         "on_failure": "quiesce",
-        "sorry_server": {"address": "192.0.2.99", "port": 8080},
+        "sorry_server": {"address": "192.0.2.99"},  # TUN: keepalived uses the service port
         "quorum": {"minimum": 2, "hysteresis": 1, "up_command": ["/usr/local/bin/up.sh", "arg"]},
     }
     assert expected == {k: v for k, v in web.items() if k != "real_servers"}
@@ -397,3 +397,28 @@ def test_lb_kind_inside_a_real_server_is_listed(tmp_path: Path) -> None:
     result, tree = converted("keepalived", path)
     assert "forward" not in tree["services"]["tcp_10_0_0_1_80"]["real_servers"][0]
     assert [(5, "lb_kind")] == keywords(result)
+
+
+@pytest.mark.parametrize(
+    ("method", "sorry", "expected"),
+    [
+        ("DR", "10.1.0.9 8080", {"address": "10.1.0.9"}),
+        ("NAT", "10.1.0.9 8080", {"address": "10.1.0.9", "port": 8080}),
+        ("NAT", "10.1.0.9", {"address": "10.1.0.9"}),
+    ],
+)
+def test_sorry_server_port_follows_keepalived(
+    tmp_path: Path, method: str, sorry: str, expected: dict[str, object]
+) -> None:
+    """With DR/TUN keepalived gives the sorry server the service's port (lvsd's
+    default, so no port is written); with NAT the port written stays."""
+    path = _conf(
+        tmp_path,
+        f"virtual_server 10.0.0.1 80 {{\n protocol TCP\n lb_kind {method}\n"
+        f" sorry_server {sorry}\n real_server 10.1.0.1 80 {{\n }}\n}}\n",
+    )
+    result, tree = converted("keepalived", path)
+    assert expected == tree["services"]["tcp_10_0_0_1_80"]["sorry_server"]
+    config = loads_back(result, tmp_path)
+    assert config.services[0].sorry_server is not None
+    assert (8080 if "port" in expected else 80) == config.services[0].sorry_server.port

@@ -125,6 +125,50 @@ virtual_server 192.168.50.3 25 {
 """
 
 
+#: keepalived's sorry server, not comparable with ``lvsd apply`` (which has every real
+#: server up): quorum lost, a NAT sorry server without a port, sorry_server_inhibit.
+SORRY_CONF = """\
+virtual_server 192.168.50.1 80 {
+    protocol TCP
+    lb_algo rr
+    lb_kind NAT
+    quorum 2
+    sorry_server 10.9.0.9 8080
+    real_server 10.9.0.1 80 {
+    }
+    real_server 10.9.0.2 80 {
+        MISC_CHECK {
+            misc_path /bin/false
+            alpha
+        }
+    }
+}
+virtual_server 192.168.50.2 80 {
+    protocol TCP
+    lb_algo rr
+    lb_kind NAT
+    sorry_server 10.9.0.9
+    real_server 10.9.0.3 80 {
+        MISC_CHECK {
+            misc_path /bin/false
+            alpha
+        }
+    }
+}
+virtual_server 192.168.50.3 80 {
+    protocol TCP
+    lb_algo rr
+    lb_kind NAT
+    inhibit_on_failure
+    sorry_server 10.9.0.9 80
+    sorry_server_inhibit
+    real_server 10.9.0.4 80 {
+        weight 3
+    }
+}
+"""
+
+
 def keepalived_samples() -> list[Path]:
     """Debian's keepalived samples that define a virtual_server."""
     if not SAMPLES.is_dir():
@@ -245,6 +289,7 @@ def prepare(work: Path) -> list[dict[str, Any]]:
     www = work / "www"
     www.mkdir()
     (www / "index.html").write_text("<html><body>Test Page</body></html>\n")
+    (work / "sorry.keepalived.conf").write_text(SORRY_CONF)
     return cases
 
 
@@ -253,6 +298,18 @@ for a in 192.168.6.2 192.168.6.3 192.168.6.6; do ip addr add $a/32 dev lo; done
 "$LAB_PYTHON" -m http.server 80 --bind 0.0.0.0 --directory "$LAB_WORK/www" \\
     > "$LAB_RESULTS/httpd.log" 2>&1 &
 "$LAB_PYTHON" {driver} "$LAB_WORK/cases.json" "$LAB_RESULTS"
+mkdir -p /run/lab-sorry
+keepalived --dont-fork --log-console --no-syslog --check \\
+    --use-file="$LAB_WORK/sorry.keepalived.conf" --pid=/run/lab-sorry/p \\
+    --checkers_pid=/run/lab-sorry/c --vrrp_pid=/run/lab-sorry/v \\
+    > "$LAB_RESULTS/sorry.keepalived.log" 2>&1 &
+sorry=$!
+i=0
+until grep -q "failed with retry disabled" "$LAB_RESULTS/sorry.keepalived.log" || [ $i -ge 100 ]
+do sleep 0.1; i=$((i+1)); done
+ipvsadm -Ln > "$LAB_RESULTS/sorry.txt"
+kill $sorry || true
+wait $sorry || true
 """
 
 
@@ -347,3 +404,17 @@ def test_first_case_went_through_the_lvsd_apply_command(
     assert re.search(r"(\d+) ops?: \1 applied, 0 failed", first["apply"]["output"]), first["apply"][
         "output"
     ]
+
+
+def test_keepalived_sorry_server_facts(outcome: tuple[list[dict[str, Any]], LabResult]) -> None:
+    """What keepalived 2.2.7 does with a sorry server, as ``docs/migration.md`` says:
+    on quorum loss it removes the live real servers and adds the sorry server (lvsd
+    keeps live ones beside it); a NAT sorry server without a port goes in at port 0;
+    with sorry_server_inhibit an unneeded sorry server stays at weight 0."""
+    _, result = outcome
+    expected = {
+        "TCP 192.168.50.1:80 rr": ["-> 10.9.0.9:8080 Masq 1 0 0"],
+        "TCP 192.168.50.2:80 rr": ["-> 10.9.0.9:0 Masq 1 0 0"],
+        "TCP 192.168.50.3:80 rr": ["-> 10.9.0.4:80 Masq 3 0 0", "-> 10.9.0.9:80 Masq 0 0 0"],
+    }
+    assert expected == sorted_table(result.text("sorry.txt"))
