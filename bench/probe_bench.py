@@ -22,6 +22,8 @@ import json
 import multiprocessing
 import random
 import resource
+import selectors
+import socket
 import statistics
 import sys
 import time
@@ -48,31 +50,52 @@ def _raise_nofile() -> None:
 # --- loopback servers (child process) ---------------------------------------------------
 
 
-async def _serve(count: int, kind: str, conn: Connection) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            if kind == "http":
-                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-                writer.write(HTTP_REPLY)
-                await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass
-        finally:
-            writer.close()
-
-    servers = [await asyncio.start_server(handle, LOOPBACK, 0, backlog=64) for _ in range(count)]
-    ports = [s.sockets[0].getsockname()[1] for s in servers]
-    conn.send(ports)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_reader(conn.fileno(), stop.set)
-    await stop.wait()
-    for server in servers:
-        server.close()
-
-
 def _server_main(count: int, kind: str, conn: Connection) -> None:
+    """``count`` listening sockets in one process, driven by one epoll selector with
+    plain socket calls (no asyncio transports), so the server side costs little CPU
+    and runs off the probing process's core. ``tcp``: accept and close. ``http``:
+    accept, read the request, send a fixed 200 answer, close."""
     _raise_nofile()
-    asyncio.run(_serve(count, kind, conn))
+    sel = selectors.DefaultSelector()
+    listeners: list[socket.socket] = []
+    for _ in range(count):
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind((LOOPBACK, 0))
+        lsock.listen(256)
+        lsock.setblocking(False)
+        sel.register(lsock, selectors.EVENT_READ, True)
+        listeners.append(lsock)
+    conn.send([s.getsockname()[1] for s in listeners])
+    sel.register(conn.fileno(), selectors.EVENT_READ, None)
+    http = kind == "http"
+    while True:
+        for key, _ in sel.select():
+            data = key.data
+            if data is None:
+                return
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            if data is True:
+                while True:
+                    try:
+                        client, _addr = sock.accept()
+                    except (BlockingIOError, ConnectionAbortedError):
+                        break
+                    if http:
+                        client.setblocking(False)
+                        sel.register(client, selectors.EVENT_READ, False)
+                    else:
+                        client.close()
+                continue
+            try:
+                request = sock.recv(4096)
+                if request:
+                    sock.send(HTTP_REPLY)
+            except OSError:
+                pass
+            sel.unregister(sock)
+            sock.close()
 
 
 # --- probes --------------------------------------------------------------------------------
@@ -131,8 +154,10 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     counts = {"ok": 0, "fail": 0}
     reasons: dict[str, int] = {}
+    durations: list[float] = []
 
     def on_result(check: CheckId, result: ProbeResult, started: float) -> None:
+        durations.append(result.duration)
         if result.ok:
             counts["ok"] += 1
         else:
@@ -199,6 +224,8 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
         "lateness_p99_ms": round(_percentile(lateness, 0.99) * 1000, 3),
         "lateness_max_ms": round(max(lateness, default=float("nan")) * 1000, 3),
         "lateness_mean_ms": round(statistics.fmean(lateness) * 1000, 3) if lateness else None,
+        "duration_p50_ms": round(_percentile(durations, 0.50) * 1000, 3),
+        "duration_p99_ms": round(_percentile(durations, 0.99) * 1000, 3),
         "rss_mib_start": round(rss_before / 1024, 1),
         "rss_mib_end": round(rss_after / 1024, 1),
         "maxrss_mib": round(usage_after.ru_maxrss / 1024, 1),
