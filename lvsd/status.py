@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from lvsd.config.model import Config, RealServer, SorryServer
+from lvsd.config.model import Config, SorryServer
 from lvsd.desired import RsId
-from lvsd.health import CheckStatus, HealthState, ServerStatus, WeightFactors
+from lvsd.health import CheckStatus, HealthState, StatusRow, WeightFactors
 from lvsd.model import DestKey, Forward, ServiceKey, Table
 
 
@@ -312,58 +312,130 @@ def _deciding(checks: Iterable[tuple[Any, CheckStatus]], up: bool) -> tuple[str,
     return ("ok" if up else "error", "no checks")
 
 
+class _Layout:
+    """What :func:`build` derives from a config alone, kept between builds of the same
+    config (it changes only on reload): per service its scheduler word, per real
+    server its forward and weight, per check its name, kind, port, interval and
+    timeout."""
+
+    __slots__ = ("config", "services")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.services = [
+            (
+                svc,
+                str(svc.scheduler),
+                [
+                    (
+                        rs.forward,
+                        rs.weight,
+                        tuple(
+                            (str(spec), spec.kind, spec.port, spec.interval, spec.timeout)
+                            for spec in rs.checks
+                        ),
+                    )
+                    for rs in svc.real_servers
+                ],
+            )
+            for svc in config.services
+        ]
+
+
+_layout_cache: list[_Layout] = []
+
+
+def _layout(config: Config) -> _Layout:
+    if _layout_cache and _layout_cache[0].config is config:
+        return _layout_cache[0]
+    layout = _Layout(config)
+    _layout_cache[:] = [layout]
+    return layout
+
+
+_CheckInfo = tuple[str, str, int | None, float, float]
+
+
 def _real_server(
     name: str,
-    config: RealServer,
-    server: ServerStatus,
+    forward: Forward,
+    weight: int,
+    infos: tuple[_CheckInfo, ...],
+    row: StatusRow,
     kernel: Mapping[DestKey, int] | None,
     drained: frozenset[RsId],
     now: float,
 ) -> RealServerReport:
-    is_drained = (name, server.realserver) in drained
+    _, dest, up, since, held, factors, statuses = row
+    is_drained = (name, dest) in drained if drained else False
     if is_drained:
         code = HealthCode.DRAINED
-    elif server.held:
+    elif held:
         code = HealthCode.HELD
-    elif server.up:
+    elif up:
         code = HealthCode.UP
     else:
         code = HealthCode.DOWN
-    reason, detail = _deciding(server.checks, server.up and not server.held)
+    # The deciding check: the first that agrees with the state and has a result, else
+    # the first (spec names from the layout: the same specs, in the same order).
+    want = up and not held
+    reason = detail = ""
+    decided = False
+    checks: list[CheckReport] = []
+    probe_age: float | None = 0.0
+    for (spec_name, kind, port, interval, timeout), (_, status) in zip(
+        infos, statuses, strict=True
+    ):
+        last_at = status.last_at
+        if last_at is None:
+            age = None
+            probe_age = None
+        else:
+            age = now - last_at
+            if probe_age is not None and age > probe_age:
+                probe_age = age
+            if not decided and status.up == want:
+                decided = True
+                reason = status.reason or ("ok" if want else "error")
+                detail = f"{spec_name}: {status.detail}"
+        checks.append(
+            CheckReport(
+                kind=kind,
+                port=port,
+                up=status.up,
+                last_ok=status.last_ok,
+                reason=status.reason,
+                detail=status.detail,
+                age=age,
+                interval=interval,
+                timeout=timeout,
+            )
+        )
+    if not checks:
+        probe_age = None
+        reason, detail = ("ok" if want else "error", "no checks")
+    elif not decided:
+        first = statuses[0][1]
+        reason = first.reason or ("ok" if first.up else "pending")
+        detail = f"{infos[0][0]}: {first.detail}"
     if is_drained:
         reason = "drained"
-    elif server.held:
+    elif held:
         reason = "panic"
-    checks = tuple(
-        CheckReport(
-            kind=spec.kind,
-            port=spec.port,
-            up=status.up,
-            last_ok=status.last_ok,
-            reason=status.reason,
-            detail=status.detail,
-            age=(now - status.last_at) if status.last_at is not None else None,
-            interval=spec.interval,
-            timeout=spec.timeout,
-        )
-        for spec, status in server.checks
-    )
-    ages = [c.age for c in checks]
-    probe_age = None if not ages or None in ages else max(a for a in ages if a is not None)
     return RealServerReport(
-        key=server.realserver,
-        forward=config.forward,
-        configured_weight=config.weight,
-        kernel_weight=kernel.get(server.realserver) if kernel is not None else None,
-        up=server.up,
+        key=dest,
+        forward=forward,
+        configured_weight=weight,
+        kernel_weight=kernel.get(dest) if kernel is not None else None,
+        up=up,
         state=code,
         drained=is_drained,
-        held=server.held,
-        factors=server.factors,
-        since=now - server.since,
+        held=held,
+        factors=factors,
+        since=now - since,
         reason=reason,
         detail=detail,
-        checks=checks,
+        checks=tuple(checks),
         probe_age=probe_age,
     )
 
@@ -401,33 +473,40 @@ def build(
     """The report of ``config`` as ``health`` sees it at ``now``, with the kernel
     weights of ``table`` (None: not read; the sorry server's state is then what the
     desired table would say)."""
-    by_service: dict[str, list[ServerStatus]] = {}
-    for server in health.status(now):
-        by_service.setdefault(server.service, []).append(server)
+    by_service: dict[str, list[StatusRow]] = {}
+    for row in health.rows(now):
+        rows = by_service.get(row[0])
+        if rows is None:
+            by_service[row[0]] = [row]
+        else:
+            rows.append(row)
     quorum_lost = health.quorum_lost()
     panicking = health.panicking()
     services: list[ServiceReport] = []
-    for svc in config.services:
+    for svc, scheduler, layout in _layout(config).services:
         vs = table.get(svc.key) if table is not None else None
         kernel: dict[DestKey, int] | None = None
         if table is not None:
             kernel = {} if vs is None else {k: d.weight for k, d in vs.destinations.items()}
-        statuses = by_service.get(svc.name, [])
-        # health.status lists a service's real servers in config order.
+        name = svc.name
+        statuses = by_service.get(name, [])
+        # health.rows lists a service's real servers in config order.
         servers = tuple(
-            _real_server(svc.name, rs, st, kernel, drained, now)
-            for rs, st in zip(svc.real_servers, statuses, strict=True)
+            [
+                _real_server(name, forward, weight, infos, row, kernel, drained, now)
+                for (forward, weight, infos), row in zip(layout, statuses, strict=True)
+            ]
         )
         any_up = any(r.up and not r.drained for r in servers)
         services.append(
             ServiceReport(
-                name=svc.name,
+                name=name,
                 key=svc.key,
-                scheduler=str(svc.scheduler),
+                scheduler=scheduler,
                 in_kernel=vs is not None,
-                sorry=_sorry(svc.sorry_server, servers, kernel, any_up, svc.name in quorum_lost),
-                quorum=None if svc.quorum is None else svc.name not in quorum_lost,
-                panic=svc.name in panicking,
+                sorry=_sorry(svc.sorry_server, servers, kernel, any_up, name in quorum_lost),
+                quorum=None if svc.quorum is None else name not in quorum_lost,
+                panic=name in panicking,
                 real_servers=servers,
             )
         )
