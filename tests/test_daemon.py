@@ -468,3 +468,18 @@ async def test_watchdog_is_withheld_while_stalled_or_stuck() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_failed_op_is_retried_with_a_fresh_dump(short_dir: Path) -> None:
+    """An op the kernel refuses is retried by the timer after a fresh dump."""
+    from lvsd.errors import IpvsError
+
+    async with running(short_dir, config_text(short_dir)) as r:
+        r.backend.fail = lambda op: IpvsError(str(op), "no memory")
+        r.probes.down.add("10.0.0.2")
+        await eventually(lambda: len(r.backend.received) > 3)
+        assert 1 == weight(r.backend, RS1)
+        dumps = r.backend.dumps
+        r.backend.fail = None
+        await eventually(lambda: weight(r.backend, RS1) == 0)
+        assert r.backend.dumps > dumps

@@ -469,3 +469,22 @@ port = 5432
     received = len(backend.received)
     await engine.repair()
     assert received == len(backend.received)
+
+
+async def test_panic_holds_a_round_of_failures_and_logs_at_error(tmp_path: Path) -> None:
+    """Most of the pool failing in one round trips the panic guard: weights are kept
+    (no op) and ``service.panic`` is logged at error level."""
+    from structlog.testing import capture_logs
+
+    extra = "\n[services.web.panic]\nthreshold = 0.5\nmin_servers = 3\n"
+    servers = (("10.0.0.2", 1), ("10.0.0.3", 1), ("10.0.0.4", 1))
+    engine, backend, _ = await started(tmp_path, config_text(servers, service_extra=extra))
+    received = len(backend.received)
+    batch = [(cid(engine.config, a), fail()) for a, _ in servers]
+    with capture_logs() as logs:
+        await engine.results(batch)
+    assert received == len(backend.received)
+    panics = [e for e in logs if e["event"] == "service.panic"]
+    assert [("error", "web", 3, 3)] == [
+        (e["log_level"], e["service"], e["failing"], e["total"]) for e in panics
+    ]
