@@ -407,6 +407,13 @@ async def test_metrics_endpoint_serves_the_daemon(short_dir: Path) -> None:
         assert "lvsd_real_server_health{" in body
         async with http.get(f"{base}/status") as response:
             assert 200 == response.status
+        assert "lvsd_config_last_reload_successful 1.0" in body
+        r.path.write_text("[services.web]\nport = 'x'\n")
+        with pytest.raises(ControlError):
+            await control.request(r.socket, {"command": "reload"})
+        async with http.get(f"{base}/metrics") as response:
+            body = await response.text()
+        assert "lvsd_config_last_reload_successful 0.0" in body
 
 
 async def test_remove_on_stop_deletes_managed_services_only(short_dir: Path) -> None:
