@@ -602,6 +602,8 @@ class Guest:
             samples=samples,
             status_ms_max=max(status_ms, default=0.0),
             status_ms_median=sorted(status_ms)[len(status_ms) // 2] if status_ms else 0.0,
+            status_over_1s=sum(1 for ms in status_ms if ms >= 1000),
+            metrics_over_1s=sum(1 for ms in metrics_ms if ms >= 1000),
             metrics_ok=metrics_ok,
             metrics_errors=sorted(set(metrics_errors)),
             metrics_ms_max=max(metrics_ms, default=0.0),
@@ -694,14 +696,28 @@ def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) 
     ]
     if duration is not None:
         lines += ["", f"Both boots (all scenarios) took {duration:.0f} s."]
+    lines += [
+        "",
+        "| scenario | requests sent | failed | failure window (ms) | out after (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for rec in records:
+        summary = rec.get("summary")
+        if not isinstance(summary, dict):
+            continue
+        out_after = rec.get("out_after_s", "-")
+        lines.append(
+            f"| {rec['name']} | {summary['sent']} | {summary['failed']} | "
+            f"{summary['failure_window_ms']} | {out_after} |"
+        )
     for rec in records:
         lines += ["", f"## {rec['name']}", ""]
         lines += ["| figure | value |", "|---|---|"]
         for key, value in rec.items():
-            if key in ("name",) or key.startswith(BLOCKS):
+            if key in ("name",) or _is_block(key, value):
                 continue
             lines.append(f"| {key} | {_cell(value)} |")
-        for key in [k for k in rec if k.startswith(BLOCKS)]:
+        for key in [k for k, v in rec.items() if _is_block(k, v)]:
             value = rec[key]
             body = value if isinstance(value, str) else "\n".join(map(str, value))
             lines += ["", f"{key}:", "", "```", body.rstrip() or "(none)", "```"]
@@ -711,7 +727,13 @@ def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) 
 BLOCKS = ("ipvsadm", "journal", "metrics", "systemctl_status")
 
 
+def _is_block(key: str, value: Any) -> bool:
+    return key.startswith(BLOCKS) and isinstance(value, (str, list))
+
+
 def _cell(value: Any) -> str:
+    if isinstance(value, dict) and len(value) > 12:
+        return f"{len(value)} entries, {sum(value.values())} in all"
     if isinstance(value, dict):
         return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items()) or "-"
     if isinstance(value, list):
