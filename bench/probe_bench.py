@@ -50,11 +50,14 @@ def _raise_nofile() -> None:
 # --- loopback servers (child process) ---------------------------------------------------
 
 
-def _server_main(count: int, kind: str, conn: Connection) -> None:
+def serve(count: int, kind: str, conn: Connection) -> None:
     """``count`` listening sockets in one process, driven by one epoll selector with
     plain socket calls (no asyncio transports), so the server side costs little CPU
     and runs off the probing process's core. ``tcp``: accept and close. ``http``:
-    accept, read the request, send a fixed 200 answer, close."""
+    accept, read the request, send a fixed 200 answer, close.
+
+    Sends the list of ports on ``conn``; then answers ``"count"`` with the number of
+    connections accepted so far, and returns on anything else."""
     _raise_nofile()
     sel = selectors.DefaultSelector()
     listeners: list[socket.socket] = []
@@ -69,10 +72,14 @@ def _server_main(count: int, kind: str, conn: Connection) -> None:
     conn.send([s.getsockname()[1] for s in listeners])
     sel.register(conn.fileno(), selectors.EVENT_READ, None)
     http = kind == "http"
+    accepted = 0
     while True:
         for key, _ in sel.select():
             data = key.data
             if data is None:
+                if conn.recv() == "count":
+                    conn.send(accepted)
+                    continue
                 return
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
@@ -82,6 +89,7 @@ def _server_main(count: int, kind: str, conn: Connection) -> None:
                         client, _addr = sock.accept()
                     except (BlockingIOError, ConnectionAbortedError):
                         break
+                    accepted += 1
                     if http:
                         client.setblocking(False)
                         sel.register(client, selectors.EVENT_READ, False)
@@ -200,9 +208,9 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
     rss_after = _rss_kib()
     await sched.close()
 
-    cpu = (usage_after.ru_utime - usage_before.ru_utime) + (
-        usage_after.ru_stime - usage_before.ru_stime
-    )
+    user = usage_after.ru_utime - usage_before.ru_utime
+    system = usage_after.ru_stime - usage_before.ru_stime
+    cpu = user + system
     lateness = list(sched.lateness)
     probes = max(stats.runs, 1)
     return {
@@ -219,7 +227,12 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
         "overruns": stats.overruns,
         "probes_per_s": round(stats.runs / wall, 1),
         "cpu_s": round(cpu, 3),
+        "cpu_user_s": round(user, 3),
+        "cpu_system_s": round(system, 3),
         "cpu_s_per_1000_probes": round(cpu / probes * 1000, 4),
+        "user_s_per_1000_probes": round(user / probes * 1000, 4),
+        "system_s_per_1000_probes": round(system / probes * 1000, 4),
+        "cpu_share_of_one_core": round(cpu / wall, 3),
         "lateness_p50_ms": round(_percentile(lateness, 0.50) * 1000, 3),
         "lateness_p99_ms": round(_percentile(lateness, 0.99) * 1000, 3),
         "lateness_max_ms": round(max(lateness, default=float("nan")) * 1000, 3),
@@ -319,7 +332,7 @@ def main() -> None:
         parent_conn, child_conn = multiprocessing.Pipe()
         count = args.servers or args.checks
         child = multiprocessing.Process(
-            target=_server_main, args=(count, args.probe, child_conn), daemon=True
+            target=serve, args=(count, args.probe, child_conn), daemon=True
         )
         child.start()
         ports = parent_conn.recv()
