@@ -34,7 +34,7 @@ import lvsd
 from lvsd.checks.base import ProbeResult
 from lvsd.health import Transition
 from lvsd.model import DestKey, ServiceKey, Snapshot, Stats
-from lvsd.status import RealServerReport, ServiceReport, StatusReport
+from lvsd.status import ServiceReport, StatusReport
 
 #: Labels of a kernel service (node_exporter's, plus ``service``).
 SERVICE_LABELS: Final = ("service", "local_address", "local_port", "proto", "local_mark")
@@ -61,6 +61,10 @@ def service_labels(key: ServiceKey) -> tuple[str, str, str, str]:
 
 
 _LABEL_ESCAPES = str.maketrans({"\\": r"\\", "\n": r"\n", '"': r"\""})
+
+
+#: Integers below this print exactly as ``N.0`` (what :func:`_float` gives them).
+_EXACT: Final = 10**15
 
 
 def _float(value: float) -> str:
@@ -123,10 +127,14 @@ class _Family:
         doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
         out.append(f"# HELP {head} {doc}\n# TYPE {head} {self.typ}\n")
         name = self.sample_name
+        # One join over "name{labels} value" lines; an integer below 1e15 (every
+        # kernel counter in practice) is written "N.0" inline, without a call.
         out.append(
             "".join(
                 [
-                    f"{name}{lab.text} {_float(v)}\n"
+                    f"{name}{lab.text} {v}.0\n"
+                    if type(v) is int and -_EXACT < v < _EXACT
+                    else f"{name}{lab.text} {_float(v)}\n"
                     for lab, v in zip(self.labels, self.values, strict=True)
                 ]
             )
@@ -301,10 +309,6 @@ def _lvsd_families() -> dict[str, _Family]:
     }
 
 
-def _stale(rs: RealServerReport) -> int:
-    return sum(1 for c in rs.checks if c.age is None or c.age > 3 * c.interval + c.timeout + 10)
-
-
 class Metrics:
     """Every lvsd metric, on ``registry``. One per daemon."""
 
@@ -386,6 +390,7 @@ class Metrics:
         for result in ("success", "failure"):
             self.reloads.labels(result)
         self.state = StateCollector()
+        self._labels = LabelCache()
         registry.register(self.state)
 
     # -- events -------------------------------------------------------------------------
@@ -427,7 +432,7 @@ class Metrics:
 
     def update(self, snapshot: Snapshot, report: StatusReport) -> None:
         """Set what the next scrape shows from one kernel dump and one status report."""
-        self.state.set(state_families(snapshot, report))
+        self.state.set(state_families(snapshot, report, self._labels))
 
     def exposition(self, openmetrics: bool = False) -> bytes:
         """The whole registry in the Prometheus text format (or OpenMetrics): what
@@ -448,12 +453,58 @@ class Metrics:
         return events + state
 
 
-def state_families(snapshot: Snapshot, report: StatusReport) -> list[_Family]:
-    """The scrape-time families of one snapshot and one report."""
+class LabelCache:
+    """The label sets of every (service name, service key) and its destinations,
+    kept between scrapes: they change only with the config or the kernel table, and
+    rendering 10,000 of them anew each scrape costs more than looking them up."""
+
+    __slots__ = ("_services",)
+
+    def __init__(self) -> None:
+        self._services: dict[tuple[str, ServiceKey], _ServiceLabels] = {}
+
+    def service(self, name: str, key: ServiceKey) -> _ServiceLabels:
+        entry = self._services.get((name, key))
+        if entry is None:
+            if len(self._services) > 4096:
+                self._services.clear()  # bounded: services come and go with reloads
+            entry = self._services[(name, key)] = _ServiceLabels(name, key)
+        return entry
+
+
+class _ServiceLabels:
+    """One service's label set and its destinations' (by DestKey)."""
+
+    __slots__ = ("dests", "labels", "local", "name")
+
+    def __init__(self, name: str, key: ServiceKey) -> None:
+        self.name = name
+        self.local = service_labels(key)
+        self.labels = _Labels(SERVICE_LABELS, (name, *self.local))
+        self.dests: dict[DestKey, _Labels] = {}
+
+    def dest(self, dkey: DestKey) -> _Labels:
+        labels = self.dests.get(dkey)
+        if labels is None:
+            labels = self.dests[dkey] = _dest_labels(self.name, self.local, dkey)
+        return labels
+
+    def trim(self, count: int) -> None:
+        """Forget every destination when far more are kept than ``count`` are used."""
+        if len(self.dests) > 2 * count + 64:
+            self.dests.clear()
+
+
+def state_families(
+    snapshot: Snapshot, report: StatusReport, cache: LabelCache | None = None
+) -> list[_Family]:
+    """The scrape-time families of one snapshot and one report (label sets from
+    ``cache``, filled as needed; a fresh one without)."""
+    if cache is None:
+        cache = LabelCache()
     names = {s.key: s.name for s in report.services}
     dest = _dest_families()
     svc = _service_families()
-    dest_labels: dict[tuple[str, ServiceKey, DestKey], _Labels] = {}
     # Bound appends: this loop runs once per destination, 10,000 times a scrape.
     get_stats = snapshot.dest_stats.get
     l_active, v_active = dest["active"].labels.append, dest["active"].values.append
@@ -466,13 +517,14 @@ def state_families(snapshot: Snapshot, report: StatusReport) -> list[_Family]:
     l_bout, v_bout = dest["bout"].labels.append, dest["bout"].values.append
     l_weight, v_weight = dest["weight"].labels.append, dest["weight"].values.append
     for key, vs in snapshot.table.items():
-        name = names.get(key, "")
-        local = service_labels(key)
-        labels = _Labels(SERVICE_LABELS, (name, *local))
+        entry = cache.service(names.get(key, ""), key)
+        entry.trim(len(vs.destinations))
+        labels = entry.labels
+        dest_labels = entry.dests
         stats = snapshot.service_stats.get(key)
         active = inactive = persistent = weight = 0
         for dkey, d in vs.destinations.items():
-            dl = dest_labels[(name, key, dkey)] = _dest_labels(name, local, dkey)
+            dl = dest_labels.get(dkey) or entry.dest(dkey)
             ds = get_stats((key, dkey))
             if ds is not None:
                 st = ds.stats
@@ -507,7 +559,7 @@ def state_families(snapshot: Snapshot, report: StatusReport) -> list[_Family]:
         svc["dests"].add(labels, len(vs.destinations))
     own = _lvsd_families()
     for s in report.services:
-        _add_service(own, s, dest_labels)
+        _add_service(own, s, cache.service(s.name, s.key))
     return [*dest.values(), *svc.values(), *own.values()]
 
 
@@ -537,24 +589,33 @@ def _add_stats(families: dict[str, _Family], labels: _Labels, stats: Stats) -> N
     families["bout"].add(labels, stats.bytes_out)
 
 
-def _add_service(
-    own: dict[str, _Family],
-    s: ServiceReport,
-    known: dict[tuple[str, ServiceKey, DestKey], _Labels],
-) -> None:
-    local = service_labels(s.key)
-    labels = _Labels(SERVICE_LABELS, (s.name, *local))
+def _add_service(own: dict[str, _Family], s: ServiceReport, entry: _ServiceLabels) -> None:
+    labels = entry.labels
+    dest_labels = entry.dests
     up = stale = checks = 0
+    l_conf, v_conf = own["configured"].labels.append, own["configured"].values.append
+    l_eff, v_eff = own["effective"].labels.append, own["effective"].values.append
+    l_health, v_health = own["health"].labels.append, own["health"].values.append
+    l_age, v_age = own["age"].labels.append, own["age"].values.append
+    l_probe, v_probe = own["probe_age"].labels.append, own["probe_age"].values.append
     for rs in s.real_servers:
-        dl = known.get((s.name, s.key, rs.key)) or _dest_labels(s.name, local, rs.key)
-        own["configured"].add(dl, rs.configured_weight)
-        own["effective"].add(dl, rs.factors.effective if rs.up else 0)
-        own["health"].add(dl, int(rs.state))
-        own["age"].add(dl, rs.since)
+        dl = dest_labels.get(rs.key) or entry.dest(rs.key)
+        l_conf(dl)
+        v_conf(rs.configured_weight)
+        l_eff(dl)
+        v_eff(rs.factors.effective if rs.up else 0)
+        l_health(dl)
+        v_health(int(rs.state))
+        l_age(dl)
+        v_age(rs.since)
         if (age := rs.probe_age) is not None:
-            own["probe_age"].add(dl, age)
-        up += 1 if rs.up and not rs.drained else 0
-        stale += _stale(rs)
+            l_probe(dl)
+            v_probe(age)
+        if rs.up and not rs.drained:
+            up += 1
+        for c in rs.checks:
+            if c.age is None or c.age > 3 * c.interval + c.timeout + 10:
+                stale += 1
         checks += len(rs.checks)
     own["sorry"].add(labels, 1 if s.sorry_active else 0)
     if s.quorum is not None:
@@ -581,6 +642,7 @@ __all__ = [
     "DEST_LABELS",
     "PROBE_BUCKETS",
     "SERVICE_LABELS",
+    "LabelCache",
     "Metrics",
     "StateCollector",
     "health_values",

@@ -241,6 +241,62 @@ def test_fast_renderer_matches_prometheus_client() -> None:
     }
 
 
+def test_large_counters_render_like_prometheus_client() -> None:
+    """Counters at and beyond 1e15 (written as floats, 1e+16) and just below it
+    (written exactly, where prometheus_client writes 9.99999999999999e+14) have the
+    values prometheus_client gives them."""
+    w = world()
+    huge = {
+        key: replace(ds, stats=replace(ds.stats, bytes_in=10**16, bytes_out=10**15 - 1))
+        for key, ds in w.snapshot.dest_stats.items()
+    }
+    metrics = Metrics(CollectorRegistry())
+    metrics.update(replace(w.snapshot, dest_stats=huge), w.report())
+    fast = metrics.exposition().decode()
+    slow = generate_latest(metrics.registry).decode()
+
+    def values(text: str, name: str) -> list[float]:
+        return sorted(
+            float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name + "{")
+        )
+
+    for name in (
+        "lvsd_ipvs_backend_incoming_bytes_total",
+        "lvsd_ipvs_backend_outgoing_bytes_total",
+    ):
+        assert values(slow, name) == values(fast, name)
+    assert samples(slow) == samples(fast)
+    assert (True, True) == ("1e+16" in fast, "999999999999999.0" in fast)
+
+
+def test_label_cache_follows_the_table_between_scrapes() -> None:
+    """One Metrics scraped again after a destination leaves the table and a service
+    is renamed gives what a fresh Metrics gives: cached label sets never leak."""
+    w = world()
+    kept = Metrics(CollectorRegistry())
+    kept.update(w.snapshot, w.report())
+    kept.exposition()
+    table = dict(w.snapshot.table)
+    vs = table[WEB]
+    table[WEB] = replace(vs, destinations={k: d for k, d in vs.destinations.items() if k != A})
+    other = ServiceKey.inet(Protocol.UDP, "10.9.9.9", 53)
+    table[other] = vs
+    snapshot = replace(w.snapshot, table=table)
+    report = w.report()
+    kept.update(snapshot, report)
+    fresh = Metrics(CollectorRegistry())
+    fresh.update(snapshot, report)
+    expected = {
+        k: v for k, v in samples(fresh.exposition().decode()).items() if "_created" not in k[0]
+    }
+    actual = {
+        k: v for k, v in samples(kept.exposition().decode()).items() if "_created" not in k[0]
+    }
+    assert expected == actual
+    gone = ("lvsd_ipvs_backend_weight", dest("web", WEB_L, "10.0.1.1", 80))
+    assert gone not in actual
+
+
 def test_openmetrics_ends_with_one_eof() -> None:
     """OpenMetrics output has exactly one # EOF, at the end."""
     w = world()
