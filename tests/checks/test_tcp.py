@@ -151,3 +151,45 @@ async def test_wrong_options_type_is_a_bug(net4: Loopback) -> None:
     """Building a tcp probe from another kind's options raises TypeError (a bug)."""
     with pytest.raises(TypeError, match="tcp probe needs TcpOptions, got SmtpOptions"):
         TcpProbe(make_spec("tcp", SmtpOptions()), net4.target(1))
+
+
+async def test_connect_timeout_when_backlog_is_full(net4: Loopback) -> None:
+    """A listener whose accept queue is full drops SYNs: the connect-only probe times out
+    in the connect step, within its timeout, and the next probe still works."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):  # fill the accept queue (backlog 0 still holds one or two)
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        await asyncio.sleep(0.05)
+        probe = TcpProbe(make_spec("tcp", TcpOptions()), net4.target(port))
+        result = await probe.probe()
+        assert not result.ok
+        assert f"connect 127.0.0.1:{port}: timeout after {TIMEOUT}s" == result.detail
+        assert "timeout" == result.reason
+        assert TIMEOUT <= result.duration < TIMEOUT + 0.5
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    ok_port = await net4.tcp(net4.hang_handler())
+    again = await TcpProbe(make_spec("tcp", TcpOptions()), net4.target(ok_port)).probe()
+    assert again.ok, again.detail
+
+
+async def test_many_connects_at_once(net4: Loopback) -> None:
+    """Two hundred connect-only probes awaited together (one shared epoll set) all
+    report their own port: up for the listening ones, refused for the closed ones."""
+    up = [await net4.tcp(net4.hang_handler()) for _ in range(100)]
+    down = [net4.free_port() for _ in range(100)]
+    probes = [TcpProbe(make_spec("tcp", TcpOptions()), net4.target(p)) for p in up + down]
+    results = await asyncio.gather(*(p.probe() for p in probes))
+    expected = [f"connect 127.0.0.1:{p}: ok" for p in up]
+    expected += [f"connect 127.0.0.1:{p}: refused" for p in down]
+    assert expected == [r.detail for r in results]
