@@ -767,20 +767,31 @@ class HealthState:
         """What :meth:`status` says, as plain tuples (no object per real server; the
         scrape path of ``lvsd.status`` reads these): every real server in config order
         as (service, realserver, up, since, held, factors, checks)."""
+        return [row for name in self._services for row in self.service_rows(name, now)]
+
+    def service_rows(
+        self, service: str, now: float, start: int = 0, stop: int | None = None
+    ) -> list[StatusRow]:
+        """:meth:`rows` of one service (none for an unknown one), in config order;
+        only its real servers ``start`` to ``stop`` (a slice) if given."""
+        svc = self._services.get(service)
+        if svc is None:
+            return []
+        servers = svc.servers.items()
+        items = servers if start == 0 and stop is None else list(servers)[start:stop]
         checks = self._checks
         factors = self._factors
         return [
             (
-                name,
+                service,
                 dest,
                 server.up,
                 server.since,
                 server.held,
-                factors(service, server, now),
+                factors(svc, server, now),
                 tuple([(k[2], checks[k]) for k in server.checks]),
             )
-            for name, service in self._services.items()
-            for dest, server in service.servers.items()
+            for dest, server in items
         ]
 
     def status(self, now: float) -> list[ServerStatus]:

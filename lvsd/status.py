@@ -22,15 +22,17 @@ drained 3    the operator drained it: weight 0 whatever its checks say
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from lvsd.config.model import Config, SorryServer
 from lvsd.desired import RsId
 from lvsd.health import CheckStatus, HealthState, StatusRow, WeightFactors
 from lvsd.model import DestKey, Forward, ServiceKey, Table
+
+T = TypeVar("T")
 
 
 class HealthCode(IntEnum):
@@ -463,6 +465,10 @@ def _sorry(
     )
 
 
+#: Real servers :func:`build_steps` reports between two yields (about 2 ms).
+CHUNK = 250
+
+
 def build(
     config: Config,
     health: HealthState,
@@ -473,30 +479,57 @@ def build(
     """The report of ``config`` as ``health`` sees it at ``now``, with the kernel
     weights of ``table`` (None: not read; the sorry server's state is then what the
     desired table would say)."""
-    by_service: dict[str, list[StatusRow]] = {}
-    for row in health.rows(now):
-        rows = by_service.get(row[0])
-        if rows is None:
-            by_service[row[0]] = [row]
-        else:
-            rows.append(row)
+    return finish(build_steps(config, health, table, drained, now))
+
+
+def build_steps(
+    config: Config,
+    health: HealthState,
+    table: Table | None,
+    drained: frozenset[RsId],
+    now: float,
+    *,
+    chunk: int = CHUNK,
+) -> Generator[None, None, StatusReport]:
+    """:func:`build` in steps: yields after about every ``chunk`` real servers and
+    returns the report (``yield from``, or :func:`finish`). Whoever drives it may
+    let other work run between steps (``lvsd.api`` lets the probes start); the
+    health state may then move on in between, so each real server is reported as it
+    was when its step ran (quorum and panic as at the first step)."""
     quorum_lost = health.quorum_lost()
     panicking = health.panicking()
     services: list[ServiceReport] = []
+    budget = chunk
     for svc, scheduler, layout in _layout(config).services:
         vs = table.get(svc.key) if table is not None else None
         kernel: dict[DestKey, int] | None = None
         if table is not None:
             kernel = {} if vs is None else {k: d.weight for k, d in vs.destinations.items()}
         name = svc.name
-        statuses = by_service.get(name, [])
-        # health.rows lists a service's real servers in config order.
-        servers = tuple(
-            [
-                _real_server(name, forward, weight, infos, row, kernel, drained, now)
-                for (forward, weight, infos), row in zip(layout, statuses, strict=True)
-            ]
-        )
+        # service_rows lists a service's real servers in config order, a chunk at a
+        # time: each as it is when its step runs.
+        built: list[RealServerReport] = []
+        start = 0
+        total = len(layout)
+        while start < total:
+            if budget <= 0:
+                yield
+                budget = chunk
+            end = start + budget
+            rows = health.service_rows(name, now, start, end)
+            if len(rows) != len(layout[start:end]):
+                raise ValueError(f"service {name}: the health state does not match the config")
+            built.extend(
+                [
+                    _real_server(name, forward, weight, infos, row, kernel, drained, now)
+                    for (forward, weight, infos), row in zip(layout[start:end], rows, strict=True)
+                ]
+            )
+            budget -= len(rows)
+            start = end
+        if not layout and health.service_rows(name, now):
+            raise ValueError(f"service {name}: the health state does not match the config")
+        servers = tuple(built)
         any_up = any(r.up and not r.drained for r in servers)
         services.append(
             ServiceReport(
@@ -515,6 +548,16 @@ def build(
     )
 
 
+def finish(steps: Generator[None, Any, T]) -> T:
+    """Runs a step generator (:func:`build_steps`, ``Metrics.update_steps``) to its
+    end, with nothing in between, and returns its value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return cast("T", stop.value)
+
+
 __all__ = [
     "CheckReport",
     "HealthCode",
@@ -523,4 +566,6 @@ __all__ = [
     "SorryReport",
     "StatusReport",
     "build",
+    "build_steps",
+    "finish",
 ]
