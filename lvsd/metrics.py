@@ -20,7 +20,7 @@ does not manage). No label holds free text. Every metric is in ``docs/metrics.md
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final
 
@@ -34,7 +34,7 @@ import lvsd
 from lvsd.checks.base import ProbeResult
 from lvsd.health import Transition
 from lvsd.model import DestKey, ServiceKey, Snapshot, Stats
-from lvsd.status import ServiceReport, StatusReport
+from lvsd.status import ServiceReport, StatusReport, finish
 
 #: Labels of a kernel service (node_exporter's, plus ``service``).
 SERVICE_LABELS: Final = ("service", "local_address", "local_port", "proto", "local_mark")
@@ -62,6 +62,11 @@ def service_labels(key: ServiceKey) -> tuple[str, str, str, str]:
 
 _LABEL_ESCAPES = str.maketrans({"\\": r"\\", "\n": r"\n", '"': r"\""})
 
+
+#: Destinations / real servers between two yields of :meth:`Metrics.update_steps`,
+#: and lines between two of :meth:`Metrics.exposition_steps` (each about 2 ms).
+UPDATE_CHUNK: Final = 1000
+TEXT_CHUNK: Final = 5000
 
 #: Integers below this print exactly as ``N.0`` (what :func:`_float` gives them).
 _EXACT: Final = 10**15
@@ -120,25 +125,35 @@ class _Family:
         ]
         return metric
 
-    def render(self, out: list[str], openmetrics: bool) -> None:
+    def render(
+        self, out: list[bytes], openmetrics: bool, chunk: int = TEXT_CHUNK
+    ) -> Generator[None, None, None]:
+        """Appends the family's text to ``out``, encoded, yielding after every
+        ``chunk`` samples."""
         if not self.values:
             return
         head = self.name if openmetrics or self.typ != "counter" else self.sample_name
         doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {head} {doc}\n# TYPE {head} {self.typ}\n")
+        out.append(f"# HELP {head} {doc}\n# TYPE {head} {self.typ}\n".encode())
         name = self.sample_name
-        # One join over "name{labels} value" lines; an integer below 1e15 (every
-        # kernel counter in practice) is written "N.0" inline, without a call.
-        out.append(
-            "".join(
-                [
-                    f"{name}{lab.text} {v}.0\n"
-                    if type(v) is int and -_EXACT < v < _EXACT
-                    else f"{name}{lab.text} {_float(v)}\n"
-                    for lab, v in zip(self.labels, self.values, strict=True)
-                ]
+        labels = self.labels
+        values = self.values
+        for start in range(0, len(values), chunk):
+            if start:
+                yield
+            end = start + chunk
+            # One join over "name{labels} value" lines; an integer below 1e15 (every
+            # kernel counter in practice) is written "N.0" inline, without a call.
+            out.append(
+                "".join(
+                    [
+                        f"{name}{lab.text} {v}.0\n"
+                        if type(v) is int and -_EXACT < v < _EXACT
+                        else f"{name}{lab.text} {_float(v)}\n"
+                        for lab, v in zip(labels[start:end], values[start:end], strict=True)
+                    ]
+                ).encode()
             )
-        )
 
 
 class StateCollector(Collector):
@@ -432,20 +447,31 @@ class Metrics:
 
     def update(self, snapshot: Snapshot, report: StatusReport) -> None:
         """Set what the next scrape shows from one kernel dump and one status report."""
-        self.state.set(state_families(snapshot, report, self._labels))
+        finish(self.update_steps(snapshot, report))
+
+    def update_steps(self, snapshot: Snapshot, report: StatusReport) -> Generator[None, None, None]:
+        """:meth:`update` in steps of about 1,000 destinations (see
+        ``lvsd.status.build_steps``); the new families show once it has finished."""
+        families = yield from state_family_steps(snapshot, report, self._labels)
+        self.state.set(families)
 
     def exposition(self, openmetrics: bool = False) -> bytes:
         """The whole registry in the Prometheus text format (or OpenMetrics): what
         ``generate_latest(registry)`` gives, the scrape-side families rendered fast."""
+        return finish(self.exposition_steps(openmetrics))
+
+    def exposition_steps(self, openmetrics: bool = False) -> Generator[None, None, bytes]:
+        """:meth:`exposition` in steps of about 5,000 lines; it renders the families
+        of the :meth:`update` finished before it started."""
         with self.state.hidden():
             if openmetrics:
                 events: bytes = om_exposition.generate_latest(self.registry)  # type: ignore[no-untyped-call]  # untyped upstream
             else:
                 events = generate_latest(self.registry)
-        out: list[str] = []
+        out: list[bytes] = []
         for family in self.state.families():
-            family.render(out, openmetrics)
-        state = "".join(out).encode()
+            yield from family.render(out, openmetrics)
+        state = b"".join(out)
         if openmetrics:
             eof = b"# EOF\n"
             assert events.endswith(eof)
@@ -500,6 +526,18 @@ def state_families(
 ) -> list[_Family]:
     """The scrape-time families of one snapshot and one report (label sets from
     ``cache``, filled as needed; a fresh one without)."""
+    return finish(state_family_steps(snapshot, report, cache))
+
+
+def state_family_steps(
+    snapshot: Snapshot,
+    report: StatusReport,
+    cache: LabelCache | None = None,
+    *,
+    chunk: int = UPDATE_CHUNK,
+) -> Generator[None, None, list[_Family]]:
+    """:func:`state_families` in steps: yields after about every ``chunk``
+    destinations and real servers."""
     if cache is None:
         cache = LabelCache()
     names = {s.key: s.name for s in report.services}
@@ -516,6 +554,7 @@ def state_families(
     l_bin, v_bin = dest["bin"].labels.append, dest["bin"].values.append
     l_bout, v_bout = dest["bout"].labels.append, dest["bout"].values.append
     l_weight, v_weight = dest["weight"].labels.append, dest["weight"].values.append
+    budget = chunk
     for key, vs in snapshot.table.items():
         entry = cache.service(names.get(key, ""), key)
         entry.trim(len(vs.destinations))
@@ -550,6 +589,10 @@ def state_families(
             l_weight(dl)
             v_weight(d.weight)
             weight += d.weight
+            budget -= 1
+            if budget <= 0:
+                yield
+                budget = chunk
         svc["active"].add(labels, active)
         svc["inactive"].add(labels, inactive)
         svc["persistent"].add(labels, persistent)
@@ -559,7 +602,7 @@ def state_families(
         svc["dests"].add(labels, len(vs.destinations))
     own = _lvsd_families()
     for s in report.services:
-        _add_service(own, s, cache.service(s.name, s.key))
+        budget = yield from _add_service(own, s, cache.service(s.name, s.key), budget, chunk)
     return [*dest.values(), *svc.values(), *own.values()]
 
 
@@ -589,7 +632,11 @@ def _add_stats(families: dict[str, _Family], labels: _Labels, stats: Stats) -> N
     families["bout"].add(labels, stats.bytes_out)
 
 
-def _add_service(own: dict[str, _Family], s: ServiceReport, entry: _ServiceLabels) -> None:
+def _add_service(
+    own: dict[str, _Family], s: ServiceReport, entry: _ServiceLabels, budget: int, chunk: int
+) -> Generator[None, None, int]:
+    """Adds one service's real servers and service samples; yields when ``budget``
+    real servers are done (a new budget of ``chunk`` then) and returns what is left."""
     labels = entry.labels
     dest_labels = entry.dests
     up = stale = checks = 0
@@ -617,6 +664,10 @@ def _add_service(own: dict[str, _Family], s: ServiceReport, entry: _ServiceLabel
             if c.age is None or c.age > 3 * c.interval + c.timeout + 10:
                 stale += 1
         checks += len(rs.checks)
+        budget -= 1
+        if budget <= 0:
+            yield
+            budget = chunk
     own["sorry"].add(labels, 1 if s.sorry_active else 0)
     if s.quorum is not None:
         own["quorum"].add(labels, 1 if s.quorum else 0)
@@ -625,6 +676,7 @@ def _add_service(own: dict[str, _Family], s: ServiceReport, entry: _ServiceLabel
     own["servers_up"].add(labels, up)
     own["stale"].add(labels, stale)
     own["checks"].add(labels, checks)
+    return budget
 
 
 def health_values(metrics: Iterable[Metric]) -> Iterator[tuple[str, str, int, float]]:
@@ -648,5 +700,6 @@ __all__ = [
     "health_values",
     "service_labels",
     "state_families",
+    "state_family_steps",
     "state_metrics",
 ]
