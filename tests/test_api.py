@@ -9,7 +9,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -17,11 +17,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from lvsd.api import bound_port, parse_listen, start, wants_openmetrics
+from lvsd.api import bound_port, drive, parse_listen, report, start, wants_openmetrics
 from lvsd.errors import IpvsError
 from lvsd.metrics import Metrics
 from lvsd.model import Snapshot, Table
-from lvsd.status import StatusReport
+from lvsd.status import StatusReport, build_steps
 from tests.test_status import World, world
 
 
@@ -193,3 +193,79 @@ async def test_promtool_checks_a_real_scrape(served: tuple[FakeSource, str]) -> 
         check=False,
     )
     assert (0, b"") == (out.returncode, out.stdout + out.stderr)
+
+
+@dataclass
+class SteppedFakeSource(FakeSource):
+    """A FakeSource that also builds its report in steps (of one real server), and
+    can find the health state out of step with the config (a reload meanwhile)."""
+
+    stepped: int = 0
+    stale: bool = False
+
+    def report_steps(self, table: Table | None) -> Generator[None, None, StatusReport]:
+        self.stepped += 1
+        if self.stale:
+            raise ValueError("service web: the health state does not match the config")
+        w = self.w
+        return build_steps(w.config, w.health, table, w.drained, w.now, chunk=1)
+
+
+async def test_drive_lets_other_tasks_run_between_steps() -> None:
+    """drive() returns the generator's value and runs the loop between steps: a
+    task woken meanwhile runs before the last step."""
+    order: list[str] = []
+
+    def steps() -> Generator[None, None, str]:
+        for i in range(3):
+            order.append(f"step {i}")
+            yield
+        order.append("done")
+        return "value"
+
+    async def other() -> None:
+        order.append("other")
+
+    task = asyncio.get_running_loop().create_task(other())
+    assert "value" == await drive(steps())
+    await task
+    assert ["step 0", "other", "step 1", "step 2", "done"] == order
+
+
+async def test_stepped_report_equals_the_report_in_one_go() -> None:
+    """A source with report_steps gives, through report(), what build gives at once."""
+    source = SteppedFakeSource()
+    table = source.w.snapshot.table
+    assert source.w.report() == await report(source, table)
+    assert (1, []) == (source.stepped, source.tables)
+
+
+async def test_stepped_report_out_of_step_falls_back_to_one_go() -> None:
+    """When the steps find the health state out of step with the config, the report
+    is built again in one go with report()."""
+    source = SteppedFakeSource(stale=True)
+    table = source.w.snapshot.table
+    assert source.w.report() == await report(source, table)
+    assert (1, [table]) == (source.stepped, source.tables)
+
+
+async def test_stepped_scrape_matches_a_plain_one() -> None:
+    """/metrics of a stepped source has the samples of a plain source's scrape."""
+    bodies = []
+    for source in (FakeSource(), SteppedFakeSource()):
+        runner = await start("127.0.0.1:0", source, Metrics(CollectorRegistry()))
+        try:
+            _, _, body = await get(f"http://127.0.0.1:{bound_port(runner)}/metrics")
+        finally:
+            await runner.cleanup()
+        bodies.append(
+            {
+                (s.name, frozenset(s.labels.items())): s.value
+                for f in text_string_to_metric_families(body)
+                for s in f.samples
+                if not s.name.endswith("_created")
+            }
+        )
+    plain, stepped = bodies
+    assert plain == stepped
+    assert any(name == "lvsd_real_server_health" for name, _ in stepped)

@@ -37,7 +37,7 @@ from lvsd.model import (
     Stats,
     Table,
 )
-from lvsd.status import HealthCode, StatusReport, build
+from lvsd.status import HealthCode, StatusReport, build, build_steps, finish
 
 TCP = CheckSpec(kind="tcp", options=TcpOptions(), interval=2.0, timeout=1.0, rise=1, fall=1)
 
@@ -308,3 +308,37 @@ def test_forward_and_check_count() -> None:
     report = world().report()
     assert Forward.NAT == report.services[0].real_servers[0].forward
     assert 4 == report.check_count
+
+
+def test_build_steps_gives_the_report_of_build() -> None:
+    """build_steps in steps of one real server yields between them and returns what
+    build returns at once; finish() runs it through."""
+    w = world()
+    steps = build_steps(w.config, w.health, w.table, w.drained, w.now, chunk=1)
+    yielded = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            stepped = stop.value
+            break
+        yielded += 1
+    servers = sum(len(s.real_servers) for s in w.config.services)
+    assert (servers - 1, w.report()) == (yielded, stepped)
+    assert w.report() == finish(build_steps(w.config, w.health, w.table, w.drained, w.now))
+
+
+def test_build_steps_reads_each_server_as_its_step_runs() -> None:
+    """Results arriving between two steps show in the real servers of later steps
+    (B comes up), not in those already reported (A still up)."""
+    w = world()
+    steps = build_steps(w.config, w.health, w.table, w.drained, w.now, chunk=1)
+    next(steps)  # A reported
+    feed(w.health, A, REFUSED, w.now)
+    feed(w.health, B, OK, w.now)
+
+    def states(report: StatusReport) -> list[str]:
+        return [str(r.state) for r in report.services[0].real_servers[:2]]
+
+    assert ["up", "up"] == states(finish(steps))
+    assert ["down", "up"] == states(w.report())
