@@ -365,6 +365,11 @@ class _Converter:
             table.set("address", address)
             if port is not None and port != 0:
                 table.set("port", port)
+            elif forward == "nat" and service.get("fwmark") is None:
+                table.note(
+                    "no port: ldirectord gives the kernel port 0 for a masq real server "
+                    "(checked in the lab), which cannot serve; lvsd uses the service's port"
+                )
             table.set("weight", int(flags.group("weight") or 1))
             table.set("forward", forward)
             if tunnel:

@@ -225,3 +225,14 @@ def test_virtual_checkinterval_needs_fork(tmp_path: Path, fork: str, expected: f
     _, tree = converted("ldirectord", path)
     check = tree["services"]["tcp_10_0_0_1_8000"]["real_servers"][0]["checks"][0]
     assert expected == check["interval"]
+
+
+def test_masq_real_server_without_port_gets_a_comment(tmp_path: Path) -> None:
+    """ldirectord gives the kernel port 0 for a masq real server without a port (the
+    lab shows 10.9.1.2:0 Masq); lvsd uses the service's port and says so."""
+    path = _cf(tmp_path, "virtual=10.0.0.1:80\n\treal=10.0.1.1 masq\n\tchecktype=on\n")
+    result, tree = converted("ldirectord", path)
+    assert "port" not in tree["services"]["tcp_10_0_0_1_80"]["real_servers"][0]
+    real = next(t for t in result.document.tables if t.path[-1:] == ("real_servers",))
+    assert any("port 0" in c for c in real.comments)
+    assert 80 == loads_back(result, tmp_path).services[0].real_servers[0].port

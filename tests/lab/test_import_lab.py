@@ -125,6 +125,34 @@ virtual_server 192.168.50.3 25 {
 """
 
 
+#: ldirectord's defaults and the rest of its table keywords; checktype=on keeps every
+#: real server up without a check.
+LDIRECTORD_DEFAULTS = """\
+checktimeout=3
+checkinterval=1
+virtual=192.168.60.1:80
+\treal=10.9.1.1:80 masq 3
+\treal=10.9.1.2 gate
+\tchecktype=on
+\tpersistent=600
+\tnetmask=255.255.255.0
+\tscheduler=sh
+\tschedflags=sh-fallback,sh-port
+virtual=192.168.60.2:53
+\treal=10.9.1.3:53 gate
+\tchecktype=on
+\tops=yes
+virtual=7
+\treal=10.9.1.4 gate 2
+\tchecktype=on
+\tpersistent=300
+\tscheduler=lc
+virtual6=[2001:db8::60]:443
+\treal6=[2001:db8:9::2]:443 ipip 5 l:10 u:100
+\tchecktype=on
+\tscheduler=rr
+"""
+
 #: keepalived's sorry server, not comparable with ``lvsd apply`` (which has every real
 #: server up): quorum lost, a NAT sorry server without a port, sorry_server_inhibit.
 SORRY_CONF = """\
@@ -265,6 +293,9 @@ def prepare(work: Path) -> list[dict[str, Any]]:
     sources.append(("defaults", "keepalived", defaults, DEFAULTS_CONF))
     if LDIRECTORD_EXAMPLE.exists():
         sources.append(("example", "ldirectord", LDIRECTORD_EXAMPLE, ""))
+    ld_defaults = cases_dir / "ldirectord_defaults.source.cf"
+    ld_defaults.write_text(LDIRECTORD_DEFAULTS)
+    sources.append(("ldirectord_defaults", "ldirectord", ld_defaults, ""))
     for name, kind, source, daemon_text in sources:
         conversion = convert(kind, str(source))
         toml = cases_dir / f"{name}.toml"
@@ -273,7 +304,7 @@ def prepare(work: Path) -> list[dict[str, Any]]:
             conf = cases_dir / f"{name}.keepalived.conf"
             conf.write_text(daemon_text)
         else:
-            conf = cases_dir / "ldirectord.cf"
+            conf = cases_dir / f"{name}.cf"
             shutil.copyfile(source, conf)
         cases.append(
             {
@@ -305,8 +336,9 @@ keepalived --dont-fork --log-console --no-syslog --check \\
     > "$LAB_RESULTS/sorry.keepalived.log" 2>&1 &
 sorry=$!
 i=0
-until grep -q "failed with retry disabled" "$LAB_RESULTS/sorry.keepalived.log" || [ $i -ge 100 ]
+until grep -q "Startup complete" "$LAB_RESULTS/sorry.keepalived.log" || [ $i -ge 100 ]
 do sleep 0.1; i=$((i+1)); done
+sleep 0.5
 ipvsadm -Ln > "$LAB_RESULTS/sorry.txt"
 kill $sorry || true
 wait $sorry || true
@@ -342,7 +374,7 @@ def names() -> list[str]:
     sample_names = [
         p.name.removeprefix("keepalived.conf.").replace(".", "_") for p in keepalived_samples()
     ]
-    return [*sample_names, "defaults", "example"]
+    return [*sample_names, "defaults", "example", "ldirectord_defaults"]
 
 
 @pytest.mark.parametrize("name", names())
@@ -418,3 +450,21 @@ def test_keepalived_sorry_server_facts(outcome: tuple[list[dict[str, Any]], LabR
         "TCP 192.168.50.3:80 rr": ["-> 10.9.0.4:80 Masq 3 0 0", "-> 10.9.0.9:80 Masq 0 0 0"],
     }
     assert expected == sorted_table(result.text("sorry.txt"))
+
+
+def test_ldirectord_defaults_in_the_kernel(record: dict[str, dict[str, Any]]) -> None:
+    """ldirectord's own table: wrr without scheduler, weight 1 without weight, the
+    service's port for a gate real server without one (ipvsadm sets it; a masq one
+    would get port 0, see the importer), UDP for port 53, ops, a firewall mark with
+    port-0 real servers, thresholds."""
+    table = sorted_table(record["ldirectord_defaults"]["daemon"]["table"])
+    expected = {
+        "TCP 192.168.60.1:80 sh (sh-fallback,sh-port) persistent 600 mask 255.255.255.0": [
+            "-> 10.9.1.1:80 Masq 3 0 0",
+            "-> 10.9.1.2:80 Route 1 0 0",
+        ],
+        "UDP 192.168.60.2:53 wrr ops": ["-> 10.9.1.3:53 Route 1 0 0"],
+        "FWM 7 lc persistent 300": ["-> 10.9.1.4:0 Route 2 0 0"],
+        "TCP [2001:db8::60]:443 rr": ["-> [2001:db8:9::2]:443 Tunnel 5 0 0"],
+    }
+    assert expected == table
