@@ -74,7 +74,8 @@ class _Entry:
     added: float
     last_fired: float | None = None
     task: asyncio.Task[None] | None = None
-    started: float | None = None  # start of the running probe, after the semaphores
+    started: float | None = None  # start of the running probe, after admission
+    queued: bool = False  # due, waiting for a free slot under the caps
     removed: bool = False
     runs: int = 0
     skipped: int = 0
@@ -125,8 +126,15 @@ class Scheduler:
         self._jitter = jitter
         self._resolution = resolution
         self._grace = grace
-        self._all = asyncio.Semaphore(max_concurrent)
-        self._exec = asyncio.Semaphore(max_exec)
+        # Admission under the caps: counters and FIFOs of (entry, probe, scheduled),
+        # no semaphore (asyncio's wakes its waiters in O(waiters) per release) and no
+        # task for a run until it may start.
+        self._max_all = max_concurrent
+        self._max_exec = max_exec
+        self._running_all = 0
+        self._running_exec = 0
+        self._queue: deque[tuple[_Entry, Probe, float]] = deque()
+        self._queue_exec: deque[tuple[_Entry, Probe, float]] = deque()
         self._entries: dict[CheckId, _Entry] = {}
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = 0
@@ -189,6 +197,7 @@ class Scheduler:
                     closing.append(old)
                     entry.task = None
                     entry.started = None
+                    entry.queued = False
                     entry.target = target
                     entry.probe = self._factory(spec, target)
                 continue
@@ -216,6 +225,7 @@ class Scheduler:
 
     async def close(self) -> None:
         """Stop every running probe and close every probe."""
+        self._drop_queued()
         entries = list(self._entries.values())
         self._entries.clear()
         self._heap.clear()
@@ -246,9 +256,16 @@ class Scheduler:
                     continue
                 self._fire_due(now)
         finally:
+            self._drop_queued()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _drop_queued(self) -> None:
+        for entry, _, _ in (*self._queue, *self._queue_exec):
+            entry.queued = False
+        self._queue.clear()
+        self._queue_exec.clear()
 
     async def _nap(self, delay: float) -> None:
         """Sleep ``delay`` seconds unless an earlier check is pushed meanwhile."""
@@ -278,7 +295,10 @@ class Scheduler:
         self.last_progress = now
         entry.last_fired = now
         task = entry.task
-        if task is not None and not task.done():
+        if entry.queued:
+            entry.skipped += 1
+            self._skipped += 1
+        elif task is not None and not task.done():
             started = entry.started
             if started is not None and now - started > entry.spec.timeout + self._grace:
                 task.cancel()
@@ -301,10 +321,7 @@ class Scheduler:
             entry.runs += 1
             self._runs += 1
             entry.started = None
-            run = asyncio.create_task(self._run_probe(entry, entry.probe, scheduled))
-            entry.task = run
-            self._tasks.add(run)
-            run.add_done_callback(self._tasks.discard)
+            self._admit(entry, entry.probe, scheduled)
         # Next run: one interval on from the base (skipping any runs missed while the
         # loop was held up), shifted by fresh jitter.
         base = entry.base + interval
@@ -318,13 +335,56 @@ class Scheduler:
         self._seq += 1
         heapq.heappush(self._heap, (entry.due, self._seq, entry))
 
-    async def _run_probe(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
+    def _admit(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
+        """Start the run now if the caps allow (and nothing is queued before it), else
+        queue it; queued runs start in order as running ones finish."""
         if entry.spec.kind == EXEC_KIND:
-            async with self._exec, self._all:
-                await self._probe_once(entry, probe, scheduled)
+            if (
+                not self._queue_exec
+                and self._running_exec < self._max_exec
+                and self._running_all < self._max_all
+            ):
+                self._start(entry, probe, scheduled)
+            else:
+                entry.queued = True
+                self._queue_exec.append((entry, probe, scheduled))
+        elif not self._queue and self._running_all < self._max_all:
+            self._start(entry, probe, scheduled)
         else:
-            async with self._all:
-                await self._probe_once(entry, probe, scheduled)
+            entry.queued = True
+            self._queue.append((entry, probe, scheduled))
+
+    def _start(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
+        entry.queued = False
+        self._running_all += 1
+        run = asyncio.create_task(self._probe_once(entry, probe, scheduled))
+        entry.task = run
+        self._tasks.add(run)
+        if entry.spec.kind == EXEC_KIND:
+            self._running_exec += 1
+            run.add_done_callback(self._finished_exec)
+        else:
+            run.add_done_callback(self._finished)
+
+    def _finished_exec(self, task: asyncio.Task[None]) -> None:
+        self._running_exec -= 1
+        self._finished(task)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._running_all -= 1
+        queue, queue_exec = self._queue, self._queue_exec
+        while self._running_all < self._max_all and (queue or queue_exec):
+            if queue_exec and self._running_exec < self._max_exec:
+                if not queue or queue_exec[0][2] <= queue[0][2]:
+                    queue = queue_exec
+            elif not queue:
+                return  # only exec runs wait, for an exec slot
+            entry, probe, scheduled = queue.popleft()
+            queue = self._queue
+            if entry.removed or probe is not entry.probe or not entry.queued:
+                continue
+            self._start(entry, probe, scheduled)
 
     async def _probe_once(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
         started = self._clock()
