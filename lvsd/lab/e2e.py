@@ -706,10 +706,8 @@ def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) 
         if not isinstance(summary, dict):
             continue
         out_after = rec.get("out_after_s", "-")
-        lines.append(
-            f"| {rec['name']} | {summary['sent']} | {summary['failed']} | "
-            f"{summary['failure_window_ms']} | {out_after} |"
-        )
+        figures = [summary.get(k, "-") for k in ("sent", "failed", "failure_window_ms")]
+        lines.append(f"| {rec['name']} | " + " | ".join(map(str, [*figures, out_after])) + " |")
     for rec in records:
         lines += ["", f"## {rec['name']}", ""]
         lines += ["| figure | value |", "|---|---|"]

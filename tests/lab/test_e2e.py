@@ -251,12 +251,13 @@ def test_sorry_server_while_all_down(records: dict[str, dict[str, Any]]) -> None
 def test_lvsd_unit_starts_under_systemd(records: dict[str, dict[str, Any]]) -> None:
     """The shipped, hardened unit (lab drop-in) runs the real ``lvsd run``: ``systemctl
     start`` returns once READY=1 came, as the dynamic user, and ``systemctl status``
-    shows the STATUS line."""
+    shows the STATUS line (which follows health, so it may have moved on)."""
     rec = _record(records, "start")
     assert "active (running) as lvsd" == rec["state"]
     assert rec["main_start_to_active_s"] > 0
-    assert rec["status_at_ready"]
-    assert f'Status: "{rec["status_at_ready"]}"' in rec["systemctl_status"]
+    assert rec["status_at_ready"].startswith("1 service, ")
+    status = [line.strip() for line in rec["systemctl_status"].splitlines()]
+    assert any(line.startswith('Status: "1 service, ') for line in status)
     assert rec["all_up_after_s"] is not None
 
 
