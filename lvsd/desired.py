@@ -95,9 +95,9 @@ def destination_of(
     applies today.
     """
     if isinstance(rs, SorryServer):
-        return Destination(address=str(rs.address), port=rs.port, weight=weight, forward=rs.forward)
+        return Destination(address=rs.key.address, port=rs.port, weight=weight, forward=rs.forward)
     return Destination(
-        address=str(rs.address),
+        address=rs.key.address,
         port=rs.port,
         weight=weight,
         forward=rs.forward,

@@ -6,7 +6,7 @@ can be recognised (and probed once) by equality.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from lvsd.model import (
@@ -168,10 +168,15 @@ class RealServer:
     upper_threshold: int = 0
     lower_threshold: int = 0
     checks: tuple[CheckSpec, ...] = ()
+    #: ``key``, built once (the health, desired table and reload read it per server).
+    _key: DestKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", DestKey.of(self.address, self.port))
 
     @property
     def key(self) -> DestKey:
-        return DestKey.of(self.address, self.port)
+        return self._key
 
     def __str__(self) -> str:
         return f"{format_hostport(self.address, self.port)} w={self.weight}"
@@ -183,10 +188,14 @@ class SorryServer:
     port: int
     weight: int = 1
     forward: Forward = Forward.NAT
+    _key: DestKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", DestKey.of(self.address, self.port))
 
     @property
     def key(self) -> DestKey:
-        return DestKey.of(self.address, self.port)
+        return self._key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
