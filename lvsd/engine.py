@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -62,6 +62,15 @@ class Hooks(Protocol):
     def drift_repair(self, count: int) -> None: ...
     def panic(self, service: str, on: bool) -> None: ...
     def quorum(self, service: str, up: bool) -> None: ...
+
+
+@runtime_checkable
+class PartialDump(Protocol):
+    """A backend that can dump the destinations of some services only
+    (``NetlinkBackend.dump_services``): every service's key in ``service_stats``,
+    ``table`` and ``dest_stats`` for the services in ``keys``."""
+
+    async def dump_services(self, keys: Collection[ServiceKey]) -> Snapshot: ...
 
 
 class NullHooks:
@@ -528,14 +537,57 @@ class Engine:
         )
         return result
 
+    def _reload_keys(self, new: Config) -> frozenset[ServiceKey]:
+        """The services a reload to ``new`` must read afresh: those added, removed or
+        changed in any way, those retiring, and those with lingering real servers."""
+        old_services = {s.key: s for s in self.config.services}
+        keys = {s.key for s in new.services if old_services.get(s.key) != s}
+        keys |= old_services.keys() - {s.key for s in new.services}
+        return frozenset(keys | self.retiring | self.lingering.keys())
+
+    async def _dump_some(self, keys: frozenset[ServiceKey]) -> Snapshot | None:
+        """The cached table with the services in ``keys`` dumped afresh, when the
+        backend can do that and the cache is trusted; None otherwise (dump it all).
+
+        A cheap check guards the rest of the cache: the kernel's list of services
+        (outside ``keys``) must be the cached one. Destinations of the other services
+        are taken from the cache, as for a health change; drift there is the periodic
+        repair's (a full dump)."""
+        cache = self._cache
+        backend = self.backend
+        if cache.stale or cache.table is None or cache.snapshot is None:
+            return None
+        if not isinstance(backend, PartialDump):
+            return None
+        try:
+            part = await backend.dump_services(keys)
+        except IpvsError as exc:
+            self.hooks.netlink("dump", False)
+            log.error("kernel.dump_failed", error=str(exc))
+            return None
+        self.hooks.netlink("dump", True)
+        if part.service_stats.keys() - keys != cache.table.keys() - keys:
+            log.info("reload.full_dump", reason="services changed outside lvsd")
+            return None
+        table = {k: vs for k, vs in cache.table.items() if k not in keys}
+        table.update(part.table)
+        dest_stats = {k: v for k, v in cache.snapshot.dest_stats.items() if k[0] not in keys}
+        dest_stats.update(part.dest_stats)
+        snapshot = Snapshot(table=table, service_stats=part.service_stats, dest_stats=dest_stats)
+        cache.snapshot = snapshot
+        cache.table = table
+        return snapshot
+
     async def _switch(self, new: Config) -> ReloadResult:
         now = self.clock()
         old = self.config
-        try:
-            snapshot = await self._dump()
-        except IpvsError as exc:
-            snapshot = None
-            log.error("kernel.dump_failed", error=str(exc))
+        snapshot = await self._dump_some(self._reload_keys(new))
+        if snapshot is None:
+            try:
+                snapshot = await self._dump()
+            except IpvsError as exc:
+                snapshot = None
+                log.error("kernel.dump_failed", error=str(exc))
         table = snapshot.table if snapshot is not None else (self._cache.table or {})
         new_services = {s.key: s for s in new.services}
         lingering: list[str] = []
@@ -663,4 +715,12 @@ async def _run_bounded(argv: tuple[str, ...], limit: float = COMMAND_TIMEOUT) ->
         log.error("command.failed", command=list(argv), status=code)
 
 
-__all__ = ["Engine", "Hooks", "NullHooks", "ReloadResult", "adoptable", "parse_realserver"]
+__all__ = [
+    "Engine",
+    "Hooks",
+    "NullHooks",
+    "PartialDump",
+    "ReloadResult",
+    "adoptable",
+    "parse_realserver",
+]

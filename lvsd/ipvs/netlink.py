@@ -28,7 +28,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pyroute2.ipvs import AsyncIPVS, IPVSDest, IPVSService
@@ -371,6 +371,19 @@ class NetlinkBackend:
 
     async def dump(self) -> Snapshot:
         """Every service, then every service's destinations, with STATS64 counters."""
+        return await self._dump(None)
+
+    async def dump_services(self, keys: Collection[ServiceKey]) -> Snapshot:
+        """The destinations of the services in ``keys`` only (one ``IPVS_CMD_GET_DEST``
+        dump each), for a reload that changes a few services of a big table.
+
+        Every service of the kernel is still read (one small message each): all of
+        them are in ``service_stats``, so a caller can check which services exist;
+        ``table`` and ``dest_stats`` hold only the services in ``keys`` that exist.
+        """
+        return await self._dump(frozenset(keys))
+
+    async def _dump(self, keys: frozenset[ServiceKey] | None) -> Snapshot:
         ipvs = await self._socket("dump")
         table: dict[ServiceKey, VirtualService] = {}
         service_stats: dict[ServiceKey, Stats] = {}
@@ -382,6 +395,8 @@ class NetlinkBackend:
             for attrs in services:
                 service = service_from_attrs(attrs)
                 service_stats[service.key] = stats_from_attrs(attrs.get("IPVS_SVC_ATTR_STATS64"))
+                if keys is not None and service.key not in keys:
+                    continue
                 request = IPVSService(**service_key_fields(service.key))
                 dests: dict[DestKey, Destination] = {}
                 for msg in await ipvs.dest("dump", service=request):
