@@ -430,6 +430,16 @@ class _Source:
             engine.config, engine.health, table, engine.drained, self._daemon.clock()
         )
 
+    def report_steps(self, table: Table | None) -> Any:
+        """:meth:`report` in steps (``lvsd.status.build_steps``): ``lvsd.api`` lets
+        the probes start between them."""
+        engine = self._daemon._engine
+        status = _optional("status")
+        assert status is not None
+        return status.build_steps(
+            engine.config, engine.health, table, engine.drained, self._daemon.clock()
+        )
+
 
 def status_reply(engine: Engine, now: float) -> dict[str, Any]:
     """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people).
