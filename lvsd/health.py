@@ -389,6 +389,9 @@ class _HashedKey(tuple[str, DestKey, CheckSpec]):
     def __hash__(self) -> int:
         return self._hash
 
+    def __getnewargs__(self) -> tuple[CheckKey]:  # for copy and pickle
+        return (tuple.__new__(tuple, self),)
+
 
 #: One real server as :meth:`HealthState.rows` gives it: (service, realserver, up, since,
 #: held, factors, checks), the fields of :class:`ServerStatus` in order.

@@ -9,8 +9,10 @@ The small world built here (:func:`world`) is also used by ``test_metrics`` and
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
+import pickle
 from dataclasses import dataclass
 
 from lvsd.checks.base import ProbeResult
@@ -342,3 +344,28 @@ def test_build_steps_reads_each_server_as_its_step_runs() -> None:
 
     assert ["up", "up"] == states(finish(steps))
     assert ["down", "up"] == states(w.report())
+
+
+def test_health_rows_are_status_as_tuples() -> None:
+    """HealthState.rows gives status()'s fields in order; service_rows slices one
+    service's real servers (none for an unknown service)."""
+    w = world()
+    expected = [
+        (s.service, s.realserver, s.up, s.since, s.held, s.factors, s.checks)
+        for s in w.health.status(w.now)
+    ]
+    assert expected == w.health.rows(w.now)
+    web = [row for row in expected if row[0] == "web"]
+    assert web[1:3] == w.health.service_rows("web", w.now, 1, 3)
+    assert [] == w.health.service_rows("nope", w.now)
+
+
+def test_health_check_keys_copy_and_compare_like_tuples() -> None:
+    """The check keys the health state keeps (hashed once) survive copy and pickle,
+    and a plain tuple finds the same status."""
+    w = world()
+    key = w.health._services["web"].servers[A].checks[0]  # the kept key itself
+    plain = ("web", A, TCP)
+    assert w.health.check_status(plain) == w.health.check_status(key)
+    assert (plain, hash(plain)) == (key, hash(key))
+    assert (plain, plain) == (copy.copy(key), pickle.loads(pickle.dumps(key)))
