@@ -680,6 +680,41 @@ def run_boot(work: Path, names: Sequence[str] = SCENARIOS, *, stream: Any = None
     return harness.run(work, scenario, topology=topology, boot=boot, stream=stream)
 
 
+#: What each scenario shows and what its figures should be (printed in the report).
+NOTES = {
+    "start": "`systemctl start lvsd` with the shipped unit and the lab drop-in: active only "
+    "after READY=1 (main process start to active), the STATUS line in `systemctl status`.",
+    "kill": "rs1's server killed (SIGKILL), restarted 5 s later. Requests fail (refused, or "
+    "cut when in flight) only until lvsd sets weight 0 (`out_after_s`, bound 1.4 s); none "
+    "after (`after_settled`); after the restart the slow-start ramp 1..5 (`back_ramp`: "
+    "seconds, weight) and no failure (`after_restore`).",
+    "hang": "rs2 accepts and never answers: out after the probe timeouts; the requests "
+    "scheduled to it before then fail by the client's 2 s timeout (hence the window).",
+    "status500": "rs1 answers 500: out by the http check while a TCP connect to it still "
+    "succeeds (`tcp_connect_while_out`).",
+    "link": "the director's veth end of rs2 down, up 5 s later: out like a hang (packets "
+    "vanish), back with the ramp.",
+    "drain": "`lvsd drain web 10.0.0.2:80 --wait` under traffic, then rs1 killed and "
+    "restarted, `lvsd undrain`: zero failed requests.",
+    "restart": "`systemctl restart lvsd`, then `kill -9` of its main process and "
+    "`systemctl start`, under traffic: zero failed requests, and `ipvsadm -Ln` (without "
+    "counters, sampled every 0.2 s) never changed (`table_changes`).",
+    "reload_weights": "config rewritten to weights 1:3 and `systemctl reload lvsd`; then "
+    "2,080 requests: the split (`shares_percent`) and zero failures.",
+    "reload_broken": "a reload with a broken config: lvsd stays active, the table is "
+    "unchanged, zero failures, `lvsd_config_last_reload_successful 0` until a good reload.",
+    "sorry": "both real servers answer 500: the sorry server goes in (`all_down`: answered "
+    "by it, zero failures once it is in); rs1 recovers: traffic returns to it "
+    "(`one_back`). Failures happen only while the servers go down.",
+    "flap200": "200 real servers (addresses of rs1; http checks every 2 s, rise 1, fall 1), "
+    "40 of them answering 500 / 200 in turn every 3 s for 60 s, 20 requests/s: status over "
+    "the control socket and /metrics timed each second; `kernel_vs_status_*` counts samples "
+    "where `ipvsadm -Ln` read just after the status differed from its kernel weights "
+    "(they race while servers flap); at the end every server is up in both. Requests fail "
+    "while a flapping server answers 500 before it is detected, over the whole minute.",
+}
+
+
 def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) -> str:
     """docs/e2e-results.md: a table per scenario."""
     lines = [
@@ -710,6 +745,8 @@ def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) 
         lines.append(f"| {rec['name']} | " + " | ".join(map(str, [*figures, out_after])) + " |")
     for rec in records:
         lines += ["", f"## {rec['name']}", ""]
+        if rec["name"] in NOTES:
+            lines += [NOTES[rec["name"]], ""]
         lines += ["| figure | value |", "|---|---|"]
         for key, value in rec.items():
             if key in ("name",) or _is_block(key, value):
