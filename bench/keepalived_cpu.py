@@ -39,6 +39,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 VIP = "10.1.0.1"
+#: The scheduler's default timer resolution.
+RESOLUTION = 0.005
 
 
 def keepalived_conf(ports: list[int]) -> str:
@@ -153,7 +155,7 @@ def guest(checks: int, seconds: float, warmup: float, out: Path) -> dict[str, An
     # lvsd ---------------------------------------------------------------------------
     args = argparse.Namespace(
         probe="tcp", checks=checks, interval=1.0, seconds=seconds, max_concurrent=1000,
-        driver="heap",
+        driver="heap", gc_freeze=False, resolution=RESOLUTION,
     )  # fmt: skip
     c2 = _count(parent)
     lvsd = asyncio.run(probe_bench.bench(args, ports))

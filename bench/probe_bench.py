@@ -194,6 +194,7 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
         max_concurrent=args.max_concurrent,
         rng=random.Random(1),
         lateness_samples=10_000_000,
+        resolution=args.resolution,
     )
     await sched.update(checks)
     if args.gc_freeze:
@@ -323,6 +324,9 @@ def main() -> None:
         choices=["heap", "tasks"],
         default="heap",
         help="heap: lvsd's scheduler; tasks: one sleeping task per check (for comparison)",
+    )
+    parser.add_argument(
+        "--resolution", type=float, default=0.005, help="the scheduler's timer resolution (s)"
     )
     parser.add_argument(
         "--gc-freeze", action="store_true", help="gc.freeze() after the checks are built"
