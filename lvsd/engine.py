@@ -385,7 +385,12 @@ class Engine:
         async with self._lock:
             return await self._reconcile_locked(fresh=fresh)
 
-    async def _reconcile_locked(self, *, fresh: bool) -> ApplyResult:
+    async def _reconcile_locked(
+        self, *, fresh: bool, also: frozenset[str] = frozenset()
+    ) -> ApplyResult:
+        """Reconcile under the lock. ``also``: services to replan besides those whose
+        inputs changed (a reload's changed services, when ``cache.inputs`` was carried
+        over to the new config)."""
         now = self.clock()
         cache = self._cache
         inputs = _Inputs(
@@ -395,6 +400,7 @@ class Engine:
         if not fresh and not cache.stale and cache.table is not None and old is not None:
             names = _changed_services(old, inputs)
             if names is not None:
+                names |= also
                 # Only the services whose inputs changed: desired_table and plan cost
                 # grow with the table, a health change touches one service.
                 if not names:
@@ -581,7 +587,10 @@ class Engine:
     async def _switch(self, new: Config) -> ReloadResult:
         now = self.clock()
         old = self.config
-        snapshot = await self._dump_some(self._reload_keys(new))
+        old_inputs = self._cache.inputs
+        keys = self._reload_keys(new)
+        snapshot = await self._dump_some(keys)
+        partial = snapshot is not None
         if snapshot is None:
             try:
                 snapshot = await self._dump()
@@ -618,7 +627,20 @@ class Engine:
         self._expire_lingering(snapshot)
         lingering = [f"{key} -> {dk}" for key, dests in self.lingering.items() for dk in dests]
         self._cache.inputs = None
-        result = await self._reconcile_locked(fresh=snapshot is None)
+        also: frozenset[str] = frozenset()
+        if (
+            partial
+            and old_inputs is not None
+            and old_inputs.config is old
+            and not self.retiring
+            and {s.key for s in old.services} == new_services.keys()
+        ):
+            # The same services, some edited: the last reconcile's inputs still hold
+            # for the others, so only the edited ones (and any whose health or
+            # overrides moved) are replanned. Anything else replans the whole table.
+            self._cache.inputs = replace(old_inputs, config=new)
+            also = frozenset(s.name for s in new.services if s.key in keys)
+        result = await self._reconcile_locked(fresh=snapshot is None, also=also)
         return ReloadResult(
             ok=True,
             ops=tuple(str(op) for op in result.applied),
