@@ -184,14 +184,7 @@ class Boot:
         # /tmp and /var/tmp become tmpfs in the guest; host folders under them that the
         # guest needs (the work folder, a checkout or virtualenv in /tmp, as CI may have)
         # are carried over by bind mounts, shortest path first so nesting works.
-        keep = sorted(
-            {
-                str(p)
-                for p in (REPO, Path(sys.prefix), Path(sys.base_prefix), work)
-                if _under_tmp(p)
-            },
-            key=len,
-        )
+        keep = kept_paths(work)
         lines = [
             "mount -t proc proc /proc",
             "mount -t sysfs sys /sys",
@@ -347,6 +340,14 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     if proc.poll() is None:
         proc.wait(timeout=10)
+
+
+def kept_paths(*extra: Path) -> list[str]:
+    """Host folders the guest needs that its tmpfs on /tmp or /var/tmp would hide (the
+    checkout, the virtualenv and its interpreter when they live there, as in a CI clone,
+    plus ``extra``), shortest first so that nested ones bind in order."""
+    paths = (REPO, Path(sys.prefix), Path(sys.base_prefix), *extra)
+    return sorted({str(p.resolve()) for p in paths if _under_tmp(p)}, key=len)
 
 
 def _under_tmp(path: Path) -> bool:

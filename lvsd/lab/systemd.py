@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lvsd.lab.harness import REPO, Boot, Scenario
+from lvsd.lab.harness import REPO, Boot, Scenario, kept_paths
 
 #: Where the overlay is assembled in the guest (on the ``/run`` tmpfs).
 OVERLAY = "/run/ov"
@@ -81,6 +81,8 @@ TimeoutStartSec=infinity
 #:   the shipped ``ProtectHome=yes`` (and ``DynamicUser``'s unreadable ``/root``) would
 #:   hide the interpreter and every start fails with 203/EXEC. A packaged lvsd (python
 #:   under ``/usr``) needs no such line.
+#: * ``BindReadOnlyPaths=`` for a checkout or venv under ``/tmp`` (a CI clone), which
+#:   ``PrivateTmp=yes`` would hide.
 _DROPIN = """[Service]
 BindReadOnlyPaths={config}:/etc/lvsd/lvsd.toml
 {home}ExecStartPre=
@@ -96,6 +98,8 @@ def lvsd_dropin(config: Path, *, exec_start: str | None = None, extra: str = "")
     home = ""
     if sys.base_prefix.startswith(("/root/", "/home/")):
         home = f"ProtectHome=tmpfs\nBindReadOnlyPaths={sys.base_prefix}\n"
+    # PrivateTmp= hides a checkout or virtualenv under /tmp (a CI clone): bind them back.
+    home += "".join(f"BindReadOnlyPaths={path}\n" for path in kept_paths())
     text = _DROPIN.format(config=config, lvsd=LVSD, extra=extra, home=home)
     if exec_start is not None:
         text = text.replace(f"{LVSD} run -c /etc/lvsd/lvsd.toml", exec_start)
@@ -163,7 +167,13 @@ class SystemdBoot(Boot):
             "sync\n"
             "systemctl poweroff -ff\n"
             "LAB_RUN_EOF",
-            # Results reach the host through the work folder, bound at its own path.
+            # Results reach the host through the work folder, bound at its own path; a
+            # checkout or virtualenv under /tmp (a CI clone) is bound the same way, since
+            # the overlay's lower dir shows the guest's empty /tmp, not the host's.
+            *(
+                f"mkdir -p {q(ROOT + path)}; mount --bind {q(path)} {q(ROOT + path)}"
+                for path in kept_paths()
+            ),
             f'mkdir -p "{ROOT}$LAB_WORK"; mount --bind "$LAB_WORK" "{ROOT}$LAB_WORK"',
             # systemd keeps a /run that is already a mount point: the namespaces stay.
             f"mount -t tmpfs tmpfs {ROOT}/run",

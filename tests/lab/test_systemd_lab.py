@@ -63,6 +63,17 @@ def test_scenario_step_writes_units_and_execs_systemd() -> None:
     )
 
 
+def test_a_checkout_under_tmp_is_carried_into_the_overlay_and_the_unit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CI clone under /tmp would be hidden twice: by the overlay (its lower dir shows
+    the guest's empty /tmp) and by the unit's PrivateTmp=. It is bound into both."""
+    monkeypatch.setattr(harness, "REPO", Path("/tmp/clone"))
+    step = systemd.SystemdBoot().scenario_step(Scenario(shell="true"))
+    assert f"mount --bind /tmp/clone {systemd.ROOT}/tmp/clone" in step
+    assert "BindReadOnlyPaths=/tmp/clone" in systemd.lvsd_dropin(Path("/x.toml")).splitlines()
+
+
 @pytest.fixture(scope="module")
 def booted(module_lab: Lab) -> LabResult:
     """The one boot: the stand-in under the shipped, hardened unit."""
