@@ -66,7 +66,9 @@ Locate = Callable[[KeyPath], tuple[str, int | None]]
 DEFAULT_PROTOCOL = Protocol.TCP
 
 MAX_PORT = 65535
-MAX_FWMARK = 2**32 - 1
+#: The largest value of a kernel u32 field (fwmark, persistence timeout, thresholds).
+MAX_U32 = 2**32 - 1
+MAX_FWMARK = MAX_U32
 
 TOP_KEYS = ("include", "daemon", "defaults", "services")
 DEFAULTS_KEYS = ("scheduler", "forward", "on_failure", "initial_state", "slow_start", "check")
@@ -573,10 +575,9 @@ class _Builder:
         scheduler_is_bad = table.has("scheduler") and "scheduler" not in own
         if flags is not None and not scheduler_is_bad:
             kwargs["flags"] = self.flags(table.at("flags"), flags, scheduler)
-        for option in ("persistence",):
-            value = table.get(option, lambda v: _int(v, 0, None))
-            if value is not None:
-                kwargs[option] = value
+        persistence = table.get("persistence", lambda v: _int(v, 0, MAX_U32))
+        if persistence is not None:
+            kwargs["persistence"] = persistence
         family = key.family if key is not None else None
         max_prefix = 128 if family is Family.INET6 else 32
         netmask = table.get("persistence_netmask", lambda v: _int(v, 0, max_prefix))
@@ -800,8 +801,8 @@ class _Builder:
             port_value = tunnel_port or inherited.tunnel_port
             if port_value is not None:
                 kwargs["tunnel_port"] = port_value
-        upper = table.get("upper_threshold", lambda v: _int(v, 0, None))
-        lower = table.get("lower_threshold", lambda v: _int(v, 0, None))
+        upper = table.get("upper_threshold", lambda v: _int(v, 0, MAX_U32))
+        lower = table.get("lower_threshold", lambda v: _int(v, 0, MAX_U32))
         if upper is not None:
             kwargs["upper_threshold"] = upper
         if lower is not None:

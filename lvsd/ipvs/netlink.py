@@ -6,7 +6,8 @@ The only module of lvsd that imports pyroute2. It has two halves:
   decodes (``service_fields``, ``dest_fields``, ``service_from_attrs``,
   ``dest_from_attrs``, ``stats_from_attrs``), table-tested without a kernel;
 * ``NetlinkBackend``: ``dump()`` and ``apply(ops)`` on one socket, translating
-  ``NetlinkError`` into ``IpvsError`` with the op and the reason in words.
+  ``NetlinkError`` (and a request that cannot be encoded) into ``IpvsError`` with the
+  op and the reason in words.
 
 Encoding quirks handled here (checked against a 6.1 kernel in the lab):
 
@@ -488,11 +489,17 @@ def request_for(op: Op) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
 
 
 async def _attempt(ipvs: AsyncIPVS, op: Op) -> IpvsError | None:
-    """Send ``op``; its error, or None when the kernel accepted it."""
+    """Send ``op``; its error, or None when the kernel accepted it.
+
+    A value the request cannot hold (pyroute2 raises struct.error, ValueError or
+    TypeError while building or encoding it) fails this op only, like a kernel error.
+    """
     try:
         await _request(ipvs, op)
     except NetlinkError as exc:
         return error_for(op, exc)
+    except (struct.error, ValueError, TypeError) as exc:
+        return IpvsError(str(op), f"cannot encode the request: {exc}")
     return None
 
 

@@ -30,7 +30,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, str]]]] = [
         [
             ("services.web.protocol", 4,
              'unknown protocol "tcpp" (did you mean "tcp"?); expected one of tcp, udp, sctp'),
-            ("services.web.persistence", 5, "-5 is out of range (expected >= 0)"),
+            ("services.web.persistence", 5, "-5 is out of range (expected 0..4294967295)"),
             ("services.web.persistence_netmask", 6, "40 is out of range (expected 0..32)"),
             ("services.web.real_servers[0].address", 8,
              'expected an IPv4 or IPv6 address, got "10.0.0.300"'),

@@ -310,6 +310,40 @@ def test_weight_bounds(tmp_path: Path) -> None:
     assert "-1 is out of range (expected 0..65535)" == only_message(bad)
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("persistence = 4294967296", "services.web.persistence"),
+        ("real_servers = [{ address = '10.0.0.2', upper_threshold = 4294967296 }]",
+         "services.web.real_servers[0].upper_threshold"),
+        ("real_servers = [{ address = '10.0.0.2', lower_threshold = 4294967296 }]",
+         "services.web.real_servers[0].lower_threshold"),
+    ],
+)  # fmt: skip
+def test_kernel_u32_fields_are_bounded(tmp_path: Path, text: str, key: str) -> None:
+    """persistence and the connection thresholds are u32 in the kernel: a larger value
+    is a config problem with file, key and line, not an encoding crash at apply."""
+    path = write(tmp_path, "c.toml", SERVICE + text + "\n")
+    expected = [(path, key, 4, "4294967296 is out of range (expected 0..4294967295)")]
+    assert expected == problems(path)
+
+
+def test_kernel_u32_fields_take_their_largest_value(tmp_path: Path) -> None:
+    """2**32 - 1, the largest u32, is still accepted for persistence and thresholds."""
+    config = load_text(
+        tmp_path,
+        "ok.toml",
+        SERVICE
+        + "persistence = 4294967295\n"
+        + "real_servers = [{ address = '10.0.0.2', upper_threshold = 4294967295, "
+        + "lower_threshold = 4294967295 }]\n",
+    )
+    service = config.services[0]
+    server = service.real_servers[0]
+    expected = (4294967295, 4294967295, 4294967295)
+    assert expected == (service.persistence, server.upper_threshold, server.lower_threshold)
+
+
 def test_ipv6_real_server_on_ipv6_service_and_dr_mixing(tmp_path: Path) -> None:
     """Mixed families are refused for NAT only; DR to another family passes validation."""
     config = load_text(

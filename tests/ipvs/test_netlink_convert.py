@@ -477,14 +477,26 @@ def test_reason_in_words(op: Op, code: int, reason: str) -> None:
     assert reason == reason_for(op, code)
 
 
+def _encode(attrs: list[tuple[str, Any]]) -> None:
+    """Encode a request as AsyncIPVS does before sending it (struct.error on a value
+    its field cannot hold)."""
+    msg = genl.ipvsmsg()
+    msg["cmd"] = genl.IPVS_CMD_NEW_SERVICE
+    msg["version"] = genl.GENL_VERSION
+    msg["attrs"] = attrs
+    msg.encode()
+
+
 class FakeIPVS:
-    """Stands in for pyroute2's AsyncIPVS: fails the commands it is told to."""
+    """Stands in for pyroute2's AsyncIPVS: encodes each request as pyroute2 would,
+    then fails the commands it is told to."""
 
     def __init__(self, fail: dict[tuple[str, str, str], int]) -> None:
         self.fail = fail
         self.calls: list[tuple[str, str, str]] = []
 
     async def service(self, command: str, service: IPVSService) -> list[Any]:
+        _encode([("IPVS_CMD_ATTR_SERVICE", service.dump_nla())])
         call = ("service", command, str(service["sched_name"]) if command == "add" else "")
         self.calls.append(call)
         if call in self.fail:
@@ -492,6 +504,9 @@ class FakeIPVS:
         return []
 
     async def dest(self, command: str, service: IPVSService, dest: IPVSDest) -> list[Any]:
+        _encode(
+            [("IPVS_CMD_ATTR_SERVICE", service.dump_key()), ("IPVS_CMD_ATTR_DEST", dest.dump_nla())]
+        )
         call = ("dest", command, str(dest["addr"]))
         self.calls.append(call)
         if call in self.fail:
@@ -527,3 +542,34 @@ async def test_apply_goes_on_after_a_failure_but_skips_dests_of_a_failed_service
     requests_sent = 4  # the skipped add-dest never reached the kernel
     assert requests_sent == len(fake.calls)
     assert str(ops[4]) == result.failed[2][1].op
+
+
+async def test_apply_turns_an_encoding_error_into_that_ops_failure() -> None:
+    """A value pyroute2 cannot encode (a u32 field above 2**32 - 1) fails its own op with
+    the op named, as a kernel error would; the other ops are still applied, and the
+    dests of a service that could not be encoded are skipped."""
+    huge = 2**32
+    bad = Service(key=ServiceKey.inet(Protocol.TCP, "192.168.3.109", 80), timeout=huge)
+    good = Service(key=VIP, scheduler="wrr")
+    ops = [
+        Op(kind=OpKind.ADD_SERVICE, service=bad),
+        Op(kind=OpKind.ADD_DEST, service=bad, dest=RS),
+        Op(kind=OpKind.ADD_SERVICE, service=good),
+        Op(kind=OpKind.ADD_DEST, service=good,
+           dest=Destination(address="10.0.0.3", port=80, upper_threshold=huge)),
+        Op(kind=OpKind.ADD_DEST, service=good, dest=RS),
+    ]  # fmt: skip
+    backend = NetlinkBackend()
+    backend._ipvs = FakeIPVS({})  # type: ignore[assignment]  # the socket is what we fake
+    result = await backend.apply(ops)
+    assert [ops[2], ops[4]] == list(result.applied)
+    encode = "cannot encode the request: "
+    expected = [
+        (str(ops[0]), encode),
+        (str(ops[1]), "skipped: add-service tcp 192.168.3.109:80 failed"),
+        (str(ops[3]), encode),
+    ]
+    assert expected == [
+        (err.op, err.reason[: len(encode)] if err.reason.startswith(encode) else err.reason)
+        for _, err in result.failed
+    ]
