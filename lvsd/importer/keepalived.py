@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import ipaddress
+import math
 import os
 import re
 import shlex
@@ -281,9 +282,12 @@ NOTIFY_ADVICE = (
 
 def _number(token: Token) -> float:
     try:
-        return float(token.text)
+        value = float(token.text)
     except ValueError:
-        raise fail(token.where, f"expected a number, got {token.text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise fail(token.where, f"expected a number, got {token.text!r}")
+    return value
 
 
 def _integer(token: Token) -> int:
@@ -743,7 +747,11 @@ class _Converter:
         if tunnel == "gue":
             if len(rest) < 2 or rest[0] != "port":
                 raise fail(node.where, "tunnel type gue needs: port N")
-            table.set("tunnel_port", int(rest[1]) if rest[1].isdigit() else 0)
+            port_token = node.args[4]  # TUN type gue port N
+            tunnel_port = _port(port_token)
+            if tunnel_port == 0:
+                raise fail(port_token.where, "tunnel port 0 is out of range (expected 1..65535)")
+            table.set("tunnel_port", tunnel_port)
             rest = rest[2:]
         if rest:
             self.skip(
@@ -956,6 +964,13 @@ class _Converter:
         warmup = nodes.get("warmup")
         if warmup is not None:
             table.note(f"warmup {_arg(warmup).text}: lvsd spreads first probes itself")
+        log_all = nodes.get("log_all_failures")
+        if log_all is not None:
+            table.note(
+                f"{' '.join(['log_all_failures', *log_all.words()])}: lvsd logs state changes "
+                "(realserver.up/down); every failed probe counts in "
+                'lvsd_probe_results_total{outcome="fail"}'
+            )
 
     def http_option(
         self,

@@ -10,11 +10,14 @@ checktimeout 5 s, negotiatetimeout 30 s, failurecount 1, scheduler wrr.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lvsd.config.schema import MAX_PORT, MAX_U32
 from lvsd.importer.common import (
     Conversion,
     Unconverted,
@@ -79,6 +82,40 @@ class _Virtual:
     head: str  # the text after virtual= / virtual6=
     settings: dict[str, tuple[str, Where]] = field(default_factory=dict)
     reals: list[tuple[str, Where, bool]] = field(default_factory=list)  # text, where, v6
+
+
+def _seconds(setting: tuple[str, Where], key: str) -> float:
+    """A time setting (``checktimeout=5``): a finite number > 0, else an error."""
+    text, where = setting
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise fail(where, f"{key}: expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _whole(setting: tuple[str, Where], key: str, low: int, high: int | None = None) -> int:
+    """An integer setting (``failurecount=3``) within ``low``..``high``, else an error."""
+    text, where = setting
+    digits = re.fullmatch(r"[0-9]+", text.strip()) is not None
+    if not digits or int(text) < low or (high is not None and int(text) > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise fail(where, f"{key}: expected an integer {bound}, got {text!r}")
+    return int(text)
+
+
+#: The numeric settings, global or per virtual: each is checked wherever it is written,
+#: even where the conversion does not use it (ldirectord refuses such a file too).
+NUMBERS: dict[str, Callable[[tuple[str, Where]], float | int]] = {
+    "checkinterval": lambda s: _seconds(s, "checkinterval"),
+    "checktimeout": lambda s: _seconds(s, "checktimeout"),
+    "negotiatetimeout": lambda s: _seconds(s, "negotiatetimeout"),
+    "failurecount": lambda s: _whole(s, "failurecount", 1),
+    "checkport": lambda s: _whole(s, "checkport", 1, MAX_PORT),
+    "persistent": lambda s: _whole(s, "persistent", 0, MAX_U32),
+}
 
 
 def _unquote(text: str) -> str:
@@ -162,6 +199,10 @@ class _Converter:
             "checktimeout", "negotiatetimeout", "checkinterval", "failurecount", "quiescent",
             "fallback", "fallback6",
         }  # fmt: skip
+        for settings in [self.globals, *(v.settings for v in virtuals)]:
+            for key, setting in settings.items():
+                if key in NUMBERS:
+                    NUMBERS[key](setting)
         for key, (_, where) in self.globals.items():
             if key in GLOBAL_ADVICE:
                 self.skip(where, key, GLOBAL_ADVICE[key])
@@ -194,7 +235,9 @@ class _Converter:
     def port(self, text: str | None, where: Where, protocol: str) -> int | None:
         if text is None:
             return None
-        if text.isdigit():
+        if re.fullmatch(r"[0-9]+", text):
+            if int(text) > MAX_PORT:
+                raise fail(where, f"port {text} is out of range (expected 0..{MAX_PORT})")
             return int(text)
         try:
             return socket.getservbyname(text, "udp" if protocol == "udp" else "tcp")
@@ -209,8 +252,8 @@ class _Converter:
         head = v.head.strip()
         protocol_setting = s.get("protocol")
         protocol = protocol_setting[0].lower() if protocol_setting else None
-        if head.isdigit():
-            fwmark = int(head)
+        if re.fullmatch(r"[0-9]+", head):
+            fwmark = _whole((head, v.where), "firewall mark", 1, MAX_U32)
             address, port = None, 0
         else:
             address, vport = self.hostport(head, v.where, protocol or "tcp")
@@ -267,7 +310,7 @@ class _Converter:
             table.set("flags", [f for f in re.split(r"[,\s]+", flags[0]) if f])
         persistent = s.get("persistent")
         if persistent:
-            table.set("persistence", int(persistent[0]) if persistent[0].isdigit() else 0)
+            table.set("persistence", _whole(persistent, "persistent", 0, MAX_U32))
             netmask = s.get("netmask")
             if netmask:
                 try:
@@ -426,7 +469,7 @@ class _Converter:
         self.timing(v, table, negotiate)
         checkport = v.settings.get("checkport")
         if checkport:
-            table.set("port", int(checkport[0]))
+            table.set("port", _whole(checkport, "checkport", 1, MAX_PORT))
         elif port == 0:
             default = SERVICE_PORTS.get(kind)
             if default is None:
@@ -540,7 +583,9 @@ class _Converter:
         interval_setting = (
             self.setting(v, "checkinterval") if forking else self.globals.get("checkinterval")
         )
-        interval = float(interval_setting[0]) if interval_setting else CHECKINTERVAL
+        interval = (
+            _seconds(interval_setting, "checkinterval") if interval_setting else CHECKINTERVAL
+        )
         interval_comment = None if interval_setting else "ldirectord's default checkinterval"
         if not forking and "checkinterval" in v.settings:
             table.note(
@@ -557,13 +602,13 @@ class _Converter:
         for key in chain:
             value = v.settings.get(key)
             if value:
-                timeout, source = float(value[0]), key
+                timeout, source = _seconds(value, key), key
                 break
         if timeout is None:
             for key in chain:
                 value = self.globals.get(key)
                 if value:
-                    timeout, source = float(value[0]), f"global {key}"
+                    timeout, source = _seconds(value, key), f"global {key}"
                     break
         if timeout is None:
             timeout = NEGOTIATETIMEOUT if negotiate else CHECKTIMEOUT
@@ -580,7 +625,7 @@ class _Converter:
         table.set("rise", 1, "ldirectord adds a real server back on its first good check")
         table.set(
             "fall",
-            int(failures[0]) if failures else FAILURECOUNT,
+            _whole(failures, "failurecount", 1) if failures else FAILURECOUNT,
             None if failures else "ldirectord's default failurecount",
         )
 

@@ -197,8 +197,14 @@ def test_unconvertible_keywords_listed(tmp_path: Path) -> None:
         ("virtual_server 10.0.0.x 80 {\n}\n", 1, "expected an IP address"),
         ("virtual_server 10.0.0.1 80 {\n lb_kind XX\n}\n", 2, "unknown forwarding method"),
         ("virtual_server 10.0.0.1 80 {\n protocol ICMP\n}\n", 2, "unknown protocol"),
+        ("virtual_server 10.0.0.1 80 {\n real_server 10.1.0.1 80 {\n"
+         "  lvs_method TUN type gue port x\n }\n}\n", 3, "expected an integer, got 'x'"),
+        ("virtual_server 10.0.0.1 80 {\n lvs_method TUN type gue port 0\n"
+         " real_server 10.1.0.1 80 {\n }\n}\n", 2, "tunnel port 0 is out of range"),
+        ("virtual_server 10.0.0.1 80 {\n delay_loop nan\n real_server 10.1.0.1 80 {\n"
+         "  TCP_CHECK {\n  }\n }\n}\n", 2, "expected a number, got 'nan'"),
     ],
-)
+)  # fmt: skip
 def test_malformed_input(tmp_path: Path, text: str, line: int, message: str) -> None:
     """Malformed input is an ImportConfigError with file and line."""
     path = _conf(tmp_path, text)
@@ -384,6 +390,32 @@ def test_sorry_server_inhibit_is_a_comment_not_a_gap(tmp_path: Path) -> None:
         t for t in result.document.tables if t.path == ("services", "tcp_10_0_0_1_80")
     )
     assert any("sorry_server_inhibit" in c for c in service_table.comments)
+
+
+def test_log_all_failures_is_a_comment_on_each_check(tmp_path: Path) -> None:
+    """log_all_failures (inherited like the other checker keywords) is not dropped
+    silently: like delay_before_retry, each check it applies to says what lvsd does
+    instead, and the conversion is complete."""
+    path = _conf(
+        tmp_path,
+        "virtual_server 10.0.0.1 80 {\n protocol TCP\n log_all_failures\n"
+        " real_server 10.1.0.1 80 {\n  TCP_CHECK {\n  }\n }\n"
+        " real_server 10.1.0.2 80 {\n  TCP_CHECK {\n   log_all_failures no\n  }\n }\n}\n",
+    )
+    result = convert("keepalived", path)
+    expected = [
+        [
+            "log_all_failures: lvsd logs state changes (realserver.up/down); every "
+            'failed probe counts in lvsd_probe_results_total{outcome="fail"}'
+        ],
+        [
+            "log_all_failures no: lvsd logs state changes (realserver.up/down); every "
+            'failed probe counts in lvsd_probe_results_total{outcome="fail"}'
+        ],
+    ]
+    checks = [t for t in result.document.tables if t.path[-1:] == ("checks",)]
+    assert expected == [[c for c in t.comments if "log_all_failures" in c] for t in checks]
+    assert [] == result.unconverted
 
 
 def test_lb_kind_inside_a_real_server_is_listed(tmp_path: Path) -> None:

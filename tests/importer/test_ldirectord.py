@@ -146,8 +146,25 @@ def test_checktype_off_means_weight_zero(tmp_path: Path) -> None:
         ("virtual=10.0.0.1:80\n\treal=10.0.1.9->10.0.1.1:80 gate\n", 2, "ends before"),
         ("justaword\n", 1, "expected key=value"),
         ("virtual=10.0.0.1:80\n\tchecktype=sometimes\n\treal=10.0.1.1:80 gate\n", 2, "checktype"),
+        ("checktimeout=abc\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 gate\n\tchecktype=connect\n",
+         1, "checktimeout: expected a number of seconds > 0, got 'abc'"),
+        ("checkinterval=ten\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 gate\n", 1,
+         "checkinterval: expected a number of seconds > 0, got 'ten'"),
+        ("virtual=10.0.0.1:80\n\treal=10.0.1.1:80 gate\n\tnegotiatetimeout=inf\n", 3,
+         "negotiatetimeout: expected a number of seconds > 0, got 'inf'"),
+        ("virtual=10.0.0.1:80\n\treal=10.0.1.1:80 gate\n\tfailurecount=x\n", 3,
+         "failurecount: expected an integer >= 1, got 'x'"),
+        ("virtual=10.0.0.1:80\n\treal=10.0.1.1:80 gate\n\tcheckport=http\n", 3,
+         "checkport: expected an integer 1..65535, got 'http'"),
+        ("virtual=10.0.0.1:80\n\tpersistent=abc\n\treal=10.0.1.1:80 gate\n", 2,
+         "persistent: expected an integer 0..4294967295, got 'abc'"),
+        # a malformed number is an error even where the conversion does not use it
+        ("checktimeout=abc\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 gate\n\tchecktype=on\n",
+         1, "checktimeout: expected a number"),
+        ("virtual=10.0.0.1:99999\n", 1, "port 99999 is out of range"),
+        ("virtual=10.0.0.1:8\u00b2\n", 1, "unknown port name"),
     ],
-)
+)  # fmt: skip
 def test_malformed_input(tmp_path: Path, text: str, line: int, message: str) -> None:
     """Malformed input is an ImportConfigError with file and line."""
     path = _cf(tmp_path, text)

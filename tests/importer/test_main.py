@@ -44,6 +44,21 @@ def test_malformed_input_exits_2(tmp_path: Path) -> None:
     assert f"lvsd import: {bad}:1: '{{' is never closed (missing '}}')\n" == err.getvalue()
 
 
+def test_malformed_number_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    """A setting that is not a number (ldirectord checktimeout=abc) is exit 2 with
+    FILE:LINE on stderr, like any malformed input, and nothing on stdout."""
+    bad = tmp_path / "ldirectord.cf"
+    bad.write_text("checktimeout=abc\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 gate\n")
+    out, err = io.StringIO(), io.StringIO()
+    status = main("ldirectord", str(bad), None, stdout=out, stderr=err)
+    expected = (
+        EXIT_BAD_INPUT,
+        "",
+        f"lvsd import: {bad}:1: checktimeout: expected a number of seconds > 0, got 'abc'\n",
+    )
+    assert expected == (status, out.getvalue(), err.getvalue())
+
+
 def test_missing_file_exits_2(tmp_path: Path) -> None:
     """A file that does not exist is exit 2 with a message, not a traceback."""
     err = io.StringIO()
