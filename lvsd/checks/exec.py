@@ -3,8 +3,9 @@
 Placeholders ``{vip}``, ``{vport}``, ``{rip}``, ``{rport}`` in each argument are
 replaced by the VIP, virtual port, real server address and probed port. The command
 runs in its own session (so in its own process group), with stdin from /dev/null,
-as ``options.user`` when set. On timeout the whole group is killed (SIGKILL) and the
-child reaped: nothing is left behind.
+as ``options.user`` when set, in that user's primary and supplementary groups. On
+timeout the whole group is killed (SIGKILL) and the child reaped: nothing is left
+behind.
 
 Exit 0: up. Exit 1: down. Exit 2..255: up with weight ``code - 2`` (bounded by
 ``options.max_weight``, else the configured weight) when ``options.dynamic``, else
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import signal
 import subprocess
 
@@ -102,6 +104,16 @@ class ExecProbe:
     async def _run(self, progress: Progress) -> Verdict:
         if not self._argv:
             raise Fail("exec []: empty command", "error")
+        user = self._options.user
+        uid = gid = groups = None
+        if user is not None:
+            try:
+                entry = pwd.getpwnam(user)
+            except (KeyError, ValueError):
+                raise Fail(f"{progress.step}: no such user {user!r}", "error") from None
+            # The user's own groups too, or the command keeps root's gid 0 and groups.
+            uid, gid = entry.pw_uid, entry.pw_gid
+            groups = os.getgrouplist(entry.pw_name, gid)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self._argv,
@@ -109,14 +121,14 @@ class ExecProbe:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                user=self._options.user,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
             )
         except FileNotFoundError:
             raise Fail(f"{progress.step}: not found", "error") from None
         except PermissionError:
             raise Fail(f"{progress.step}: permission denied", "error") from None
-        except (KeyError, ValueError) as exc:  # Popen: unknown user name or id
-            raise Fail(f"{progress.step}: no such user {self._options.user!r}", "error") from exc
         finished = False
         try:
             assert proc.stdout is not None  # stdout=PIPE above

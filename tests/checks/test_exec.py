@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import pwd
 import sys
 from pathlib import Path
 
@@ -131,11 +132,17 @@ async def test_unknown_user() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
-async def test_runs_as_user(tmp_path: Path) -> None:
-    """With `user`, the command runs as that user."""
-    result = await _probe("/bin/sh", "-c", "id -un", user="nobody").probe()
+async def test_runs_as_user() -> None:
+    """With `user`, the command runs as that user, in that user's primary group and
+    with that user's supplementary groups only (not root's gid 0 and groups)."""
+    entry = pwd.getpwnam("nobody")
+    expected = (entry.pw_uid, entry.pw_gid, sorted(set(os.getgrouplist("nobody", entry.pw_gid))))
+    result = await _probe(
+        "/bin/sh", "-c", 'echo "$(id -u) $(id -g) $(id -G)"', user="nobody"
+    ).probe()
     assert result.ok, result.detail
-    assert result.detail.endswith(": exit 0: nobody")
+    uid, gid, *groups = map(int, result.detail.rsplit(": ", 1)[1].split())
+    assert expected == (uid, gid, sorted(set(groups)))
 
 
 async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
