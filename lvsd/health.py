@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from lvsd.config.model import (
+    AgentOptions,
     CheckSpec,
     Config,
     ExecOptions,
@@ -138,7 +139,7 @@ class CheckStatus:
     last_at: float | None = None
     detail: str = ""
     reason: str = ""
-    weight: int | None = None  # latest dynamic weight reported (None: no opinion)
+    weight: int | None = None  # latest dynamic weight (agent: a percentage; None: none)
     drain: bool = False
     total: int = 0
     total_failures: int = 0
@@ -239,6 +240,13 @@ def ramp_factor(target: float, up_since: float | None, slow_start: float, now: f
     return (1.0 + (target - 1.0) * share) / target
 
 
+def percent_weight(percent: int, weight: int) -> int:
+    """``percent`` of ``weight``, rounded; at least 1 unless ``percent`` is 0."""
+    if percent == 0:
+        return 0
+    return min(MAX_WEIGHT, max(1, round(weight * percent / 100)))
+
+
 def _round(value: float) -> int:
     return math.floor(value + 0.5)
 
@@ -255,8 +263,9 @@ def effective_weight(
 ) -> WeightFactors:
     """The weight of an up real server, with its factors.
 
-    ``dynamic`` is the latest weight reported by an exec/agent check, bounded to
-    ``0..max_dynamic`` (default: the configured weight).
+    ``dynamic`` is the latest weight reported by an exec check (or an agent's
+    percentage of ``configured``), bounded to ``0..max_dynamic`` (default: the
+    configured weight).
     """
     if configured <= 0:
         return WeightFactors(configured=configured, effective=0)
@@ -422,7 +431,8 @@ class _Server:
     up_since: float | None = None  # slow-start anchor; None = no ramp
     may_ramp: bool = True  # False until the first up of a server present at start
     held: bool = False  # panic guard keeps it up
-    held_weight: int = 0
+    held_weight: int = 0  # its last good weight, taken when its checks went down
+    down_at: float | None = None  # when its checks last took it down (the panic window)
     max_dynamic: int | None = None
 
 
@@ -432,6 +442,13 @@ class _Service:
     servers: dict[DestKey, _Server] = field(default_factory=dict)
     quorum_up: bool = True
     panic: bool = False
+    window: float = 0.0  # the panic guard counts the downs of this many seconds
+
+
+def _panic_window(service: VirtualServiceConfig) -> float:
+    """The longest check interval: the first runs of a check are spread over its
+    interval, so a broken checker takes a pool down over one interval, not at once."""
+    return max((c.interval for rs in service.real_servers for c in rs.checks), default=0.0)
 
 
 def _max_dynamic(server: RealServer) -> int | None:
@@ -476,7 +493,7 @@ class HealthState:
         self._subs = check_subscriptions(config)
         for svc in config.services:
             prev_svc = old._services.get(svc.name) if old is not None else None
-            service = _Service(config=svc)
+            service = _Service(config=svc, window=_panic_window(svc))
             if prev_svc is not None:
                 service.quorum_up = prev_svc.quorum_up
                 service.panic = prev_svc.panic
@@ -541,8 +558,8 @@ class HealthState:
 
     def round(self, results: Iterable[tuple[CheckId, ResultLike]], now: float) -> Report:
         """Apply a batch of results processed together. The panic guard counts the
-        downs of one round against the size of the pool, so the daemon should pass the
-        results gathered over a short window (for example one reconcile tick)."""
+        downs of this round and of the service's longest check interval before it
+        against the size of the pool."""
         touched: dict[str, dict[DestKey, None]] = {}
         for check, result in results:
             for key in self._subs.get(check, ()):
@@ -591,7 +608,10 @@ class HealthState:
         forced_reason: str | None,
     ) -> list[Transition]:
         """Bring the table view of ``dests`` in line with their checks, through the
-        panic guard."""
+        panic guard: it trips when more than its share of the pool went down within
+        ``service.window`` up to ``now`` (these downs included), holds those servers
+        up at their last good weight, holds every further down, and lets go when the
+        share of held servers is back at or under the threshold."""
         ups: list[_Server] = []
         downs: list[_Server] = []
         for dest in dests:
@@ -602,32 +622,39 @@ class HealthState:
             elif checks_up and not server.up:
                 ups.append(server)
             elif not checks_up and server.up and not server.held:
+                server.held_weight = self._weight(service, server, now).effective
+                server.down_at = now
                 downs.append(server)
 
         guard = service.config.panic
         total = len(service.servers)
-        if guard is not None and total >= guard.min_servers and total > 0:
-            held_count = sum(1 for s in service.servers.values() if s.held)
-            if not service.panic and downs and len(downs) / total > guard.threshold:
-                service.panic = True
-                for server in downs:
-                    server.held = True
-                    server.held_weight = self._weight(service, server, now).effective
-                panics.append(
-                    PanicTransition(
-                        service=service.config.name,
-                        panic=True,
-                        failing=held_count + len(downs),
-                        total=total,
-                        held=tuple(s.config.key for s in downs),
-                        at=now,
+        rejoin: list[_Server] = []
+        if guard is not None and total >= guard.min_servers and total > 0 and downs:
+            if not service.panic:
+                # Those that went down within the window count too, and come back.
+                rejoin = [
+                    s
+                    for s in service.servers.values()
+                    if not s.up and s.down_at is not None and now - s.down_at < service.window
+                ]
+                failing = rejoin + downs
+                if len(failing) / total > guard.threshold:
+                    service.panic = True
+                    panics.append(
+                        PanicTransition(
+                            service=service.config.name,
+                            panic=True,
+                            failing=len(failing),
+                            total=total,
+                            held=tuple(s.config.key for s in failing),
+                            at=now,
+                        )
                     )
-                )
-                downs = []
-            elif service.panic:
-                for server in downs:
-                    server.held = True
-                    server.held_weight = self._weight(service, server, now).effective
+                else:
+                    rejoin = []
+            if service.panic:
+                for server in rejoin + downs:
+                    server.held = True  # at its held_weight
                 downs = []
         if service.panic:
             held = [s for s in service.servers.values() if s.held]
@@ -648,6 +675,20 @@ class HealthState:
                 )
 
         transitions: list[Transition] = []
+        for server in rejoin:
+            server.up = True
+            server.since = now
+            transitions.append(
+                Transition(
+                    service=service.config.name,
+                    realserver=server.config.key,
+                    old=False,
+                    new=True,
+                    reason="panic",
+                    detail="held up by the panic guard at its last good weight",
+                    at=now,
+                )
+            )
         for server in downs:
             reason, detail, spec = self._cause(server, False)
             server.up = False
@@ -691,8 +732,11 @@ class HealthState:
         drain = False
         for key in server.checks:
             status = self._checks[key]
-            if status.weight is not None:
-                dynamic = status.weight if dynamic is None else min(dynamic, status.weight)
+            weight = status.weight
+            if weight is not None:
+                if isinstance(key[2].options, AgentOptions):  # a percentage
+                    weight = percent_weight(weight, server.config.weight)
+                dynamic = weight if dynamic is None else min(dynamic, weight)
             drain = drain or status.drain
         return effective_weight(
             server.config.weight,

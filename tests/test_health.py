@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lvsd.config.model import (
+    AgentOptions,
     CheckSpec,
     Config,
     ExecOptions,
@@ -32,6 +33,7 @@ from lvsd.health import (
     check_id,
     check_subscriptions,
     effective_weight,
+    percent_weight,
     ramp_factor,
     step,
 )
@@ -208,6 +210,15 @@ def test_dynamic_weight_bounded(
     )
 
 
+@pytest.mark.parametrize(
+    ("percent", "weight", "expected"),
+    [(75, 4, 3), (50, 3, 2), (1, 10, 1), (0, 10, 0), (100, 7, 7), (200, 7, 14), (10, 1, 1)],
+)
+def test_percent_weight(percent: int, weight: int, expected: int) -> None:
+    """An agent's percentage of the configured weight, rounded, at least 1 unless 0%."""
+    assert expected == percent_weight(percent, weight)
+
+
 def test_drain_gives_zero() -> None:
     """Drained: weight 0 with drain factor 0."""
     assert WeightFactors(configured=7, drain=0.0, effective=0) == effective_weight(7, drain=True)
@@ -299,8 +310,8 @@ def test_dynamic_weight_and_drain_from_agent() -> None:
     assert (0.4, 0.0, 0) == (factors.dynamic, factors.drain, factors.effective)
 
 
-def _pool(n: int, **kw: object) -> VirtualServiceConfig:
-    fast = CheckSpec(kind="tcp", options=TcpOptions(), rise=1, fall=1)
+def _pool(n: int, *, interval: float = 2.0, **kw: object) -> VirtualServiceConfig:
+    fast = CheckSpec(kind="tcp", options=TcpOptions(), rise=1, fall=1, interval=interval)
     return service(
         "web",
         *(rs(i, weight=1, checks=(fast,)) for i in range(1, n + 1)),
@@ -367,6 +378,64 @@ def test_panic_guard_thresholds(
         )
 
 
+@pytest.mark.parametrize(
+    ("interval", "rounds", "panic"),
+    [
+        # one down a round, the six within one check interval (2 s)
+        (2.0, [(1.0, [0]), (1.3, [1]), (1.6, [2]), (1.9, [3]), (2.2, [4]), (2.5, [5])], True),
+        (2.0, [(1.0, [0, 1]), (2.0, [2, 3]), (2.9, [4, 5])], True),
+        # the same six spread over 2.5 s: never more than four within 2 s
+        (2.0, [(1.0, [0]), (1.5, [1]), (2.0, [2]), (2.5, [3]), (3.0, [4]), (3.5, [5])], False),
+        # ... but within a 5 s check interval
+        (5.0, [(1.0, [0]), (1.5, [1]), (2.0, [2]), (2.5, [3]), (3.0, [4]), (3.5, [5])], True),
+        # a whole interval apart: the first three are out of the window
+        (2.0, [(1.0, [0, 1, 2]), (3.0, [3, 4, 5])], False),
+        # five of ten within the window is not more than half
+        (2.0, [(1.0, [0]), (1.3, [1]), (1.6, [2]), (1.9, [3]), (2.2, [4])], False),
+    ],
+)
+def test_panic_guard_counts_downs_within_the_check_interval(
+    interval: float, rounds: list[tuple[float, list[int]]], panic: bool
+) -> None:
+    """The guard counts the servers that went down within the service's check interval
+    up to now, not only those of one round: first probe runs are spread over the
+    interval, so a broken checker takes a pool down over several rounds. On a trip
+    every one of them is held up; downs spread over more than the window go down."""
+    svc = _pool(10, interval=interval, panic=PanicGuard(threshold=0.5, min_servers=3))
+    state = HealthState.from_config(config(svc), 0.0)
+    for now, failing in rounds:
+        state.round([(cid(svc, i), FAIL) for i in failing], now)
+    end = rounds[-1][0]
+    failed = sum(len(failing) for _, failing in rounds)
+    ups = sum(1 for h in state.server_health(end).values() if h.up)
+    held = sum(1 for s in state.status(end) if s.held)
+    if panic:
+        assert (frozenset({"web"}), 10, failed) == (state.panicking(), ups, held)
+    else:
+        assert (frozenset(), 10 - failed, 0) == (state.panicking(), ups, held)
+
+
+def test_panic_brings_back_the_downs_of_the_window_at_their_last_good_weight() -> None:
+    """When the guard trips, the servers that went down earlier in the window come back
+    (``realserver.up`` with reason ``panic``) at the weight they had, and are held."""
+    svc = _pool(4, panic=PanicGuard(threshold=0.5, min_servers=3))
+    svc = replace(svc, real_servers=tuple(replace(r, weight=7) for r in svc.real_servers))
+    state = HealthState.from_config(config(svc), 0.0)
+    first = state.round([(cid(svc, 0), FAIL), (cid(svc, 1), FAIL)], 1.0)  # 2/4: not yet
+    report = state.round([(cid(svc, 2), FAIL)], 1.5)  # 3/4 within 2 s
+    assert ([dest(1), dest(2)], []) == (
+        [t.realserver for t in first.transitions if not t.new],
+        list(first.panic),
+    )
+    assert [(dest(1), True, "panic"), (dest(2), True, "panic")] == [
+        (t.realserver, t.new, t.reason) for t in report.transitions
+    ]
+    assert [(True, 3, (dest(1), dest(2), dest(3)))] == [
+        (p.panic, p.failing, p.held) for p in report.panic
+    ]
+    assert [7, 7, 7, 7] == [h.weight for h in state.server_health(1.5).values()]
+
+
 def test_panic_guard_off_lets_everything_go_down() -> None:
     """Without a guard, a mass failure takes every server down."""
     svc = _pool(10)
@@ -407,6 +476,41 @@ def test_shared_check_feeds_every_subscriber() -> None:
     state = HealthState.from_config(config(a, b), 0.0)
     report = state.observe(cid(a), OK, 1.0)
     assert {"a", "b"} == {t.service for t in report.transitions}
+
+
+AGENT = CheckSpec(kind="agent", options=AgentOptions(), port=5555)
+EXEC = CheckSpec(kind="exec", options=ExecOptions(command=("check",), dynamic=True))
+EXEC30 = replace(EXEC, options=ExecOptions(command=("check",), dynamic=True, max_weight=30))
+
+
+@pytest.mark.parametrize(
+    ("spec", "reported", "expected"),
+    [
+        (AGENT, 50, {"small": 5, "big": 50}),  # 50% of each one's own weight
+        (AGENT, 200, {"small": 10, "big": 100}),  # bounded by each configured weight
+        (AGENT, 20, {"small": 2, "big": 20}),
+        (AGENT, 1, {"small": 1, "big": 1}),  # at least 1 unless 0%
+        (AGENT, 0, {"small": 0, "big": 0}),  # 0%: drained
+        (EXEC, 50, {"small": 10, "big": 50}),  # absolute, bounded per real server
+        (EXEC30, 50, {"small": 30, "big": 30}),  # bounded by max_weight
+    ],
+)
+def test_shared_dynamic_weight_is_per_real_server(
+    spec: CheckSpec, reported: int, expected: dict[str, int]
+) -> None:
+    """One dynamic check shared by two services whose real server has weights 10 and
+    100: an agent's percentage applies to each real server's own weight; an exec
+    check's absolute weight is bounded per real server (max_weight, else configured)."""
+    small = service("small", rs(1, weight=10, checks=(spec,)), initial_state=InitialState.UP)
+    big = replace(
+        service("big", rs(1, weight=100, checks=(spec,)), initial_state=InitialState.UP),
+        key=ServiceKey.inet(Protocol.TCP, "192.0.2.2", 80),
+    )
+    state = HealthState.from_config(config(small, big), 0.0)
+    assert 1 == len(state.check_ids())
+    state.observe(cid(small), R(True, weight=reported), 1.0)
+    health = state.server_health(1.0)
+    assert expected == {name: h.weight for (name, _), h in health.items()}
 
 
 def test_exec_check_naming_the_vip_is_scoped_per_service() -> None:

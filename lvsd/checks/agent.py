@@ -7,8 +7,9 @@ read one line and parse its words (separated by commas, spaces or tabs; text aft
 * ``up``, ``ready``: up;
 * ``drain``: up but asks for no new connections (``drain=True``);
 * ``down``, ``fail``, ``stopped``, ``maint``: down;
-* ``NN%``: weight as a percentage of the configured weight (rounded, at least 1
-  unless ``0%``), reported with any state.
+* ``NN%``: weight as a percentage of the configured weight, reported with any
+  state. The result's ``weight`` is the percentage itself: a check shared by
+  services gives each real server NN% of its own weight (``lvsd.health``).
 
 Unknown words (``maxconn:30``) are ignored; a line with no known word fails.
 Details echo the line: ``"agent: down (maint)"``, ``"agent: up (up 75%)"``.
@@ -34,7 +35,6 @@ from lvsd.checks._net import (
 )
 from lvsd.checks.base import ProbeResult, Target
 from lvsd.config.model import AgentOptions, CheckSpec
-from lvsd.model import MAX_WEIGHT
 
 UP_WORDS = frozenset({"up", "ready"})
 DOWN_WORDS = frozenset({"down", "fail", "stopped", "maint"})
@@ -74,27 +74,19 @@ def parse_agent_reply(line: str) -> AgentReply | None:
     return AgentReply(state=state, percent=percent)
 
 
-def percent_weight(percent: int, weight: int) -> int:
-    """``percent`` of ``weight``, rounded; at least 1 unless ``percent`` is 0."""
-    if percent == 0:
-        return 0
-    return min(MAX_WEIGHT, max(1, round(weight * percent / 100)))
-
-
-def verdict_of(line: str, weight: int) -> Verdict:
-    """What an agent's line means for a real server of configured ``weight``."""
+def verdict_of(line: str) -> Verdict:
+    """What an agent's line means; its weight is the percentage, if any."""
     reply = parse_agent_reply(line)
     if reply is None:
         return Verdict.fail(f"agent: no state in {echo(line)}", "protocol")
-    new_weight = None if reply.percent is None else percent_weight(reply.percent, weight)
     shown = line.strip()
     if reply.state in DOWN_WORDS:
         return Verdict(
-            ok=False, detail=f"agent: down ({shown})", reason="status", weight=new_weight
+            ok=False, detail=f"agent: down ({shown})", reason="status", weight=reply.percent
         )
     if reply.state == DRAIN_WORD:
-        return Verdict(ok=True, detail=f"agent: drain ({shown})", weight=new_weight, drain=True)
-    return Verdict(ok=True, detail=f"agent: up ({shown})", weight=new_weight)
+        return Verdict(ok=True, detail=f"agent: drain ({shown})", weight=reply.percent, drain=True)
+    return Verdict(ok=True, detail=f"agent: up ({shown})", weight=reply.percent)
 
 
 class AgentProbe:
@@ -129,7 +121,7 @@ class AgentProbe:
                 line = raw.decode("ascii")
             except UnicodeDecodeError:
                 raise Fail(f"agent: garbage {echo(raw)}", "protocol") from None
-            return verdict_of(line, self._target.weight)
+            return verdict_of(line)
         finally:
             close_stream(writer)
 

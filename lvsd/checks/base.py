@@ -28,7 +28,8 @@ class ProbeResult:
     """A probe's answer. ``detail`` says precisely why it failed (or what it saw):
     ``"connect 10.0.0.2:80: refused"``, ``"GET /health: status 503, want 200-299"``.
 
-    ``weight`` is a dynamic weight reported by exec/agent probes (None: no opinion).
+    ``weight`` is a dynamic weight (None: no opinion): absolute from exec probes, a
+    percentage of each real server's configured weight from agent probes.
     ``drain`` means the server asked to get no new connections (agent ``drain``).
     ``reason`` is a short fixed word for metrics labels (never free text):
     ``ok``, ``refused``, ``timeout``, ``reset``, ``status``, ``body``, ``tls``,

@@ -42,8 +42,8 @@ EXEC_KIND = "exec"
 
 def checks_from_config(config: Config) -> dict[CheckId, tuple[CheckSpec, Target]]:
     """Every check to probe for ``config``, each once, with its target. A check shared
-    by several services gets the largest configured weight as its dynamic bound (the
-    health state bounds it per real server again)."""
+    by several services gets the largest configured weight as the bound of an exec
+    check's dynamic weight (the health state bounds it per real server again)."""
     checks: dict[CheckId, tuple[CheckSpec, Target]] = {}
     for service in config.services:
         vip = service.key.ip

@@ -6,8 +6,17 @@ import asyncio
 
 import pytest
 
-from lvsd.checks.agent import AgentProbe, AgentReply, parse_agent_reply, percent_weight
-from lvsd.config.model import AgentOptions
+from lvsd.checks.agent import AgentProbe, AgentReply, parse_agent_reply
+from lvsd.checks.scheduler import checks_from_config
+from lvsd.config.model import (
+    AgentOptions,
+    Config,
+    InitialState,
+    RealServer,
+    VirtualServiceConfig,
+)
+from lvsd.health import HealthState
+from lvsd.model import Protocol, ServiceKey
 from tests.checks.conftest import TIMEOUT, Loopback, StreamHandler, make_spec
 
 
@@ -37,15 +46,6 @@ def test_parse(line: str, expected: AgentReply | None) -> None:
     assert expected == parse_agent_reply(line)
 
 
-@pytest.mark.parametrize(
-    ("percent", "weight", "expected"),
-    [(75, 4, 3), (50, 3, 2), (1, 10, 1), (0, 10, 0), (100, 7, 7), (200, 7, 14), (10, 1, 1)],
-)
-def test_percent_weight(percent: int, weight: int, expected: int) -> None:
-    """A percentage of the configured weight, rounded, at least 1 unless 0%."""
-    assert expected == percent_weight(percent, weight)
-
-
 def _agent(net: Loopback, reply: bytes, heard: list[bytes] | None = None) -> StreamHandler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if heard is not None:
@@ -61,8 +61,8 @@ def _agent(net: Loopback, reply: bytes, heard: list[bytes] | None = None) -> Str
     [
         (b"up\n", True, "agent: up (up)", "ok", None, False),
         (b"ready\r\n", True, "agent: up (ready)", "ok", None, False),
-        (b"up 75%\n", True, "agent: up (up 75%)", "ok", 6, False),
-        (b"50%\n", True, "agent: up (50%)", "ok", 4, False),
+        (b"up 75%\n", True, "agent: up (up 75%)", "ok", 75, False),
+        (b"50%\n", True, "agent: up (50%)", "ok", 50, False),
         (b"drain\n", True, "agent: drain (drain)", "ok", None, True),
         (b"maint\n", False, "agent: down (maint)", "status", None, False),
         (b"down#db gone\n", False, "agent: down (down#db gone)", "status", None, False),
@@ -83,7 +83,8 @@ async def test_agent_states(
     weight: int | None,
     drain: bool,
 ) -> None:
-    """Each agent state becomes the right result; the detail echoes the line."""
+    """Each agent state becomes the right result; the detail echoes the line and the
+    weight is the percentage (the health state applies it to each real server)."""
     port = await net.tcp(_agent(net, reply))
     spec = make_spec("agent", AgentOptions(), port=port)
     result = await AgentProbe(spec, net.target(net.free_port(), weight=8)).probe()
@@ -94,6 +95,31 @@ async def test_agent_states(
         result.weight,
         result.drain,
     )
+
+
+async def test_shared_agent_check_weighs_each_real_server(net4: Loopback) -> None:
+    """One agent check shared by two services whose real server has weights 10 and
+    100: the agent's ``50%`` gives each real server half of its own weight."""
+    port = await net4.tcp(_agent(net4, b"up 50%\n"))
+    spec = make_spec("agent", AgentOptions(), port=port)
+
+    def service(name: str, vip: str, weight: int) -> VirtualServiceConfig:
+        server = RealServer(address=net4.address, port=80, weight=weight, checks=(spec,))
+        return VirtualServiceConfig(
+            name=name,
+            key=ServiceKey.inet(Protocol.TCP, vip, 80),
+            initial_state=InitialState.UP,
+            real_servers=(server,),
+        )
+
+    config = Config(
+        path="x", services=(service("small", "192.0.2.1", 10), service("big", "192.0.2.2", 100))
+    )
+    [(check, (got_spec, target))] = checks_from_config(config).items()
+    state = HealthState.from_config(config, 0.0)
+    state.observe(check, await AgentProbe(got_spec, target).probe(), 1.0)
+    health = state.server_health(1.0)
+    assert {"small": 5, "big": 50} == {name: h.weight for (name, _), h in health.items()}
 
 
 async def test_agent_send(net: Loopback) -> None:
