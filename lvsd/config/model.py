@@ -211,8 +211,9 @@ class Quorum:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PanicGuard:
-    """Fail-open: if more than ``threshold`` (0..1) of the real servers fail in one
-    round and the pool has at least ``min_servers``, keep the last good weights."""
+    """Fail-open: if more than ``threshold`` (0..1) of the real servers fail within one
+    check interval and the pool has at least ``min_servers``, keep the last good
+    weights."""
 
     threshold: float = 0.5
     min_servers: int = 3
