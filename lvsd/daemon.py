@@ -2,10 +2,13 @@
 
 :class:`Daemon` wires the pieces together and runs them as tasks until it is told to
 stop: the check :class:`~lvsd.checks.scheduler.Scheduler`, a batcher that hands the
-results gathered over a short window to :meth:`lvsd.engine.Engine.results` (so the
-panic guard sees rounds), a one-second timer (slow-start ramps, lingering real
+results gathered over a short window to :meth:`lvsd.engine.Engine.results` (a burst
+of changes becomes one apply), a one-second timer (slow-start ramps, lingering real
 servers, a full reconcile after a failure), drift repair every
 ``daemon.reconcile_interval`` seconds, the systemd watchdog, and the control socket.
+At start and after each successful reload it audits the host for the config
+(:func:`lvsd.preflight.audit`, what ``lvsd check --host`` prints): each problem is
+logged as ``preflight.finding`` and counted in ``lvsd_preflight_problems``.
 
 Signal handlers only set events: SIGHUP asks for a reload, SIGTERM and SIGINT for a
 stop. Only :func:`run` calls ``asyncio.run``.
@@ -20,6 +23,7 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -34,6 +38,7 @@ from lvsd.health import CheckId
 from lvsd.ipvs.base import Backend
 from lvsd.model import Table
 from lvsd.notify import Notifier, NullNotifier
+from lvsd.preflight import Severity, audit
 from lvsd.state import DrainStore
 
 log = structlog.get_logger("lvsd.daemon")
@@ -55,7 +60,8 @@ class Daemon:
 
     ``backend_factory`` and ``probe_factory`` are the seams tests use (a
     ``MemoryBackend`` and fake probes); ``signals`` installs the signal handlers
-    (off in tests that run several daemons in one process).
+    (off in tests that run several daemons in one process); ``proc`` and
+    ``modules_dir`` are what the host audit reads (fake trees in tests).
     """
 
     def __init__(
@@ -71,6 +77,8 @@ class Daemon:
         batch_window: float = 0.02,
         timer_interval: float = 1.0,
         load: Callable[[str], Config] | None = None,
+        proc: Path = Path("/proc"),
+        modules_dir: Path = Path("/lib/modules"),
     ) -> None:
         self.config_path = config_path
         self.dry_run = dry_run
@@ -82,6 +90,8 @@ class Daemon:
         self.batch_window = batch_window
         self.timer_interval = timer_interval
         self._load = load
+        self.proc = proc
+        self.modules_dir = modules_dir
         self.reload_requested = asyncio.Event()
         self.stop_requested = asyncio.Event()
         self.started = asyncio.Event()
@@ -128,6 +138,27 @@ class Daemon:
         hooks: Hooks = self.metrics
         return hooks
 
+    async def _preflight(self, config: Config) -> None:
+        """Audit the host for ``config`` (only reads ``proc`` and ``modules_dir``; in a
+        thread, as the module lists can be large): log each warning or error, or one
+        line when all is well, and set ``lvsd_preflight_problems``."""
+        findings = await asyncio.to_thread(audit, config, self.proc, self.modules_dir)
+        problems = [f for f in findings if f.severity is not Severity.OK]
+        for f in problems:
+            say = log.error if f.severity is Severity.ERROR else log.warning
+            say(
+                "preflight.finding",
+                severity=str(f.severity),
+                setting=f.setting,
+                value=f.value,
+                consequence=f.consequence,
+                fix=f.fix,
+            )
+        if not problems:
+            log.info("preflight.ok", checked=len(findings))
+        if self.metrics is not None:
+            self.metrics.preflight(findings)
+
     def _on_result(self, cid: CheckId, result: ProbeResult, started: float) -> None:
         self._batch.append((cid, result))
         self._batch_ready.set()
@@ -167,6 +198,7 @@ class Daemon:
             await engine.start()
             if self.metrics is not None and hasattr(self.metrics, "loaded"):
                 self.metrics.loaded(time.time())
+            await self._preflight(config)  # after the first dump, which loads ip_vs
             if self._probe_factory is not None:
                 factory = self._probe_factory
             else:
@@ -342,6 +374,8 @@ class Daemon:
             result = await engine.reload(self.load)
             if result.ok and self.scheduler is not None:
                 await self.scheduler.update(checks_from_config(engine.config))
+            if result.ok:
+                await self._preflight(engine.config)  # the new config may need other settings
             self._status = engine.summary()
             self.notifier.ready(self._status)
             return result

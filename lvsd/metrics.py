@@ -4,11 +4,13 @@ Two sides:
 
 * **events**, counted as they happen: the daemon calls the hooks :meth:`Metrics.probe`,
   :meth:`Metrics.transition`, :meth:`Metrics.reload`, :meth:`Metrics.netlink`,
-  :meth:`Metrics.drift_repair`, :meth:`Metrics.panic`, :meth:`Metrics.quorum`;
+  :meth:`Metrics.drift_repair`, :meth:`Metrics.panic`, :meth:`Metrics.quorum`, and
+  :meth:`Metrics.preflight` (the host audit at start and after each reload);
 * **state**, read at scrape time: :meth:`Metrics.update` takes one kernel
   :class:`~lvsd.model.Snapshot` and one :class:`~lvsd.status.StatusReport` and sets
   what the custom collector yields on the next scrape (kernel counters per service and
-  destination, configured weights, health, sorry/quorum/panic states).
+  destination, configured and effective weights with the factors of the effective
+  one, health, sorry/quorum/panic states).
 
 Kernel metrics carry the labels of node_exporter's IPVS collector, with the same
 values (``proto`` TCP/UDP/SCTP/FWM; for a fwmark service ``local_mark`` is the mark
@@ -34,6 +36,7 @@ import lvsd
 from lvsd.checks.base import ProbeResult
 from lvsd.health import Transition
 from lvsd.model import DestKey, ServiceKey, Snapshot, Stats
+from lvsd.preflight import Finding, Severity
 from lvsd.status import ServiceReport, StatusReport, finish
 
 #: Labels of a kernel service (node_exporter's, plus ``service``).
@@ -48,6 +51,10 @@ DEST_LABELS: Final = (
     "proto",
     "local_mark",
 )
+#: Labels of ``lvsd_real_server_weight_factor``: a real server's, plus ``factor``.
+FACTOR_LABELS: Final = (*DEST_LABELS, "factor")
+#: The values of ``factor``, in the order each real server's samples come.
+WEIGHT_FACTORS: Final = ("dynamic", "ramp", "drain")
 
 #: Probe duration buckets, seconds: a loopback connect to a slow HTTP check.
 PROBE_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -275,6 +282,13 @@ def _lvsd_families() -> dict[str, _Family]:
             "weight lvsd wants for the real server (configured x dynamic x slow start x drain; "
             "0 while down)",
         ),
+        "factor": _Family(
+            "lvsd_real_server_weight_factor",
+            "gauge",
+            "factor of the real server's effective weight: dynamic (reported weight over "
+            "configured), ramp (slow start), drain (0 when a check reports drain or weight 0); "
+            "effective = configured x dynamic x ramp x drain, rounded",
+        ),
         "health": _Family(
             "lvsd_real_server_health",
             "gauge",
@@ -403,6 +417,16 @@ class Metrics:
         )
         for result in ("success", "failure"):
             self.reloads.labels(result)
+        self.preflight_problems = Gauge(
+            "lvsd_preflight_problems",
+            "host settings the config depends on found wrong by the latest preflight "
+            "(lvsd check --host's audit, run at start and after each reload), by level "
+            "(warn, error)",
+            ["level"],
+            registry=registry,
+        )
+        for severity in _PROBLEMS:
+            self.preflight_problems.labels(severity)
         self.state = StateCollector()
         self._labels = LabelCache()
         registry.register(self.state)
@@ -441,6 +465,12 @@ class Metrics:
 
     def quorum(self, service: str, up: bool) -> None:
         self.quorums.labels(service, "up" if up else "down").inc()
+
+    def preflight(self, findings: Iterable[Finding]) -> None:
+        """The latest host audit's findings: count the warnings and errors."""
+        severities = [f.severity for f in findings]
+        for severity in _PROBLEMS:
+            self.preflight_problems.labels(severity).set(severities.count(severity))
 
     # -- scrape side --------------------------------------------------------------------
 
@@ -485,6 +515,11 @@ class Metrics:
         return out
 
 
+#: The severities ``lvsd_preflight_problems`` counts, as its label ``level`` (not
+#: ``severity``, which alerting rules set on their alerts): always both, 0 when none.
+_PROBLEMS: Final = (Severity.WARN, Severity.ERROR)
+
+
 class LabelCache:
     """The label sets of every (service name, service key) and its destinations,
     kept between scrapes: they change only with the config or the kernel table, and
@@ -505,15 +540,17 @@ class LabelCache:
 
 
 class _ServiceLabels:
-    """One service's label set and its destinations' (by DestKey)."""
+    """One service's label set and its destinations' (by DestKey), and the three
+    label sets of each destination's weight factors."""
 
-    __slots__ = ("dests", "labels", "local", "name")
+    __slots__ = ("dests", "factors", "labels", "local", "name")
 
     def __init__(self, name: str, key: ServiceKey) -> None:
         self.name = name
         self.local = service_labels(key)
         self.labels = _Labels(SERVICE_LABELS, (name, *self.local))
         self.dests: dict[DestKey, _Labels] = {}
+        self.factors: dict[DestKey, tuple[_Labels, ...]] = {}
 
     def dest(self, dkey: DestKey) -> _Labels:
         labels = self.dests.get(dkey)
@@ -521,10 +558,23 @@ class _ServiceLabels:
             labels = self.dests[dkey] = _dest_labels(self.name, self.local, dkey)
         return labels
 
+    def factor(self, dkey: DestKey) -> tuple[_Labels, ...]:
+        """The destination's label sets with ``factor`` added, in WEIGHT_FACTORS order."""
+        labels = self.factors.get(dkey)
+        if labels is None:
+            dl = self.dests.get(dkey) or self.dest(dkey)
+            labels = self.factors[dkey] = tuple(
+                _Labels(FACTOR_LABELS, (*dl.values, f), f'{dl.text[:-1]},factor="{f}"}}')
+                for f in WEIGHT_FACTORS
+            )
+        return labels
+
     def trim(self, count: int) -> None:
         """Forget every destination when far more are kept than ``count`` are used."""
         if len(self.dests) > 2 * count + 64:
             self.dests.clear()
+        if len(self.factors) > 2 * count + 64:
+            self.factors.clear()
 
 
 def state_families(
@@ -645,9 +695,11 @@ def _add_service(
     real servers are done (a new budget of ``chunk`` then) and returns what is left."""
     labels = entry.labels
     dest_labels = entry.dests
+    factor_labels = entry.factors
     up = stale = checks = 0
     l_conf, v_conf = own["configured"].labels.append, own["configured"].values.append
     l_eff, v_eff = own["effective"].labels.append, own["effective"].values.append
+    l_factor, v_factor = own["factor"].labels.append, own["factor"].values.append
     l_health, v_health = own["health"].labels.append, own["health"].values.append
     l_age, v_age = own["age"].labels.append, own["age"].values.append
     l_probe, v_probe = own["probe_age"].labels.append, own["probe_age"].values.append
@@ -655,8 +707,16 @@ def _add_service(
         dl = dest_labels.get(rs.key) or entry.dest(rs.key)
         l_conf(dl)
         v_conf(rs.configured_weight)
+        factors = rs.factors
         l_eff(dl)
-        v_eff(rs.factors.effective if rs.up else 0)
+        v_eff(factors.effective if rs.up else 0)
+        fl = factor_labels.get(rs.key) or entry.factor(rs.key)
+        l_factor(fl[0])
+        v_factor(factors.dynamic)
+        l_factor(fl[1])
+        v_factor(factors.ramp)
+        l_factor(fl[2])
+        v_factor(factors.drain)
         l_health(dl)
         v_health(int(rs.state))
         l_age(dl)
@@ -698,8 +758,10 @@ def health_values(metrics: Iterable[Metric]) -> Iterator[tuple[str, str, int, fl
 
 __all__ = [
     "DEST_LABELS",
+    "FACTOR_LABELS",
     "PROBE_BUCKETS",
     "SERVICE_LABELS",
+    "WEIGHT_FACTORS",
     "LabelCache",
     "Metrics",
     "StateCollector",

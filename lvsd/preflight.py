@@ -123,10 +123,11 @@ class _Modules:
         self.loaded: set[str] = set()
         self.builtin: set[str] = set()
         self.available: set[str] = set()
-        self.known = False  # could anything be read at all?
+        # Could the module tree be read? /proc/modules alone cannot tell a missing
+        # module from a built-in one (the daemon's sandbox hides the tree).
+        self.known = False
         text = _read(proc / "modules")
         if text is not None:
-            self.known = True
             self.loaded = {line.split()[0] for line in text.splitlines() if line.strip()}
         if tree is None:
             return
@@ -139,10 +140,12 @@ class _Modules:
                 path = line.split(":", 1)[0].strip()
                 if path:
                     target.add(_module_name(path))
-        ipvs_dir = tree / "kernel/net/netfilter/ipvs"
-        if ipvs_dir.is_dir():
-            self.known = True
-            self.available |= {_module_name(p.name) for p in ipvs_dir.iterdir()}
+        try:
+            names = [p.name for p in (tree / "kernel/net/netfilter/ipvs").iterdir()]
+        except OSError:  # absent, or hidden (EACCES under ProtectKernelModules=yes)
+            return
+        self.known = True
+        self.available |= {_module_name(name) for name in names}
 
     def state(self, name: str) -> str:
         """loaded, builtin, available, missing, or unknown."""

@@ -33,6 +33,7 @@ from lvsd.model import (
     VirtualService,
 )
 from lvsd.notify import Notifier
+from tests.test_preflight import Host
 
 WEB = ServiceKey.inet(Protocol.TCP, "192.168.3.108", 80)
 RS1 = DestKey.of("10.0.0.2", 80)
@@ -126,6 +127,14 @@ class RecordingNotifier(Notifier):
         return True
 
 
+def tuned_host(folder: Path) -> Host:
+    """A fake host (/proc, /lib/modules) with nothing for the preflight to report for
+    :func:`config_text`'s NAT service."""
+    host = Host(folder / "host").ipvs_loaded().loaded_modules("ip_vs", "ip_vs_wrr")
+    host.write("sys/net/ipv4/ip_forward", "1\n")
+    return host
+
+
 @dataclass
 class Running:
     daemon: Daemon
@@ -143,10 +152,12 @@ async def running(
     *,
     backend: MemoryBackend | None = None,
     notifier: RecordingNotifier | None = None,
+    host: Host | None = None,
 ) -> AsyncIterator[Running]:
     path = folder / "lvsd.toml"
     path.write_text(text)
     backend = backend if backend is not None else MemoryBackend()
+    host = host if host is not None else tuned_host(folder)
     probes = FakeProbes()
     notifier = notifier if notifier is not None else RecordingNotifier()
     daemon = Daemon(
@@ -157,6 +168,8 @@ async def running(
         signals=False,
         batch_window=0.01,
         timer_interval=0.05,
+        proc=host.proc,
+        modules_dir=host.modules,
     )
     task = asyncio.create_task(daemon.serve())
     started = asyncio.create_task(daemon.started.wait())
@@ -414,6 +427,62 @@ async def test_metrics_endpoint_serves_the_daemon(short_dir: Path) -> None:
         async with http.get(f"{base}/metrics") as response:
             body = await response.text()
         assert "lvsd_config_last_reload_successful 0.0" in body
+
+
+async def test_preflight_at_start_and_after_reload(short_dir: Path) -> None:
+    """At start the daemon audits the (fake) host for its config: each problem is a
+    preflight.finding event, and lvsd_preflight_problems counts them by level.
+    After a reload it audits again (the operator has fixed ip_forward meanwhile).
+    Neither audit changes a file of the host."""
+    from structlog.testing import capture_logs
+
+    host = Host(short_dir / "host").ipvs_loaded(expire_nodest_conn=0)
+    host.loaded_modules("ip_vs", "ip_vs_wrr").write("sys/net/ipv4/ip_forward", "0\n")
+
+    def files() -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in host.proc.rglob("*") if p.is_file()}
+
+    before = files()
+    with capture_logs() as logs:
+        async with running(short_dir, config_text(short_dir), host=host) as r:
+            value = r.daemon.metrics.registry.get_sample_value
+
+            def counts() -> list[float | None]:
+                return [value("lvsd_preflight_problems", {"level": s}) for s in ("warn", "error")]
+
+            found = [
+                (e["log_level"], e["setting"], e["value"])
+                for e in logs
+                if e["event"] == "preflight.finding"
+            ]
+            assert [
+                ("error", "net.ipv4.ip_forward", "0"),
+                ("warning", "net.ipv4.vs.expire_nodest_conn", "0"),
+            ] == found
+            assert [1.0, 1.0] == counts()
+            assert before == files()
+
+            host.write("sys/net/ipv4/ip_forward", "1\n")
+            before = files()
+            logs.clear()
+            await control.request(r.socket, {"command": "reload"})
+            found = [e["setting"] for e in logs if e["event"] == "preflight.finding"]
+            assert ["net.ipv4.vs.expire_nodest_conn"] == found
+            assert [1.0, 0.0] == counts()
+            assert before == files()
+
+
+async def test_preflight_says_ok_once_on_a_tuned_host(short_dir: Path) -> None:
+    """Nothing to report: one preflight.ok line, no findings, both counts 0."""
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        async with running(short_dir, config_text(short_dir)) as r:
+            events = [e["event"] for e in logs if e["event"].startswith("preflight.")]
+            assert ["preflight.ok"] == events
+            problems = r.daemon.metrics.registry.get_sample_value
+            assert 0.0 == problems("lvsd_preflight_problems", {"level": "warn"})
+            assert 0.0 == problems("lvsd_preflight_problems", {"level": "error"})
 
 
 async def test_remove_on_stop_deletes_managed_services_only(short_dir: Path) -> None:

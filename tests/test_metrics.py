@@ -7,6 +7,7 @@ prometheus_client's."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -19,10 +20,13 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from lvsd.checks.base import ProbeResult
-from lvsd.health import Transition
+from lvsd.config.model import Config, VirtualServiceConfig
+from lvsd.desired import Overrides, desired_table
+from lvsd.health import HealthState, Transition
 from lvsd.metrics import Metrics, health_values, service_labels, state_metrics
-from lvsd.model import DestKey, Family, Protocol, ServiceKey
-from tests.test_status import MARK, WEB, A, world
+from lvsd.model import DestKey, Family, Protocol, ServiceKey, Snapshot
+from lvsd.status import build
+from tests.test_status import MARK, OK, REFUSED, WEB, A, feed, rs, world
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -154,6 +158,41 @@ def test_real_server_metrics() -> None:
     )
     actual = {addr: tuple(got[(n, dest("web", WEB_L, addr, 80))] for n in names) for addr in rows}
     assert rows == actual
+
+
+def test_weight_factors_explain_the_effective_weight() -> None:
+    """A real server back up 5 s into a 10 s slow start, with a dynamic weight of 41
+    of its 82, shows factors dynamic 0.5, ramp 21/41 and drain 1 (those of the status
+    report), whose product with the configured weight is its effective weight, 21."""
+    config = Config(
+        path="lvsd.toml",
+        services=(
+            VirtualServiceConfig(name="web", key=WEB, real_servers=(rs(A, 82),), slow_start=10.0),
+        ),
+    )
+    health = HealthState.from_config(config, 0.0)
+    feed(health, A, OK, 1.0)  # the first up at start does not ramp
+    feed(health, A, REFUSED, 2.0)
+    feed(health, A, replace(OK, weight=41), 10.0)  # up again at 10: ramps until 20
+    now = 15.0
+    table = desired_table(config, health.server_health(now), Overrides())
+    report = build(config, health, table, frozenset(), now)
+    metrics = Metrics(CollectorRegistry())
+    metrics.update(Snapshot(table=table), report)
+    got = samples(metrics.exposition().decode())
+
+    labels = dest("web", WEB_L, "10.0.1.1", 80)
+    factors = {
+        f: got[("lvsd_real_server_weight_factor", labels | {("factor", f)})]
+        for f in ("dynamic", "ramp", "drain")
+    }
+    assert {"dynamic": 0.5, "ramp": pytest.approx(21 / 41), "drain": 1.0} == factors
+    explained = report.services[0].real_servers[0].factors
+    assert (explained.dynamic, explained.ramp, explained.drain) == tuple(factors.values())
+    configured = got[("lvsd_real_server_configured_weight", labels)]
+    effective = got[("lvsd_real_server_effective_weight", labels)]
+    assert (82.0, 21.0) == (configured, effective)
+    assert effective == pytest.approx(configured * math.prod(factors.values()))
 
 
 def test_service_state_metrics() -> None:
@@ -421,7 +460,7 @@ def test_promtool_check_rules() -> None:
         ["promtool", "check", "rules", str(RULES)], capture_output=True, check=False
     )
     assert 0 == out.returncode, out.stdout + out.stderr
-    assert b"SUCCESS: 9 rules found" in out.stdout
+    assert b"SUCCESS: 10 rules found" in out.stdout
 
 
 @needs_promtool
@@ -454,6 +493,12 @@ RELOAD_DESCRIPTION = (
     "The journal has the file, key and line of the error."
 )
 
+PREFLIGHT_DESCRIPTION = (
+    "A kernel module or setting the config needs is missing or off (for example "
+    "net.ipv4.ip_forward = 0 with NAT services). The journal has a preflight.finding "
+    "event for each, with its fix; `lvsd check --host` prints them too."
+)
+
 
 def labels_of(selector: str) -> dict[str, str]:
     """The labels of a series selector as Prometheus keeps them (an empty value is no
@@ -464,8 +509,8 @@ def labels_of(selector: str) -> dict[str, str]:
 @needs_promtool
 def test_alerts_fire_on_lvsd_series(tmp_path: Path) -> None:
     """promtool's rule unit test: a real server at health 0 for 2 minutes, a sorry
-    server active, a failed reload and a lost quorum fire their alerts; a healthy
-    real server fires none."""
+    server active, a failed reload, a lost quorum and a host preflight error fire
+    their alerts; a healthy real server fires none."""
     rs = 'service="web",local_address="10.0.0.1",local_port="80",proto="TCP",local_mark=""'
     down = f'{{{rs},remote_address="10.0.1.2",remote_port="80"}}'
     up = f'{{{rs},remote_address="10.0.1.1",remote_port="80"}}'
@@ -484,6 +529,10 @@ def test_alerts_fire_on_lvsd_series(tmp_path: Path) -> None:
                     {
                         "series": 'lvsd_config_last_reload_successful{instance="d1",job="lvsd"}',
                         "values": "1 0",
+                    },
+                    {
+                        "series": 'lvsd_preflight_problems{instance="d1",job="lvsd",level="error"}',
+                        "values": "0 2",
                     },
                 ],
                 "alert_rule_test": [
@@ -553,6 +602,25 @@ def test_alerts_fire_on_lvsd_series(tmp_path: Path) -> None:
                             }
                         ],
                     },
+                    {
+                        "eval_time": "1m",
+                        "alertname": "LvsdHostPreflightErrors",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "instance": "d1",
+                                    "job": "lvsd",
+                                    "level": "error",
+                                    "severity": "warning",
+                                },
+                                "exp_annotations": {
+                                    "summary": "lvsd on d1 found 2 host settings that break "
+                                    "its services",
+                                    "description": PREFLIGHT_DESCRIPTION,
+                                },
+                            }
+                        ],
+                    },
                     {"eval_time": "1m", "alertname": "LvsdRealServerDown", "exp_alerts": []},
                 ],
             }
@@ -597,4 +665,4 @@ def test_documented_queries_parse(tmp_path: Path) -> None:
     out = subprocess.run(
         ["promtool", "check", "rules", str(path)], capture_output=True, check=False
     )
-    assert (0, 8) == (out.returncode, len(exprs)), out.stdout + out.stderr
+    assert (0, 11) == (out.returncode, len(exprs)), out.stdout + out.stderr

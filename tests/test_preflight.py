@@ -287,6 +287,30 @@ def test_nothing_readable_is_unknown_not_missing(host: Host) -> None:
     assert (Severity.WARN, None) == (finding.severity, finding.value)
 
 
+def test_proc_modules_alone_cannot_say_missing(host: Host) -> None:
+    """/proc/modules lists only loaded modules: without the module tree an unloaded
+    scheduler may be built in, so it is 'unknown' (a warning), not an error."""
+    host.ipvs_loaded().loaded_modules("ip_vs")
+
+    finding = host.audit(config(service(forward=Forward.DR)))["module ip_vs_wrr"]
+
+    assert (Severity.WARN, None) == (finding.severity, finding.value)
+
+
+def test_module_tree_denied_is_unknown(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module tree the process may not read (systemd's ProtectKernelModules=yes hides
+    it from lvsd run) gives warnings, not an exception."""
+    host.ipvs_loaded().loaded_modules("ip_vs").module_files("ip_vs_wrr")
+
+    def denied(self: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    finding = host.audit(config(service(forward=Forward.DR)))["module ip_vs_wrr"]
+
+    assert (Severity.WARN, None) == (finding.severity, finding.value)
+
+
 def test_dr_and_tun_notes_point_at_real_servers(host: Host) -> None:
     """DR and TUN configs get notes about real-server settings, as OK findings."""
     host.ipvs_loaded().loaded_modules("ip_vs_wrr")
