@@ -19,6 +19,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -63,7 +64,10 @@ SCENARIOS = (
     "reload_weights",
     "reload_broken",
     "sorry",
+    "watchdog",
 )
+#: Where the lab's drop-ins of lvsd.service are (inside the guest's overlay).
+DROPIN_DIR = "/etc/systemd/system/lvsd.service.d"
 
 
 def config_text(
@@ -123,6 +127,10 @@ def sh(*argv: str, check: bool = True) -> str:
 
 def ipvsadm() -> str:
     return sh("ipvsadm", "-Ln")
+
+
+def unit_property(name: str) -> str:
+    return sh("systemctl", "show", "lvsd", "-p", name, "--value").strip()
 
 
 def table_shape(text: str) -> list[str]:
@@ -412,39 +420,45 @@ class Guest:
         )
         self.settle()
 
+    def sampler(self, before: list[str]) -> tuple[threading.Event, list[list[str]]]:
+        """Read ``ipvsadm -Ln`` every 0.2 s in a thread (so also while ``systemctl``
+        blocks) and collect every table shape that differs from ``before``, until the
+        returned event is set."""
+        done = threading.Event()
+        changes: list[list[str]] = []
+
+        def loop() -> None:
+            while not done.wait(0.2):
+                shape = table_shape(ipvsadm())
+                if shape != before and shape not in changes:
+                    changes.append(shape)
+
+        threading.Thread(target=loop, daemon=True).start()
+        return done, changes
+
     def restart(self) -> None:
         since = time.time()
         before = table_shape(ipvsadm())
         proc = self.traffic(16)
-        changes: list[list[str]] = []
-        stop = time.monotonic() + 15
-
-        def sample() -> None:
-            shape = table_shape(ipvsadm())
-            if shape != before and shape not in changes:
-                changes.append(shape)
-
+        done, changes = self.sampler(before)
         time.sleep(1)
         t0 = time.time()
         sh("systemctl", "restart", "lvsd")
         restart_s = round(time.time() - t0, 2)
-        for _ in range(10):
-            sample()
-            time.sleep(0.2)
+        time.sleep(2)
         pid = sh("systemctl", "show", "lvsd", "-p", "MainPID", "--value").strip()
         sh("kill", "-9", pid)
         t1 = time.time()
         sh("systemctl", "start", "lvsd")
         start_s = round(time.time() - t1, 2)
-        while time.monotonic() < stop:
-            sample()
-            time.sleep(0.2)
         requests = self.finish(proc)
+        done.set()
         self.record(
             "restart",
             restart_s=restart_s,
             kill9_start_s=start_s,
             table_changes=changes,
+            write_ops=[line for line in journal(since, limit=200) if "kernel.op" in line],
             summary=traffic.summarize(requests),
             ipvsadm_after=ipvsadm(),
             journal=journal(since, limit=24),
@@ -452,18 +466,24 @@ class Guest:
         )
 
     def reload_weights(self) -> None:
+        """The reload happens under traffic (every request counts for ``failed``); the
+        split is measured over the requests sent once the new weights are in."""
         since = time.time()
+        proc = self.traffic(29, rate=80)
+        time.sleep(1)
+        t0 = time.time()
         self.write_config(config_text((1, 3)))
         sh("systemctl", "reload", "lvsd")
-        took = wait_for(lambda: weights() == {"10.0.0.2": 1, "10.0.0.3": 3}, 20)
-        proc = self.traffic(26, rate=80)
+        took = wait_for(lambda: weights() == {"10.0.0.2": 1, "10.0.0.3": 3}, 20, step=0.05)
         requests = self.finish(proc)
         summary = traffic.summarize(requests)
-        ok = max(1, summary["sent"] - summary["failed"])
-        shares = {k: round(100 * v / ok, 1) for k, v in summary["servers"].items()}
+        split = traffic.summarize(requests, after=t0 + (took or 0.0))
+        ok = max(1, split["sent"] - split["failed"])
+        shares = {k: round(100 * v / ok, 1) for k, v in split["servers"].items()}
         self.record(
             "reload_weights",
             applied_after_s=took,
+            split_requests=split["sent"],
             shares_percent=shares,
             summary=summary,
             ipvsadm_after=ipvsadm(),
@@ -527,6 +547,43 @@ class Guest:
             metrics=metrics("lvsd_service_sorry_active"),
         )
         self.settle()
+
+    def watchdog(self) -> None:
+        """lvsd's loop wedged (SIGSTOP): systemd's watchdog (WatchdogSec=4s in a drop-in)
+        kills and restarts it; the kernel table serves throughout and is adopted."""
+        Path(DROPIN_DIR, "watchdog.conf").write_text(
+            "[Unit]\nStartLimitIntervalSec=0\n[Service]\nWatchdogSec=4s\n"
+        )
+        sh("systemctl", "daemon-reload")
+        sh("systemctl", "restart", "lvsd")
+        self.settle()
+        before = table_shape(ipvsadm())
+        restarts = int(unit_property("NRestarts"))
+        pid = unit_property("MainPID")
+        proc = self.traffic(25)
+        time.sleep(1)
+        since = time.time()
+        sh("kill", "-STOP", pid)
+        back = wait_for(
+            lambda: (
+                int(unit_property("NRestarts")) > restarts
+                and unit_property("MainPID") not in ("0", pid)
+                and unit_property("ActiveState") == "active"
+            ),
+            90,
+            step=0.2,
+        )
+        requests = self.finish(proc)
+        self.record(
+            "watchdog",
+            stopped_pid=pid,
+            restarted_after_s=back,
+            nrestarts=int(unit_property("NRestarts")) - restarts,
+            table_unchanged=before == table_shape(ipvsadm()),
+            summary=traffic.summarize(requests),
+            ipvsadm_after=ipvsadm(),
+            journal=journal(since, limit=40),
+        )
 
     def flap200(self) -> None:
         """MANY real servers (addresses of rs1, one fault server answering each with
@@ -697,15 +754,20 @@ NOTES = {
     "drain": "`lvsd drain web 10.0.0.2:80 --wait` under traffic, then rs1 killed and "
     "restarted, `lvsd undrain`: zero failed requests.",
     "restart": "`systemctl restart lvsd`, then `kill -9` of its main process and "
-    "`systemctl start`, under traffic: zero failed requests, and `ipvsadm -Ln` (without "
-    "counters, sampled every 0.2 s) never changed (`table_changes`).",
-    "reload_weights": "config rewritten to weights 1:3 and `systemctl reload lvsd`; then "
-    "2,080 requests: the split (`shares_percent`) and zero failures.",
+    "`systemctl start`, under traffic: zero failed requests, `ipvsadm -Ln` (without "
+    "counters, sampled every 0.2 s in a thread, so also while systemctl runs) never "
+    "changed (`table_changes`), and no kernel write in the journal (`write_ops`).",
+    "reload_weights": "config rewritten to weights 1:3 and `systemctl reload lvsd` under "
+    "80 requests/s: zero failures across the reload, and the split (`shares_percent`) over "
+    "the `split_requests` sent once the new weights were in.",
     "reload_broken": "a reload with a broken config: lvsd stays active, the table is "
     "unchanged, zero failures, `lvsd_config_last_reload_successful 0` until a good reload.",
     "sorry": "both real servers answer 500: the sorry server goes in (`all_down`: answered "
     "by it, zero failures once it is in); rs1 recovers: traffic returns to it "
     "(`one_back`). Failures happen only while the servers go down.",
+    "watchdog": "lvsd's main process stopped with SIGSTOP (a wedged loop) under traffic, "
+    "with `WatchdogSec=4s`: systemd's watchdog kills it and `Restart=on-failure` starts it "
+    "again (`restarted_after_s`), the table unchanged and serving throughout.",
     "flap200": "200 real servers (addresses of rs1; http checks every 2 s, rise 1, fall 1), "
     "40 of them answering 500 / 200 in turn every 3 s for 60 s, 20 requests/s: status over "
     "the control socket and /metrics timed each second; `kernel_vs_status_*` counts samples "

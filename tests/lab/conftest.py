@@ -1,12 +1,13 @@
 """The ``lab`` fixture: boots user-mode Linux (a real IPVS kernel) in the test's folder.
 
 Lab tests carry ``@pytest.mark.lab`` (deselect them with ``-m 'not lab'``). They are
-skipped, with the reason, when this machine cannot boot the lab (``scripts/setup``
-installs what it needs, so in CI they run).
+skipped, with the reason, when this machine cannot boot the lab, except under CI
+(``CI`` set), where they fail: ``scripts/setup`` installs what the lab needs.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,10 @@ class Lab:
 def _skip_unless_available() -> None:
     reason = harness.unavailable_reason()
     if reason is not None:
+        # In CI, scripts/setup has installed the lab: a lab that cannot boot there is a
+        # failure, not a skip (a green run must have proved the kernel side).
+        if os.environ.get("CI"):
+            pytest.fail(f"lab unavailable in CI: {reason}")
         pytest.skip(f"lab unavailable: {reason}")
 
 

@@ -31,13 +31,15 @@ PYTHON = sys.executable
 RUN = Path("/run/lvsd-lab")
 WEIGHT = 10
 SORRY = "10.0.0.100:80"
+#: Drift repair period (seconds).
+RECONCILE = 2.0
 
 CONFIG = """
 [daemon]
 state_dir = "{run}/state"
 control_socket = "{run}/control.sock"
 metrics_listen = ""
-reconcile_interval = 30.0
+reconcile_interval = {reconcile}
 
 [services.web]
 address = "192.168.3.108"
@@ -133,7 +135,7 @@ def lvsd(*args: str) -> subprocess.CompletedProcess[str]:
 def main() -> int:
     RUN.mkdir(parents=True, exist_ok=True)
     config = RUN / "lvsd.toml"
-    config.write_text(CONFIG.format(run=RUN, w2=WEIGHT, w3=WEIGHT))
+    config.write_text(CONFIG.format(run=RUN, w2=WEIGHT, w3=WEIGHT, reconcile=RECONCILE))
     out: dict[str, Any] = {}
     servers = {name: httpd(name) for name in ("rs1", "rs2")}
     log = (RESULTS / "lvsd.log").open("w")
@@ -175,7 +177,7 @@ def main() -> int:
         )
         wait_for(lambda w, _t: w.get(rs1) == WEIGHT and w.get(rs2) == WEIGHT)
 
-        config.write_text(CONFIG.format(run=RUN, w2=WEIGHT, w3=WEIGHT + 5))
+        config.write_text(CONFIG.format(run=RUN, w2=WEIGHT, w3=WEIGHT + 5, reconcile=RECONCILE))
         reload = subprocess.run(
             [PYTHON, "-m", "lvsd", "reload", "--socket", str(RUN / "control.sock")],
             capture_output=True,
@@ -199,6 +201,18 @@ def main() -> int:
         out["drain_table"] = ipvsadm()
         lvsd("undrain", "web", rs2, "--socket", sock)
         out["undrain_table"] = ipvsadm()
+
+        # drift: a hand edit of a managed destination is repaired within one reconcile
+        # interval; a hand-made service is left alone (and removed by hand afterwards)
+        subprocess.run(["ipvsadm", "-A", "-t", "192.168.3.108:8080", "-s", "rr"], check=True)
+        subprocess.run(
+            ["ipvsadm", "-e", "-t", "192.168.3.108:80", "-r", rs2, "-m", "-w", "7"], check=True
+        )
+        out["drift_edited_table"] = ipvsadm()
+        out["drift_s"], out["drift_table"] = wait_for(lambda w, _t: w.get(rs2) == WEIGHT + 5)
+        time.sleep(RECONCILE + 0.5)  # one more repair round
+        out["hand_service_table"] = ipvsadm()
+        subprocess.run(["ipvsadm", "-D", "-t", "192.168.3.108:8080"], check=True)
 
         # kill -9, then start again: the table is adopted, not one write op
         daemon.kill()

@@ -82,6 +82,16 @@ def test_drain_and_undrain(record: dict[str, Any]) -> None:
     assert "15" == _line(record["undrain_table"], "10.0.0.3:80")[3]
 
 
+def test_hand_edit_is_repaired_and_hand_made_service_untouched(record: dict[str, Any]) -> None:
+    """``ipvsadm -e`` on a managed destination (weight 15 -> 7) is set back within one
+    reconcile interval (2 s, plus slack for the guest); a service made by hand with
+    ``ipvsadm -A`` is still there after the repair rounds."""
+    assert "7" == _line(record["drift_edited_table"], "10.0.0.3:80")[3]
+    assert "15" == _line(record["drift_table"], "10.0.0.3:80")[3]
+    assert record["drift_s"] <= 2.0 + 1.5
+    assert "TCP  192.168.3.108:8080 rr" in record["hand_service_table"]
+
+
 def test_kill_9_and_start_writes_nothing(record: dict[str, Any]) -> None:
     """A daemon killed with SIGKILL and started again adopts the table: no op at all."""
     assert record["restart_same_table"]
