@@ -1,6 +1,8 @@
 """A tiny HTTP server for lab real servers: answers every request with its name.
 
-Kept to the socket module so it starts fast in the (slow) guest::
+Kept to the socket and threading modules so it starts fast in the (slow) guest. Each
+connection has its own thread, so a client holding a connection open (up to 30 s)
+does not hold up the health checks::
 
     ip netns exec rs1 $LAB_PYTHON -m lvsd.lab.httpd rs1 80 &
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 
 
 def serve(name: str, port: int, host: str = "0.0.0.0") -> None:
@@ -23,13 +26,17 @@ def serve(name: str, port: int, host: str = "0.0.0.0") -> None:
         srv.listen(64)
         while True:
             conn, _ = srv.accept()
-            with conn:
-                conn.settimeout(5)
-                try:
-                    conn.recv(4096)
-                    conn.sendall(head + body)
-                except OSError:
-                    continue
+            threading.Thread(target=_answer, args=(conn, head + body), daemon=True).start()
+
+
+def _answer(conn: socket.socket, answer: bytes) -> None:
+    with conn:
+        conn.settimeout(30)
+        try:
+            conn.recv(4096)
+            conn.sendall(answer)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

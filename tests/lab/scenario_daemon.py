@@ -73,6 +73,33 @@ port = 80
 weight = {w3}
 """
 
+#: Run in the client namespace: one connection through the VIP, held open (no request)
+#: until killed.
+HOLD = (
+    "import socket, sys, time\n"
+    "s = socket.create_connection(('192.168.3.108', 80), 5)\n"
+    "print('connected', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def active(text: str, realserver: str) -> int:
+    """ActiveConn of ``realserver`` in ``ipvsadm -Ln`` (0 when absent)."""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == realserver:
+            return int(fields[4])
+    return 0
+
+
+def without(config: str, realserver: str) -> str:
+    """``config`` without the ``[[services.web.real_servers]]`` block of ``realserver``."""
+    address = realserver.split(":")[0]
+    blocks = config.split("[[services.web.real_servers]]")
+    kept = [b for b in blocks[1:] if f'address = "{address}"' not in b]
+    return "[[services.web.real_servers]]".join([blocks[0], *kept])
+
+
 LINE = re.compile(r"^\s+->\s+(\S+)\s+\S+\s+(\d+)\s+")
 
 
@@ -202,6 +229,41 @@ def main() -> int:
         lvsd("undrain", "web", rs2, "--socket", sock)
         out["undrain_table"] = ipvsadm()
 
+        # a broken config: `lvsd reload` exits non-zero naming the problem; the table
+        # and the running config stay
+        good = config.read_text()
+        config.write_text(good.replace('scheduler = "wrr"', 'scheduler = "wrrr"'))
+        broken = lvsd("reload", "--socket", sock)
+        out["broken_reload"] = {
+            "status": broken.returncode,
+            "output": broken.stdout + broken.stderr,
+        }
+        out["broken_reload_table"] = ipvsadm()
+        config.write_text(good)
+
+        # a real server removed by a reload while a client holds a connection to it:
+        # weight 0 at once, deleted only once that connection has ended
+        holder = subprocess.Popen(
+            ["ip", "netns", "exec", "client", PYTHON, "-c", HOLD], stdout=subprocess.PIPE
+        )
+        assert holder.stdout is not None
+        holder.stdout.readline()  # connected
+        wait_for(lambda _w, t: any(active(t, a) > 0 for a in (rs1, rs2)))
+        held = rs1 if active(ipvsadm(), rs1) > 0 else rs2
+        config.write_text(without(good, held))
+        removal = lvsd("reload", "--socket", sock)
+        out["removal"] = {"held": held, "status": removal.returncode, "stdout": removal.stdout}
+        time.sleep(2.5)  # a few lingering checks
+        out["removal_lingering_table"] = ipvsadm()
+        holder.kill()
+        holder.wait()
+        out["removal_deleted_s"], out["removal_deleted_table"] = wait_for(
+            lambda w, _t: held not in w
+        )
+        config.write_text(good)
+        lvsd("reload", "--socket", sock)
+        wait_for(lambda w, _t: w.get(rs1) == WEIGHT and w.get(rs2) == WEIGHT + 5)
+
         # drift: a hand edit of a managed destination is repaired within one reconcile
         # interval; a hand-made service is left alone (and removed by hand afterwards)
         subprocess.run(["ipvsadm", "-A", "-t", "192.168.3.108:8080", "-s", "rr"], check=True)
@@ -230,6 +292,7 @@ def main() -> int:
         time.sleep(2 * 0.5 + 0.5)  # a round of checks too
         out["restart_same_table"] = before == ipvsadm()
 
+        out["before_stop_table"] = ipvsadm()
         daemon.send_signal(signal.SIGTERM)
         out["exit_status"] = daemon.wait(timeout=30)
         out["restart_log"] = (RESULTS / "lvsd-restart.log").read_text()

@@ -82,6 +82,28 @@ def test_drain_and_undrain(record: dict[str, Any]) -> None:
     assert "15" == _line(record["undrain_table"], "10.0.0.3:80")[3]
 
 
+def test_broken_reload_fails_naming_the_problem(record: dict[str, Any]) -> None:
+    """``lvsd reload`` of a config with an unknown scheduler exits non-zero, names the
+    key and the bad value, and the kernel table is left as it was."""
+    broken = record["broken_reload"]
+    assert 0 != broken["status"]
+    assert "scheduler" in broken["output"]
+    assert "wrrr" in broken["output"]
+    assert record["reload_table"] == record["broken_reload_table"]
+
+
+def test_removed_server_is_drained_then_deleted(record: dict[str, Any]) -> None:
+    """A reload that removes a real server holding a client's connection sets its weight
+    to 0 and keeps it while the connection lasts; once it ends, it is deleted."""
+    removal = record["removal"]
+    held = removal["held"]
+    assert 0 == removal["status"]
+    line = _line(record["removal_lingering_table"], held)
+    assert "0" == line[3]
+    assert int(line[4]) >= 1  # the held connection is still active
+    assert held not in record["removal_deleted_table"]
+
+
 def test_hand_edit_is_repaired_and_hand_made_service_untouched(record: dict[str, Any]) -> None:
     """``ipvsadm -e`` on a managed destination (weight 15 -> 7) is set back within one
     reconcile interval (2 s, plus slack for the guest); a service made by hand with
@@ -102,4 +124,4 @@ def test_kill_9_and_start_writes_nothing(record: dict[str, Any]) -> None:
 def test_stop_leaves_the_table(record: dict[str, Any]) -> None:
     """SIGTERM: exit 0, and the kernel table is left as it was."""
     assert 0 == record["exit_status"]
-    assert record["reload_table"] == record["after_stop_table"]
+    assert record["before_stop_table"] == record["after_stop_table"]
