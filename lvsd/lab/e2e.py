@@ -168,7 +168,7 @@ def wait_for(predicate: Callable[[], bool], limit: float, step: float = 0.1) -> 
 def metrics(*prefixes: str) -> list[str]:
     """Lines of lvsd's /metrics starting with one of ``prefixes`` (all without)."""
     try:
-        with urllib.request.urlopen("http://127.0.0.1:9475/metrics", timeout=5) as resp:
+        with urllib.request.urlopen("http://127.0.0.1:9475/metrics", timeout=10) as resp:
             text = resp.read().decode()
     except OSError as exc:
         return [f"# /metrics unavailable: {exc}"]
