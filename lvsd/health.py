@@ -674,57 +674,36 @@ class HealthState:
                     )
                 )
 
-        transitions: list[Transition] = []
-        for server in rejoin:
-            server.up = True
+        def flip(
+            server: _Server, up: bool, reason: str, detail: str, spec: CheckSpec | None
+        ) -> Transition:
+            server.up = up
             server.since = now
-            transitions.append(
-                Transition(
-                    service=service.config.name,
-                    realserver=server.config.key,
-                    old=False,
-                    new=True,
-                    reason="panic",
-                    detail="held up by the panic guard at its last good weight",
-                    at=now,
-                )
+            return Transition(
+                service=service.config.name,
+                realserver=server.config.key,
+                old=not up,
+                new=up,
+                reason=reason,
+                detail=detail,
+                check=spec,
+                at=now,
             )
+
+        transitions = [
+            flip(s, True, "panic", "held up by the panic guard at its last good weight", None)
+            for s in rejoin
+        ]
         for server in downs:
             reason, detail, spec = self._cause(server, False)
-            server.up = False
-            server.since = now
+            transitions.append(flip(server, False, forced_reason or reason, detail, spec))
             server.up_since = None
             server.may_ramp = True
-            transitions.append(
-                Transition(
-                    service=service.config.name,
-                    realserver=server.config.key,
-                    old=True,
-                    new=False,
-                    reason=forced_reason or reason,
-                    detail=detail,
-                    check=spec,
-                    at=now,
-                )
-            )
         for server in ups:
             reason, detail, spec = self._cause(server, True)
-            server.up = True
-            server.since = now
+            transitions.append(flip(server, True, forced_reason or reason, detail, spec))
             server.up_since = now if server.may_ramp and service.config.slow_start > 0 else None
             server.may_ramp = True
-            transitions.append(
-                Transition(
-                    service=service.config.name,
-                    realserver=server.config.key,
-                    old=False,
-                    new=True,
-                    reason=forced_reason or reason,
-                    detail=detail,
-                    check=spec,
-                    at=now,
-                )
-            )
         return transitions
 
     def _weight(self, service: _Service, server: _Server, now: float) -> WeightFactors:

@@ -446,7 +446,7 @@ class Guest:
         sh("systemctl", "restart", "lvsd")
         restart_s = round(time.time() - t0, 2)
         time.sleep(2)
-        pid = sh("systemctl", "show", "lvsd", "-p", "MainPID", "--value").strip()
+        pid = unit_property("MainPID")
         sh("kill", "-9", pid)
         t1 = time.time()
         sh("systemctl", "start", "lvsd")
@@ -462,7 +462,7 @@ class Guest:
             summary=traffic.summarize(requests),
             ipvsadm_after=ipvsadm(),
             journal=journal(since, limit=24),
-            nrestarts=sh("systemctl", "show", "lvsd", "-p", "NRestarts", "--value").strip(),
+            nrestarts=unit_property("NRestarts"),
         )
 
     def reload_weights(self) -> None:
