@@ -466,8 +466,8 @@ async def test_preflight_at_start_and_after_reload(short_dir: Path) -> None:
             before = files()
             logs.clear()
             await control.request(r.socket, {"command": "reload"})
-            found = [e["setting"] for e in logs if e["event"] == "preflight.finding"]
-            assert ["net.ipv4.vs.expire_nodest_conn"] == found
+            settings = [e["setting"] for e in logs if e["event"] == "preflight.finding"]
+            assert ["net.ipv4.vs.expire_nodest_conn"] == settings
             assert [1.0, 0.0] == counts()
             assert before == files()
 

@@ -10,8 +10,9 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from lvsd.checks.dns import DnsProbe, dns_problems
+from lvsd.checks.dns import DnsProbe
 from lvsd.config.model import DnsOptions
+from lvsd.config.options import dns_problems
 from tests.checks.conftest import TIMEOUT, DatagramHandler, Loopback, make_spec
 
 ZONE = {

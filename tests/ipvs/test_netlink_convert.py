@@ -421,7 +421,7 @@ async def test_apply_goes_on_after_a_failure_but_skips_dests_of_a_failed_service
     ]
     fake = FakeIPVS({("service", "add", "twos"): errno.ENOENT, ("dest", "add", "10.0.0.3"): 17})
     backend = NetlinkBackend()
-    backend._ipvs = fake  # type: ignore[assignment]  # the socket is what we fake
+    backend._ipvs = fake  # the socket is what we fake
     result = await backend.apply(ops)
     assert [ops[2], ops[3]] == list(result.applied)
     assert [
@@ -450,7 +450,7 @@ async def test_apply_turns_an_encoding_error_into_that_ops_failure() -> None:
         Op(kind=OpKind.ADD_DEST, service=good, dest=RS),
     ]  # fmt: skip
     backend = NetlinkBackend()
-    backend._ipvs = FakeIPVS({})  # type: ignore[assignment]  # the socket is what we fake
+    backend._ipvs = FakeIPVS({})  # the socket is what we fake
     result = await backend.apply(ops)
     assert [ops[2], ops[4]] == list(result.applied)
     encode = "cannot encode the request: "

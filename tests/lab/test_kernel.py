@@ -88,7 +88,7 @@ def test_applying_the_nat_config_gives_exactly_the_expected_table(steps: list[An
 
 def test_applying_again_issues_no_op(steps: list[Any]) -> None:
     """The table read back from the kernel equals the desired one: zero ops."""
-    expected = ([], HEADER + NAT + HAND_MADE)
+    expected: tuple[list[Any], str] = ([], HEADER + NAT + HAND_MADE)
     assert expected == (steps[2]["ops"], _ipvsadm(steps, 2))
 
 
@@ -118,7 +118,7 @@ def test_removing_a_real_server_removes_only_it(steps: list[Any]) -> None:
 
 def test_a_table_already_equal_to_the_config_is_adopted(steps: list[Any]) -> None:
     """A table built by hand with ipvsadm, equal to the config, needs zero ops."""
-    expected = (0, [], HEADER + NAT + HAND_MADE)
+    expected: tuple[int, list[Any], str] = (0, [], HEADER + NAT + HAND_MADE)
     assert expected == (steps[6]["status"], steps[7]["ops"], _ipvsadm(steps, 7))
 
 
@@ -135,7 +135,7 @@ def test_ipv6_fwmark_udp_sctp_and_forwarding_methods(steps: list[Any]) -> None:
     """IPv6 with sh flags and a /64 persistence mask, fwmark (IPv4 and IPv6), UDP with
     one-packet scheduling, SCTP with a /24 persistence mask; nat, dr and tun
     destinations: ``ipvsadm -Ln`` shows each as configured."""
-    expected = ([], HEADER + NAT + KINDS_TCP4 + HAND_MADE + KINDS_REST)
+    expected: tuple[list[Any], str] = ([], HEADER + NAT + KINDS_TCP4 + HAND_MADE + KINDS_REST)
     assert expected == (steps[8]["failed"], _ipvsadm(steps, 8))
 
 
