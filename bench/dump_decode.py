@@ -4,11 +4,13 @@ Builds the replies a kernel sends for ``--services`` x ``--dests`` destinations 
 with STATS and STATS64, the counters above 2**32) with pyroute2's encoder, one
 receive buffer per service, and times per round, in this process's CPU time:
 
-* frame: pyroute2's marshal splitting the buffers into message objects (what the
-  socket does before lvsd sees a reply; the same for both decoders);
-* old: frame + pyroute2's lazy attribute decoding + ``plain()`` and the
-  ``*_from_attrs`` converters (lvsd's conversion until it decoded replies itself,
-  kept as the oracle in tests/ipvs/test_netlink_decode.py);
+* frame: pyroute2's marshal splitting the buffers into ``RawReply`` objects (what the
+  socket does before lvsd sees a reply);
+* pyroute2-frame: the same with pyroute2's own message class for the family, as the
+  socket framed replies until lvsd registered ``RawReply``;
+* old: frame + pyroute2's message class and its lazy attribute decoding + ``plain()``
+  and the ``*_from_attrs`` converters (lvsd's conversion until it decoded replies
+  itself, kept as the oracle in tests/ipvs/test_netlink_decode.py);
 * new: frame + ``reply_attr`` + ``dest_from_nla`` (``lvsd.ipvs.netlink``).
 
 Prints the median and minimum of ``--rounds`` rounds, in ms per 10,000 destinations
@@ -34,10 +36,15 @@ from typing import Any
 # the reply builders and the old conversion (the oracle) live in the tests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pyroute2.netlink.generic import ipvs as genl
+from pyroute2.netlink.marshal import Marshal
+
 from lvsd.ipvs.netlink import IPVS_CMD_ATTR_DEST, dest_from_nla, reply_attr
 from lvsd.model import Destination, DestStats, Family, Stats
 from tests.ipvs.test_netlink_decode import (
     DEST,
+    GENL_ID,
+    SEQ,
     dest_attrs,
     encode_reply,
     frame,
@@ -75,6 +82,14 @@ def frame_only(buffers: list[bytes]) -> Decoded:
     return []
 
 
+def pyroute2_frame(buffers: list[bytes]) -> Decoded:
+    marshal = Marshal()
+    marshal.msg_map[GENL_ID] = genl.ipvsmsg
+    for buffer in buffers:
+        list(marshal.parse(buffer, SEQ))
+    return []
+
+
 def old(buffers: list[bytes]) -> Decoded:
     return [legacy_dest(msg) for buffer in buffers for msg in frame(buffer)]
 
@@ -106,7 +121,8 @@ def main() -> None:
     print(f"{count} destination replies, {sum(map(len, buffers)) / count:.0f} bytes each")
     results: dict[str, Decoded] = {}
     medians: dict[str, float] = {}
-    for name, fn in (("frame", frame_only), ("old", old), ("new", new)):
+    steps = (("frame", frame_only), ("pyroute2-frame", pyroute2_frame), ("old", old), ("new", new))
+    for name, fn in steps:
         times = []
         for _ in range(args.rounds):
             results.pop(name, None)
@@ -115,14 +131,14 @@ def main() -> None:
         median, best = statistics.median(times), min(times)
         medians[name] = median
         print(
-            f"{name:>5}: median {median * 1e3 * 10_000 / count:8.1f} ms per 10,000"
+            f"{name:>14}: median {median * 1e3 * 10_000 / count:8.1f} ms per 10,000"
             f" ({median * 1e6 / count:6.1f} µs per destination), min"
             f" {best * 1e3 * 10_000 / count:8.1f} ms"
         )
     for name in ("old", "new"):
         decode = medians[name] - medians["frame"]
         print(
-            f"{name:>5}: decoding alone (median - frame) {decode * 1e3 * 10_000 / count:8.1f} ms"
+            f"{name:>14}: decoding alone (median - frame) {decode * 1e3 * 10_000 / count:8.1f} ms"
             f" per 10,000 ({decode * 1e6 / count:6.1f} µs per destination)"
         )
     if results["old"] != results["new"]:

@@ -8,9 +8,9 @@ The only module of lvsd that imports pyroute2. It has two halves:
   ``dest_from_nla``), since pyroute2's own decoding costs ~0.45 ms per destination;
   table-tested without a kernel;
 * ``NetlinkBackend``: ``dump()`` and ``apply(ops)`` on one socket (pyroute2 sends the
-  requests and frames the replies), translating ``NetlinkError`` (and a request that
-  cannot be encoded, or a reply that cannot be decoded) into ``IpvsError`` with the op
-  and the reason in words.
+  requests and frames the replies, as ``RawReply`` objects), translating
+  ``NetlinkError`` (and a request that cannot be encoded, or a reply that cannot be
+  decoded) into ``IpvsError`` with the op and the reason in words.
 
 Encoding quirks handled here (checked against a 6.1 kernel in the lab):
 
@@ -40,6 +40,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic.ipvs import ipvsmsg
 
 from lvsd.errors import IpvsError
+from lvsd.ipvs.layout import Field, Layout, learn
 from lvsd.model import (
     ApplyResult,
     Destination,
@@ -351,6 +352,40 @@ class _Nla:
         return str(ipaddress.IPv6Address(self.raw(kind, 16)))
 
 
+_NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence number, port id
+
+
+class RawReply(dict[str, Any]):
+    """A message of the IPVS family as the socket hands it over: its netlink header
+    decoded into ``self["header"]``, the rest left as bytes (``data`` from ``offset``).
+
+    pyroute2 builds each received message with the class registered for its type in
+    ``marshal.msg_map``; with its own ``ipvsmsg`` that costs ~10 µs a reply before any
+    attribute is read (~100 ms of a 10,000-destination dump). The socket reads only
+    ``decode()`` and the header (type, flags, error) of a message, which this class
+    gives; errors and the end of a dump come in messages of their own types, which
+    pyroute2 still builds itself. Registered by :class:`NetlinkBackend` for the IPVS
+    family once the family's id is known.
+    """
+
+    __slots__ = ("data", "offset")
+
+    def __init__(self, data: bytes = b"", offset: int = 0, **_: Any) -> None:
+        super().__init__()
+        self.data = data
+        self.offset = offset
+
+    def decode(self) -> None:
+        length, kind, flags, seq, pid = _NLMSG_HEADER.unpack_from(self.data, self.offset)
+        self["header"] = {
+            "length": length,
+            "type": kind,
+            "flags": flags,
+            "sequence_number": seq,
+            "pid": pid,
+        }
+
+
 def reply_attr(msg: Any, kind: int) -> bytes:
     """The payload of the first top-level attribute ``kind`` (``IPVS_CMD_ATTR_SERVICE``
     or ``IPVS_CMD_ATTR_DEST``) of one dump reply, as pyroute2 received it.
@@ -459,12 +494,101 @@ def service_from_nla(payload: bytes) -> tuple[Service, Stats]:
     return service, stats_from_nla(stats64, "IPVS_SVC_ATTR_STATS64")
 
 
+#: What a destination's layout reads (``lvsd.ipvs.layout``), in this order.
+_DEST_FIELDS: tuple[Field, ...] = (
+    (IPVS_DEST_ATTR_ADDR, None, "s"),
+    (IPVS_DEST_ATTR_ADDR_FAMILY, None, "H"),
+    (IPVS_DEST_ATTR_PORT, None, "2s"),  # big-endian
+    (IPVS_DEST_ATTR_FWD_METHOD, None, "I"),
+    (IPVS_DEST_ATTR_WEIGHT, None, "I"),
+    (IPVS_DEST_ATTR_U_THRESH, None, "I"),
+    (IPVS_DEST_ATTR_L_THRESH, None, "I"),
+    (IPVS_DEST_ATTR_ACTIVE_CONNS, None, "I"),
+    (IPVS_DEST_ATTR_INACT_CONNS, None, "I"),
+    (IPVS_DEST_ATTR_PERSIST_CONNS, None, "I"),
+    (IPVS_DEST_ATTR_TUN_TYPE, None, "B"),
+    (IPVS_DEST_ATTR_TUN_PORT, None, "2s"),  # big-endian (0 when absent)
+    *((IPVS_DEST_ATTR_STATS64, kind, "Q") for kind in range(1, IPVS_STATS_ATTR_OUTBYTES + 1)),
+)
+_DEST_REQUIRED = (IPVS_DEST_ATTR_ADDR, IPVS_DEST_ATTR_PORT)
+
+#: Layouts of destination replies by payload length (a kernel sends one or two).
+_dest_layouts: dict[int, Layout] = {}
+
+
 def dest_from_nla(payload: bytes, family: Family) -> tuple[Destination, DestStats]:
     """The ``Destination`` and counters a dumped ``IPVS_CMD_ATTR_DEST`` describes.
 
     ``family`` is the service's, for an old kernel that sends no ``ADDR_FAMILY`` (from
     before a destination could be of another family than its service).
+
+    Replies shaped like one seen before are read through its layout (a third of the
+    cost of a walk, see ``lvsd.ipvs.layout``); the rest are walked, and the walk alone
+    raises ``IpvsError`` for a malformed reply.
     """
+    layout = _dest_layouts.get(len(payload))
+    values = None if layout is None else layout.read(payload)
+    if values is None:
+        layout = learn(payload, _DEST_FIELDS, _DEST_REQUIRED)
+        if layout is not None:
+            if len(_dest_layouts) >= 16:
+                _dest_layouts.clear()
+            _dest_layouts[len(payload)] = layout
+            values = layout.read(payload)
+    if values is not None:
+        found = _dest_from_values(values, family)
+        if found is not None:
+            return found
+    return _walk_dest(payload, family)
+
+
+def _dest_from_values(
+    values: tuple[Any, ...], family: Family
+) -> tuple[Destination, DestStats] | None:
+    """What a layout read, as the model (None for a reply the walk must decide)."""
+    (raw, af, port, fwd, weight, upper, lower, active, inactive, persistent,
+     tun_type, tun_port, conns, pin, pout, bin_, bout) = values  # fmt: skip
+    if af:
+        if af not in _FAMILY_BY_AF:
+            return None
+        family = _FAMILY_BY_AF[af]
+    forward = _FWD_BY_CODE.get(fwd & 0x7, Forward.NAT)
+    tunnel: TunnelType | None = None
+    tunnel_port = 0
+    if forward is Forward.TUN:
+        tunnel = _TUN_BY_CODE.get(tun_type, TunnelType.IPIP)
+        if tunnel is not TunnelType.IPIP and tun_port:
+            tunnel_port = tun_port[0] << 8 | tun_port[1]
+    if family is Family.INET:
+        if len(raw) < 4:
+            return None
+        address = socket.inet_ntoa(raw[:4])
+    elif len(raw) < 16:
+        return None
+    else:
+        address = str(ipaddress.IPv6Address(raw[:16]))
+    counters = Stats(
+        connections=conns, packets_in=pin, packets_out=pout, bytes_in=bin_, bytes_out=bout
+    )
+    return Destination(
+        address=address,
+        port=port[0] << 8 | port[1],
+        weight=weight,
+        forward=forward,
+        tunnel=tunnel,
+        tunnel_port=tunnel_port,
+        upper_threshold=upper,
+        lower_threshold=lower,
+    ), DestStats(
+        active_connections=active,
+        inactive_connections=inactive,
+        persistent_connections=persistent,
+        stats=counters,
+    )
+
+
+def _walk_dest(payload: bytes, family: Family) -> tuple[Destination, DestStats]:
+    """``dest_from_nla`` attribute by attribute."""
     a = _Nla("IPVS_CMD_ATTR_DEST", _DEST_NAMES, payload)
     if IPVS_DEST_ATTR_ADDR_FAMILY in a.payloads:
         family = a.family(IPVS_DEST_ATTR_ADDR_FAMILY)
@@ -553,6 +677,8 @@ class NetlinkBackend:
         except OSError as exc:
             ipvs.close()
             raise IpvsError(what, f"netlink socket: {exc.strerror or exc}", exc.errno) from exc
+        # dump replies stay bytes until lvsd decodes them (``RawReply``)
+        ipvs.marshal.msg_map[ipvs.prid] = RawReply
         self._ipvs = ipvs
         return ipvs
 
@@ -700,6 +826,7 @@ async def _request(ipvs: AsyncIPVS, op: Op) -> None:
 __all__ = [
     "NOT_LOADED",
     "NetlinkBackend",
+    "RawReply",
     "decode_netmask",
     "dest_fields",
     "dest_from_nla",

@@ -12,6 +12,7 @@ Both must give the same model, and the model must be the one expected.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
@@ -20,7 +21,14 @@ from typing import Any
 
 import pytest
 from pyroute2.ipvs import IPVSService
-from pyroute2.netlink import NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLM_F_MULTI
+from pyroute2.netlink import (
+    NLA_F_NESTED,
+    NLA_F_NET_BYTEORDER,
+    NLM_F_MULTI,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+)
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import ipvs as genl
 from pyroute2.netlink.marshal import Marshal
 
@@ -87,10 +95,18 @@ def encode_reply(kind: str, attrs: list[Any], *, flags: int = 0) -> bytes:
 
 def frame(*replies: bytes) -> list[Any]:
     """The message objects pyroute2's socket yields for ``replies`` received in one
-    buffer (each keeps the whole buffer in ``.data`` and its start in ``.offset``)."""
+    buffer, with ``RawReply`` registered for the IPVS family as ``NetlinkBackend``
+    does (each keeps the whole buffer in ``.data`` and its start in ``.offset``)."""
     marshal = Marshal()
-    marshal.msg_map[GENL_ID] = genl.ipvsmsg
+    marshal.msg_map[GENL_ID] = netlink.RawReply
     return list(marshal.parse(b"".join(replies), SEQ))
+
+
+def pyroute2_msg(msg: Any) -> Any:
+    """The same reply as pyroute2's own message class builds it, for the oracle."""
+    full = genl.ipvsmsg(msg.data, offset=msg.offset)
+    full.decode()
+    return full
 
 
 def stats(
@@ -263,13 +279,13 @@ def dest_stats_from_attrs(attrs: Mapping[str, Any]) -> DestStats:
 
 def legacy_service(msg: Any) -> tuple[Service, Stats]:
     """A service reply as lvsd read it through pyroute2."""
-    attrs = plain(msg.get_attr(SERVICE))
+    attrs = plain(pyroute2_msg(msg).get_attr(SERVICE))
     return service_from_attrs(attrs), stats_from_attrs(attrs.get("IPVS_SVC_ATTR_STATS64"))
 
 
 def legacy_dest(msg: Any) -> tuple[Destination, DestStats]:
     """A destination reply as lvsd read it through pyroute2."""
-    attrs = plain(msg.get_attr(DEST))
+    attrs = plain(pyroute2_msg(msg).get_attr(DEST))
     return dest_from_attrs(attrs), dest_stats_from_attrs(attrs)
 
 
@@ -467,9 +483,30 @@ def test_dest_reply(attrs: list[Any], dest: Destination, counters: DestStats) ->
     """A dumped destination decodes to the expected destination and counters (from
     STATS64, never the 32-bit STATS), and to what the conversion through pyroute2 gave."""
     (msg,) = frame(encode_reply(DEST, attrs))
-    decoded = dest_from_nla(reply_attr(msg, IPVS_CMD_ATTR_DEST), Family.INET)
+    payload = reply_attr(msg, IPVS_CMD_ATTR_DEST)
+    netlink._dest_layouts.clear()
+    decoded = dest_from_nla(payload, Family.INET)  # walked, and its layout learned
     assert (dest, counters) == decoded
     assert legacy_dest(msg) == decoded
+    assert [len(payload)] == list(netlink._dest_layouts)
+    assert decoded == dest_from_nla(payload, Family.INET)  # read through the layout
+    assert decoded == netlink._walk_dest(payload, Family.INET)
+
+
+def test_a_reply_of_the_same_length_but_another_shape_is_walked() -> None:
+    """A layout reads only replies whose every attribute header matches: one with the
+    same length but its attributes in another order is walked, and decodes right."""
+    netlink._dest_layouts.clear()
+    (first,) = frame(encode_reply(DEST, dest_attrs("10.0.0.2", weight=2)))
+    attrs = dest_attrs("10.0.0.3", weight=5)
+    swapped = [attrs[1], attrs[0], *attrs[2:]]  # PORT before ADDR: same bytes, moved
+    (second,) = frame(encode_reply(DEST, swapped))
+    a, b = (reply_attr(m, IPVS_CMD_ATTR_DEST) for m in (first, second))
+    assert len(a) == len(b)
+    assert rs("10.0.0.2", weight=2) == dest_from_nla(a, Family.INET)[0]
+    layout = netlink._dest_layouts[len(a)]
+    assert None is layout.read(b)
+    assert rs("10.0.0.3", weight=5) == dest_from_nla(b, Family.INET)[0]
 
 
 # --- what pyroute2's encoder does not write: padding, unknown types, flags, 16-byte v4 --
@@ -541,11 +578,29 @@ def test_replies_sharing_a_receive_buffer() -> None:
     assert [(rs(f"10.0.0.{i}", weight=i), DestStats()) for i in range(1, 4)] == decoded
 
 
-def test_reading_a_reply_does_not_decode_its_attributes_with_pyroute2() -> None:
-    """The decoder reads the bytes: pyroute2's lazy attribute objects stay undecoded."""
-    (msg,) = frame(encode_reply(DEST, dest_attrs(counters=COUNTERS)))
-    dest_from_nla(reply_attr(msg, IPVS_CMD_ATTR_DEST), Family.INET)
-    assert [False] == [slot.cell[1].decoded for slot in msg["attrs"]]
+def test_pyroute2_frames_replies_as_raw_replies_and_still_raises_errors() -> None:
+    """With ``RawReply`` registered, pyroute2's marshal yields each IPVS reply with its
+    header and bytes only, and still builds an error message itself (the socket raises
+    its ``NetlinkError``) and the end of the dump."""
+    reply = encode_reply(DEST, dest_attrs(counters=COUNTERS))
+    error = struct.pack("=IHHIIi", 36, NLMSG_ERROR, 0, SEQ, 0, -errno.ENOENT) + bytes(16)
+    done = struct.pack("=IHHIIi", 20, NLMSG_DONE, NLM_F_MULTI, SEQ, 0, 0)
+    first, second, end = frame(reply, error, done)
+    assert type(first) is netlink.RawReply
+    header = first["header"]
+    assert (header["length"], header["type"], header["flags"], header["sequence_number"]) == (
+        len(reply),
+        GENL_ID,
+        NLM_F_MULTI,
+        SEQ,
+    )
+    assert None is header["error"]
+    assert (rs(), DestStats(stats=COUNTERS)) == dest_from_nla(
+        reply_attr(first, IPVS_CMD_ATTR_DEST), Family.INET
+    )
+    assert isinstance(second["header"]["error"], NetlinkError)
+    assert errno.ENOENT == second["header"]["error"].code
+    assert NLMSG_DONE == end["header"]["type"]
 
 
 def test_attribute_types_are_pyroute2s() -> None:
@@ -756,7 +811,7 @@ async def test_dump_reads_the_whole_table() -> None:
     as the conversion through pyroute2 did."""
     fake = _fake()
     backend = NetlinkBackend()
-    backend._ipvs = fake  # type: ignore[assignment]  # the socket is what we fake
+    backend._ipvs = fake  # the socket is what we fake
     snapshot = await backend.dump()
     vip6_dest = rs("2001:db8::2", 53, forward=Forward.TUN, tunnel=TunnelType.GUE,
                    tunnel_port=6080)  # fmt: skip
@@ -794,7 +849,7 @@ async def test_dump_services_reads_only_the_destinations_asked_for() -> None:
     the destinations of the services in ``keys`` only."""
     fake = _fake()
     backend = NetlinkBackend()
-    backend._ipvs = fake  # type: ignore[assignment]  # the socket is what we fake
+    backend._ipvs = fake  # the socket is what we fake
     snapshot = await backend.dump_services([VIP6, ServiceKey.mark(1)])
     assert [VIP6] == fake.dest_dumps
     assert ([VIP6], {VIP, VIP6, MARK6}) == (list(snapshot.table), set(snapshot.service_stats))
@@ -806,7 +861,7 @@ async def test_dump_with_a_malformed_reply_fails_as_a_dump_error() -> None:
     fake = _fake()
     fake.dests[VIP] = [truncate(encode_reply(DEST, dest_attrs()), 8)]
     backend = NetlinkBackend()
-    backend._ipvs = fake  # type: ignore[assignment]  # the socket is what we fake
+    backend._ipvs = fake  # the socket is what we fake
     with pytest.raises(IpvsError) as caught:
         await backend.dump()
     reason = "malformed reply: IPVS_CMD_ATTR_DEST: attribute 12 at byte 196 is 124 bytes long,"
