@@ -3,8 +3,10 @@
 Runs, in one process and on one event loop as ``lvsd run`` does, the check scheduler
 with ``--services`` x ``--dests`` cheap fake probes (a result at once, no I/O; only the
 first ``--checks`` if given, the scrape still covers every destination), the
-health state fed by their results, and the HTTP endpoint of ``lvsd.api`` over a
-fixed kernel snapshot (the memory backend's dump, out of scope here). A child process
+health state fed by their results, and the HTTP endpoint of ``lvsd.api`` whose dump
+is lvsd's netlink backend reading the replies a kernel would send for a fixed table
+(``scrape_bench.fake_kernel``: framing and decoding included, the kernel's own work
+left out). A child process
 (the Prometheus stand-in, so its CPU is not counted; curl if installed) GETs
 ``/metrics`` every second.
 
@@ -49,7 +51,7 @@ from lvsd.model import Snapshot, Table
 from lvsd.status import StatusReport, build, build_steps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scrape_bench import synthetic  # the same world as scrape_bench
+from scrape_bench import dump_backend, synthetic  # the same world as scrape_bench
 
 
 class FakeProbe:
@@ -69,12 +71,12 @@ def fake_factory(spec: CheckSpec, target: Target) -> Probe:
 
 
 class Source:
-    """What the daemon gives ``lvsd.api``: a fixed snapshot, a live health state."""
+    """What the daemon gives ``lvsd.api``: a dump of a fixed table, a live health state."""
 
     def __init__(self, config: Config, health: HealthState, snapshot: Snapshot) -> None:
         self.config = config
         self.health = health
-        self._snapshot = snapshot
+        self._backend = dump_backend(snapshot)
         self.loop = asyncio.get_running_loop()
 
     @property
@@ -82,7 +84,7 @@ class Source:
         return True
 
     async def snapshot(self) -> Snapshot:
-        return self._snapshot
+        return await self._backend.dump()
 
     def report(self, table: Table | None) -> StatusReport:
         return build(self.config, self.health, table, frozenset(), self.loop.time())
