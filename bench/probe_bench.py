@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib
 import ipaddress
 import json
@@ -33,6 +32,7 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
+from lvsd import heap
 from lvsd.checks.base import ProbeFactory, ProbeResult, Target
 from lvsd.checks.scheduler import Scheduler
 from lvsd.config.model import CheckSpec, HttpOptions, TcpOptions
@@ -197,9 +197,8 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
         resolution=args.resolution,
     )
     await sched.update(checks)
-    if args.gc_freeze:
-        gc.collect()
-        gc.freeze()  # the long-lived checks and probes leave the collector's generations
+    if args.gc == "settled":
+        heap.settle()  # as the daemon does once its checks are built
     rss_before = _rss_kib()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     wall_before = time.monotonic()
@@ -220,6 +219,7 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
     probes = max(stats.runs, 1)
     return {
         "driver": "heap",
+        "gc": args.gc,
         "probe": args.probe,
         "checks": args.checks,
         "interval_s": args.interval,
@@ -329,7 +329,11 @@ def main() -> None:
         "--resolution", type=float, default=0.005, help="the scheduler's timer resolution (s)"
     )
     parser.add_argument(
-        "--gc-freeze", action="store_true", help="gc.freeze() after the checks are built"
+        "--gc",
+        choices=("settled", "default"),
+        default="settled",
+        help="settled: lvsd.heap.settle() once the checks are built, as lvsd does;"
+        " default: CPython's collector settings",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()

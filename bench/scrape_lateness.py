@@ -41,7 +41,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from lvsd import api
+from lvsd import api, heap
 from lvsd.checks.base import Probe, ProbeResult, Target
 from lvsd.checks.scheduler import Scheduler, checks_from_config
 from lvsd.config.model import CheckSpec, Config
@@ -178,6 +178,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     checks = dict(list(checks_from_config(config).items())[: args.checks or None])
     await sched.update(checks)
     source = Source(config, health, snapshot)
+    if args.gc == "settled":
+        heap.settle()  # as the daemon does once its checks are built
     metrics = Metrics(CollectorRegistry())
     if args.mode == "thread":
         runner = web.AppRunner(thread_app(source, metrics), access_log=None)
@@ -212,6 +214,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     client = json.loads(out)
     return {
         "mode": args.mode,
+        "gc": args.gc,
         "checks": len(checks),
         "destinations": args.services * args.dests,
         "interval_s": args.interval,
@@ -233,6 +236,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--mode", choices=("steps", "thread"), default="steps")
+    parser.add_argument(
+        "--gc",
+        choices=("settled", "default"),
+        default="settled",
+        help="settled: lvsd.heap.settle() after setup, as lvsd does; default: CPython's",
+    )
     parser.add_argument("--scrape-client", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scrape_client:

@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from lvsd import control
+from lvsd import control, heap
 from lvsd.checks.base import ProbeFactory, ProbeResult
 from lvsd.checks.scheduler import Scheduler, checks_from_config
 from lvsd.config.model import Config
@@ -226,6 +226,7 @@ class Daemon:
                 asyncio.create_task(self._drift(), name="drift"),
                 asyncio.create_task(self._watchdog(), name="watchdog"),
             ]
+            heap.settle()  # the config's objects are built: keep collections off them
             self.ready = True
             summary = self._status = engine.summary()
             self.notifier.ready(summary)
@@ -374,6 +375,7 @@ class Daemon:
             result = await engine.reload(self.load)
             if result.ok and self.scheduler is not None:
                 await self.scheduler.update(checks_from_config(engine.config))
+                heap.settle()
             if result.ok:
                 await self._preflight(engine.config)  # the new config may need other settings
             self._status = engine.summary()

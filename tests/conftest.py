@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 
@@ -20,3 +21,13 @@ def _reset_logging() -> Iterator[None]:
     for handler in [h for h in root.handlers if h.get_name() == "lvsd"]:
         root.removeHandler(handler)
     root.setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _reset_gc() -> Iterator[None]:
+    """A test that started a daemon (which settles the heap, ``lvsd.heap``) leaves the
+    collector as it found it."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)

@@ -4,6 +4,7 @@ short real intervals (0.05 s)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsd import control
+from lvsd import control, heap
 from lvsd.checks.base import Probe, ProbeResult, Target
 from lvsd.config.model import CheckSpec
 from lvsd.daemon import Daemon
@@ -257,6 +258,19 @@ async def test_control_reload_applies_the_difference(short_dir: Path) -> None:
         assert 4 == weight(r.backend, RS1)
         assert any(m.startswith("RELOADING=1") for m in r.notifier.sent)
         assert r.notifier.sent[-1].startswith("READY=1")
+
+
+async def test_heap_is_settled_at_start_and_after_a_reload(short_dir: Path) -> None:
+    """Once the config's objects are built (start, reload), they are frozen out of the
+    collector's walks and full collections are spaced out (``lvsd.heap``)."""
+    gc.unfreeze()
+    async with running(short_dir, config_text(short_dir)) as r:
+        assert heap.FULL_EVERY == gc.get_threshold()[2]
+        assert gc.get_freeze_count() > 0
+        gc.unfreeze()
+        r.path.write_text(config_text(short_dir, (("10.0.0.2", 4), ("10.0.0.3", 1))))
+        await control.request(r.socket, {"command": "reload"})
+        assert gc.get_freeze_count() > 0
 
 
 async def test_control_reload_of_a_broken_config_keeps_the_old_one(short_dir: Path) -> None:
