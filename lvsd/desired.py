@@ -14,8 +14,9 @@ Rules, per service of the config:
 * lingering (removed from the config, connections still draining): weight 0, unless
   the config lists the same address and port again;
 * the sorry server is present (with its configured weight) while no real server is
-  up or the service has lost its quorum, and absent otherwise; when its address and
-  port are a configured real server's, the real server owns that entry.
+  up or the service has lost its quorum, and absent otherwise (once it has served,
+  ``lvsd.engine`` makes it linger at weight 0 until its connections end); when its
+  address and port are a configured real server's, the real server owns that entry.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from lvsd.model import (
     Destination,
     DestKey,
     Op,
+    OpKind,
     ServiceKey,
     Snapshot,
     Table,
@@ -104,7 +105,8 @@ CommandRunner = Callable[[Sequence[str]], None]
 
 @dataclass(slots=True)
 class _Lingering:
-    """A real server removed by a reload, kept at weight 0 while connections drain."""
+    """A real server removed by a reload (or a sorry server no longer needed), kept at
+    weight 0 while its connections drain."""
 
     dest: Destination
     deadline: float
@@ -422,7 +424,14 @@ class Engine:
         return await self._settle(plan(table, desired, self.managed), inputs)
 
     async def _settle(self, ops: Sequence[Op], inputs: _Inputs) -> ApplyResult:
-        """Apply ``ops``; remember ``inputs`` as the table's basis when all went in."""
+        """Apply ``ops``; remember ``inputs`` as the table's basis when all went in.
+
+        A sorry server that would be deleted while it serves lingers at weight 0
+        instead, as a real server removed by a reload does, and ``ops`` are planned
+        again: the requests it is answering finish; it leaves once its connections
+        have ended (``check_lingering``)."""
+        if self._linger_sorry(ops):
+            return await self._reconcile_locked(fresh=False)
         cache = self._cache
         result = await self._apply(ops)
         if result.failed:
@@ -472,7 +481,28 @@ class Engine:
             self.hooks.drift_repair(len(ops))
         return result
 
-    # -- lingering real servers (removed by a reload) ---------------------------------------
+    # -- lingering real servers (removed by a reload) and sorry servers ----------------------
+
+    def _linger_sorry(self, ops: Sequence[Op]) -> bool:
+        """Turn the deletion of a serving sorry server (weight above 0) into a lingering
+        entry; True when one was."""
+        sorry = {s.key: s.sorry_server.key for s in self.config.services if s.sorry_server}
+        deadline = self.clock() + self.config.daemon.drain_timeout
+        found = False
+        for op in ops:
+            dest = op.dest
+            if (
+                op.kind is OpKind.DEL_DEST
+                and dest is not None
+                and dest.weight > 0
+                and sorry.get(op.service.key) == dest.key
+            ):
+                self.lingering.setdefault(op.service.key, {})[dest.key] = _Lingering(
+                    dest=dest, deadline=deadline
+                )
+                log.info("sorry_server.leaving", service=str(op.service.key), server=str(dest.key))
+                found = True
+        return found
 
     def _expire_lingering(self, snapshot: Snapshot | None) -> list[str]:
         """Drop lingering entries whose connections are gone (per ``snapshot``, the

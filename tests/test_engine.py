@@ -352,15 +352,39 @@ up_command = ["/bin/echo", "up"]
     assert [("/bin/echo", "down"), ("/bin/echo", "up")] == ran
 
 
+SORRY = DestKey.of("10.0.0.100", 80)
+
+
 async def test_sorry_server_appears_when_all_are_down(tmp_path: Path) -> None:
-    """With every real server down the sorry server is added; it leaves on recovery."""
+    """With every real server down the sorry server is added; on recovery it drops to
+    weight 0 (no new connections) and is deleted once its connections have ended."""
     extra = '\n[services.web.sorry_server]\naddress = "10.0.0.100"\nport = 80\n'
     engine, backend, _ = await started(tmp_path, config_text(service_extra=extra))
     batch = [(cid(engine.config, "10.0.0.2"), fail()), (cid(engine.config, "10.0.0.3"), fail())]
     await engine.results(batch)
-    assert DestKey.of("10.0.0.100", 80) in backend.table[WEB].destinations
+    assert 1 == backend.table[WEB].destinations[SORRY].weight
+    backend.dest_stats[(WEB, SORRY)] = DestStats(active_connections=2)
     await engine.results([(cid(engine.config, "10.0.0.2"), ok())])
-    assert DestKey.of("10.0.0.100", 80) not in backend.table[WEB].destinations
+    assert 0 == backend.table[WEB].destinations[SORRY].weight
+    assert [] == kinds((await engine.check_lingering()).applied)  # still answering
+    backend.dest_stats[(WEB, SORRY)] = DestStats(active_connections=0)
+    gone = ["del-dest tcp 192.168.3.108:80 -> 10.0.0.100:80 w=0 nat"]
+    assert gone == kinds((await engine.check_lingering()).applied)
+    assert SORRY not in backend.table[WEB].destinations
+
+
+async def test_sorry_server_needed_again_while_lingering_gets_its_weight_back(
+    tmp_path: Path,
+) -> None:
+    extra = '\n[services.web.sorry_server]\naddress = "10.0.0.100"\nport = 80\nweight = 5\n'
+    engine, backend, _ = await started(tmp_path, config_text(service_extra=extra))
+    down = [(cid(engine.config, "10.0.0.2"), fail()), (cid(engine.config, "10.0.0.3"), fail())]
+    await engine.results(down)
+    backend.dest_stats[(WEB, SORRY)] = DestStats(active_connections=1)
+    await engine.results([(cid(engine.config, "10.0.0.2"), ok())])
+    assert 0 == backend.table[WEB].destinations[SORRY].weight
+    await engine.results(down[:1])
+    assert 5 == backend.table[WEB].destinations[SORRY].weight
 
 
 async def test_remove_all_deletes_only_managed_services(tmp_path: Path) -> None:
