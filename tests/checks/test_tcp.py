@@ -29,6 +29,23 @@ async def test_connect_ok(net: Loopback) -> None:
     assert 0 <= result.duration < TIMEOUT
 
 
+async def test_connect_check_closes_with_a_reset(net: Loopback) -> None:
+    """A plain connect check ends its connection with a reset, as keepalived's
+    TCP_CHECK does (``SO_LINGER`` 0): the server reads ECONNRESET, not an orderly end,
+    and no TIME_WAIT socket stays behind on the director's side."""
+    family = socket.AF_INET6 if net.address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as listener:
+        listener.bind((net.host, 0))
+        listener.listen(1)
+        result = await (await _probe(net, listener.getsockname()[1], TcpOptions())).probe()
+        assert result.ok, result.detail
+        conn, _ = listener.accept()  # already queued
+        with conn:
+            conn.settimeout(2)
+            with pytest.raises(ConnectionResetError):
+                conn.recv(1)
+
+
 async def test_connect_refused(net: Loopback) -> None:
     """A closed port fails fast with 'refused'."""
     port = net.free_port()
