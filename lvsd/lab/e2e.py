@@ -1,9 +1,10 @@
 """End-to-end scenarios: lvsd under systemd in the lab, real traffic, injected faults.
 
-One boot (``SystemdBoot``, NAT topology with rs1, rs2 and rs3 as the sorry server)
-runs ``lvsd.service`` (the repo's unit and the lab drop-in) and this module's guest
-driver as the test unit. Each scenario starts a bounded traffic stream from the client
-namespace (``lvsd.lab.traffic``), injects a fault (``lvsd.lab.faults``), and records:
+One boot (``SystemdBoot``, NAT topology with the real servers rs1, rs2 and rs3 and a
+sorry server in its own namespace) runs ``lvsd.service`` (the repo's unit and the lab
+drop-in) and this module's guest driver as the test unit. Each scenario starts a
+bounded traffic stream from the client namespace (``lvsd.lab.traffic``), injects a
+fault (``lvsd.lab.faults``), and records:
 the requests sent and failed, the failure window, when lvsd took the server out and put
 it back (``ipvsadm -Ln`` sampled), what lvsd logged (journal) and exported
 (``/metrics``). Results go to ``$LAB_RESULTS/e2e.json``, one record per scenario.
@@ -32,8 +33,9 @@ from lvsd.lab.systemd import LVSD
 from lvsd.lab.traffic import Request
 
 VIP = "192.168.3.108"
-RS = {"rs1": "10.0.0.2", "rs2": "10.0.0.3"}
-SORRY = ("rs3", "10.0.0.4")
+RS = {"rs1": "10.0.0.2", "rs2": "10.0.0.3", "rs3": "10.0.0.4"}
+#: The sorry server: its own namespace and address, after the real servers.
+SORRY = ("sorry", "10.0.0.5")
 MODES = Path("/run/lab-modes")
 #: Check timing of the scenarios: a dead server is out within FALL x INTERVAL + TIMEOUT.
 INTERVAL = 0.5
@@ -42,6 +44,9 @@ FALL = 2
 RISE = 2
 SLOW_START = 4.0
 WEIGHT = 5
+#: The reload scenario's new weights: rs1 gets 2 of every 8 connections (25%), rs2 and
+#: rs3 together 6 (75%): rs1 against the rest of the pool is 1:3, the issue's split.
+RELOAD_WEIGHTS = (2, 3, 3)
 BOUND = FALL * INTERVAL + TIMEOUT
 #: Client timeout per request (a request sent to a hanging server fails after it).
 CLIENT_TIMEOUT = 2.0
@@ -52,6 +57,12 @@ MANY = 200
 FLAP_EVERY = 5
 FLAP_SECONDS = 60.0
 FLAP_PERIOD = 3.0
+#: The flapping scenario judges a real server's kernel weight against its reported
+#: health only when its last transition is this much older (seconds) than the sample:
+#: the batch window, the reconcile and its netlink writes happen within it.
+SETTLE = 1.0
+#: Pause between two samples of the flapping scenario (a sample itself takes ~0.5 s).
+SAMPLE_PAUSE = 0.5
 CONTROL = "/run/lvsd/control.sock"
 
 SCENARIOS = (
@@ -71,7 +82,7 @@ DROPIN_DIR = "/etc/systemd/system/lvsd.service.d"
 
 
 def config_text(
-    weights: tuple[int, int] = (WEIGHT, WEIGHT), *, broken: bool = False, sorry: bool = True
+    weights: tuple[int, ...] = (WEIGHT,) * len(RS), *, broken: bool = False, sorry: bool = True
 ) -> str:
     """The scenarios' config: one wrr service on the VIP, http checks, slow start."""
     servers = "".join(
@@ -153,6 +164,97 @@ def weights(text: str | None = None) -> dict[str, int]:
         if m:
             out[m.group(1)] = int(m.group(2))
     return out
+
+
+def kernel_table(text: str) -> dict[str, dict[str, int]]:
+    """``ipvsadm -Ln`` as service -> destination -> weight: ``"TCP 192.168.3.108:80"``
+    (``"FWM 42"``) -> ``"10.0.0.2:80"`` -> 5."""
+    out: dict[str, dict[str, int]] = {}
+    dests: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if line.startswith(("TCP", "UDP", "SCTP", "FWM")) and len(fields) >= 2:
+            dests = out.setdefault(f"{fields[0]} {fields[1]}", {})
+        elif line.startswith("  ->") and len(fields) >= 4 and fields[1] != "RemoteAddress:Port":
+            dests[fields[1]] = int(fields[3])
+    return out
+
+
+def expected_weight(rs: dict[str, Any], on_failure: str = "quiesce") -> int | None:
+    """The kernel weight a real server's reported health (one entry of ``/status``'s
+    ``real_servers``) implies: its effective weight when up (held by the panic guard
+    counts as up), 0 when drained or down, None (absent) when down and the failure
+    action is ``remove``."""
+    if rs["state"] in ("up", "held"):
+        return int(rs["weight"]["effective"])
+    if rs["state"] == "down" and on_failure == "remove":
+        return None
+    return 0
+
+
+def _service_key(svc: dict[str, Any]) -> str:
+    if svc.get("fwmark"):
+        return f"FWM {svc['fwmark']}"
+    return f"{str(svc['protocol']).upper()} {svc['address']}:{svc['port']}"
+
+
+def health_vs_kernel(
+    first: dict[str, Any],
+    kernel: dict[str, dict[str, int]],
+    second: dict[str, Any],
+    *,
+    elapsed: float,
+    settle: float = SETTLE,
+    on_failure: str = "quiesce",
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """One sample of "the kernel table matches the reported health": ``first`` and
+    ``second`` are status reports (``/status``'s JSON) asked for before and after the
+    kernel table was read (``kernel_table``), ``elapsed`` the seconds from asking for
+    ``first`` to receiving ``second``.
+
+    A real server is judged when both reports give it the same state and effective
+    weight and its last transition (``since`` in ``second``) is older than ``elapsed +
+    settle``: its state then held from ``settle`` seconds before the sample began until
+    its end, so the kernel, read in between, must show ``expected_weight``. The others
+    are skipped (settling). Returns the counts (``compared``, ``skipped``, and
+    ``compared_up``/``compared_down``...) and the mismatches."""
+    before = {
+        (_service_key(svc), f"{rs['address']}:{rs['port']}"): rs
+        for svc in first.get("services", [])
+        for rs in svc["real_servers"]
+    }
+    counts: dict[str, int] = {"compared": 0, "skipped": 0}
+    mismatches: list[dict[str, Any]] = []
+    for svc in second.get("services", []):
+        service = _service_key(svc)
+        for rs in svc["real_servers"]:
+            dest = f"{rs['address']}:{rs['port']}"
+            old = before.get((service, dest))
+            stable = (
+                old is not None
+                and old["state"] == rs["state"]
+                and old["weight"]["effective"] == rs["weight"]["effective"]
+                and float(rs["since"]) >= elapsed + settle
+            )
+            if not stable:
+                counts["skipped"] += 1
+                continue
+            counts["compared"] += 1
+            counts[f"compared_{rs['state']}"] = counts.get(f"compared_{rs['state']}", 0) + 1
+            want = expected_weight(rs, on_failure)
+            seen = kernel.get(service, {}).get(dest)
+            if want != seen:
+                mismatches.append(
+                    {
+                        "service": service,
+                        "realserver": dest,
+                        "state": rs["state"],
+                        "since": round(float(rs["since"]), 2),
+                        "expected": want,
+                        "kernel": seen,
+                    }
+                )
+    return counts, mismatches
 
 
 def wait_for(predicate: Callable[[], bool], limit: float, step: float = 0.1) -> float | None:
@@ -262,19 +364,31 @@ class Guest:
         for name in RS:
             faults.set_mode(MODES, name, "ok")
 
+    def all_linked(self) -> None:
+        for name in RS:
+            faults.link(name, True)
+
     def settle(self, expected: dict[str, int] | None = None) -> float | None:
         """Wait until the table shows every real server at full weight."""
         want = expected or dict.fromkeys(RS.values(), WEIGHT)
         return wait_for(lambda: all(weights().get(a) == w for a, w in want.items()), 30)
 
     def traffic(self, duration: float, rate: float = RATE) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start the traffic stream; return once it sends (its Python may take seconds
+        to start in a busy guest, and a fault injected before would meet no request)."""
         self.n += 1
         out = self.results / f"traffic{self.n}.json"
+        ready = out.with_suffix(".ready")
         argv = ["ip", "netns", "exec", "client", sys.executable, "-m", "lvsd.lab.traffic"]
         argv += [f"http://{VIP}/", "--rate", str(rate), "--duration", str(duration)]
         argv += ["--timeout", str(CLIENT_TIMEOUT), "--concurrency", "100", "--out", str(out)]
+        argv += ["--ready", str(ready)]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-        time.sleep(0.5)  # the client's python takes a moment to start
+        if wait_for(lambda: ready.exists() or proc.poll() is not None, 60, step=0.05) is None:
+            proc.kill()
+            raise RuntimeError("the traffic generator did not start within 60 s")
+        if not ready.exists():
+            raise RuntimeError(f"the traffic generator exited with {proc.returncode}")
         return proc, out
 
     def finish(self, run: tuple[subprocess.Popen[bytes], Path]) -> list[Request]:
@@ -315,6 +429,7 @@ class Guest:
         extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         addr = RS[server]
+        others = [name for name in RS if name != server]
         since = time.time()
         before = ipvsadm()
         proc = self.traffic(14)
@@ -332,6 +447,7 @@ class Guest:
         self.record(
             name,
             server=f"{server} {addr}:80",
+            others=others,
             bound_s=BOUND,
             out_after_s=out_after,
             back_ramp=ramp,
@@ -370,23 +486,23 @@ class Guest:
 
     def status500(self) -> None:
         def tcp_connects() -> dict[str, Any]:
+            connect = f"socket.create_connection(({RS['rs3']!r}, 80), 2).close()"
             probe = sh(
-                sys.executable,
-                "-c",
-                "import socket; socket.create_connection(('10.0.0.2', 80), 2).close(); print('ok')",
-                check=False,
+                sys.executable, "-c", f"import socket; {connect}; print('ok')", check=False
             ).strip()
             return {"tcp_connect_while_out": probe}
 
         self.fault_cycle(
             "status500",
-            "rs1",
-            lambda: faults.set_mode(MODES, "rs1", "500"),
-            lambda: faults.set_mode(MODES, "rs1", "ok"),
+            "rs3",
+            lambda: faults.set_mode(MODES, "rs3", "500"),
+            lambda: faults.set_mode(MODES, "rs3", "ok"),
             extra=tcp_connects,
         )
 
     def link(self) -> None:
+        # Not rs1: requests cut by the link keep ESTABLISHED entries in the kernel
+        # (ActiveConn) for minutes, which the drain of rs1 would wait for.
         self.fault_cycle(
             "link", "rs2", lambda: faults.link("rs2", False), lambda: faults.link("rs2", True)
         )
@@ -397,18 +513,19 @@ class Guest:
         proc = self.traffic(12)
         time.sleep(1.5)
         started = time.time()
-        out = sh(LVSD, "drain", "web", "10.0.0.2:80", "--wait", "--timeout", "30", check=False)
+        dest = f"{RS['rs1']}:80"
+        out = sh(LVSD, "drain", "web", dest, "--wait", "--timeout", "30", check=False)
         drained_s = round(time.time() - started, 2)
         during = ipvsadm()
         faults.kill(rs)
         time.sleep(1)
         faults.start(rs, log=self.results / "rs1.log")
-        undrain = sh(LVSD, "undrain", "web", "10.0.0.2:80", check=False)
+        undrain = sh(LVSD, "undrain", "web", dest, check=False)
         ramp = self.ramp(RS["rs1"])
         requests = self.finish(proc)
         self.record(
             "drain",
-            server="rs1 10.0.0.2:80",
+            server=f"rs1 {dest}",
             drain_output=out.strip(),
             drained_after_s=drained_s,
             undrain_output=undrain.strip(),
@@ -467,23 +584,31 @@ class Guest:
 
     def reload_weights(self) -> None:
         """The reload happens under traffic (every request counts for ``failed``); the
-        split is measured over the requests sent once the new weights are in."""
+        split is measured over the requests sent once the new weights are in: rs1
+        against rs2 and rs3 together (RELOAD_WEIGHTS: 1:3), and per server."""
         since = time.time()
         proc = self.traffic(29, rate=80)
         time.sleep(1)
         t0 = time.time()
-        self.write_config(config_text((1, 3)))
+        self.write_config(config_text(RELOAD_WEIGHTS))
         sh("systemctl", "reload", "lvsd")
-        took = wait_for(lambda: weights() == {"10.0.0.2": 1, "10.0.0.3": 3}, 20, step=0.05)
+        want = dict(zip(RS.values(), RELOAD_WEIGHTS, strict=True))
+        took = wait_for(lambda: weights() == want, 20, step=0.05)
         requests = self.finish(proc)
         summary = traffic.summarize(requests)
         split = traffic.summarize(requests, after=t0 + (took or 0.0))
         ok = max(1, split["sent"] - split["failed"])
         shares = {k: round(100 * v / ok, 1) for k, v in split["servers"].items()}
+        rest = sum(v for k, v in split["servers"].items() if k != "rs1")
         self.record(
             "reload_weights",
+            weights=dict(zip(RS, RELOAD_WEIGHTS, strict=True)),
             applied_after_s=took,
             split_requests=split["sent"],
+            split_percent={
+                "rs1": round(100 * split["servers"].get("rs1", 0) / ok, 1),
+                "rs2+rs3": round(100 * rest / ok, 1),
+            },
             shares_percent=shares,
             summary=summary,
             ipvsadm_after=ipvsadm(),
@@ -520,26 +645,42 @@ class Guest:
         )
 
     def sorry(self) -> None:
+        """The real servers fail one after the other (500): the sorry server stays out
+        while one is up, goes in once the last is out; rs1 recovers: it leaves."""
         since = time.time()
-        proc = self.traffic(16)
+        proc = self.traffic(20)
         time.sleep(1)
-        t0 = time.time()
-        for name in RS:
+        *first, last = RS
+        out_after: dict[str, float | None] = {}
+        sorry_while_some_up: dict[str, int | None] = {}
+        for name in first:
             faults.set_mode(MODES, name, "500")
+            out_after[name] = self.until_weight(RS[name], 0)
+            sorry_while_some_up[f"{name} out"] = weights().get(SORRY[1])
+        t_last = time.time()
+        faults.set_mode(MODES, last, "500")
         sorry_after = wait_for(lambda: weights().get(SORRY[1], 0) > 0, 20, step=0.05)
         during = ipvsadm()
-        time.sleep(max(0.0, t0 + 6 - time.time()))
+        time.sleep(max(0.0, t_last + 6 - time.time()))
         t1 = time.time()
         faults.set_mode(MODES, "rs1", "ok")
         back_after = wait_for(lambda: weights().get(RS["rs1"], 0) > 0, 20, step=0.05)
+        sorry_gone = wait_for(lambda: SORRY[1] not in weights(), 20, step=0.05)
         requests = self.finish(proc)
         self.all_ok()
         self.record(
             "sorry",
+            out_after_s_each=out_after,
+            sorry_weight_while_some_up=sorry_while_some_up,
             sorry_in_after_s=sorry_after,
             rs1_back_after_s=back_after,
+            sorry_out_after_s=sorry_gone,
             summary=traffic.summarize(requests),
-            all_down=traffic.summarize(requests, after=t0 + BOUND + CLIENT_TIMEOUT + 1, before=t1),
+            before_last_down=traffic.summarize(requests, before=t_last),
+            all_down=traffic.summarize(
+                requests, after=t_last + BOUND + CLIENT_TIMEOUT + 1, before=t1
+            ),
+            switch_back=traffic.summarize(requests, after=t1, before=t1 + BOUND + 2),
             one_back=traffic.summarize(requests, after=t1 + BOUND + 2),
             ipvsadm_during=during,
             ipvsadm_after=ipvsadm(),
@@ -588,8 +729,10 @@ class Guest:
     def flap200(self) -> None:
         """MANY real servers (addresses of rs1, one fault server answering each with
         its address); every FLAP_EVERY-th flaps (500 / ok every FLAP_PERIOD s) for
-        FLAP_SECONDS while /metrics and the control socket's status are timed and the
-        kernel table is compared with the reported health."""
+        FLAP_SECONDS. Every sample (about one a second): the status over the control
+        socket, ``ipvsadm -Ln``, the status again (``health_vs_kernel`` judges every
+        real server whose state held across the sample and SETTLE before it), then a
+        /metrics scrape; both answers timed."""
         from lvsd import control
 
         addrs = many_addresses()
@@ -605,10 +748,18 @@ class Guest:
         flappers = addrs[::FLAP_EVERY]
         status_ms: list[float] = []
         metrics_ms: list[float] = []
-        mismatches: list[int] = []
-        samples = 0
-        metrics_ok = True
         metrics_errors: list[str] = []
+        counts: dict[str, int] = {}
+        mismatches: list[dict[str, Any]] = []
+        samples = 0
+
+        def status() -> dict[str, Any]:
+            t = time.monotonic()
+            answer = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
+            status_ms.append(round((time.monotonic() - t) * 1000, 1))
+            report: dict[str, Any] = answer.get("status", {})
+            return report
+
         start = time.monotonic()
         phase = -1
         proc = self.traffic(FLAP_SECONDS, rate=20)
@@ -618,24 +769,22 @@ class Guest:
                 phase = now_phase
                 for a in flappers:
                     faults.set_mode(MODES, a, "500" if phase % 2 == 0 else "ok")
+            # The health as reported, the kernel table (ipvsadm), the health again.
             t = time.monotonic()
-            answer = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
-            status_ms.append(round((time.monotonic() - t) * 1000, 1))
-            kernel = weights()
+            first = status()
+            table = kernel_table(ipvsadm())
+            second = status()
+            got, bad = health_vs_kernel(first, table, second, elapsed=time.monotonic() - t)
+            for key, n in got.items():
+                counts[key] = counts.get(key, 0) + n
+            mismatches += bad
+            samples += 1
             t = time.monotonic()
             lines = metrics("lvsd_service_real_servers_up")
             if lines and lines[0].startswith("# /metrics unavailable"):
-                metrics_ok = False
                 metrics_errors.append(lines[0])
             metrics_ms.append(round((time.monotonic() - t) * 1000, 1))
-            reported = {
-                rs["address"]: rs["kernel_weight"]
-                for svc in answer.get("status", {}).get("services", [])
-                for rs in svc["real_servers"]
-            }
-            mismatches.append(sum(1 for a, w in kernel.items() if reported.get(a) != w))
-            samples += 1
-            time.sleep(1.0)
+            time.sleep(SAMPLE_PAUSE)
         for a in flappers:
             faults.set_mode(MODES, a, "ok")
         requests = self.finish(proc)
@@ -657,16 +806,23 @@ class Guest:
             lvsd_active_after_s=ready_s,
             all_up_after_s=all_up,
             samples=samples,
+            settle_s=SETTLE,
+            health_compared=counts.get("compared", 0),
+            health_compared_up=counts.get("compared_up", 0),
+            health_compared_down=counts.get("compared_down", 0),
+            health_skipped_settling=counts.get("skipped", 0),
+            health_mismatches=len(mismatches),
+            health_mismatch_examples=mismatches[:10],
+            status_answers=len(status_ms),
             status_ms_max=max(status_ms, default=0.0),
             status_ms_median=sorted(status_ms)[len(status_ms) // 2] if status_ms else 0.0,
             status_over_1s=sum(1 for ms in status_ms if ms >= 1000),
+            metrics_scrapes=len(metrics_ms),
             metrics_over_1s=sum(1 for ms in metrics_ms if ms >= 1000),
-            metrics_ok=metrics_ok,
+            metrics_ok=not metrics_errors,
             metrics_errors=sorted(set(metrics_errors)),
             metrics_ms_max=max(metrics_ms, default=0.0),
             metrics_ms_median=sorted(metrics_ms)[len(metrics_ms) // 2] if metrics_ms else 0.0,
-            kernel_vs_status_mismatch_max=max(mismatches, default=0),
-            kernel_vs_status_mismatch_samples=sum(1 for m in mismatches if m),
             settled_after_s=settled,
             final_reported=len(final_servers),
             final_up=sum(1 for rs in final_servers if rs["up"]),
@@ -699,7 +855,7 @@ class Guest:
                 self.record(name, error=f"{type(exc).__name__}: {exc}")
                 self.all_ok()
                 with contextlib.suppress(Exception):
-                    faults.link("rs2", True)
+                    self.all_linked()
                     sh("systemctl", "start", "lvsd")
                     self.settle()
         return 1 if failed else 0
@@ -733,7 +889,10 @@ def run_boot(work: Path, names: Sequence[str] = SCENARIOS, *, stream: Any = None
         f'--results "$LAB_RESULTS" {" ".join(names)}\n'
     )
     boot = systemd.SystemdBoot(units=systemd.lvsd_units(config), timeout=900)
-    topology = NatTopology(real_servers=1 if many else 3)
+    if many:
+        topology = NatTopology(real_servers=1)
+    else:
+        topology = NatTopology(real_servers=len(RS), extra=(SORRY[0],))
     return harness.run(work, scenario, topology=topology, boot=boot, stream=stream)
 
 
@@ -742,38 +901,56 @@ NOTES = {
     "start": "`systemctl start lvsd` with the shipped unit and the lab drop-in: active only "
     "after READY=1 (main process start to active), the STATUS line in `systemctl status`.",
     "kill": "rs1's server killed (SIGKILL), restarted 5 s later. Requests fail (refused, or "
-    "cut when in flight) only until lvsd sets weight 0 (`out_after_s`, bound 1.4 s); none "
-    "after (`after_settled`); after the restart the slow-start ramp 1..5 (`back_ramp`: "
-    "seconds, weight) and no failure (`after_restore`).",
+    f"cut when in flight) only until lvsd sets weight 0 (`out_after_s`, bound {BOUND:.1f} s); "
+    "none after (`after_settled`, served by the `others`); after the restart the slow-start "
+    f"ramp 1..{WEIGHT} (`back_ramp`: seconds, weight) and no failure (`after_restore`).",
     "hang": "rs2 accepts and never answers: out after the probe timeouts; the requests "
-    "scheduled to it before then fail by the client's 2 s timeout (hence the window).",
-    "status500": "rs1 answers 500: out by the http check while a TCP connect to it still "
-    "succeeds (`tcp_connect_while_out`).",
+    "scheduled to it before then fail by the client's 2 s timeout (hence the window); rs1 "
+    "and rs3 serve the rest.",
+    "status500": "rs3 answers 500: out by the http check while a TCP connect to it still "
+    "succeeds (`tcp_connect_while_out`); rs1 and rs2 serve the rest.",
     "link": "the director's veth end of rs2 down, up 5 s later: out like a hang (packets "
-    "vanish), back with the ramp.",
-    "drain": "`lvsd drain web 10.0.0.2:80 --wait` under traffic, then rs1 killed and "
+    "vanish), back with the ramp; rs1 and rs3 serve the rest. The requests cut by the link "
+    "stay in `ipvsadm -Ln`'s ActiveConn of rs2 (the kernel's ESTABLISHED timeout).",
+    "drain": f"`lvsd drain web {RS['rs1']}:80 --wait` under traffic, then rs1 killed and "
     "restarted, `lvsd undrain`: zero failed requests.",
     "restart": "`systemctl restart lvsd`, then `kill -9` of its main process and "
     "`systemctl start`, under traffic: zero failed requests, `ipvsadm -Ln` (without "
     "counters, sampled every 0.2 s in a thread, so also while systemctl runs) never "
     "changed (`table_changes`), and no kernel write in the journal (`write_ops`).",
-    "reload_weights": "config rewritten to weights 1:3 and `systemctl reload lvsd` under "
-    "80 requests/s: zero failures across the reload, and the split (`shares_percent`) over "
-    "the `split_requests` sent once the new weights were in.",
+    "reload_weights": "config rewritten from 5:5:5 to weights rs1:rs2:rs3 = "
+    f"{':'.join(map(str, RELOAD_WEIGHTS))}, i.e. rs1 against the rest of the pool 1:3 "
+    "(25/75), and `systemctl reload lvsd` under 80 requests/s: zero failures across the "
+    "reload, and the split over the `split_requests` sent once the new weights were in: "
+    "`split_percent` (rs1 against rs2+rs3, the issue's 25/75) and `shares_percent` per "
+    "server (rs2 and rs3 37.5 each).",
     "reload_broken": "a reload with a broken config: lvsd stays active, the table is "
     "unchanged, zero failures, `lvsd_config_last_reload_successful 0` until a good reload.",
-    "sorry": "both real servers answer 500: the sorry server goes in (`all_down`: answered "
-    "by it, zero failures once it is in); rs1 recovers: traffic returns to it "
-    "(`one_back`). Failures happen only while the servers go down.",
+    "sorry": "rs1, rs2, then rs3 answer 500, one after the other: the sorry server "
+    "(its own namespace) stays out while one real server is up "
+    "(`sorry_weight_while_some_up`: its weight in `ipvsadm -Ln` once rs1, then rs2 was "
+    "out; None = absent; `before_last_down` answered by no sorry server), goes in once "
+    "rs3 is out too (`all_down`: answered by it, zero failures once it is in); rs1 "
+    "recovers: traffic returns to it (`one_back`); the sorry server drops to weight 0 "
+    "and is deleted once its connections have ended (`sorry_out_after_s`), so the "
+    "requests it was answering finish (`switch_back`: zero failures; when lvsd deleted "
+    "it at once, one such request in four runs was lost). Failures happen only while the "
+    "servers go down (`before_last_down`).",
     "watchdog": "lvsd's main process stopped with SIGSTOP (a wedged loop) under traffic, "
     "with `WatchdogSec=4s`: systemd's watchdog kills it and `Restart=on-failure` starts it "
     "again (`restarted_after_s`), the table unchanged and serving throughout.",
     "flap200": "200 real servers (addresses of rs1; http checks every 2 s, rise 1, fall 1), "
-    "40 of them answering 500 / 200 in turn every 3 s for 60 s, 20 requests/s: status over "
-    "the control socket and /metrics timed each second; `kernel_vs_status_*` counts samples "
-    "where `ipvsadm -Ln` read just after the status differed from its kernel weights "
-    "(they race while servers flap); at the end every server is up in both. Requests fail "
-    "while a flapping server answers 500 before it is detected, over the whole minute.",
+    "40 of them answering 500 / 200 in turn every 3 s for 60 s, 20 requests/s. Each sample "
+    "(`samples`, about one a second) asks for the status over the control socket, reads "
+    "`ipvsadm -Ln`, asks for the status again, then scrapes /metrics (both answers timed). "
+    "Every real server whose state and effective weight are the same in both reports and "
+    f"whose last transition is older than the sample plus {SETTLE:.0f} s (`settle_s`: the "
+    "batch window, the reconcile and its netlink writes) is judged: its kernel weight must "
+    "be its effective weight when up, 0 when down (quiesce). `health_compared` such "
+    "judgements (`_up`, `_down`), `health_mismatches` of them wrong, "
+    "`health_skipped_settling` servers in or just after a transition. At the end every "
+    "server is up in both. Requests fail while a flapping server answers 500 before it is "
+    "detected, over the whole minute.",
 }
 
 
@@ -784,19 +961,27 @@ def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) 
         "",
         "Written by `.venv/bin/python -m lvsd.lab e2e` (lvsd/lab/e2e.py): lvsd under systemd",
         "in the lab (user-mode Linux 6.1, one CPU, every syscall trapped: latencies are the",
-        "guest's, far above a real host's), NAT director, real servers rs1 10.0.0.2 and",
-        f"rs2 10.0.0.3 (weight {WEIGHT}), sorry server 10.0.0.4; http checks every {INTERVAL} s,",
-        f"timeout {TIMEOUT} s, rise {RISE}, fall {FALL} (a dead server is out within",
-        f"fall x interval + timeout = {BOUND:.1f} s), slow start {SLOW_START:.0f} s. Traffic:",
-        f"{RATE:.0f} requests/s over fresh connections from the client namespace, client",
-        f"timeout {CLIENT_TIMEOUT} s.",
+        f"guest's, far above a real host's), NAT director (VIP {VIP}:80, wrr), real servers",
+        ", ".join(f"{name} {addr}" for name, addr in RS.items())
+        + f" (weight {WEIGHT} each), sorry server {SORRY[1]} in its own",
+        f'namespace `{SORRY[0]}`. The reload "to 1:3" sets rs1:rs2:rs3 = '
+        + ":".join(map(str, RELOAD_WEIGHTS))
+        + ": rs1 gets 25% and",
+        "rs2 and rs3 together 75% (37.5% each), rs1 against the rest of the pool 1:3.",
+        f"Http checks every {INTERVAL} s, timeout {TIMEOUT} s, rise {RISE}, fall {FALL} (a dead",
+        f"server is out within fall x interval + timeout = {BOUND:.1f} s), slow start",
+        f"{SLOW_START:.0f} s. Traffic: {RATE:.0f} requests/s over fresh connections from the",
+        f"client namespace, client timeout {CLIENT_TIMEOUT} s. The flapping scenario's last",
+        "column: samples taken, real servers judged (kernel weight against reported health),",
+        "and how many of those judgements did not match.",
     ]
     if duration is not None:
         lines += ["", f"Both boots (all scenarios) took {duration:.0f} s."]
     lines += [
         "",
-        "| scenario | requests sent | failed | failure window (ms) | out after (s) |",
-        "|---|---|---|---|---|",
+        "| scenario | requests sent | failed | failure window (ms) | out after (s) "
+        "| kernel vs health: samples / judged / mismatched |",
+        "|---|---|---|---|---|---|",
     ]
     for rec in records:
         summary = rec.get("summary")
@@ -804,7 +989,11 @@ def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) 
             continue
         out_after = rec.get("out_after_s", "-")
         figures = [summary.get(k, "-") for k in ("sent", "failed", "failure_window_ms")]
-        lines.append(f"| {rec['name']} | " + " | ".join(map(str, [*figures, out_after])) + " |")
+        health = "-"
+        if "health_compared" in rec:
+            health = f"{rec['samples']} / {rec['health_compared']} / {rec['health_mismatches']}"
+        cells = [*figures, out_after, health]
+        lines.append(f"| {rec['name']} | " + " | ".join(map(str, cells)) + " |")
     for rec in records:
         lines += ["", f"## {rec['name']}", ""]
         if rec["name"] in NOTES:
@@ -871,4 +1060,18 @@ if __name__ == "__main__":
         raise SystemExit(guest_main(sys.argv[2:]))
     raise SystemExit(main())
 
-__all__ = ["SCENARIOS", "Guest", "config_text", "main", "report", "run_boot", "table_shape"]
+__all__ = [
+    "RELOAD_WEIGHTS",
+    "RS",
+    "SCENARIOS",
+    "SORRY",
+    "Guest",
+    "config_text",
+    "expected_weight",
+    "health_vs_kernel",
+    "kernel_table",
+    "main",
+    "report",
+    "run_boot",
+    "table_shape",
+]

@@ -7,7 +7,10 @@ time (wall clock, comparable with the scenario's marks), success, which real ser
 answered (the lab's httpd answers its name), latency and the error. Stops by itself::
 
     ip netns exec client $LAB_PYTHON -m lvsd.lab.traffic http://192.168.3.108/ \\
-        --rate 100 --duration 10 --out requests.json
+        --rate 100 --duration 10 --out requests.json [--ready started]
+
+``--ready`` names a file created just before the first request, so a caller can wait
+for the stream to have begun (Python starts slowly in the lab's guest).
 
 ``summarize`` turns the records into the figures the e2e report shows.
 """
@@ -152,7 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=2.0, help="per request, seconds")
     parser.add_argument("--out", type=Path, required=True, help="JSON records")
+    parser.add_argument(
+        "--ready", type=Path, help="file created when the first request is about to go"
+    )
     args = parser.parse_args(argv)
+    if args.ready is not None:  # Python has started and imported: the schedule begins
+        args.ready.touch()
     records = asyncio.run(
         generate(
             args.url,

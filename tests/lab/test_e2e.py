@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from lvsd.lab import e2e, faults, traffic
+from lvsd.lab.topology import NatTopology
 from lvsd.lab.traffic import Request
 from tests.lab.conftest import Lab
 
@@ -65,6 +66,18 @@ def test_traffic_against_each_fault_mode(fault_server: tuple[int, Path]) -> None
     assert {"timeout": 5} == seen["hang"]["errors"]
 
 
+def test_traffic_command_marks_its_start(fault_server: tuple[int, Path], tmp_path: Path) -> None:
+    """``python -m lvsd.lab.traffic --ready FILE`` creates FILE before its first
+    request, and writes every request to ``--out``."""
+    port, _ = fault_server
+    out, ready = tmp_path / "requests.json", tmp_path / "started"
+    argv = [sys.executable, "-m", "lvsd.lab.traffic", f"http://127.0.0.1:{port}/"]
+    argv += ["--rate", "20", "--duration", "0.5", "--out", str(out), "--ready", str(ready)]
+    subprocess.run(argv, capture_output=True, check=True, timeout=30)
+    assert ready.exists()
+    assert {"rsX": 10} == traffic.summarize(traffic.load(out))["servers"]
+
+
 def test_summarize_counts_window_and_shares() -> None:
     """The failure window runs from the first failed start to the last failed end;
     ``after``/``before`` select by start time."""
@@ -95,6 +108,112 @@ TCP  192.168.3.108:80 wrr
     b = a.replace("3          120", "0          99")
     assert e2e.table_shape(a) == e2e.table_shape(b)
     assert {"10.0.0.2": 5, "10.0.0.3": 0} == e2e.weights(a)
+
+
+def test_kernel_table_parses_ipvsadm() -> None:
+    """``kernel_table`` keys destinations by service and ``address:port``."""
+    text = """IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  192.168.3.108:80 wrr
+  -> 10.0.0.2:80                  Masq    1      3          120
+  -> 10.0.0.3:80                  Masq    0      0          7
+FWM  42 wrr
+  -> 10.0.0.3:80                  Masq    4      0          0
+"""
+    expected = {
+        "TCP 192.168.3.108:80": {"10.0.0.2:80": 1, "10.0.0.3:80": 0},
+        "FWM 42": {"10.0.0.3:80": 4},
+    }
+    assert expected == e2e.kernel_table(text)
+
+
+def _report(*servers: tuple[str, str, float, int]) -> dict[str, Any]:
+    """A status report of the VIP's service: (address, state, since, effective)."""
+    return {
+        "services": [
+            {
+                "protocol": "tcp",
+                "address": e2e.VIP,
+                "port": 80,
+                "fwmark": None,
+                "real_servers": [
+                    {
+                        "address": a,
+                        "port": 80,
+                        "state": state,
+                        "since": since,
+                        "weight": {"effective": effective},
+                    }
+                    for a, state, since, effective in servers
+                ],
+            }
+        ]
+    }
+
+
+def test_health_vs_kernel_judges_only_settled_servers() -> None:
+    """A server is judged when both reports agree and its transition is older than the
+    sample plus the settle margin: up wants its effective weight, down wants 0. A
+    server that changed between the reports, or too recently, is skipped."""
+    kernel = {
+        f"TCP {e2e.VIP}:80": {
+            "10.0.0.2:80": 1,  # up, right
+            "10.0.0.3:80": 0,  # down, right
+            "10.0.0.4:80": 1,  # down, wrong
+            "10.0.0.5:80": 0,  # went up during the sample: skipped
+            "10.0.0.6:80": 0,  # up 0.9 s ago (< 0.3 + 1.0): skipped
+        }
+    }
+    first = _report(
+        ("10.0.0.2", "up", 10.0, 1),
+        ("10.0.0.3", "down", 5.0, 1),
+        ("10.0.0.4", "down", 3.0, 1),
+        ("10.0.0.5", "down", 7.0, 1),
+        ("10.0.0.6", "up", 0.6, 1),
+        ("10.0.0.7", "up", 9.0, 1),  # up, absent from the kernel: wrong
+    )
+    second = _report(
+        ("10.0.0.2", "up", 10.3, 1),
+        ("10.0.0.3", "down", 5.3, 1),
+        ("10.0.0.4", "down", 3.3, 1),
+        ("10.0.0.5", "up", 0.1, 1),
+        ("10.0.0.6", "up", 0.9, 1),
+        ("10.0.0.7", "up", 9.3, 1),
+    )
+    counts, bad = e2e.health_vs_kernel(first, kernel, second, elapsed=0.3, settle=1.0)
+    assert {"compared": 4, "skipped": 2, "compared_up": 2, "compared_down": 2} == counts
+    assert [("10.0.0.4:80", 0, 1), ("10.0.0.7:80", 1, None)] == [
+        (m["realserver"], m["expected"], m["kernel"]) for m in bad
+    ]
+
+
+def test_expected_weight_follows_the_failure_action() -> None:
+    """Down is weight 0 under quiesce and absent under remove; drained is 0; up and
+    held are the effective weight."""
+    up = {"state": "up", "weight": {"effective": 3}}
+    held = {"state": "held", "weight": {"effective": 2}}
+    down = {"state": "down", "weight": {"effective": 3}}
+    drained = {"state": "drained", "weight": {"effective": 0}}
+    assert [3, 2, 0, 0] == [e2e.expected_weight(r) for r in (up, held, down, drained)]
+    assert e2e.expected_weight(down, "remove") is None
+
+
+def test_topology_has_three_real_servers_and_a_sorry_server() -> None:
+    """The e2e boot's topology puts rs1..rs3 at the scenarios' addresses and the sorry
+    server in its own namespace at its own address."""
+    topology = NatTopology(real_servers=len(e2e.RS), extra=(e2e.SORRY[0],))
+    assert {**e2e.RS, e2e.SORRY[0]: e2e.SORRY[1]} == topology.hosts()
+    assert f"ip -n sorry addr add {e2e.SORRY[1]}/24 dev eth0" in topology.shell()
+    with pytest.raises(ValueError):
+        NatTopology(real_servers=2, extra=("rs2",))
+
+
+def test_reload_weights_split_rs1_one_to_three() -> None:
+    """The reload's weights give rs1 exactly 25% and rs2 + rs3 75% under wrr."""
+    rs1, *rest = e2e.RELOAD_WEIGHTS
+    assert 3 == len(e2e.RELOAD_WEIGHTS)
+    assert 3 * rs1 == sum(rest)
 
 
 def test_report_has_a_table_per_scenario() -> None:
@@ -146,9 +265,13 @@ SLACK = 1.0
 
 
 def _fault_checks(rec: dict[str, Any]) -> None:
+    """Out within the bound; once out, the other two real servers serve every request
+    (both of them, nobody else); back at full weight by a rising ramp, no failure."""
     assert rec["out_after_s"] is not None
     assert rec["out_after_s"] <= e2e.BOUND + SLACK
     assert 0 == rec["after_settled"]["failed"]
+    assert 2 == len(rec["others"])
+    assert set(rec["others"]) == set(rec["after_settled"]["servers"])
     assert 0 == rec["after_restore"]["failed"]
     ramp = [w for _, w in rec["back_ramp"]]
     assert e2e.WEIGHT == ramp[-1]
@@ -160,7 +283,8 @@ def test_killed_server_fails_only_until_detected_and_ramps_back(
     records: dict[str, dict[str, Any]],
 ) -> None:
     """Killing rs1's httpd fails requests (refused) only until lvsd sets its weight to 0
-    (within fall x interval + timeout); none after; after the restart it ramps 1..5."""
+    (within fall x interval + timeout); none after, rs2 and rs3 serving; after the
+    restart it ramps 1..5."""
     rec = _record(records, "kill")
     _fault_checks(rec)
     assert rec["fault"]["failed"] > 0
@@ -185,7 +309,7 @@ def test_hanging_server_is_taken_out_after_the_timeout(
 def test_status_500_is_taken_out_by_http_while_tcp_connects(
     records: dict[str, dict[str, Any]],
 ) -> None:
-    """Answering 500 takes rs1 out although a TCP connect to it still succeeds."""
+    """Answering 500 takes rs3 out although a TCP connect to it still succeeds."""
     rec = _record(records, "status500")
     _fault_checks(rec)
     assert "ok" == rec["tcp_connect_while_out"]
@@ -200,8 +324,10 @@ def test_link_down_and_back(records: dict[str, dict[str, Any]]) -> None:
 
 @pytest.mark.lab
 def test_drain_then_restart_loses_nothing(records: dict[str, dict[str, Any]]) -> None:
-    """``lvsd drain --wait``, kill and restart rs1, undrain: zero failed requests."""
+    """``lvsd drain --wait`` (its connections ended), kill and restart rs1, undrain:
+    zero failed requests."""
     rec = _record(records, "drain")
+    assert "no active connections left" in rec["drain_output"]
     assert 0 == rec["summary"]["failed"]
     assert e2e.WEIGHT == rec["back_ramp"][-1][1]
 
@@ -218,12 +344,16 @@ def test_restart_and_kill9_change_nothing(records: dict[str, dict[str, Any]]) ->
 
 @pytest.mark.lab
 def test_reload_to_weights_1_3_splits_25_75(records: dict[str, dict[str, Any]]) -> None:
-    """``systemctl reload`` to weights 1:3 under traffic: no request fails across the
-    reload, and over 2,000 requests sent after it the split is 25/75 within 3 points."""
+    """``systemctl reload`` to rs1 : (rs2 + rs3) = 1:3 (weights 2:3:3) under traffic: no
+    request fails across the reload, and over 2,000 requests sent after it the split is
+    25/75 within 3 points (rs2 and rs3 each 37.5 within 3 points too)."""
     rec = _record(records, "reload_weights")
     assert 0 == rec["summary"]["failed"]
     assert rec["split_requests"] >= 2000
-    assert abs(rec["shares_percent"]["rs2"] - 75.0) <= 3.0
+    assert abs(rec["split_percent"]["rs1"] - 25.0) <= 3.0
+    assert abs(rec["split_percent"]["rs2+rs3"] - 75.0) <= 3.0
+    assert abs(rec["shares_percent"]["rs2"] - 37.5) <= 3.0
+    assert abs(rec["shares_percent"]["rs3"] - 37.5) <= 3.0
 
 
 @pytest.mark.lab
@@ -254,13 +384,21 @@ def test_broken_reload_keeps_serving(records: dict[str, dict[str, Any]]) -> None
 
 @pytest.mark.lab
 def test_sorry_server_while_all_down(records: dict[str, dict[str, Any]]) -> None:
-    """Every real server down: the sorry server answers; rs1 back: traffic returns."""
+    """The sorry server stays out while one of the three real servers is up; all three
+    down: it answers; rs1 back: traffic returns to rs1 alone, and the sorry server
+    leaves the table once its connections have ended, so none of the requests it was
+    answering fails at the switch back."""
     rec = _record(records, "sorry")
+    assert all(w is not None for w in rec["out_after_s_each"].values())
+    assert all(not w for w in rec["sorry_weight_while_some_up"].values())
+    assert "sorry" not in rec["before_last_down"]["servers"]
     assert rec["sorry_in_after_s"] is not None
     assert {"sorry"} == set(rec["all_down"]["servers"])
     assert 0 == rec["all_down"]["failed"]
     assert 0 == rec["one_back"]["failed"]
-    assert "rs1" in rec["one_back"]["servers"]
+    assert {"rs1"} == set(rec["one_back"]["servers"])
+    assert rec["sorry_out_after_s"] is not None
+    assert 0 == rec["switch_back"]["failed"]
 
 
 @pytest.mark.lab
@@ -306,7 +444,7 @@ def test_200_servers_flapping_status_answers_and_table_matches(
     the flapping stops."""
     assert flapping["samples"] >= 20
     assert flapping["status_ms_median"] < 1000
-    assert flapping["status_over_1s"] <= SLOW_SHARE * flapping["samples"]
+    assert flapping["status_over_1s"] <= SLOW_SHARE * flapping["status_answers"]
     assert flapping["settled_after_s"] is not None
     assert e2e.MANY == flapping["final_reported"] == flapping["final_up"]
     assert [] == flapping["final_health_mismatch"]
@@ -318,4 +456,20 @@ def test_200_servers_flapping_metrics_answer(flapping: dict[str, Any]) -> None:
     1 s at the median and for all but SLOW_SHARE of the scrapes."""
     assert [] == flapping["metrics_errors"]
     assert flapping["metrics_ms_median"] < 1000
-    assert flapping["metrics_over_1s"] <= SLOW_SHARE * flapping["samples"]
+    assert flapping["metrics_over_1s"] <= SLOW_SHARE * flapping["metrics_scrapes"]
+
+
+@pytest.mark.lab
+def test_200_servers_flapping_kernel_always_matches_reported_health(
+    flapping: dict[str, Any],
+) -> None:
+    """Throughout the flapping, sampled about once a second (status, ``ipvsadm -Ln``,
+    status): every real server whose reported state held across the sample and for
+    SETTLE before it has the kernel weight that state implies (1 up, 0 down). Flapping
+    servers are judged while down as well as up, and most of the pool every sample."""
+    assert flapping["samples"] >= 20
+    assert [] == flapping["health_mismatch_examples"]
+    assert 0 == flapping["health_mismatches"]
+    assert flapping["health_compared"] >= e2e.MANY // 2 * flapping["samples"]
+    assert flapping["health_compared_down"] >= flapping["samples"]
+    assert flapping["health_compared_up"] > 0

@@ -7,7 +7,9 @@ starts HTTP servers in rs1 and rs2, ``lvsd run`` with the endpoint on
 service), sends requests from the client namespace, stops rs1's server, starts
 ``prometheus`` (scrape and rule evaluation every second, the repository's rules
 loaded), then records the answers of the HTTP API next to ``ipvsadm -Ln``,
-``ipvsadm -Ln --stats`` and ``/status``. The tests read that record.
+``ipvsadm -Ln --stats`` and ``/status``, and last waits (at most ALERT_LIMIT s) until
+the shipped "real server down" rule, ``for: 1m`` unchanged, fires for rs1. The tests
+read that record.
 """
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
@@ -140,6 +142,32 @@ def _query(expr: str) -> dict[str, Any]:
     return answer
 
 
+#: How long the guest waits for LvsdRealServerDown to fire once Prometheus started: the
+#: shipped rule's ``for: 1m``, Prometheus's start-up and first scrapes in the slow
+#: guest, and room for a stall.
+ALERT_LIMIT = 150.0
+
+
+def _wait_firing(name: str, started: float, limit: float) -> dict[str, Any]:
+    """Poll Prometheus's /api/v1/alerts (every second, until ``limit`` seconds after
+    ``started``) until alert ``name`` fires; what was seen last: its state ("firing",
+    else the last state seen or "inactive"), the seconds from Prometheus's start, and
+    the alerts of that name as the API gave them."""
+    alerts: list[dict[str, Any]] = []
+    while True:
+        try:
+            answer = _http("http://127.0.0.1:9090/api/v1/alerts")
+            alerts = [a for a in answer["data"]["alerts"] if a["labels"]["alertname"] == name]
+        except (OSError, ValueError, KeyError):
+            pass
+        states = {a["state"] for a in alerts}
+        elapsed = round(time.monotonic() - started, 1)
+        if "firing" in states or elapsed > limit:
+            state = "firing" if "firing" in states else (min(states) if states else "inactive")
+            return {"state": state, "after_s": elapsed, "alerts": alerts}
+        time.sleep(1.0)
+
+
 def _exprs() -> dict[str, list[str]]:
     from tests.test_metrics import dashboard_exprs, docs_exprs, rule_exprs
 
@@ -183,6 +211,7 @@ def guest_main(results: Path) -> int:
 
         prom = RUN / "prometheus.yml"
         prom.write_text(PROMETHEUS.format(rules=ROOT / "etc" / "prometheus" / "lvsd-rules.yml"))
+        started = time.monotonic()
         procs["prometheus"] = subprocess.Popen(
             [
                 "prometheus",
@@ -218,6 +247,7 @@ def guest_main(results: Path) -> int:
             out[name] = _query(name)["data"]["result"]
         out["rules"] = _http("http://127.0.0.1:9090/api/v1/rules")["data"]
         out["scrape_format"] = _http("http://127.0.0.1:9090/api/v1/targets")["data"]
+        out["alert"] = _wait_firing("LvsdRealServerDown", started, ALERT_LIMIT)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -246,7 +276,9 @@ def record(module_lab: Any) -> dict[str, Any]:
 
     work = module_lab.work / "metrics"
     work.mkdir()
-    result = harness.run(work, Scenario.python(Path(__file__)), topology=NatTopology())
+    # The boot's bound leaves room for ALERT_LIMIT on top of the start-up waits.
+    boot = harness.Boot(timeout=420.0)
+    result = harness.run(work, Scenario.python(Path(__file__)), topology=NatTopology(), boot=boot)
     logs = "".join(
         f"\n--- {name}\n" + (result.results / name).read_text()
         for name in ("lvsd.log", "prometheus.log")
@@ -294,7 +326,20 @@ def test_rules_evaluate_healthy(record: dict[str, Any]) -> None:
     assert 10 == len(rules)
     assert [] == [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     pending = {r["name"] for r in rules if r["state"] in ("pending", "firing")}
-    assert "LvsdRealServerDown" in pending  # rs1 is down (for: 1m keeps it pending)
+    assert "LvsdRealServerDown" in pending  # rs1 is down (for: 1m: pending at first)
+
+
+def test_real_server_down_alert_fires(record: dict[str, Any]) -> None:
+    """Stopping rs1's server makes LvsdRealServerDown fire (the shipped rule, for: 1m,
+    seen through Prometheus's /api/v1/alerts), for rs1 of web only: rs2 is up."""
+    alert = record["alert"]
+    assert "firing" == alert["state"], alert
+    firing = [a for a in alert["alerts"] if a["state"] == "firing"]
+    keys = ("service", "remote_address", "remote_port", "severity")
+    assert [("web", "10.0.0.2", "80", "warning")] == [
+        tuple(a["labels"][k] for k in keys) for a in firing
+    ]
+    assert alert["after_s"] >= 60  # the rule's for: 1m was honoured
 
 
 def test_kernel_weights_match_ipvsadm(record: dict[str, Any]) -> None:
