@@ -155,7 +155,7 @@ def guest(checks: int, seconds: float, warmup: float, out: Path) -> dict[str, An
     # lvsd ---------------------------------------------------------------------------
     args = argparse.Namespace(
         probe="tcp", checks=checks, interval=1.0, seconds=seconds, max_concurrent=1000,
-        driver="heap", gc_freeze=False, resolution=RESOLUTION,
+        driver="heap", gc="settled", resolution=RESOLUTION,
     )  # fmt: skip
     c2 = _count(parent)
     lvsd = asyncio.run(probe_bench.bench(args, ports))
