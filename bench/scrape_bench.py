@@ -27,6 +27,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from lvsd import heap
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import CheckSpec, Config, RealServer, TcpOptions, VirtualServiceConfig
 from lvsd.health import HealthState
@@ -147,6 +148,7 @@ def main() -> None:
     # one loop for every round: asyncio.run's SIGINT handling formats the repr of its
     # finished task, whose result is the whole snapshot, which would be timed too
     loop = asyncio.new_event_loop()
+    heap.settle()  # as the daemon does once its config's objects are built
     parts = ("dump", "report", "update", "text", "openmetrics")
     wall: dict[str, list[float]] = {k: [] for k in parts}
     cpu: dict[str, list[float]] = {k: [] for k in parts}
