@@ -456,7 +456,7 @@ class _Source:
         return self._ready and daemon.ready
 
     async def snapshot(self) -> Any:
-        return await self._daemon._engine.refresh()
+        return await self._daemon._engine.counters()
 
     def report(self, table: Table | None) -> Any:
         engine = self._daemon._engine

@@ -380,6 +380,19 @@ class Engine:
         async with self._lock:
             return await self._dump()
 
+    async def counters(self) -> Snapshot:
+        """A fresh dump for a scrape: outside the lock, so that a slow scrape never
+        holds back the write of a health change (in a busy lab guest, one held the lock
+        for seconds while 19 real servers were reported down and still weighted in the
+        kernel), and not into the cache, which only the lock's holders change."""
+        try:
+            snapshot = await self.backend.dump()
+        except IpvsError:
+            self.hooks.netlink("dump", False)
+            raise
+        self.hooks.netlink("dump", True)
+        return snapshot
+
     async def reconcile(self, *, fresh: bool = False) -> ApplyResult:
         """Make the kernel match the desired table. Without ``fresh`` the cached table
         is the current one (no dump) unless a previous failure made it stale; nothing

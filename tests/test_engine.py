@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -512,3 +513,17 @@ async def test_panic_holds_a_round_of_failures_and_logs_at_error(tmp_path: Path)
     assert [("error", "web", 3, 3)] == [
         (e["log_level"], e["service"], e["failing"], e["total"]) for e in panics
     ]
+
+
+async def test_counters_for_a_scrape_neither_wait_for_the_lock_nor_change_the_cache(
+    tmp_path: Path,
+) -> None:
+    """A scrape's dump runs while a reconcile holds the lock (a slow scrape never holds
+    back a health change's write) and leaves the cached table to the lock's holders."""
+    engine, backend, _ = await started(tmp_path, config_text())
+    cached = engine.snapshot
+    backend.dest_stats[(WEB, RS2)] = DestStats(active_connections=4)
+    async with engine._lock:
+        snapshot = await asyncio.wait_for(engine.counters(), 1.0)
+    assert 4 == snapshot.dest_stats[(WEB, RS2)].active_connections
+    assert cached is engine.snapshot
