@@ -406,11 +406,6 @@ class Scheduler:
             )
         if not entry.removed:
             self._deliver(entry, result, started)
-        # Drop the entry's hold on this task now that it is done: a finished task kept
-        # until the next run (a whole interval) would survive young collections and
-        # fill the older ones, thousands of them at 10,000 checks.
-        if entry.task is asyncio.current_task():
-            entry.task = None
 
     def _deliver(self, entry: _Entry, result: ProbeResult, started: float) -> None:
         self._results += 1

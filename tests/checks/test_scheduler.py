@@ -171,22 +171,6 @@ async def test_runs_every_interval(clock: FakeClock) -> None:
     assert all(r.ok for _, r, _ in harness.results)
 
 
-async def test_a_finished_run_is_not_kept_until_the_next(clock: FakeClock) -> None:
-    """Once its result is delivered, no reference to the run's task stays in the
-    scheduler (it would live a whole interval and fill the collector's older
-    generations at 10,000 checks); only running ones are held."""
-    harness = Harness(clock, {"127.0.0.1": 0.5})
-    async with running(harness) as sched:
-        await sched.update({cid(1): (SPEC, target(1))})
-        await clock.advance(sched.next_due(cid(1)) + 0.1)
-        running_task = sched._entries[cid(1)].task
-        await clock.advance(0.5)
-        assert 1 == len(harness.results)
-        assert running_task is not None
-        assert running_task.done()
-        assert None is sched._entries[cid(1)].task
-
-
 async def test_first_runs_spread_across_interval(clock: FakeClock) -> None:
     """1,000 checks added together get first runs spread over the interval: every
     tenth of it holds roughly a tenth of them (no burst)."""
