@@ -364,12 +364,10 @@ class Engine:
 
     async def _dump(self) -> Snapshot:
         try:
-            snapshot = await self.backend.dump()
+            snapshot = await self.counters()
         except IpvsError:
-            self.hooks.netlink("dump", False)
             self._cache.stale = True
             raise
-        self.hooks.netlink("dump", True)
         self._cache.snapshot = snapshot
         self._cache.table = snapshot.table
         self._cache.stale = False
@@ -499,6 +497,8 @@ class Engine:
     def _linger_sorry(self, ops: Sequence[Op]) -> bool:
         """Turn the deletion of a serving sorry server (weight above 0) into a lingering
         entry; True when one was."""
+        if not any(op.kind is OpKind.DEL_DEST for op in ops):
+            return False  # the common case: a health change edits weights
         sorry = {s.key: s.sorry_server.key for s in self.config.services if s.sorry_server}
         deadline = self.clock() + self.config.daemon.drain_timeout
         found = False
