@@ -422,10 +422,14 @@ class Scheduler:
 
     def stalled(self, now: float) -> bool:
         """True when some check has not fired within twice its interval (of being
-        added, or of its last run): the timer loop is stuck or starved."""
+        added, or of its last run) and the timer loop has fired no run for as long:
+        the loop is stuck. A loop that keeps firing runs, however late (an overloaded
+        host), is not stalled: restarting it would only add the cost of a start."""
+        progress = self.last_progress
         for entry in self._entries.values():
             last = entry.last_fired if entry.last_fired is not None else entry.added
-            if now - last > 2 * entry.spec.interval:
+            limit = 2 * entry.spec.interval
+            if now - last > limit and (progress is None or now - progress > limit):
                 return True
         return False
 

@@ -332,7 +332,8 @@ async def test_update_with_new_target_replaces_probe_keeps_timing(clock: FakeClo
 
 async def test_stalled(clock: FakeClock) -> None:
     """stalled() is false while checks fire, true when one has not fired for more than
-    twice its interval (here: the loop is not running)."""
+    twice its interval (here: the loop is not running), unless the loop fired some
+    other run within that time (an overloaded loop that runs late)."""
     harness = Harness(clock)
     sched = Scheduler(
         harness.factory,
@@ -344,6 +345,10 @@ async def test_stalled(clock: FakeClock) -> None:
     await sched.update({cid(1): (SPEC, target(1))})
     assert not sched.stalled(1.9)
     assert sched.stalled(2.1)
+    sched.last_progress = 1.5  # the loop fired another check: late, not stuck
+    assert not sched.stalled(2.1)
+    assert sched.stalled(3.6)
+    sched.last_progress = None
     task = asyncio.create_task(sched.run())
     await clock.advance(1.5)
     assert not sched.stalled(clock.now + 1.0)
