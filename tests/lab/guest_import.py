@@ -8,7 +8,7 @@ keepalived|ldirectord, ``conf`` the daemon's config, ``toml`` the imported lvsd 
    record ``ipvsadm -Ln`` and ``ipvsadm -Ln --thresholds``; flush again;
 2. start the old daemon in the foreground (its pid and state files on the /run tmpfs),
    wait until its table equals lvsd's and stays so for 0.3 s, or until it has not
-   changed for ``SETTLE`` seconds after ``DEADLINE`` (then it is recorded as it is),
+   changed for ``QUIET`` seconds after ``DEADLINE`` (then it is recorded as it is),
    record the same two listings, kill the daemon's process group, flush.
 
 Writes ``RESULTS_DIR/import.json`` (one entry per case) and the daemons' logs. Runs
@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEADLINE = 25.0  # seconds for a daemon to reach lvsd's table
+DEADLINE = 60.0  # seconds for a daemon to reach lvsd's table (ldirectord is slow in the guest)
+QUIET = 5.0  # after DEADLINE, give up once the table has not changed this long
 HOLD = 0.3  # the daemon's table must stay equal this long
 POLL = 0.1
 
@@ -110,7 +111,7 @@ def run_daemon(case: dict[str, Any], want: str, logs: Path) -> tuple[dict[str, s
                     break
             else:
                 equal_since = None
-            if now - started > DEADLINE and now - changed > 2.0:
+            if now - started > DEADLINE and now - changed > QUIET:
                 break
             if now - started > DEADLINE * 2:
                 break
