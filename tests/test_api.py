@@ -9,6 +9,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 
@@ -211,13 +212,14 @@ class SteppedFakeSource(FakeSource):
         return build_steps(w.config, w.health, table, w.drained, w.now, chunk=1)
 
 
-async def test_drive_lets_other_tasks_run_between_steps() -> None:
-    """drive() returns the generator's value and runs the loop between steps: a
-    task woken meanwhile runs before the last step."""
+async def _drive_order(step_s: float, slice_s: float) -> list[str]:
+    """The order of three steps (each ``step_s`` long), their end and a task woken
+    before them, under ``drive(..., slice_s)``."""
     order: list[str] = []
 
     def steps() -> Generator[None, None, str]:
         for i in range(3):
+            time.sleep(step_s)
             order.append(f"step {i}")
             yield
         order.append("done")
@@ -227,9 +229,17 @@ async def test_drive_lets_other_tasks_run_between_steps() -> None:
         order.append("other")
 
     task = asyncio.get_running_loop().create_task(other())
-    assert "value" == await drive(steps())
+    assert "value" == await drive(steps(), slice_s)
     await task
-    assert ["step 0", "other", "step 1", "step 2", "done"] == order
+    return order
+
+
+async def test_drive_lets_other_tasks_run_once_a_slice_has_passed() -> None:
+    """drive() returns the generator's value and runs the loop once a slice has
+    passed: steps longer than the slice let a task woken meanwhile run after the
+    first; quick steps run together, the task after them."""
+    assert ["step 0", "other", "step 1", "step 2", "done"] == await _drive_order(0.003, 0.002)
+    assert ["step 0", "step 1", "step 2", "done", "other"] == await _drive_order(0.0, 1.0)
 
 
 async def test_stepped_report_equals_the_report_in_one_go() -> None:
