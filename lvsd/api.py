@@ -30,6 +30,7 @@ from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Protocol, TypeVar, cast, runtime_checkable
 
+import structlog
 from aiohttp import web
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 
@@ -37,6 +38,8 @@ from lvsd.errors import IpvsError
 from lvsd.metrics import Metrics
 from lvsd.model import Snapshot, Table
 from lvsd.status import StatusReport
+
+log = structlog.get_logger("lvsd.api")
 
 #: The port lvsd listens on by default (``metrics_listen``).
 DEFAULT_PORT = 9475
@@ -163,6 +166,7 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     try:
         snapshot = await source.snapshot()
     except IpvsError as exc:
+        log.warning("scrape.failed", path="/metrics", error=str(exc))
         return web.Response(status=503, text=f"kernel table unreadable: {exc}\n")
     openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
     with gc_paused():

@@ -657,6 +657,9 @@ class NetlinkBackend:
 
     def __init__(self, *, window: int = 64) -> None:
         self._ipvs: AsyncIPVS | None = None
+        # One dump at a time: the kernel answers EBUSY to a dump asked on a netlink
+        # socket whose previous dump has not ended (a scrape's beside a reconcile's).
+        self._dumping = asyncio.Lock()
         #: How many requests may be in flight at once (1: strictly one at a time).
         self.window = max(1, window)
 
@@ -697,6 +700,10 @@ class NetlinkBackend:
         return await self._dump(frozenset(keys))
 
     async def _dump(self, keys: frozenset[ServiceKey] | None) -> Snapshot:
+        async with self._dumping:
+            return await self._dump_now(keys)
+
+    async def _dump_now(self, keys: frozenset[ServiceKey] | None) -> Snapshot:
         ipvs = await self._socket("dump")
         table: dict[ServiceKey, VirtualService] = {}
         service_stats: dict[ServiceKey, Stats] = {}

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -308,6 +309,8 @@ def metrics(*prefixes: str) -> list[str]:
     try:
         with urllib.request.urlopen("http://127.0.0.1:9475/metrics", timeout=10) as resp:
             text = resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return [f"# /metrics unavailable: {exc}: {exc.read().decode(errors='replace').strip()}"]
     except OSError as exc:
         return [f"# /metrics unavailable: {exc}"]
     return [

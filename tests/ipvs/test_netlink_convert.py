@@ -9,6 +9,7 @@ has its own tables in test_netlink_decode.py.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import sys
@@ -463,3 +464,36 @@ async def test_apply_turns_an_encoding_error_into_that_ops_failure() -> None:
         (err.op, err.reason[: len(encode)] if err.reason.startswith(encode) else err.reason)
         for _, err in result.failed
     ]
+
+
+class DumpingIPVS:
+    """A socket that dumps as the kernel does: a dump asked while another is still
+    running on it is refused with EBUSY."""
+
+    def __init__(self) -> None:
+        self.running = False
+        self.dumps = 0
+
+    async def service(self, command: str) -> list[Any]:
+        assert "dump" == command
+        if self.running:
+            raise NetlinkError(errno.EBUSY)
+        self.running = True
+        await asyncio.sleep(0.01)  # the kernel's parts arrive meanwhile
+        self.running = False
+        self.dumps += 1
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+async def test_concurrent_dumps_take_turns_on_the_socket() -> None:
+    """A scrape's dump and a reconcile's at once both succeed: the backend sends one
+    dump at a time (the kernel would refuse the second with EBUSY)."""
+    fake = DumpingIPVS()
+    backend = NetlinkBackend()
+    backend._ipvs = fake  # the socket is what we fake
+    snapshots = await asyncio.gather(backend.dump(), backend.dump(), backend.dump())
+    assert 3 == fake.dumps
+    assert all({} == s.table for s in snapshots)

@@ -5,7 +5,8 @@ Usage: ``$LAB_PYTHON guest_table.py CONFIG_DIR STEPS.json OUT.json``. A step is
 ``apply:NAME`` (apply ``CONFIG_DIR/NAME.toml`` with ``apply_once``), ``sh:COMMAND``
 (run a shell command, for ipvsadm by hand), ``errors`` (error cases through
 ``NetlinkBackend.apply``), ``stats`` (dump the counters), ``dump:NAME`` (the table
-as ``NetlinkBackend.dump`` sees it, rendered). One Python process for every step: the
+as ``NetlinkBackend.dump`` sees it, rendered), ``dumps:N`` (N dumps at once; the
+destinations each saw, or its error). One Python process for every step: the
 guest's Python starts slowly.
 """
 
@@ -91,6 +92,13 @@ async def main(config_dir: Path, out_path: Path, steps: list[str]) -> None:
             }
             entry["ipvsadm_stats"] = ipvsadm("-Ln", "--stats", "--exact")
             entry["ipvsadm_conns"] = ipvsadm("-Ln")
+        elif kind == "dumps":  # that many dumps at once on the one backend
+            outcomes = await asyncio.gather(
+                *(backend.dump() for _ in range(int(arg))), return_exceptions=True
+            )
+            entry["dumps"] = [
+                str(o) if isinstance(o, BaseException) else len(o.dest_stats) for o in outcomes
+            ]
         elif kind == "dump":
             snap = await backend.dump()
             entry["table"] = [

@@ -175,6 +175,16 @@ CURL = (
     "sleep 4"
 )
 
+#: A service of BIG_DESTS destinations: its dump spans many netlink messages, so
+#: dumps asked at once overlap (``ipvsadm -R``: one process for them all).
+BIG_DESTS = 2000
+BIG = (
+    '{ echo "-A -t 192.168.3.201:80 -s rr"; '
+    f"for i in $(seq 0 {BIG_DESTS - 1}); do "
+    'echo "-a -t 192.168.3.201:80 -r 10.1.$((i / 250)).$((i % 250 + 1)):80 -m -w 1"; '
+    "done; } | ipvsadm -R"
+)
+
 STEPS = [
     f"sh:{HAND_MADE}",
     "apply:nat",
@@ -193,6 +203,9 @@ STEPS = [
     "apply:nat",
     f"sh:{CURL}",
     "stats",
+    f"sh:{BIG}",
+    "dumps:3",
+    "sh:ipvsadm -D -t 192.168.3.201:80",
 ]
 
 

@@ -251,6 +251,16 @@ def test_counters_read_by_dump_equal_ipvsadm_stats(steps: list[Any]) -> None:
     assert conns == {k: v[:2] for k, v in step["dests"].items()}
 
 
+def test_dumps_at_once_all_read_the_whole_table(steps: list[Any]) -> None:
+    """Three dumps asked at once on one backend while the table spans many netlink
+    messages (a scrape's beside a reconcile's): each reads every destination (the
+    kernel refuses a dump on a socket whose dump is running, EBUSY)."""
+    assert 0 == steps[17]["status"], steps[17]["output"]
+    shown = re.findall(r"^\s+-> [\d\[]", steps[18]["ipvsadm"], re.MULTILINE)
+    assert len(shown) > scenario_kernel.BIG_DESTS
+    assert [len(shown)] * 3 == steps[18]["dumps"]
+
+
 def test_cli_dry_run_prints_the_ops_and_changes_nothing(kernel: LabResult) -> None:
     """``lvsd apply --dry-run`` on an empty table lists three ops, exits 0, and the
     kernel table stays empty."""
