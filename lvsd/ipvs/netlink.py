@@ -542,12 +542,51 @@ def dest_from_nla(payload: bytes, family: Family) -> tuple[Destination, DestStat
     return _walk_dest(payload, family)
 
 
+#: Destinations already decoded, by the values they were read from: the dump of an
+#: unchanged table builds no new ``Destination`` (only its counters are new each time).
+_dest_cache: dict[tuple[Any, ...], Destination] = {}
+#: Entries kept at most (cleared when full); 10,000 destinations take ~3.5 MB.
+DEST_CACHE_MAX = 32768
+
+
 def _dest_from_values(
     values: tuple[Any, ...], family: Family
 ) -> tuple[Destination, DestStats] | None:
     """What a layout read, as the model (None for a reply the walk must decide)."""
     (raw, af, port, fwd, weight, upper, lower, active, inactive, persistent,
      tun_type, tun_port, conns, pin, pout, bin_, bout) = values  # fmt: skip
+    key = (raw, af, port, fwd, weight, upper, lower, tun_type, tun_port, family)
+    dest = _dest_cache.get(key)
+    if dest is None:
+        dest = _new_dest(raw, af, port, fwd, weight, upper, lower, tun_type, tun_port, family)
+        if dest is None:
+            return None
+        if len(_dest_cache) >= DEST_CACHE_MAX:
+            _dest_cache.clear()
+        _dest_cache[key] = dest
+    counters = Stats(
+        connections=conns, packets_in=pin, packets_out=pout, bytes_in=bin_, bytes_out=bout
+    )
+    return dest, DestStats(
+        active_connections=active,
+        inactive_connections=inactive,
+        persistent_connections=persistent,
+        stats=counters,
+    )
+
+
+def _new_dest(
+    raw: bytes,
+    af: int,
+    port: bytes,
+    fwd: int,
+    weight: int,
+    upper: int,
+    lower: int,
+    tun_type: int,
+    tun_port: bytes,
+    family: Family,
+) -> Destination | None:
     if af:
         if af not in _FAMILY_BY_AF:
             return None
@@ -567,9 +606,6 @@ def _dest_from_values(
         return None
     else:
         address = str(ipaddress.IPv6Address(raw[:16]))
-    counters = Stats(
-        connections=conns, packets_in=pin, packets_out=pout, bytes_in=bin_, bytes_out=bout
-    )
     return Destination(
         address=address,
         port=port[0] << 8 | port[1],
@@ -579,11 +615,6 @@ def _dest_from_values(
         tunnel_port=tunnel_port,
         upper_threshold=upper,
         lower_threshold=lower,
-    ), DestStats(
-        active_connections=active,
-        inactive_connections=inactive,
-        persistent_connections=persistent,
-        stats=counters,
     )
 
 
@@ -722,8 +753,9 @@ class NetlinkBackend:
                 family = service.key.family
                 for msg in await ipvs.dest("dump", service=request):
                     dest, counters = dest_from_nla(reply_attr(msg, IPVS_CMD_ATTR_DEST), family)
-                    dests[dest.key] = dest
-                    dest_stats[(service.key, dest.key)] = counters
+                    dkey = dest.key
+                    dests[dkey] = dest
+                    dest_stats[(service.key, dkey)] = counters
                 table[service.key] = VirtualService(
                     service=service, destinations={k: dests[k] for k in sorted(dests)}
                 )

@@ -866,3 +866,24 @@ async def test_dump_with_a_malformed_reply_fails_as_a_dump_error() -> None:
         await backend.dump()
     reason = "malformed reply: IPVS_CMD_ATTR_DEST: attribute 12 at byte 196 is 124 bytes long,"
     assert ("dump", f"{reason} 116 left") == (caught.value.op, caught.value.reason)
+
+
+def test_an_unchanged_destination_is_not_built_again() -> None:
+    """The second dump of an unchanged destination reuses its ``Destination`` (the
+    counters are read anew); another weight is another destination; the cache is
+    emptied when full."""
+    netlink._dest_cache.clear()
+
+    def decode(weight: int, conns: int) -> tuple[Destination, DestStats]:
+        counters = Stats(connections=conns)
+        (msg,) = frame(encode_reply(DEST, dest_attrs(weight=weight, counters=counters)))
+        return dest_from_nla(reply_attr(msg, IPVS_CMD_ATTR_DEST), Family.INET)
+
+    first, again, heavier = decode(1, 5), decode(1, 9), decode(2, 9)
+    assert first[0] is again[0]
+    assert (5, 9) == (first[1].stats.connections, again[1].stats.connections)
+    assert rs(weight=2) == heavier[0]
+    assert 2 == len(netlink._dest_cache)
+    netlink._dest_cache.update((("filler", i), first[0]) for i in range(netlink.DEST_CACHE_MAX))
+    assert rs(weight=3) == decode(3, 0)[0]
+    assert 1 == len(netlink._dest_cache)
