@@ -12,6 +12,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from lvsd.errors import IpvsError
 
@@ -245,9 +246,12 @@ Table = Mapping[ServiceKey, VirtualService]
 # --- counters, read from the kernel but never planned ------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Stats:
-    """Traffic counters (the kernel's 64-bit ``STATS64``)."""
+class Stats(NamedTuple):
+    """Traffic counters (the kernel's 64-bit ``STATS64``).
+
+    This and :class:`DestStats` are named tuples, not frozen dataclasses: a dump builds
+    them for every destination each scrape, and a frozen dataclass's ``__init__`` (an
+    ``object.__setattr__`` per field) costs three times as much. As immutable."""
 
     connections: int = 0
     packets_in: int = 0
@@ -256,8 +260,9 @@ class Stats:
     bytes_out: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DestStats:
+class DestStats(NamedTuple):
+    """A destination's connection counts and traffic counters."""
+
     active_connections: int = 0
     inactive_connections: int = 0
     persistent_connections: int = 0

