@@ -347,17 +347,23 @@ class Daemon:
             await asyncio.Event().wait()  # never set: no watchdog asked for
             return
         engine = self._engine
+        was_stalled = False
         while True:
             now = self.clock()
             scheduler = self.scheduler
             stalled = scheduler is not None and scheduler.stalled(now)
             since = engine.applying_since
             stuck = since is not None and now - since > APPLY_BOUND
-            if not stalled and not stuck:
-                self.notifier.watchdog()
-            else:
+            # The scheduler must be found stalled at two checks in a row: after the whole
+            # host stalled (every task stops, this one too), this task may wake before the
+            # scheduler has fired its overdue runs. Checking three times per ping interval
+            # keeps one withheld ping from outlasting WatchdogSec.
+            if stuck or (stalled and was_stalled):
                 log.error("watchdog.withheld", scheduler_stalled=stalled, apply_stuck=stuck)
-            await asyncio.sleep(interval)
+            else:
+                self.notifier.watchdog()
+            was_stalled = stalled
+            await asyncio.sleep(interval / 3)
 
     @property
     def _engine(self) -> Engine:

@@ -9,7 +9,8 @@ written with a leading ``@``); a service reports its state by sending newline-se
   wants the timestamp to match the reload to its request; older versions ignore it);
 * ``STOPPING=1`` when shutdown begins;
 * ``STATUS=...`` a one-line summary shown by ``systemctl status``;
-* ``WATCHDOG=1`` at :func:`watchdog_interval`, only while the loop is healthy.
+* ``WATCHDOG=1`` at least every :func:`watchdog_interval`, only while the loop is
+  healthy (the daemon checks three times per interval).
 
 Without ``$NOTIFY_SOCKET`` (not started by systemd, or ``Type=simple``) every call is a
 no-op: :meth:`Notifier.from_env` returns a :class:`NullNotifier`. Sending never raises:

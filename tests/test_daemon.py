@@ -533,8 +533,9 @@ async def test_quorum_command_is_bounded() -> None:
 
 
 async def test_watchdog_is_withheld_while_stalled_or_stuck() -> None:
-    """No WATCHDOG=1 while the scheduler is stalled or an apply runs past its bound;
-    pings resume once both are fine."""
+    """No WATCHDOG=1 while the scheduler stays stalled (after the first check, which
+    may have woken before the scheduler) or an apply runs past its bound; pings resume
+    once both are fine."""
     from types import SimpleNamespace
 
     from lvsd.daemon import APPLY_BOUND
@@ -547,6 +548,9 @@ async def test_watchdog_is_withheld_while_stalled_or_stuck() -> None:
     daemon.scheduler = SimpleNamespace(stalled=lambda now: stalled["now"])  # type: ignore[assignment]
     task = asyncio.create_task(daemon._watchdog())
     try:
+        await asyncio.sleep(0.05)
+        assert ["WATCHDOG=1"] == notifier.sent
+        notifier.sent.clear()
         await asyncio.sleep(0.05)
         assert [] == notifier.sent
         stalled["now"] = False

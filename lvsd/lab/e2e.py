@@ -333,7 +333,7 @@ def metrics(*prefixes: str) -> list[str]:
 EVENTS = ("realserver.", "reload.", "daemon.", "kernel.op", "drift.", "drain", "sorry")
 
 
-def journal(since: float, limit: int = 16) -> list[str]:
+def journal(since: float, limit: int = 16, *, last: bool = False) -> list[str]:
     """lvsd's journal since ``since`` (wall clock): the events that matter, compacted."""
     out = sh(
         "journalctl", "-u", "lvsd", "-o", "cat", "--no-pager", f"--since=@{since:.3f}", check=False
@@ -349,7 +349,7 @@ def journal(since: float, limit: int = 16) -> list[str]:
                 continue
         if not line.startswith("{") and line.strip():
             lines.append(line.strip())
-    return lines[:limit]
+    return lines[-limit:] if last else lines[:limit]
 
 
 class Guest:
@@ -907,7 +907,7 @@ class Guest:
                 self.record(
                     "flap200",
                     error=f"{type(exc).__name__}: {exc}",
-                    journal=journal(0, limit=60),
+                    journal=journal(0, limit=60, last=True),
                     unit=sh("systemctl", "status", "lvsd", "--no-pager", "-n", "0", check=False),
                 )
                 return 1
