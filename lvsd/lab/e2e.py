@@ -170,11 +170,9 @@ def table_shape(text: str) -> list[str]:
     return shape
 
 
-def weights(text: str | None = None) -> dict[str, int]:
-    """Real server address -> weight, from an ``ipvsadm -Ln`` listing, or else from
-    the kernel's own listing in ``/proc/net/ip_vs`` (``polled``)."""
-    if text is None:
-        return polled()
+def weights(text: str) -> dict[str, int]:
+    """Real server address -> weight in an ``ipvsadm -Ln`` listing (the waits poll
+    :func:`polled` instead)."""
     out: dict[str, int] = {}
     for line in text.splitlines():
         m = re.match(r"\s+->\s+([\d.]+):\d+\s+\w+\s+(\d+)", line)
@@ -429,7 +427,7 @@ class Guest:
     def settle(self, expected: dict[str, int] | None = None) -> float | None:
         """Wait until the table shows every real server at full weight."""
         want = expected or dict.fromkeys(RS.values(), WEIGHT)
-        return wait_for(lambda: all(weights().get(a) == w for a, w in want.items()), 30)
+        return wait_for(lambda: all(polled().get(a) == w for a, w in want.items()), 30)
 
     def traffic(self, duration: float, rate: float = RATE) -> tuple[subprocess.Popen[bytes], Path]:
         """Start the traffic stream; return once it sends (its Python may take seconds
@@ -469,14 +467,14 @@ class Guest:
         )
 
     def until_weight(self, addr: str, weight: int, limit: float = 20) -> float | None:
-        return wait_for(lambda: weights().get(addr) == weight, limit, step=0.05)
+        return wait_for(lambda: polled().get(addr) == weight, limit, step=0.05)
 
     def ramp(self, addr: str, limit: float = 15) -> list[tuple[float, int]]:
         """Weight samples of ``addr`` until it reaches full weight."""
         start = time.monotonic()
         samples: list[tuple[float, int]] = []
         while time.monotonic() - start < limit:
-            w = weights().get(addr, -1)
+            w = polled().get(addr, -1)
             if not samples or samples[-1][1] != w:
                 samples.append((round(time.monotonic() - start, 2), w))
             if w == WEIGHT:
@@ -660,7 +658,7 @@ class Guest:
         self.write_config(config_text(RELOAD_WEIGHTS))
         sh("systemctl", "reload", "lvsd")
         want = dict(zip(RS.values(), RELOAD_WEIGHTS, strict=True))
-        took = wait_for(lambda: weights() == want, 20, step=0.05)
+        took = wait_for(lambda: polled() == want, 20, step=0.05)
         requests = self.finish(proc)
         summary = traffic.summarize(requests)
         split = traffic.summarize(requests, after=t0 + (took or 0.0))
@@ -723,16 +721,16 @@ class Guest:
         for name in first:
             faults.set_mode(MODES, name, "500")
             out_after[name] = self.until_weight(RS[name], 0)
-            sorry_while_some_up[f"{name} out"] = weights().get(SORRY[1])
+            sorry_while_some_up[f"{name} out"] = polled().get(SORRY[1])
         t_last = time.time()
         faults.set_mode(MODES, last, "500")
-        sorry_after = wait_for(lambda: weights().get(SORRY[1], 0) > 0, 20, step=0.05)
+        sorry_after = wait_for(lambda: polled().get(SORRY[1], 0) > 0, 20, step=0.05)
         during = ipvsadm()
         time.sleep(max(0.0, t_last + FAULT_HOLD - time.time()))
         t1 = time.time()
         faults.set_mode(MODES, "rs1", "ok")
-        back_after = wait_for(lambda: weights().get(RS["rs1"], 0) > 0, 20, step=0.05)
-        sorry_gone = wait_for(lambda: SORRY[1] not in weights(), 20, step=0.05)
+        back_after = wait_for(lambda: polled().get(RS["rs1"], 0) > 0, 20, step=0.05)
+        sorry_gone = wait_for(lambda: SORRY[1] not in polled(), 20, step=0.05)
         requests = self.finish(proc)
         self.all_ok()
         self.record(
@@ -811,7 +809,7 @@ class Guest:
         t0 = time.time()
         sh("systemctl", "start", "lvsd")
         ready_s = round(time.time() - t0, 2)
-        all_up = wait_for(lambda: sum(1 for w in weights().values() if w == 1) == MANY, 90)
+        all_up = wait_for(lambda: sum(1 for w in polled().values() if w == 1) == MANY, 90)
         flappers = addrs[::FLAP_EVERY]
         status_ms: list[float] = []
         metrics_ms: list[float] = []
@@ -862,7 +860,7 @@ class Guest:
         for a in flappers:
             faults.set_mode(MODES, a, "ok")
         requests = self.finish(proc)
-        settled = wait_for(lambda: sum(1 for w in weights().values() if w == 1) == MANY, 30)
+        settled = wait_for(lambda: sum(1 for w in polled().values() if w == 1) == MANY, 30)
         final = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
         kernel = weights(ipvsadm())
         final_servers = [
