@@ -272,11 +272,18 @@ def main() -> int:
 
         # drift: a hand edit of a managed destination is repaired within one reconcile
         # interval; a hand-made service is left alone (and removed by hand afterwards)
+        # lvsd is held stopped while the edit is made and listed: on a slow host its
+        # reconcile could otherwise repair the edit before ipvsadm lists it
         subprocess.run(["ipvsadm", "-A", "-t", "192.168.3.108:8080", "-s", "rr"], check=True)
-        subprocess.run(
-            ["ipvsadm", "-e", "-t", "192.168.3.108:80", "-r", rs2, "-m", "-w", "7"], check=True
-        )
-        out["drift_edited_table"] = ipvsadm()
+        daemon.send_signal(signal.SIGSTOP)
+        try:
+            subprocess.run(
+                ["ipvsadm", "-e", "-t", "192.168.3.108:80", "-r", rs2, "-m", "-w", "7"],
+                check=True,
+            )
+            out["drift_edited_table"] = ipvsadm()
+        finally:
+            daemon.send_signal(signal.SIGCONT)
         out["drift_s"], out["drift_table"] = wait_for(lambda w, _t: w.get(rs2) == WEIGHT + 5)
         time.sleep(RECONCILE + 0.5)  # one more repair round
         out["hand_service_table"] = ipvsadm()
