@@ -134,7 +134,7 @@ def _factory(kind: str) -> ProbeFactory:
     except ModuleNotFoundError:
         if kind == "tcp":  # until the registry lands, the tcp module's class will do
             tcp = importlib.import_module("lvsd.checks.tcp")
-            tcp_probe: ProbeFactory = tcp.TcpProbe
+            tcp_probe: ProbeFactory = tcp.tcp_probe
             return tcp_probe
         sys.exit("lvsd.checks.registry is not there yet: only --probe null/tcp can run")
     make_probe: ProbeFactory = registry.make_probe

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import select
-import socket
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable
@@ -192,13 +190,13 @@ async def read_line(reader: asyncio.StreamReader, progress: Progress) -> bytes:
 
 
 class Connector:
-    """Waits for non-blocking TCP connects of many probes with one epoll set of its own,
-    watched by the loop as a single reader.
+    """Watches the non-blocking TCP connects of many probes with one epoll set of its
+    own, itself watched by the loop as a single reader.
 
     Cheaper per probe than ``loop.add_writer``/``remove_writer``: one ``epoll_ctl``
     (``EPOLLONESHOT``; closing the socket drops it from the set, so there is no second
-    call), no selector-key bookkeeping, and ``SO_ERROR`` is read only when the kernel
-    flagged an error. :func:`connector` gives the running loop's one."""
+    call) and no selector-key bookkeeping. :func:`connector` gives the running loop's
+    one."""
 
     __slots__ = ("__weakref__", "_epoll", "_loop", "_waiting")
 
@@ -207,43 +205,31 @@ class Connector:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._epoll = select.epoll()
-        self._waiting: dict[int, asyncio.Future[int]] = {}
+        self._waiting: dict[int, Callable[[int], None]] = {}
         loop.add_reader(self._epoll.fileno(), self._ready)
 
     def _ready(self) -> None:
         waiting = self._waiting
         for fd, events in self._epoll.poll(0):
-            fut = waiting.pop(fd, None)
-            if fut is not None and not fut.done():
-                fut.set_result(events)
+            callback = waiting.pop(fd, None)
+            if callback is None:
+                continue
+            try:
+                callback(events)
+            except Exception as exc:  # a bug in one probe must not lose the others' events
+                self._loop.call_exception_handler(
+                    {"message": "connect callback failed", "exception": exc}
+                )
 
-    async def connect(self, sock: socket.socket, address: tuple[str, int], deadline: float) -> bool:
-        """Connect the non-blocking ``sock`` to ``address`` by ``deadline`` (loop time).
-        True when connected, False on timeout; a refusal or other error raises
-        ``OSError``. The caller closes ``sock`` in any case."""
-        err = sock.connect_ex(address)
-        if err == 0:
-            return True
-        if err not in _IN_PROGRESS:
-            raise OSError(err, os.strerror(err))
-        fd = sock.fileno()
-        fut: asyncio.Future[int] = self._loop.create_future()
-        self._waiting[fd] = fut
-        timer = self._loop.call_at(deadline, _resolve, fut, 0)
-        try:
-            self._epoll.register(fd, self._MASK)
-            events = await fut
-        finally:
-            timer.cancel()
-            if self._waiting.get(fd) is fut:
-                del self._waiting[fd]
-        if not events:
-            return False
-        if events & (select.EPOLLERR | select.EPOLLHUP):
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise OSError(err, os.strerror(err))
-        return True
+    def watch(self, fd: int, callback: Callable[[int], None]) -> None:
+        """Call ``callback(events)`` once when the connect on ``fd`` ends (``EPOLLOUT``,
+        with ``EPOLLERR``/``EPOLLHUP`` on failure). Before closing ``fd`` early, call
+        :meth:`forget`."""
+        self._epoll.register(fd, self._MASK)
+        self._waiting[fd] = callback
+
+    def forget(self, fd: int) -> None:
+        self._waiting.pop(fd, None)
 
     def close(self) -> None:
         if not self._loop.is_closed():
@@ -256,11 +242,6 @@ _IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY)
 _connectors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connector] = (
     weakref.WeakKeyDictionary()
 )
-
-
-def _resolve(fut: asyncio.Future[int], value: int) -> None:
-    if not fut.done():
-        fut.set_result(value)
 
 
 def connector() -> Connector:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lvsd.config.model import CheckSpec
 from lvsd.model import IPAddress, format_hostport
@@ -56,6 +57,30 @@ class Probe(Protocol):
     async def probe(self) -> ProbeResult: ...
 
     async def close(self) -> None: ...
+
+
+#: Called once when a run started by :meth:`QuickProbe.start` ends: with its result, or
+#: with None when it was cancelled.
+Finish = Callable[[ProbeResult | None], None]
+
+
+class Run(Protocol):
+    """A probe run under way (an ``asyncio.Task`` is one)."""
+
+    def done(self) -> bool: ...
+
+    def cancel(self) -> bool: ...
+
+
+@runtime_checkable
+class QuickProbe(Probe, Protocol):
+    """A probe that can also run from callbacks, without a task of its own: at
+    thousands of checks a second a task per run is much of the scheduler's CPU, and
+    the run starts the moment it is due rather than on the loop's next turn.
+    ``start(finish)`` begins a run and returns it; ``finish`` is called exactly once,
+    on a later turn of the loop (with None at once if the run is cancelled)."""
+
+    def start(self, finish: Finish) -> Run: ...
 
 
 class ProbeFactory(Protocol):

@@ -9,12 +9,12 @@ from lvsd.checks.dns import DnsProbe
 from lvsd.checks.exec import ExecProbe
 from lvsd.checks.http import HttpProbe
 from lvsd.checks.smtp import SmtpProbe
-from lvsd.checks.tcp import TcpProbe
+from lvsd.checks.tcp import tcp_probe
 from lvsd.checks.udp import UdpProbe
 from lvsd.config.model import CheckSpec
 
 PROBES: dict[str, ProbeFactory] = {
-    "tcp": TcpProbe,
+    "tcp": tcp_probe,
     "http": HttpProbe,
     "https": HttpProbe,
     "exec": ExecProbe,

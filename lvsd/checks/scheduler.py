@@ -29,8 +29,9 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
-from lvsd.checks.base import Probe, ProbeFactory, ProbeResult, Target
+from lvsd.checks.base import Probe, ProbeFactory, ProbeResult, QuickProbe, Run, Target
 from lvsd.config.model import CheckSpec, Config
 from lvsd.health import CheckId, check_id
 
@@ -73,12 +74,17 @@ class _Entry:
     due: float  # when it fires next
     added: float
     last_fired: float | None = None
-    task: asyncio.Task[None] | None = None
+    task: Run | None = None
     started: float | None = None  # start of the running probe, after admission
     queued: bool = False  # due, waiting for a free slot under the caps
     removed: bool = False
     runs: int = 0
     skipped: int = 0
+    quick: bool = False  # the probe is a QuickProbe: runs without a task
+
+    def use(self, probe: Probe) -> None:
+        self.probe = probe
+        self.quick = isinstance(probe, QuickProbe)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,18 +207,14 @@ class Scheduler:
                     entry.started = None
                     entry.queued = False
                     entry.target = target
-                    entry.probe = self._factory(spec, target)
+                    entry.use(self._factory(spec, target))
                 continue
             first = now + self._rng.uniform(0.0, spec.interval)
+            probe = self._factory(spec, target)
             entry = _Entry(
-                cid=cid,
-                spec=spec,
-                target=target,
-                probe=self._factory(spec, target),
-                base=first,
-                due=first,
-                added=now,
+                cid=cid, spec=spec, target=target, probe=probe, base=first, due=first, added=now
             )
+            entry.use(probe)
             self._entries[cid] = entry
             self._push(entry)
         for entry in closing:
@@ -222,7 +224,8 @@ class Scheduler:
         task = entry.task
         if task is not None and not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            if isinstance(task, asyncio.Task):
+                await asyncio.gather(task, return_exceptions=True)
         await entry.probe.close()
 
     async def close(self) -> None:
@@ -243,6 +246,7 @@ class Scheduler:
     async def run(self) -> None:
         """Fire checks as they fall due, until cancelled. Re-raises an exception from
         ``on_result`` (a bug in the caller)."""
+        self._defer_first_runs(self._clock())
         try:
             while True:
                 if self._error is not None:
@@ -259,9 +263,31 @@ class Scheduler:
                 self._fire_due(now)
         finally:
             self._drop_queued()
+            for entry in self._entries.values():
+                if entry.task is not None:
+                    entry.task.cancel()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _defer_first_runs(self, now: float) -> None:
+        """Move the first runs that :meth:`update` spread before :meth:`run` began on
+        by the time that passed in between (the daemon's start-up, a full collection):
+        they stay spread across their interval from now instead of starting late."""
+        moved = False
+        for entry in self._entries.values():
+            if entry.last_fired is None and entry.added < now:
+                delta = now - entry.added
+                entry.added = now
+                entry.base += delta
+                entry.due += delta
+                moved = True
+        if moved:
+            self._heap = []
+            for entry in self._entries.values():
+                self._seq += 1
+                self._heap.append((entry.due, self._seq, entry))
+            heapq.heapify(self._heap)
 
     def _drop_queued(self) -> None:
         for entry, _, _ in (*self._queue, *self._queue_exec):
@@ -359,6 +385,9 @@ class Scheduler:
     def _start(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
         entry.queued = False
         self._running_all += 1
+        if entry.quick:
+            self._start_quick(entry, probe, scheduled)
+            return
         run = asyncio.create_task(self._probe_once(entry, probe, scheduled))
         entry.task = run
         self._tasks.add(run)
@@ -372,8 +401,31 @@ class Scheduler:
         self._running_exec -= 1
         self._finished(task)
 
+    def _start_quick(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
+        """Start a run of a :class:`QuickProbe`: no task, its start is now."""
+        started = self._clock()
+        entry.started = started
+        self.lateness.append(started - scheduled)
+
+        def finish(result: ProbeResult | None) -> None:
+            if result is not None and not entry.removed:
+                self._deliver(entry, result, started)
+            self._release()
+
+        try:
+            entry.task = cast(QuickProbe, probe).start(finish)
+        except Exception as exc:  # a probe bug: report it as a failed result, keep going
+            entry.task = None
+            self._probe_errors += 1
+            failed = self._raised(entry, exc, self._clock() - started)
+            asyncio.get_running_loop().call_soon(finish, failed)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._release()
+
+    def _release(self) -> None:
+        """A run ended: start queued ones while the caps allow."""
         self._running_all -= 1
         queue, queue_exec = self._queue, self._queue_exec
         while self._running_all < self._max_all and (queue or queue_exec):
@@ -396,16 +448,20 @@ class Scheduler:
             result = await probe.probe()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a probe bug: report it as a failure, keep going
+        except Exception as exc:  # a probe bug: report it as a failed result, keep going
             self._probe_errors += 1
-            result = ProbeResult(
-                ok=False,
-                detail=f"{entry.spec} {entry.target}: probe raised {type(exc).__name__}: {exc}",
-                duration=self._clock() - started,
-                reason="error",
-            )
+            result = self._raised(entry, exc, self._clock() - started)
         if not entry.removed:
             self._deliver(entry, result, started)
+
+    @staticmethod
+    def _raised(entry: _Entry, exc: Exception, duration: float) -> ProbeResult:
+        return ProbeResult(
+            ok=False,
+            detail=f"{entry.spec} {entry.target}: probe raised {type(exc).__name__}: {exc}",
+            duration=duration,
+            reason="error",
+        )
 
     def _deliver(self, entry: _Entry, result: ProbeResult, started: float) -> None:
         self._results += 1
@@ -436,7 +492,7 @@ class Scheduler:
     def stats(self) -> SchedulerStats:
         return SchedulerStats(
             checks=len(self._entries),
-            running=sum(1 for t in self._tasks if not t.done()),
+            running=self._running_all,
             runs=self._runs,
             results=self._results,
             skipped=self._skipped,

@@ -14,7 +14,7 @@ from lvsd.checks.exec import ExecProbe
 from lvsd.checks.http import HttpProbe
 from lvsd.checks.registry import PROBES, make_probe
 from lvsd.checks.smtp import SmtpProbe
-from lvsd.checks.tcp import TcpProbe
+from lvsd.checks.tcp import ConnectProbe, TcpProbe
 from lvsd.checks.udp import UdpProbe
 from lvsd.config.model import (
     CHECK_KINDS,
@@ -38,7 +38,8 @@ def test_every_config_kind_has_a_probe() -> None:
 @pytest.mark.parametrize(
     ("kind", "options", "cls"),
     [
-        ("tcp", TcpOptions(), TcpProbe),
+        ("tcp", TcpOptions(), ConnectProbe),
+        ("tcp", TcpOptions(expect=b"+OK"), TcpProbe),
         ("http", HttpOptions(), HttpProbe),
         ("https", HttpOptions(tls=True), HttpProbe),
         ("exec", ExecOptions(command=("/bin/true",)), ExecProbe),

@@ -10,10 +10,11 @@ import ipaddress
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import cast
 
 import pytest
 
-from lvsd.checks.base import Probe, ProbeResult, Target
+from lvsd.checks.base import Finish, Probe, ProbeResult, Target
 from lvsd.checks.scheduler import Scheduler, checks_from_config
 from lvsd.config.model import (
     CheckSpec,
@@ -401,6 +402,152 @@ async def test_on_result_error_stops_run(clock: FakeClock) -> None:
     await clock.advance(1.0)
     with pytest.raises(ValueError, match="bad callback"):
         await task
+    await sched.close()
+
+
+class QuickRun:
+    """A run of :class:`FakeQuick`: ends when the fake clock reaches ``end``."""
+
+    def __init__(self, probe: FakeQuick, finish: Finish, end: float) -> None:
+        self.probe = probe
+        self.finish: Finish | None = finish
+        self.end = end
+
+    def done(self) -> bool:
+        return self.finish is None
+
+    def cancel(self) -> bool:
+        if self.finish is None:
+            return False
+        finish, self.finish = self.finish, None
+        self.probe.cancelled += 1
+        finish(None)
+        return True
+
+    def tick(self, now: float) -> None:
+        if self.finish is not None and now >= self.end:
+            finish, self.finish = self.finish, None
+            finish(ProbeResult(ok=True, detail=f"{self.probe.name} ok", duration=0.0))
+
+
+class FakeQuick(FakeProbe):
+    """A QuickProbe: ``start`` records the start; the harness's ``tick`` ends runs."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.runs: list[QuickRun] = []
+        self.cancelled = 0
+
+    def start(self, finish: Finish) -> QuickRun:
+        if self.duration < 0:
+            raise RuntimeError("start is broken")
+        self.log.append((self.clock.now, self.name))
+        run = QuickRun(self, finish, self.clock.now + self.duration)
+        self.runs.append(run)
+        return run
+
+
+class QuickHarness(Harness):
+    def factory(self, spec: CheckSpec, target: Target) -> Probe:
+        name = str(target.address)
+        probe = FakeQuick(self.clock, self.log, name, self.durations.get(name, 0.01))
+        self.probes[name] = probe
+        return probe
+
+    async def advance(self, seconds: float, step: float = 0.01) -> None:
+        """Move the clock in steps, ending the quick runs whose time has come."""
+        for _ in range(round(seconds / step)):
+            await self.clock.advance(step)
+            for probe in self.probes.values():
+                for run in cast(FakeQuick, probe).runs:
+                    run.tick(self.clock.now)
+
+
+async def test_quick_probe_runs_without_a_task(clock: FakeClock) -> None:
+    """A QuickProbe is started by the timer loop itself at its due time (lateness 0,
+    no task), and its result arrives through ``finish`` once per interval."""
+    harness = QuickHarness(clock, {"127.0.0.1": 0.3})
+    async with running(harness) as sched:
+        await sched.update({cid(1): (SPEC, target(1))})
+        first = sched.next_due(cid(1))
+        await harness.advance(first + 0.1)
+        probe = cast(FakeQuick, harness.probes["127.0.0.1"])
+        assert [False] == [run.done() for run in probe.runs]
+        assert 1 == sched.stats().running
+        coros = [getattr(task.get_coro(), "__qualname__", "") for task in asyncio.all_tasks()]
+        assert "Scheduler._probe_once" not in coros
+        assert "Scheduler.run" in coros  # the names are the ones looked for
+        await harness.advance(2.9 - first)
+        assert 0 == sched.stats().running
+    expected = [round(first + i, 2) for i in range(3)]
+    assert expected == [round(t, 2) for t in harness.starts("127.0.0.1")]
+    assert 3 == len(harness.results)
+    assert [0.0] * 3 == pytest.approx(list(sched.lateness), abs=0.011)
+
+
+async def test_quick_probes_keep_the_concurrency_cap(clock: FakeClock) -> None:
+    """Quick runs count against max_concurrent: with a cap of 2 and runs of 0.5 s, the
+    third waits until one of the first two has finished."""
+    harness = QuickHarness(clock, {f"127.0.0.{n}": 0.5 for n in range(1, 4)})
+    async with running(harness, max_concurrent=2) as sched:
+        await sched.update({cid(n): (SPEC, target(n)) for n in range(1, 4)})
+        dues = sorted(sched.next_due(cid(n)) for n in range(1, 4))
+        await harness.advance(0.99)
+    starts = sorted(t for t, _ in harness.log)[:3]
+    assert dues[:2] == pytest.approx(starts[:2], abs=0.011)
+    assert max(dues[2], dues[0] + 0.5) == pytest.approx(starts[2], abs=0.021)
+
+
+async def test_quick_probe_overrun_and_removal_cancel_the_run(clock: FakeClock) -> None:
+    """A quick run that never ends is cancelled past timeout + grace and reported as a
+    timeout (freeing its slot); removing the check cancels its run too."""
+    harness = QuickHarness(clock, {"127.0.0.1": float("inf"), "127.0.0.2": float("inf")})
+    async with running(harness, max_concurrent=1) as sched:
+        await sched.update({cid(1): (SPEC, target(1))})
+        # runs at first (hangs), first + 1 skipped, first + 2 overran, first + 3 hangs
+        await harness.advance(round(sched.next_due(cid(1)) + 3.2, 1), step=0.05)
+        stats = sched.stats()
+        probe = cast(FakeQuick, harness.probes["127.0.0.1"])
+        assert 1 == probe.cancelled
+        assert 1 == stats.overruns
+        assert [("timeout", False)] == [(r.reason, r.ok) for _, r, _ in harness.results]
+        await sched.update({})
+        assert 2 == probe.cancelled
+        assert 0 == sched.stats().running
+
+
+async def test_quick_probe_start_raising_is_a_failed_result(clock: FakeClock) -> None:
+    """A QuickProbe whose ``start`` raises (a bug) yields a failed result with reason
+    error, and its slot is freed."""
+    harness = QuickHarness(clock, {"127.0.0.1": -1.0})
+    async with running(harness, max_concurrent=1) as sched:
+        await sched.update({cid(1): (SPEC, target(1))})
+        await harness.advance(2.0)
+        stats = sched.stats()
+    assert [(False, "error")] * 2 == [(r.ok, r.reason) for _, r, _ in harness.results]
+    assert "start is broken" in harness.results[0][1].detail
+    assert (2, 0) == (stats.probe_errors, stats.running)
+
+
+async def test_first_runs_count_from_the_start_of_run(clock: FakeClock) -> None:
+    """Checks added before ``run()`` begins (the daemon's start-up work, a full
+    collection in between) get their spread first runs from when it begins: none is
+    late."""
+    harness = Harness(clock)
+    sched = Scheduler(
+        harness.factory, harness.on_result, clock=clock, sleep=clock.sleep, rng=random.Random(1)
+    )
+    await sched.update({cid(n): (SPEC, target(n)) for n in range(1, 21)})
+    dues = [sched.next_due(cid(n)) for n in range(1, 21)]
+    clock.now = 5.0  # start-up took 5 s
+    task = asyncio.create_task(sched.run())
+    await clock.advance(1.0)
+    assert [d + 5.0 for d in dues] == pytest.approx(
+        [harness.starts(f"127.0.0.{n}")[0] for n in range(1, 21)], abs=0.006
+    )
+    assert [0.0] * 20 == pytest.approx(list(sched.lateness)[:20], abs=0.006)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     await sched.close()
 
 

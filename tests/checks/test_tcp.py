@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 
 import pytest
 
-from lvsd.checks.tcp import TcpProbe
+from lvsd.checks._net import connector
+from lvsd.checks.base import Probe, ProbeResult
+from lvsd.checks.tcp import ConnectProbe, tcp_probe
 from lvsd.config.model import SmtpOptions, TcpOptions
 from lvsd.model import format_hostport
 from tests.checks.conftest import TIMEOUT, Loopback, make_spec
 
 
-async def _probe(net: Loopback, port: int, options: TcpOptions, **fields: object) -> TcpProbe:
-    return TcpProbe(make_spec("tcp", options, **fields), net.target(port))
+async def _probe(net: Loopback, port: int, options: TcpOptions, **fields: object) -> Probe:
+    return tcp_probe(make_spec("tcp", options, **fields), net.target(port))
 
 
 async def test_connect_ok(net: Loopback) -> None:
@@ -119,7 +122,7 @@ async def test_expect_reset(net: Loopback) -> None:
 async def test_spec_port_overrides_target_port(net: Loopback) -> None:
     """`port` in the spec is probed instead of the real server's port."""
     port = await net.tcp(net.hang_handler())
-    probe = TcpProbe(make_spec("tcp", TcpOptions(), port=port), net.target(net.free_port()))
+    probe = tcp_probe(make_spec("tcp", TcpOptions(), port=port), net.target(net.free_port()))
     result = await probe.probe()
     assert result.ok, result.detail
 
@@ -128,7 +131,7 @@ async def test_source_port_binding(net: Loopback) -> None:
     """`source_port` binds the probe's local port (the server sees it as the peer)."""
     port = await net.tcp(net.hang_handler())
     source_port = net.free_port()
-    probe = TcpProbe(
+    probe = tcp_probe(
         make_spec("tcp", TcpOptions(), source=net.host, source_port=source_port),
         net.target(port),
     )
@@ -144,7 +147,7 @@ async def test_source_port_binding(net: Loopback) -> None:
 async def test_source_address_binding(net4: Loopback) -> None:
     """`source` binds the probe's local address: 127.0.0.2 is what the server sees."""
     port = await net4.tcp(net4.hang_handler())
-    probe = TcpProbe(make_spec("tcp", TcpOptions(), source="127.0.0.2"), net4.target(port))
+    probe = tcp_probe(make_spec("tcp", TcpOptions(), source="127.0.0.2"), net4.target(port))
     result = await probe.probe()
     for _ in range(10):
         if net4.peers:
@@ -157,7 +160,7 @@ async def test_source_address_binding(net4: Loopback) -> None:
 async def test_source_address_not_local(net4: Loopback) -> None:
     """A source address this host does not have fails with a clear detail, not a crash."""
     port = await net4.tcp(net4.hang_handler())
-    probe = TcpProbe(make_spec("tcp", TcpOptions(), source="192.0.2.1"), net4.target(port))
+    probe = tcp_probe(make_spec("tcp", TcpOptions(), source="192.0.2.1"), net4.target(port))
     result = await probe.probe()
     assert not result.ok
     assert f"connect 127.0.0.1:{port}: cannot bind source address" == result.detail
@@ -167,7 +170,7 @@ async def test_source_address_not_local(net4: Loopback) -> None:
 async def test_wrong_options_type_is_a_bug(net4: Loopback) -> None:
     """Building a tcp probe from another kind's options raises TypeError (a bug)."""
     with pytest.raises(TypeError, match="tcp probe needs TcpOptions, got SmtpOptions"):
-        TcpProbe(make_spec("tcp", SmtpOptions()), net4.target(1))
+        tcp_probe(make_spec("tcp", SmtpOptions()), net4.target(1))
 
 
 async def test_connect_timeout_when_backlog_is_full(net4: Loopback) -> None:
@@ -185,7 +188,7 @@ async def test_connect_timeout_when_backlog_is_full(net4: Loopback) -> None:
             filler.connect_ex(("127.0.0.1", port))
             fillers.append(filler)
         await asyncio.sleep(0.05)
-        probe = TcpProbe(make_spec("tcp", TcpOptions()), net4.target(port))
+        probe = tcp_probe(make_spec("tcp", TcpOptions()), net4.target(port))
         result = await probe.probe()
         assert not result.ok
         assert f"connect 127.0.0.1:{port}: timeout after {TIMEOUT}s" == result.detail
@@ -196,7 +199,7 @@ async def test_connect_timeout_when_backlog_is_full(net4: Loopback) -> None:
             filler.close()
         listener.close()
     ok_port = await net4.tcp(net4.hang_handler())
-    again = await TcpProbe(make_spec("tcp", TcpOptions()), net4.target(ok_port)).probe()
+    again = await tcp_probe(make_spec("tcp", TcpOptions()), net4.target(ok_port)).probe()
     assert again.ok, again.detail
 
 
@@ -205,8 +208,72 @@ async def test_many_connects_at_once(net4: Loopback) -> None:
     report their own port: up for the listening ones, refused for the closed ones."""
     up = [await net4.tcp(net4.hang_handler()) for _ in range(100)]
     down = [net4.free_port() for _ in range(100)]
-    probes = [TcpProbe(make_spec("tcp", TcpOptions()), net4.target(p)) for p in up + down]
+    probes = [tcp_probe(make_spec("tcp", TcpOptions()), net4.target(p)) for p in up + down]
     results = await asyncio.gather(*(p.probe() for p in probes))
     expected = [f"connect 127.0.0.1:{p}: ok" for p in up]
     expected += [f"connect 127.0.0.1:{p}: refused" for p in down]
     assert expected == [r.detail for r in results]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_connect_runs_from_callbacks(net4: Loopback) -> None:
+    """``start`` returns at once; ``finish`` is called exactly once, on a later turn of
+    the loop, even when the run fails before any connect (a source that cannot be
+    bound)."""
+    port = await net4.tcp(net4.hang_handler())
+    for spec, ok in (
+        (make_spec("tcp", TcpOptions()), True),
+        (make_spec("tcp", TcpOptions(), source="192.0.2.1"), False),
+    ):
+        probe = tcp_probe(spec, net4.target(port))
+        assert isinstance(probe, ConnectProbe)
+        ended: list[ProbeResult | None] = []
+        run = probe.start(ended.append)
+        assert [] == ended
+        assert not run.done()
+        for _ in range(200):
+            if ended:
+                break
+            await asyncio.sleep(0.005)
+        assert [ok] == [r.ok for r in ended if r is not None]
+        assert run.done()
+        assert not run.cancel()
+        assert 1 == len(ended)
+
+
+async def test_connect_cancel_closes_the_socket(net4: Loopback) -> None:
+    """Cancelling a connect under way (to a listener whose accept queue is full) closes
+    its socket at once, calls ``finish(None)`` once, and nothing comes after."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        await asyncio.sleep(0.05)
+        probe = tcp_probe(make_spec("tcp", TcpOptions()), net4.target(port))
+        assert isinstance(probe, ConnectProbe)
+        connector()  # the loop's one epoll set exists before counting
+        before = _open_fds()
+        ended: list[ProbeResult | None] = []
+        run = probe.start(ended.append)
+        await asyncio.sleep(0.05)
+        assert [] == ended
+        assert before + 1 == _open_fds()
+        assert run.cancel()
+        assert [None] == ended
+        assert before == _open_fds()
+        await asyncio.sleep(TIMEOUT + 0.1)  # past the timeout: no second finish
+        assert [None] == ended
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
