@@ -205,26 +205,28 @@ class Connector:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._epoll = select.epoll()
-        self._waiting: dict[int, Callable[[int], None]] = {}
+        self._waiting: dict[int, Callable[[int, float], None]] = {}
         loop.add_reader(self._epoll.fileno(), self._ready)
 
     def _ready(self) -> None:
         waiting = self._waiting
+        now = self._loop.time()  # one clock read for the whole batch
         for fd, events in self._epoll.poll(0):
             callback = waiting.pop(fd, None)
             if callback is None:
                 continue
             try:
-                callback(events)
+                callback(events, now)
             except Exception as exc:  # a bug in one probe must not lose the others' events
                 self._loop.call_exception_handler(
                     {"message": "connect callback failed", "exception": exc}
                 )
 
-    def watch(self, fd: int, callback: Callable[[int], None]) -> None:
-        """Call ``callback(events)`` once when the connect on ``fd`` ends (``EPOLLOUT``,
-        with ``EPOLLERR``/``EPOLLHUP`` on failure). Before closing ``fd`` early, call
-        :meth:`forget`."""
+    def watch(self, fd: int, callback: Callable[[int, float], None]) -> None:
+        """Call ``callback(events, now)`` once when the connect on ``fd`` ends
+        (``EPOLLOUT``, with ``EPOLLERR``/``EPOLLHUP`` on failure; ``now`` is the loop's
+        time, read once for every connect that ended together). Before closing ``fd``
+        early, call :meth:`forget`."""
         self._epoll.register(fd, self._MASK)
         self._waiting[fd] = callback
 

@@ -258,7 +258,7 @@ class Scheduler:
                 now = self._clock()
                 due = self._heap[0][0]
                 if due > now + self._resolution:
-                    await self._nap(due - now)
+                    await self._nap(due, now)
                     continue
                 self._fire_due(now)
         finally:
@@ -295,10 +295,10 @@ class Scheduler:
         self._queue.clear()
         self._queue_exec.clear()
 
-    async def _nap(self, delay: float) -> None:
-        """Sleep ``delay`` seconds unless an earlier check is pushed meanwhile."""
-        self._sleeping_until = self._clock() + delay
-        sleeper = asyncio.ensure_future(self._sleep(delay))
+    async def _nap(self, until: float, now: float) -> None:
+        """Sleep until ``until`` unless an earlier check is pushed meanwhile."""
+        self._sleeping_until = until
+        sleeper = asyncio.ensure_future(self._sleep(until - now))
         self._sleeper = sleeper
         try:
             await asyncio.wait({sleeper})
@@ -349,7 +349,7 @@ class Scheduler:
             entry.runs += 1
             self._runs += 1
             entry.started = None
-            self._admit(entry, entry.probe, scheduled)
+            self._admit(entry, entry.probe, scheduled, now)
         # Next run: one interval on from the base (skipping any runs missed while the
         # loop was held up), shifted by fresh jitter.
         base = entry.base + interval
@@ -363,7 +363,7 @@ class Scheduler:
         self._seq += 1
         heapq.heappush(self._heap, (entry.due, self._seq, entry))
 
-    def _admit(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
+    def _admit(self, entry: _Entry, probe: Probe, scheduled: float, now: float) -> None:
         """Start the run now if the caps allow (and nothing is queued before it), else
         queue it; queued runs start in order as running ones finish."""
         if entry.spec.kind == EXEC_KIND:
@@ -372,21 +372,22 @@ class Scheduler:
                 and self._running_exec < self._max_exec
                 and self._running_all < self._max_all
             ):
-                self._start(entry, probe, scheduled)
+                self._start(entry, probe, scheduled, now)
             else:
                 entry.queued = True
                 self._queue_exec.append((entry, probe, scheduled))
         elif not self._queue and self._running_all < self._max_all:
-            self._start(entry, probe, scheduled)
+            self._start(entry, probe, scheduled, now)
         else:
             entry.queued = True
             self._queue.append((entry, probe, scheduled))
 
-    def _start(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
+    def _start(self, entry: _Entry, probe: Probe, scheduled: float, now: float | None) -> None:
+        """Start a run; ``now`` is the clock as read on this turn (None: not read)."""
         entry.queued = False
         self._running_all += 1
         if entry.quick:
-            self._start_quick(entry, probe, scheduled)
+            self._start_quick(entry, probe, scheduled, self._clock() if now is None else now)
             return
         run = asyncio.create_task(self._probe_once(entry, probe, scheduled))
         entry.task = run
@@ -401,9 +402,9 @@ class Scheduler:
         self._running_exec -= 1
         self._finished(task)
 
-    def _start_quick(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
-        """Start a run of a :class:`QuickProbe`: no task, its start is now."""
-        started = self._clock()
+    def _start_quick(self, entry: _Entry, probe: Probe, scheduled: float, now: float) -> None:
+        """Start a run of a :class:`QuickProbe`: no task, its start is ``now``."""
+        started = now
         entry.started = started
         self.lateness.append(started - scheduled)
 
@@ -413,7 +414,7 @@ class Scheduler:
             self._release()
 
         try:
-            entry.task = cast(QuickProbe, probe).start(finish)
+            entry.task = cast(QuickProbe, probe).start(finish, started)
         except Exception as exc:  # a probe bug: report it as a failed result, keep going
             entry.task = None
             self._probe_errors += 1
@@ -438,7 +439,7 @@ class Scheduler:
             queue = self._queue
             if entry.removed or probe is not entry.probe or not entry.queued:
                 continue
-            self._start(entry, probe, scheduled)
+            self._start(entry, probe, scheduled, None)
 
     async def _probe_once(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
         started = self._clock()

@@ -92,11 +92,11 @@ class ConnectProbe:
         self._sockaddr = (str(target.address), port)
         self._local = local_addr(spec)
 
-    def start(self, finish: Finish) -> _Connecting:
-        """Begin a run; ``finish(result)`` is called once it ends, on a later turn of
-        the loop."""
+    def start(self, finish: Finish, now: float) -> _Connecting:
+        """Begin a run at loop time ``now``; ``finish(result)`` is called once it ends,
+        on a later turn of the loop."""
         loop = asyncio.get_running_loop()
-        run = _Connecting(self, finish, loop)
+        run = _Connecting(self, finish, loop, now)
         try:
             sock = socket.socket(self._family, _STREAM_NONBLOCK)
         except OSError as exc:
@@ -107,7 +107,7 @@ class ConnectProbe:
                 sock.bind(self._local)
             err = sock.connect_ex(self._sockaddr)
             if err == 0:
-                run.end_soon(run.conclude(sock, select.EPOLLOUT))
+                run.end_soon(run.conclude(sock, select.EPOLLOUT, loop.time()))
                 return run
             if err not in _IN_PROGRESS:
                 raise OSError(err, os.strerror(err))
@@ -128,7 +128,7 @@ class ConnectProbe:
             if not ended.done():
                 ended.set_result(result)
 
-        run = self.start(finish)
+        run = self.start(finish, loop.time())
         try:
             result = await ended
         finally:
@@ -152,12 +152,12 @@ class _Connecting:
     __slots__ = ("_finish", "_loop", "_probe", "sock", "started", "timer")
 
     def __init__(
-        self, probe: ConnectProbe, finish: Finish, loop: asyncio.AbstractEventLoop
+        self, probe: ConnectProbe, finish: Finish, loop: asyncio.AbstractEventLoop, now: float
     ) -> None:
         self._probe = probe
         self._finish: Finish | None = finish
         self._loop = loop
-        self.started = loop.time()
+        self.started = now
         self.sock: socket.socket | None = None
         self.timer: asyncio.TimerHandle | None = None
 
@@ -194,7 +194,7 @@ class _Connecting:
             connector().forget(sock.fileno())
             sock.close()
 
-    def ready(self, events: int) -> None:
+    def ready(self, events: int, now: float) -> None:
         """The connect ended (the connector's callback)."""
         sock = self.sock
         if sock is None:
@@ -203,13 +203,13 @@ class _Connecting:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self._end(self.conclude(sock, events))
+        self._end(self.conclude(sock, events, now))
 
-    def conclude(self, sock: socket.socket, events: int) -> ProbeResult:
-        """Close ``sock``, whose connect ended with ``events``: connected, or failed
-        with the socket's error."""
+    def conclude(self, sock: socket.socket, events: int, now: float) -> ProbeResult:
+        """Close ``sock``, whose connect ended with ``events`` by loop time ``now``:
+        connected, or failed with the socket's error."""
         probe = self._probe
-        duration = self._loop.time() - self.started
+        duration = now - self.started
         try:
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if events & _FAILED else 0
             if err:

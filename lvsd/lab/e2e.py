@@ -32,6 +32,7 @@ from typing import Any
 
 from lvsd.lab import faults, traffic
 from lvsd.lab.faults import FaultServer
+from lvsd.lab.stall import StallMeter
 from lvsd.lab.systemd import LVSD
 from lvsd.lab.traffic import Request
 
@@ -369,6 +370,7 @@ class Guest:
         self.records: list[dict[str, Any]] = []
         self.n = 0
         self.cpu = cpu_times()
+        self.stalls = StallMeter()
 
     def write_config(self, text: str) -> None:
         # In place: systemd binds this very file (inode) on /etc/lvsd/lvsd.toml.
@@ -502,6 +504,7 @@ class Guest:
         fault_at = time.time()
         inject()
         out_after = self.until_weight(addr, 0)
+        out_at = time.time()
         during = ipvsadm()
         more = extra() if extra else {}
         time.sleep(max(0.0, fault_at + FAULT_HOLD - time.time()))
@@ -515,12 +518,16 @@ class Guest:
             others=others,
             bound_s=BOUND,
             out_after_s=out_after,
+            # the guest stood still (the host's stall) this long until the server was out
+            stalled_s=round(self.stalls.between(fault_at, out_at), 3),
             back_ramp=ramp,
             summary=traffic.summarize(requests),
             before_fault=traffic.summarize(requests, before=fault_at),
             fault=traffic.summarize(requests, after=fault_at, before=back_at),
             after_settled=traffic.summarize(
-                requests, after=fault_at + BOUND + CLIENT_TIMEOUT + 0.5, before=back_at
+                requests,
+                after=max(fault_at + BOUND, out_at) + CLIENT_TIMEOUT + 0.5,
+                before=back_at,
             ),
             after_restore=traffic.summarize(requests, after=back_at),
             ipvsadm_before=before,
@@ -942,7 +949,9 @@ def guest_main(argv: Sequence[str]) -> int:
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("names", nargs="*", default=list(SCENARIOS))
     args = parser.parse_args(argv)
-    return Guest(args.work, args.results).run(args.names)
+    guest = Guest(args.work, args.results)
+    with guest.stalls:
+        return guest.run(args.names)
 
 
 # --- host side -------------------------------------------------------------------------

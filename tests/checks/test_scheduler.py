@@ -438,7 +438,7 @@ class FakeQuick(FakeProbe):
         self.runs: list[QuickRun] = []
         self.cancelled = 0
 
-    def start(self, finish: Finish) -> QuickRun:
+    def start(self, finish: Finish, now: float) -> QuickRun:
         if self.duration < 0:
             raise RuntimeError("start is broken")
         self.log.append((self.clock.now, self.name))

@@ -231,7 +231,7 @@ async def test_connect_runs_from_callbacks(net4: Loopback) -> None:
         probe = tcp_probe(spec, net4.target(port))
         assert isinstance(probe, ConnectProbe)
         ended: list[ProbeResult | None] = []
-        run = probe.start(ended.append)
+        run = probe.start(ended.append, asyncio.get_running_loop().time())
         assert [] == ended
         assert not run.done()
         for _ in range(200):
@@ -264,7 +264,7 @@ async def test_connect_cancel_closes_the_socket(net4: Loopback) -> None:
         connector()  # the loop's one epoll set exists before counting
         before = _open_fds()
         ended: list[ProbeResult | None] = []
-        run = probe.start(ended.append)
+        run = probe.start(ended.append, asyncio.get_running_loop().time())
         await asyncio.sleep(0.05)
         assert [] == ended
         assert before + 1 == _open_fds()

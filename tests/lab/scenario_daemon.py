@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lvsd.lab.stall import StallMeter
+
 RESULTS = Path(os.environ.get("LAB_RESULTS", "/tmp"))
 PYTHON = sys.executable
 RUN = Path("/run/lvsd-lab")
@@ -183,11 +185,17 @@ def main() -> int:
             lambda w, _t: w.get(rs1) == WEIGHT and w.get(rs2) == WEIGHT
         )
 
-        stop(servers["rs1"])
-        out["down_s"], out["down_table"] = wait_for(lambda w, _t: w.get(rs1) == 0)
+        # the time the whole guest stood still (the host's stalls) is not lvsd's
+        with StallMeter() as stalls:
+            stop(servers["rs1"])
+            since = time.time()
+            out["down_s"], out["down_table"] = wait_for(lambda w, _t: w.get(rs1) == 0)
+            out["down_stalled_s"] = stalls.between(since, time.time())
 
-        servers["rs1"] = httpd("rs1")
-        out["up_s"], out["up_table"] = wait_for(lambda w, _t: w.get(rs1, 0) > 0)
+            servers["rs1"] = httpd("rs1")
+            since = time.time()
+            out["up_s"], out["up_table"] = wait_for(lambda w, _t: w.get(rs1, 0) > 0)
+            out["up_stalled_s"] = stalls.between(since, time.time())
         ramp: list[int] = []
         start = time.monotonic()
         while time.monotonic() - start < 8:

@@ -46,14 +46,16 @@ def test_start_brings_both_real_servers_in(record: dict[str, Any]) -> None:
 
 
 def test_stopped_server_is_quiesced_within_the_bound(record: dict[str, Any]) -> None:
-    """rs1's server stopped: weight 0 within fall x interval + timeout + 0.5 s."""
+    """rs1's server stopped: weight 0 within fall x interval + timeout + 0.5 s (plus any
+    time the whole guest stood still meanwhile: ``lvsd.lab.stall``)."""
     assert "0" == _line(record["down_table"], "10.0.0.2:80")[3]
-    assert record["down_s"] <= FALL * INTERVAL + TIMEOUT + 0.5
+    bound = FALL * INTERVAL + TIMEOUT + 0.5 + record["down_stalled_s"]
+    assert record["down_s"] <= bound, record["down_stalled_s"]
 
 
 def test_restarted_server_comes_back_and_ramps(record: dict[str, Any]) -> None:
     """rs1 back: weight > 0 within rise x interval (+ slack), then a visible ramp to 10."""
-    assert record["up_s"] <= RISE * INTERVAL + 1.5
+    assert record["up_s"] <= RISE * INTERVAL + 1.5 + record["up_stalled_s"]
     ramp = record["ramp"]
     assert ramp == sorted(ramp)
     assert 10 == ramp[-1]
