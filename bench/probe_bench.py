@@ -165,7 +165,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def connect_floor(ports: list[int], count: int = 5000) -> float:
+#: Bare connects made to measure the loopback floor (the servers count them too).
+FLOOR_CONNECTS = 5000
+
+
+def connect_floor(ports: list[int], count: int = FLOOR_CONNECTS) -> float:
     """CPU seconds one bare connect and reset-close to the loopback servers costs this
     process (blocking calls in a tight loop): on loopback the kernel's work for both
     ends of the connection is charged to the connecting process, so this is a floor no
