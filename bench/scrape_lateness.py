@@ -15,6 +15,7 @@ scraping, then with scraping, and the scrape times the child saw.
 
     .venv/bin/python bench/scrape_lateness.py [--services 100] [--dests 100]
         [--checks 0] [--interval 2] [--seconds 10] [--mode steps|thread]
+        [--probe task|quick]
 
 ``--mode steps`` serves with ``lvsd.api`` as it is (report, update and text in ~2 ms
 steps on the loop); ``--mode thread`` with the former handler (report in one go on
@@ -42,7 +43,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from lvsd import api, heap
-from lvsd.checks.base import Probe, ProbeResult, Target
+from lvsd.checks.base import Finish, Probe, ProbeResult, Target
 from lvsd.checks.scheduler import Scheduler, checks_from_config
 from lvsd.config.model import CheckSpec, Config
 from lvsd.health import CheckId, HealthState
@@ -66,8 +67,30 @@ class FakeProbe:
         return None
 
 
+class QuickFakeProbe(FakeProbe):
+    """The same, run as the scheduler runs a plain tcp connect check: from callbacks,
+    without a task (``lvsd.checks.base.QuickProbe``)."""
+
+    class _Run:
+        def done(self) -> bool:
+            return True
+
+        def cancel(self) -> bool:
+            return False
+
+    RUN = _Run()
+
+    def start(self, finish: Finish, now: float) -> QuickFakeProbe._Run:
+        asyncio.get_running_loop().call_soon(finish, self.RESULT)
+        return self.RUN
+
+
 def fake_factory(spec: CheckSpec, target: Target) -> Probe:
     return FakeProbe()
+
+
+def quick_factory(spec: CheckSpec, target: Target) -> Probe:
+    return QuickFakeProbe()
 
 
 class Source:
@@ -167,7 +190,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         health.observe(check, result, loop.time())
 
     sched = Scheduler(
-        fake_factory,
+        quick_factory if args.probe == "quick" else fake_factory,
         on_result,
         clock=loop.time,
         sleep=asyncio.sleep,
@@ -214,6 +237,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     client = json.loads(out)
     return {
         "mode": args.mode,
+        "probe": args.probe,
         "gc": args.gc,
         "checks": len(checks),
         "destinations": args.services * args.dests,
@@ -236,6 +260,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--mode", choices=("steps", "thread"), default="steps")
+    parser.add_argument(
+        "--probe",
+        choices=("task", "quick"),
+        default="task",
+        help="task: each run a task (as http, dns, exec...); quick: from callbacks (as tcp)",
+    )
     parser.add_argument(
         "--gc",
         choices=("settled", "default"),

@@ -697,8 +697,12 @@ class Guest:
         proc = self.traffic(8)
         time.sleep(1)
         self.write_config(config_text(broken=True))
-        sh("systemctl", "reload", "lvsd")
-        time.sleep(2)
+        sh("systemctl", "reload", "lvsd")  # sends SIGHUP and returns
+        wait_for(
+            lambda: "lvsd_config_last_reload_successful 0.0"
+            in metrics("lvsd_config_last_reload_successful"),
+            30,
+        )
         during = metrics("lvsd_config")
         active = sh("systemctl", "is-active", "lvsd", check=False).strip()
         requests = self.finish(proc)
