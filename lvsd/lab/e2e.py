@@ -699,8 +699,10 @@ class Guest:
         self.write_config(config_text(broken=True))
         sh("systemctl", "reload", "lvsd")  # sends SIGHUP and returns
         wait_for(
-            lambda: "lvsd_config_last_reload_successful 0.0"
-            in metrics("lvsd_config_last_reload_successful"),
+            lambda: (
+                "lvsd_config_last_reload_successful 0.0"
+                in metrics("lvsd_config_last_reload_successful")
+            ),
             30,
         )
         during = metrics("lvsd_config")
