@@ -1,8 +1,8 @@
 """Guest-side driver of tests/lab/test_daemon_lab.py: ``lvsd run`` against the real kernel.
 
 Runs in the lab guest (NAT topology, two real servers). Starts an HTTP server in each
-real server's namespace, runs ``lvsd run`` with http checks (interval 0.5 s, timeout
-0.3 s, fall 2, rise 2, slow start 3 s, a sorry server), then:
+real server's namespace, runs ``lvsd run`` with http checks (interval 1 s, timeout
+0.9 s, fall 2, rise 2, slow start 3 s, a sorry server), then:
 
 1. waits for both real servers at full weight;
 2. stops rs1's server and times how long until ``ipvsadm -Ln`` shows weight 0;
@@ -59,8 +59,8 @@ port = 80
 [[services.web.checks]]
 kind = "http"
 path = "/"
-interval = 0.5
-timeout = 0.3
+interval = 1.0
+timeout = 0.9
 rise = 2
 fall = 2
 
@@ -310,7 +310,7 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError("restarted daemon did not answer")
             time.sleep(0.1)
-        time.sleep(2 * 0.5 + 0.5)  # a round of checks too
+        time.sleep(2 * 1.0 + 0.5)  # a round of checks too
         out["restart_same_table"] = shape(before) == shape(ipvsadm())
 
         out["before_stop_table"] = shape(ipvsadm())

@@ -1,7 +1,8 @@
 """``lvsd run`` against a real IPVS kernel (user-mode Linux), checked with ``ipvsadm -Ln``.
 
 One boot (``scenario_daemon``): real HTTP servers in two namespaces behind a NAT
-director, http checks every 0.5 s (timeout 0.3 s, fall 2, rise 2), slow start 3 s and a
+director, http checks every 1 s (timeout 0.9 s, fall 2, rise 2: a stall of the guest
+shorter than two checks takes no healthy server out), slow start 3 s and a
 sorry server. The tests read the timings and ``ipvsadm`` readings it brought back.
 """
 
@@ -20,7 +21,7 @@ from tests.lab.conftest import Lab
 pytestmark = pytest.mark.lab
 
 DRIVER = Path(__file__).resolve().parent / "scenario_daemon.py"
-INTERVAL, TIMEOUT, FALL, RISE = 0.5, 0.3, 2, 2
+INTERVAL, TIMEOUT, FALL, RISE = 1.0, 0.9, 2, 2
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ One boot. This file is also the guest-side driver (run as a script in the guest)
 starts HTTP servers in rs1 and rs2, ``lvsd run`` with the endpoint on
 127.0.0.1:9475 (a NAT service with http checks and a sorry server, and a fwmark
 service), sends requests from the client namespace, stops rs1's server, starts
-``prometheus`` (scrape and rule evaluation every second, the repository's rules
-loaded), then records the answers of the HTTP API next to ``ipvsadm -Ln``,
+``prometheus`` (scrapes every 2 s with a 2 s timeout, so a second's stall of the
+guest fails none; rule evaluation every second; the repository's rules loaded), then records the answers of the HTTP API next to ``ipvsadm -Ln``,
 ``ipvsadm -Ln --stats`` and ``/status``, and last waits (at most ALERT_LIMIT s) until
 the shipped "real server down" rule, ``for: 1m`` unchanged, fires for rs1. The tests
 read that record.
@@ -60,10 +60,10 @@ port = 80
 [[services.web.checks]]
 kind = "http"
 path = "/"
-interval = 0.5
-timeout = 0.3
+interval = 1.0
+timeout = 0.9
 rise = 1
-fall = 1
+fall = 2
 
 [[services.web.real_servers]]
 address = "10.0.0.2"
@@ -83,10 +83,10 @@ initial_state = "down"
 
 [[services.marked.checks]]
 kind = "tcp"
-interval = 0.5
-timeout = 0.3
+interval = 1.0
+timeout = 0.9
 rise = 1
-fall = 1
+fall = 2
 
 [[services.marked.real_servers]]
 address = "10.0.0.3"
@@ -96,7 +96,8 @@ weight = 4
 
 PROMETHEUS = """
 global:
-  scrape_interval: 1s
+  scrape_interval: 2s
+  scrape_timeout: 2s
   evaluation_interval: 1s
 rule_files:
   - {rules}
