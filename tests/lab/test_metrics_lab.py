@@ -5,11 +5,11 @@ One boot. This file is also the guest-side driver (run as a script in the guest)
 starts HTTP servers in rs1 and rs2, ``lvsd run`` with the endpoint on
 127.0.0.1:9475 (a NAT service with http checks and a sorry server, and a fwmark
 service), sends requests from the client namespace, stops rs1's server, starts
-``prometheus`` (scrapes every 2 s with a 2 s timeout, so a second's stall of the
-guest fails none; rule evaluation every second; the repository's rules loaded), then records the answers of the HTTP API next to ``ipvsadm -Ln``,
-``ipvsadm -Ln --stats`` and ``/status``, and last waits (at most ALERT_LIMIT s) until
-the shipped "real server down" rule, ``for: 1m`` unchanged, fires for rs1. The tests
-read that record.
+``prometheus`` (scrapes every 2 s with a 2 s timeout, so a second's stall of the guest
+fails none; rule evaluation every second; the repository's rules loaded), then
+records the answers of the HTTP API next to ``ipvsadm -Ln``, ``ipvsadm -Ln --stats``
+and ``/status``, and last waits (at most ALERT_LIMIT s) until the shipped "real server
+down" rule, ``for: 1m`` unchanged, fires for rs1. The tests read that record.
 """
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
