@@ -166,12 +166,14 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS_KEY]
     openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
     label_sets = metrics.label_sets()
+    try:
+        snapshot = await source.snapshot()
+    except IpvsError as exc:
+        log.warning("scrape.failed", path="/metrics", error=str(exc))
+        return web.Response(status=503, text=f"kernel table unreadable: {exc}\n")
+    # Not around the dump: a longer pause lets more of the probes' objects pile up for
+    # the first collection after it (p99 lateness +10-40 ms more, measured).
     with gc_paused():
-        try:
-            snapshot = await source.snapshot()
-        except IpvsError as exc:
-            log.warning("scrape.failed", path="/metrics", error=str(exc))
-            return web.Response(status=503, text=f"kernel table unreadable: {exc}\n")
         built = await report(source, snapshot.table)
         # One scrape at a time: update then render must not interleave with another's.
         async with request.app[LOCK_KEY]:
