@@ -34,7 +34,6 @@ import structlog
 from aiohttp import web
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 
-from lvsd import heap
 from lvsd.errors import IpvsError
 from lvsd.metrics import Metrics
 from lvsd.model import Snapshot, Table
@@ -164,25 +163,19 @@ LOCK_KEY = web.AppKey("scrape_lock", asyncio.Lock)
 async def _metrics(request: web.Request) -> web.StreamResponse:
     source = request.app[SOURCE_KEY]
     metrics = request.app[METRICS_KEY]
-    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-    label_sets = metrics.label_sets()
     try:
         snapshot = await source.snapshot()
     except IpvsError as exc:
         log.warning("scrape.failed", path="/metrics", error=str(exc))
         return web.Response(status=503, text=f"kernel table unreadable: {exc}\n")
-    # Not around the dump: a longer pause lets more of the probes' objects pile up for
-    # the first collection after it (p99 lateness +10-40 ms more, measured).
+    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
     with gc_paused():
         built = await report(source, snapshot.table)
         # One scrape at a time: update then render must not interleave with another's.
         async with request.app[LOCK_KEY]:
             await drive(metrics.update_steps(snapshot, built))
             parts = await drive(metrics.exposition_parts(openmetrics))
-        # freed here, by reference counting, before any collection sees them
-        del built, snapshot
-    if metrics.label_sets() != label_sets:
-        heap.keep()  # new label sets (and the dump's new destinations) live on
+        del built  # freed here, by reference counting, before any collection sees it
     # Streamed a part at a time: the loop runs while the socket drains (one 25 MB
     # write would copy it all into the transport's buffer at once).
     response = web.StreamResponse()

@@ -25,16 +25,6 @@ import gc
 FULL_EVERY = 1000
 
 
-def keep() -> None:
-    """Collect the young generations, then freeze what is alive: for objects made after
-    :func:`settle` that live as long as the config (the label sets and destinations
-    the first scrape after a start or reload makes). Unfrozen, they reach the oldest
-    generation, and every full collection walks them: 60-100 ms at 10,000
-    destinations, with the event loop stopped."""
-    gc.collect(1)
-    gc.freeze()
-
-
 def settle() -> None:
     """Collect once, freeze what is alive, and make full collections rare."""
     gc.unfreeze()

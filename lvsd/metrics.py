@@ -431,10 +431,6 @@ class Metrics:
         self._labels = LabelCache()
         registry.register(self.state)
 
-    def label_sets(self) -> int:
-        """The number of destination label sets kept between scrapes."""
-        return self._labels.size()
-
     # -- events -------------------------------------------------------------------------
 
     def probe(self, kind: str, result: ProbeResult) -> None:
@@ -533,10 +529,6 @@ class LabelCache:
 
     def __init__(self) -> None:
         self._services: dict[tuple[str, ServiceKey], _ServiceLabels] = {}
-
-    def size(self) -> int:
-        """How many destination label sets are kept (it grows when new ones are made)."""
-        return sum(len(s.dests) + len(s.factors) for s in self._services.values())
 
     def service(self, name: str, key: ServiceKey) -> _ServiceLabels:
         entry = self._services.get((name, key))

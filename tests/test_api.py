@@ -18,7 +18,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from lvsd import heap
 from lvsd.api import bound_port, drive, parse_listen, report, start, wants_openmetrics
 from lvsd.errors import IpvsError
 from lvsd.metrics import Metrics
@@ -90,21 +89,6 @@ async def test_metrics_text_one_dump_per_scrape(served: tuple[FakeSource, str]) 
     assert (1, [source.w.snapshot.table]) == (source.dumps, source.tables)
     names = {f.name for f in text_string_to_metric_families(body)}
     assert {"lvsd_ipvs_backend_weight", "lvsd_real_server_health", "lvsd_build_info"} <= names
-
-
-async def test_new_label_sets_are_frozen_once(
-    served: tuple[FakeSource, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first scrape makes the destinations' label sets, which live as long as the
-    table: they are frozen out of the collector's walks (``heap.keep``) once; a scrape
-    of the same table makes none and freezes nothing."""
-    kept: list[None] = []
-    monkeypatch.setattr(heap, "keep", lambda: kept.append(None))
-    _, base = served
-    assert 200 == (await get(base + "/metrics"))[0]
-    assert 1 == len(kept)
-    assert 200 == (await get(base + "/metrics"))[0]
-    assert 1 == len(kept)
 
 
 async def test_metrics_openmetrics(served: tuple[FakeSource, str]) -> None:

@@ -38,17 +38,3 @@ def test_a_later_settle_collects_cycles_frozen_by_an_earlier_one() -> None:
     assert dropped() is not None  # a collection does not look at frozen objects
     heap.settle()
     assert None is dropped()
-
-
-def test_keep_collects_young_garbage_and_freezes_the_living() -> None:
-    """keep(): young cyclic garbage is collected first (not frozen for good), and the
-    objects alive are frozen out of every later collection."""
-    garbage = Cycle()
-    gone = weakref.ref(garbage)
-    del garbage
-    alive = Cycle()
-    before = gc.get_freeze_count()
-    heap.keep()
-    assert None is gone()
-    assert gc.get_freeze_count() > before
-    assert not any(o is alive for o in gc.get_objects())
