@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -173,9 +175,9 @@ async def test_wrong_options_type_is_a_bug(net4: Loopback) -> None:
         tcp_probe(make_spec("tcp", SmtpOptions()), net4.target(1))
 
 
-async def test_connect_timeout_when_backlog_is_full(net4: Loopback) -> None:
-    """A listener whose accept queue is full drops SYNs: the connect-only probe times out
-    in the connect step, within its timeout, and the next probe still works."""
+@contextlib.asynccontextmanager
+async def _full_backlog() -> AsyncIterator[int]:
+    """The port of a 127.0.0.1 listener whose accept queue is full: it drops SYNs."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     fillers: list[socket.socket] = []
     try:
@@ -188,16 +190,23 @@ async def test_connect_timeout_when_backlog_is_full(net4: Loopback) -> None:
             filler.connect_ex(("127.0.0.1", port))
             fillers.append(filler)
         await asyncio.sleep(0.05)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+async def test_connect_timeout_when_backlog_is_full(net4: Loopback) -> None:
+    """A listener whose accept queue is full drops SYNs: the connect-only probe times out
+    in the connect step, within its timeout, and the next probe still works."""
+    async with _full_backlog() as port:
         probe = tcp_probe(make_spec("tcp", TcpOptions()), net4.target(port))
         result = await probe.probe()
         assert not result.ok
         assert f"connect 127.0.0.1:{port}: timeout after {TIMEOUT}s" == result.detail
         assert "timeout" == result.reason
         assert TIMEOUT <= result.duration < TIMEOUT + 0.5
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
     ok_port = await net4.tcp(net4.hang_handler())
     again = await tcp_probe(make_spec("tcp", TcpOptions()), net4.target(ok_port)).probe()
     assert again.ok, again.detail
@@ -247,18 +256,7 @@ async def test_connect_runs_from_callbacks(net4: Loopback) -> None:
 async def test_connect_cancel_closes_the_socket(net4: Loopback) -> None:
     """Cancelling a connect under way (to a listener whose accept queue is full) closes
     its socket at once, calls ``finish(None)`` once, and nothing comes after."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    fillers: list[socket.socket] = []
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        for _ in range(4):
-            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-            fillers.append(filler)
-        await asyncio.sleep(0.05)
+    async with _full_backlog() as port:
         probe = tcp_probe(make_spec("tcp", TcpOptions()), net4.target(port))
         assert isinstance(probe, ConnectProbe)
         connector()  # the loop's one epoll set exists before counting
@@ -273,7 +271,3 @@ async def test_connect_cancel_closes_the_socket(net4: Loopback) -> None:
         assert before == _open_fds()
         await asyncio.sleep(TIMEOUT + 0.1)  # past the timeout: no second finish
         assert [None] == ended
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
