@@ -350,6 +350,12 @@ class _Layout:
 _layout_cache: list[_Layout] = []
 
 
+def prepare(config: Config) -> None:
+    """Derives what :func:`build` needs of ``config`` alone ahead of the first build
+    (the daemon does it at start and reload, before it freezes the config's objects)."""
+    _layout(config)
+
+
 def _layout(config: Config) -> _Layout:
     if _layout_cache and _layout_cache[0].config is config:
         return _layout_cache[0]
@@ -571,4 +577,5 @@ __all__ = [
     "build",
     "build_steps",
     "finish",
+    "prepare",
 ]

@@ -336,6 +336,71 @@ def test_label_cache_follows_the_table_between_scrapes() -> None:
     assert gone not in actual
 
 
+def test_label_lists_are_kept_between_scrapes_of_the_same_table() -> None:
+    """A second scrape of the same table gives each family the label list of the
+    first (one list for every family of the same destinations), and a table that
+    lost a destination gets new ones."""
+    w = world()
+    metrics = Metrics(CollectorRegistry())
+    metrics.update(w.snapshot, w.report())
+    first = {f.name: f.labels for f in metrics.state.families() if f.labels}
+    metrics.update(w.snapshot, w.report())
+    again = {f.name: f.labels for f in metrics.state.families() if f.labels}
+    assert first.keys() == again.keys()
+    assert all(first[name] is again[name] for name in first)
+    backend = "lvsd_ipvs_backend_weight"
+    active = again["lvsd_ipvs_backend_connections_active"]
+    assert active is again["lvsd_ipvs_backend_incoming_bytes"]
+    table = dict(w.snapshot.table)
+    table[WEB] = replace(
+        table[WEB], destinations={k: d for k, d in table[WEB].destinations.items() if k != A}
+    )
+    metrics.update(replace(w.snapshot, table=table), w.report())
+    fewer = {f.name: f.labels for f in metrics.state.families() if f.labels}
+    assert fewer[backend] is not again[backend]
+    assert len(fewer[backend]) == len(again[backend]) - 1
+
+
+def test_prepared_label_sets_serve_the_first_scrape() -> None:
+    """``prepare`` builds the label sets of the config's real servers (and sorry
+    servers); the first scrape then uses those very objects, and a service gone from
+    the config is forgotten."""
+    w = world()
+    metrics = Metrics(CollectorRegistry())
+    metrics.prepare(w.config)
+    vs = w.config.services[0]
+    made = metrics._labels.service(vs.name, vs.key).dests[vs.real_servers[0].key]
+    metrics.update(w.snapshot, w.report())
+    shown = next(
+        f for f in metrics.state.families() if f.name == "lvsd_real_server_configured_weight"
+    )
+    assert any(labels is made for labels in shown.labels)
+    metrics.prepare(replace(w.config, services=w.config.services[1:]))
+    assert (vs.name, vs.key) not in metrics._labels._services
+
+
+def test_float_values_render_as_prometheus_client_reads_them() -> None:
+    """Float families render finite values with repr and the rest as Prometheus
+    writes them; integer families write "N.0"."""
+    metrics = Metrics(CollectorRegistry())
+    w = world()
+    metrics.update(w.snapshot, w.report())
+    family = next(f for f in metrics.state.families() if f.name.endswith("_factor"))
+    assert "d" == family.values.typecode
+    family.values[0] = math.inf
+    family.values[1] = 0.25
+    family.values[2] = 1e20
+    text = metrics.exposition().decode()
+    values = [
+        line.rsplit(" ", 1)[1]
+        for line in text.splitlines()
+        if line.startswith("lvsd_real_server_weight_factor{")
+    ]
+    assert ["+Inf", "0.25", "1e+20"] == values[:3]
+    assert "lvsd_ipvs_backend_connections_active{" in text
+    assert re.search(r"^lvsd_ipvs_backend_weight\{[^}]*\} \d+\.0$", text, re.M)
+
+
 def test_openmetrics_ends_with_one_eof() -> None:
     """OpenMetrics output has exactly one # EOF, at the end."""
     w = world()
