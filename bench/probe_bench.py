@@ -13,8 +13,9 @@ need it; the loopback servers run in a child process, so their CPU is not counte
 With ``tcp``, ``connect_floor_s_per_1000`` is what 1,000 bare blocking connects to the
 same servers cost this process (the kernel's loopback work for both ends, charged to
 the connecting side), and ``cpu_s_per_1000_probes_above_floor`` lvsd's cost beyond it.
-By default the heap is settled once the checks are built (``lvsd.heap.settle``), as
-the daemon does; ``--gc default`` keeps CPython's collector settings.
+By default the heap is settled once the checks are built (``lvsd.heap.settle``) and
+tended while they run (``lvsd.heap.tend``), as the daemon does; ``--gc default`` keeps
+CPython's collector settings.
 """
 
 from __future__ import annotations
@@ -230,9 +231,11 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     wall_before = time.monotonic()
     runner = asyncio.create_task(sched.run())
+    tending = asyncio.create_task(heap.tend() if args.gc == "settled" else asyncio.sleep(0))
     await asyncio.sleep(args.seconds)
     runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
+    tending.cancel()
+    await asyncio.gather(runner, tending, return_exceptions=True)
     wall = time.monotonic() - wall_before
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
     stats = sched.stats()
@@ -361,8 +364,8 @@ def main() -> None:
         "--gc",
         choices=("settled", "default"),
         default="settled",
-        help="settled: lvsd.heap.settle() once the checks are built, as lvsd does;"
-        " default: CPython's collector settings",
+        help="settled: lvsd.heap.settle() once the checks are built and lvsd.heap.tend()"
+        " beside them, as lvsd does; default: CPython's collector settings",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()

@@ -225,8 +225,9 @@ class Daemon:
                 asyncio.create_task(self._timer(), name="timer"),
                 asyncio.create_task(self._drift(), name="drift"),
                 asyncio.create_task(self._watchdog(), name="watchdog"),
+                asyncio.create_task(heap.tend(), name="gc"),
             ]
-            heap.settle()  # the config's objects are built: keep collections off them
+            self._settle(config)
             self.ready = True
             summary = self._status = engine.summary()
             self.notifier.ready(summary)
@@ -292,6 +293,15 @@ class Daemon:
         self.api_port = int(api.bound_port(runner))
         log.info("api.listening", listen=listen, port=self.api_port)
         return runner
+
+    def _settle(self, config: Config) -> None:
+        """The config's objects are built (with the label sets the scrapes will show,
+        when they are served): keep the collector off them (``lvsd.heap``)."""
+        status = _optional("status")
+        if self.metrics is not None and config.daemon.metrics_listen and status is not None:
+            self.metrics.prepare(config)
+            status.prepare(config)
+        heap.settle()
 
     async def _batches(self) -> None:
         """Hand the results of one short window to the engine as one round."""
@@ -381,7 +391,7 @@ class Daemon:
             result = await engine.reload(self.load)
             if result.ok and self.scheduler is not None:
                 await self.scheduler.update(checks_from_config(engine.config))
-                heap.settle()
+                self._settle(engine.config)
             if result.ok:
                 await self._preflight(engine.config)  # the new config may need other settings
             self._status = engine.summary()

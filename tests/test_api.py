@@ -91,6 +91,30 @@ async def test_metrics_text_one_dump_per_scrape(served: tuple[FakeSource, str]) 
     assert {"lvsd_ipvs_backend_weight", "lvsd_real_server_health", "lvsd_build_info"} <= names
 
 
+async def test_metrics_sent_in_pieces_is_the_whole_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An answer written in many small pieces, with the loop let run between them,
+    is the exposition byte for byte; the source's snapshot is left whole."""
+    monkeypatch.setattr("lvsd.api.SEND", 100)
+    monkeypatch.setattr("lvsd.api.SLICE", 0.0)
+    source = FakeSource()
+    stats = dict(source.w.snapshot.dest_stats)
+    metrics = Metrics(CollectorRegistry())
+    runner = await start("127.0.0.1:0", source, metrics)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{bound_port(runner)}/metrics") as resp,
+        ):
+            body = await resp.read()
+    finally:
+        await runner.cleanup()
+    assert len(body) > 10 * 100
+    assert metrics.exposition() == body
+    assert stats == source.w.snapshot.dest_stats
+
+
 async def test_metrics_openmetrics(served: tuple[FakeSource, str]) -> None:
     """With Prometheus' Accept header the answer is OpenMetrics, ending in # EOF."""
     _, base = served
