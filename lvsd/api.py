@@ -10,12 +10,12 @@ No operator action is served here (drains and reloads go through the control soc
 A scrape of 10,000 destinations is some 100 ms of pure Python. It runs on the event
 loop in steps of about 0.3 ms (``lvsd.status.build_steps``, ``Metrics.update_steps``,
 ``Metrics.exposition_steps``), grouped into slices of at most ``SLICE`` (1 ms) with
-``await asyncio.sleep(0)`` between them, so probes due meanwhile start on time; the
-answer is streamed in the same slices. (A worker thread would not help: pure Python
-holds the GIL, and the loop then waits up to the 5 ms switch interval at every
-wake-up.) The garbage collector runs as usual: what a scrape builds each time is made
-of untracked arrays, bytes and label sets kept from the config's load (frozen with it,
-``lvsd.heap``), so its collections stay small.
+``await asyncio.sleep(0)`` between them, so probes due meanwhile start on time. (A
+worker thread would not help: pure Python holds the GIL, and the loop then waits up
+to the 5 ms switch interval at every wake-up.) The garbage collector runs as usual:
+what a scrape builds each time is made of untracked arrays, bytes and label sets kept
+from the config's load (frozen with it, ``lvsd.heap``), so its collections stay
+small.
 * ``GET /status``: the status report as JSON (also one dump).
 * ``GET /healthz``: 200 while the process serves.
 * ``GET /readyz``: 200 once every check has run at least once, else 503.
@@ -83,10 +83,6 @@ T = TypeVar("T")
 #: 100 checks a second, the ~50 yields of a 200-destination scrape made it take most
 #: of a second. Steps are grouped until this much time has passed.
 SLICE = 0.001
-
-#: The most of an answer written to the socket at once (bytes): a loopback send runs
-#: the receiver's side too, and one of a 115 kB part took up to several ms.
-SEND = 32768
 
 
 async def drive(steps: Generator[None, None, T], slice_s: float = SLICE) -> T:
@@ -178,18 +174,11 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     response.headers["Content-Type"] = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
     response.content_length = sum(len(part) for part in parts)
     await response.prepare(request)
-    # A part at a time, letting the loop run every SLICE: aiohttp waits for the socket
-    # only once the transport's buffer is full, so to a fast reader 25 MB of sends
-    # would go out without a break.
-    clock = time.perf_counter
-    until = clock() + SLICE
+    # A part at a time: the loop runs whenever the transport's buffer is full. (Letting
+    # it run every SLICE too, in 32 kB writes, made scrapes in the busy one-CPU lab
+    # guest take seconds: each yield waits for a whole round of other callbacks.)
     for part in parts:
-        view = memoryview(part)
-        for start in range(0, len(view), SEND):
-            await response.write(view[start : start + SEND])
-            if clock() >= until:
-                await asyncio.sleep(0)
-                until = clock() + SLICE
+        await response.write(part)
     await response.write_eof()
     return response
 

@@ -91,13 +91,9 @@ async def test_metrics_text_one_dump_per_scrape(served: tuple[FakeSource, str]) 
     assert {"lvsd_ipvs_backend_weight", "lvsd_real_server_health", "lvsd_build_info"} <= names
 
 
-async def test_metrics_sent_in_pieces_is_the_whole_text(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """An answer written in many small pieces, with the loop let run between them,
-    is the exposition byte for byte; the source's snapshot is left whole."""
-    monkeypatch.setattr("lvsd.api.SEND", 100)
-    monkeypatch.setattr("lvsd.api.SLICE", 0.0)
+async def test_metrics_body_is_the_exposition_and_leaves_the_snapshot_whole() -> None:
+    """The answer is the exposition byte for byte, and freeing the scrape's counters
+    in steps leaves the source's snapshot as it was."""
     source = FakeSource()
     stats = dict(source.w.snapshot.dest_stats)
     metrics = Metrics(CollectorRegistry())
@@ -110,9 +106,9 @@ async def test_metrics_sent_in_pieces_is_the_whole_text(
             body = await resp.read()
     finally:
         await runner.cleanup()
-    assert len(body) > 10 * 100
     assert metrics.exposition() == body
     assert stats == source.w.snapshot.dest_stats
+    assert len(stats) > 1
 
 
 async def test_metrics_openmetrics(served: tuple[FakeSource, str]) -> None:
