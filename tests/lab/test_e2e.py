@@ -105,6 +105,28 @@ TCP  192.168.3.108:80 wrr
 """
 
 
+def test_downs_reads_the_other_servers_down_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only ``realserver.down`` events of the addresses asked for count, and lines that
+    are not events are skipped."""
+    lines = [
+        '{"event": "realserver.down", "realserver": "10.0.0.3:80", "reason": "timeout"}',
+        '{"event": "realserver.up", "realserver": "10.0.0.4:80"}',
+        '{"event": "realserver.down", "realserver": "10.0.0.2:80"}',
+        "42",
+        "lvsd: plain text",
+        '{"event": "realserver.down", "realserver": "10.0.0.3:80"}',
+    ]
+    asked: list[tuple[str, ...]] = []
+
+    def sh(*argv: str, check: bool = True) -> str:
+        asked.append(argv)
+        return "\n".join(lines)
+
+    monkeypatch.setattr(e2e, "sh", sh)
+    assert ["10.0.0.3"] == e2e.downs(10.0, 20.5, ["10.0.0.3", "10.0.0.4"])
+    assert {"--since=@10.000", "--until=@20.500"} <= set(asked[0])
+
+
 def test_table_shape_and_weights_ignore_counters() -> None:
     """Two ``ipvsadm -Ln`` outputs that differ only in connection counts have the same
     shape; weights are read per real server."""
@@ -295,12 +317,13 @@ SLACK = 1.0
 
 
 def _bound(rec: dict[str, Any]) -> float:
-    return e2e.BOUND + SLACK + rec["stalled_s"]
+    return float(e2e.BOUND + SLACK + rec["stalled_s"])
 
 
 def _fault_checks(rec: dict[str, Any]) -> None:
     """Out within the bound; once out, the other two real servers serve every request
     (both of them, nobody else); back at full weight by a rising ramp, no failure."""
+    assert [] == rec["others_down"], _why(rec, "others_down")  # in the run judged
     assert rec["out_after_s"] is not None
     assert rec["out_after_s"] <= _bound(rec), _why(rec, "stalled_s")
     assert 0 == rec["after_settled"]["failed"], _why(rec, "after_settled")
