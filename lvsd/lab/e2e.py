@@ -200,6 +200,19 @@ def polled(text: str | None = None) -> dict[str, int]:
     return out
 
 
+def agrees_with_ipvsadm(tries: int = 10) -> bool:
+    """Whether :func:`polled` and ``ipvsadm -Ln`` give the same weights, judged on a
+    listing made while ``/proc/net/ip_vs`` read the same before and after it (lvsd may
+    be changing weights meanwhile: two reads at different moments can differ)."""
+    for _ in range(tries):
+        before = polled()
+        listed = weights(ipvsadm())
+        if polled() == before:
+            return listed == before
+        time.sleep(0.2)
+    return False
+
+
 def kernel_table(text: str) -> dict[str, dict[str, int]]:
     """``ipvsadm -Ln`` as service -> destination -> weight: ``"TCP 192.168.3.108:80"``
     (``"FWM 42"``) -> ``"10.0.0.2:80"`` -> 5."""
@@ -429,7 +442,7 @@ class Guest:
             state=f"{props['ActiveState']} ({props['SubState']}) as {props['User']}",
             status_at_ready=props["StatusText"],
             all_up_after_s=settled,
-            polled_agrees_with_ipvsadm=polled() == weights(ipvsadm()),
+            polled_agrees_with_ipvsadm=agrees_with_ipvsadm(),
             systemctl_status=sh(
                 "systemctl", "status", "lvsd", "--no-pager", "-n", "0", check=False
             ),

@@ -127,6 +127,22 @@ def test_downs_reads_the_other_servers_down_events(monkeypatch: pytest.MonkeyPat
     assert {"--since=@10.000", "--until=@20.500"} <= set(asked[0])
 
 
+def test_agreement_with_ipvsadm_is_judged_on_a_stable_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listing made while /proc/net/ip_vs changed is not judged (the next one is);
+    a stable table that ipvsadm lists otherwise does not agree."""
+    listing = "  -> 10.0.0.2:80                  Masq    {}      0          0\n"
+    reads = iter([{"10.0.0.2": 1}, {"10.0.0.2": 5}, {"10.0.0.2": 5}, {"10.0.0.2": 5}])
+    listed = iter([listing.format(1), listing.format(5)])
+    monkeypatch.setattr(e2e, "polled", lambda: next(reads))
+    monkeypatch.setattr(e2e, "ipvsadm", lambda: next(listed))
+    assert e2e.agrees_with_ipvsadm()
+    reads = iter([{"10.0.0.2": 5}] * 2)
+    listed = iter([listing.format(3)])
+    assert not e2e.agrees_with_ipvsadm()
+
+
 def test_table_shape_and_weights_ignore_counters() -> None:
     """Two ``ipvsadm -Ln`` outputs that differ only in connection counts have the same
     shape; weights are read per real server."""
