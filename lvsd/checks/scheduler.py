@@ -146,8 +146,11 @@ class Scheduler:
         self._entries: dict[CheckId, _Entry] = {}
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._sleeper: asyncio.Task[None] | None = None
+        #: Running probe tasks and their entries (a task ends: see ``_finished``).
+        self._tasks: dict[asyncio.Task[None], _Entry] = {}
+        #: The task running :meth:`run` while it naps (None when awake).
+        self._napper: asyncio.Task[None] | None = None
+        self._woken = False  # the nap was cut short by :meth:`_wake_up`
         self._sleeping_until = math.inf
         self._error: BaseException | None = None
         self._wake = asyncio.Event()
@@ -166,8 +169,8 @@ class Scheduler:
     def _push(self, entry: _Entry) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (entry.due, self._seq, entry))
-        if entry.due < self._sleeping_until and self._sleeper is not None:
-            self._sleeper.cancel()  # the loop sleeps past this one: wake it
+        if entry.due < self._sleeping_until:
+            self._wake_up()  # the loop sleeps past this one
         self._wake.set()
 
     def _jittered(self, base: float, interval: float) -> float:
@@ -296,17 +299,34 @@ class Scheduler:
         self._queue_exec.clear()
 
     async def _nap(self, until: float, now: float) -> None:
-        """Sleep until ``until`` unless an earlier check is pushed meanwhile."""
+        """Sleep until ``until`` unless :meth:`_wake_up` is called meanwhile.
+
+        The sleep is awaited right here, and cut short by cancelling this task (as
+        ``asyncio.timeout`` does), not run in a task of its own: from the timer to the
+        probes' start there is then one turn of the event loop (two for probes that
+        run as tasks), against three more through a sleeper task and
+        ``asyncio.wait``, each of which waits for every other ready callback (a
+        scrape's step among them)."""
+        napper = asyncio.current_task()
+        assert napper is not None
         self._sleeping_until = until
-        sleeper = asyncio.ensure_future(self._sleep(until - now))
-        self._sleeper = sleeper
+        self._napper = napper
+        self._woken = False
         try:
-            await asyncio.wait({sleeper})
+            await self._sleep(until - now)
+        except asyncio.CancelledError:
+            # our own wake-up only when no other cancel is pending
+            if not self._woken or napper.uncancel() > 0:
+                raise
         finally:
-            self._sleeper = None
+            self._napper = None
             self._sleeping_until = math.inf
-            if not sleeper.done():
-                sleeper.cancel()
+
+    def _wake_up(self) -> None:
+        """Cut the current nap short (once; nothing when awake)."""
+        if self._napper is not None and not self._woken:
+            self._woken = True
+            self._napper.cancel()
 
     def _fire_due(self, now: float) -> None:
         horizon = now + self._resolution
@@ -391,7 +411,7 @@ class Scheduler:
             return
         run = asyncio.create_task(self._probe_once(entry, probe, scheduled))
         entry.task = run
-        self._tasks.add(run)
+        self._tasks[run] = entry
         if entry.spec.kind == EXEC_KIND:
             self._running_exec += 1
             run.add_done_callback(self._finished_exec)
@@ -422,7 +442,12 @@ class Scheduler:
             asyncio.get_running_loop().call_soon(finish, failed)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        # Drop the ended task (and its coroutine) now rather than at the check's next
+        # run: freed on the spot, it never reaches an older generation for the
+        # collector to walk (10,000 checks kept 10,000 of each alive).
+        entry = self._tasks.pop(task, None)
+        if entry is not None and entry.task is task:
+            entry.task = None
         self._release()
 
     def _release(self) -> None:
@@ -471,8 +496,7 @@ class Scheduler:
         except Exception as exc:
             if self._error is None:
                 self._error = exc
-            if self._sleeper is not None:
-                self._sleeper.cancel()
+            self._wake_up()
             self._wake.set()
 
     # -- reading -----------------------------------------------------------------------

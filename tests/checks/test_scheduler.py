@@ -8,6 +8,7 @@ import asyncio
 import heapq
 import ipaddress
 import random
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import cast
@@ -329,6 +330,46 @@ async def test_update_with_new_target_replaces_probe_keeps_timing(clock: FakeClo
         await sched.update({cid(1): (SPEC, heavier)})
         assert (True, due) == (old.closed, sched.next_due(cid(1)))
         assert old is not harness.probes["127.0.0.1"]
+
+
+async def test_ended_run_frees_its_task(clock: FakeClock) -> None:
+    """A probe run's task is let go as it ends, not kept until the check's next run:
+    freed at once, it never ages into a generation the collector walks again."""
+    seen: list[weakref.ref[asyncio.Task[object]]] = []
+
+    class Recording(FakeProbe):
+        async def probe(self) -> ProbeResult:
+            task = asyncio.current_task()
+            assert task is not None
+            seen.append(weakref.ref(task))
+            return await super().probe()
+
+    harness = Harness(clock)
+    harness.factory = lambda spec, t: Recording(clock, harness.log, "r", 0.01)  # type: ignore[method-assign] # a probe class of its own
+    async with running(harness) as sched:
+        await sched.update({cid(1): (SPEC, target(1))})
+        await clock.advance(1.5)  # a run or two, each ended well before the next
+        assert seen
+        assert [None] * len(seen) == [ref() for ref in seen]
+
+
+async def test_cancel_during_a_cut_nap_still_cancels(clock: FakeClock) -> None:
+    """A nap cut short by an earlier check is the scheduler's own cancel: ``run`` goes
+    on. A cancel from outside at the same moment still ends ``run``."""
+    slow = CheckSpec(kind="tcp", options=TcpOptions(), interval=100.0, timeout=0.5)
+    fast = CheckSpec(kind="tcp", options=TcpOptions(), interval=0.001, timeout=0.0005)
+    harness = Harness(clock)
+    sched = Scheduler(
+        harness.factory, harness.on_result, clock=clock, sleep=clock.sleep, rng=random.Random(1)
+    )
+    await sched.update({cid(1, slow): (slow, target(1))})
+    task = asyncio.create_task(sched.run())
+    await clock.settle()  # napping until the slow check's first run
+    await sched.update({cid(2, fast): (fast, target(2))})  # due sooner: cuts the nap
+    task.cancel()
+    await clock.settle()
+    assert task.cancelled()
+    await sched.close()
 
 
 async def test_stalled(clock: FakeClock) -> None:
