@@ -4,7 +4,8 @@ Builds a synthetic config (``--services`` x ``--dests`` real servers, one tcp ch
 each), a health state that has seen one result per check, and a matching kernel
 ``Snapshot`` with counters; then times, per round, what a scrape does: its one dump
 (``NetlinkBackend.dump`` on a fake socket that answers with the replies a kernel
-sends for that table, so framing and decoding are lvsd's own; the kernel's side and
+sends for that table, every destination's counters moved on since the dump before
+as under traffic, so framing and decoding are lvsd's own; the kernel's side and
 the netlink round trips are measured in the lab by bench/reload_bench.py),
 ``status.build``, ``Metrics.update`` and the text exposition (and the OpenMetrics
 one). Prints medians and minimums in milliseconds, of wall time and of this
@@ -101,9 +102,18 @@ def synthetic(
 
 class FakeKernel(FakeDumpIPVS):
     """Answers a dump with the replies a kernel would send for a snapshot, handing the
-    loop back before each answer as the socket does."""
+    loop back before each answer as the socket does. Each dump answers with the next
+    of ``rounds`` (in turn): the same table with traffic on every destination since
+    the last one, as a busy director's counters move between two scrapes."""
+
+    def __init__(self, services: list[bytes], rounds: list[dict[ServiceKey, list[bytes]]]) -> None:
+        super().__init__(services, rounds[0])
+        self.rounds = rounds
+        self.dumps = 0
 
     async def service(self, command: str) -> list[Any]:
+        self.dests = self.rounds[self.dumps % len(self.rounds)]
+        self.dumps += 1
         await asyncio.sleep(0)
         return await super().service(command)
 
@@ -112,21 +122,37 @@ class FakeKernel(FakeDumpIPVS):
         return await super().dest(command, service)
 
 
-def fake_kernel(snapshot: Snapshot) -> FakeKernel:
-    """The dump replies of ``snapshot``'s table and counters (IPv4 tcp services)."""
+def fake_kernel(snapshot: Snapshot, rounds: int = 2) -> FakeKernel:
+    """The dump replies of ``snapshot``'s table (IPv4 tcp services), its counters
+    moved on by one more connection (and its packets and bytes) per destination each
+    round, and its active and inactive counts changing."""
     services = []
-    dests = {}
-    for key, vs in snapshot.table.items():
+    for key in snapshot.table:
         assert key.address is not None  # synthetic() makes address services only
         services.append(encode_reply(SERVICE, V4 + tcp(key.address, key.port) + svc_tail("wlc", 0)))
-        replies = []
-        for dkey, d in vs.destinations.items():
-            ds = snapshot.dest_stats.get((key, dkey), DestStats())
-            conns = (ds.active_connections, ds.inactive_connections, 0)
-            attrs = dest_attrs(d.address, d.port, weight=d.weight, conns=conns, counters=ds.stats)
-            replies.append(encode_reply(DEST, attrs))
-        dests[key] = replies
-    return FakeKernel(services, dests)
+    answers = []
+    for r in range(rounds):
+        dests = {}
+        for key, vs in snapshot.table.items():
+            replies = []
+            for dkey, d in vs.destinations.items():
+                ds = snapshot.dest_stats.get((key, dkey), DestStats())
+                st = ds.stats
+                counters = Stats(
+                    connections=st.connections + r,
+                    packets_in=st.packets_in + 10 * r,
+                    packets_out=st.packets_out + 9 * r,
+                    bytes_in=st.bytes_in + 1500 * r,
+                    bytes_out=st.bytes_out + 9000 * r,
+                )
+                conns = (ds.active_connections + r, ds.inactive_connections + r, 0)
+                attrs = dest_attrs(
+                    d.address, d.port, weight=d.weight, conns=conns, counters=counters
+                )
+                replies.append(encode_reply(DEST, attrs))
+            dests[key] = replies
+        answers.append(dests)
+    return FakeKernel(services, answers)
 
 
 def dump_backend(snapshot: Snapshot) -> NetlinkBackend:

@@ -5,8 +5,8 @@ with ``--services`` x ``--dests`` cheap fake probes (a result at once, no I/O; o
 first ``--checks`` if given, the scrape still covers every destination), the
 health state fed by their results, and the HTTP endpoint of ``lvsd.api`` whose dump
 is lvsd's netlink backend reading the replies a kernel would send for a fixed table
-(``scrape_bench.fake_kernel``: framing and decoding included, the kernel's own work
-left out). A child process
+whose counters move between dumps (``scrape_bench.fake_kernel``: framing and
+decoding included, the kernel's own work left out). A child process
 (the Prometheus stand-in, so its CPU is not counted; curl if installed) GETs
 ``/metrics`` every second.
 
