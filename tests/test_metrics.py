@@ -361,6 +361,42 @@ def test_label_lists_are_kept_between_scrapes_of_the_same_table() -> None:
     assert len(fewer[backend]) == len(again[backend]) - 1
 
 
+def test_families_that_hold_still_are_rendered_once_and_stay_right() -> None:
+    """Scraped three times, a family whose samples hold still keeps its rendered
+    lines and serves them the third time, while the families that moved are rendered
+    anew; each scrape's text is what a fresh Metrics renders of the same inputs."""
+    w = world()
+    moved = {
+        key: ds._replace(stats=ds.stats._replace(bytes_in=ds.stats.bytes_in + 777))
+        for key, ds in w.snapshot.dest_stats.items()
+    }
+    rounds = [w.snapshot, replace(w.snapshot, dest_stats=moved), w.snapshot]
+    report = w.report()
+    metrics = Metrics(CollectorRegistry())
+    texts: list[str] = []
+
+    def scraped_samples(m: Metrics, openmetrics: bool) -> Samples:
+        text = m.exposition(openmetrics=openmetrics).decode()
+        if m is metrics:
+            texts.append(text)
+        got = samples(text, openmetrics=openmetrics)
+        return {k: v for k, v in got.items() if not k[0].endswith("_created")}
+
+    for n, snapshot in enumerate(rounds):
+        metrics.update(snapshot, report)
+        fresh = Metrics(CollectorRegistry())
+        fresh.update(snapshot, report)
+        openmetrics = n == 2  # the kept lines serve either format
+        assert scraped_samples(fresh, openmetrics) == scraped_samples(metrics, openmetrics)
+    families = {f.name: f for f in metrics.state.families()}
+    weight = families["lvsd_real_server_configured_weight"]
+    incoming = families["lvsd_ipvs_backend_incoming_bytes"]
+    assert (True, True) == (weight.still, weight.lines is not None)
+    assert (False, None) == (incoming.still, incoming.lines)  # moved back: rendered anew
+    assert " 777.0\n" in texts[1]
+    assert " 777.0\n" not in texts[2]
+
+
 def test_prepared_label_sets_serve_the_first_scrape() -> None:
     """``prepare`` builds the label sets of the config's real servers (and sorry
     servers); the first scrape then uses those very objects, and a service gone from
