@@ -42,9 +42,16 @@ class Layout:
     def read(self, payload: bytes) -> tuple[Any, ...] | None:
         """The wanted values of ``payload`` in the order asked (0 for an attribute the
         layout lacks), or None when ``payload`` has another shape."""
-        if len(payload) != self.length or self.headers.unpack_from(payload) != self.expected:
+        if len(payload) != self.length:
             return None
-        return self.pick((*self.values.unpack_from(payload), 0))
+        return self.read_at(payload, 0)
+
+    def read_at(self, data: bytes | bytearray, offset: int) -> tuple[Any, ...] | None:
+        """:meth:`read` of the ``length`` bytes at ``offset`` in ``data`` (a receive
+        buffer), which the caller has checked are there and are one payload."""
+        if self.headers.unpack_from(data, offset) != self.expected:
+            return None
+        return self.pick((*self.values.unpack_from(data, offset), 0))
 
 
 def _walk(payload: bytes, start: int, end: int) -> list[tuple[int, int, int]] | None:

@@ -516,6 +516,29 @@ _DEST_REQUIRED = (IPVS_DEST_ATTR_ADDR, IPVS_DEST_ATTR_PORT)
 _dest_layouts: dict[int, Layout] = {}
 
 
+def dest_from_reply(msg: Any, family: Family) -> tuple[Destination, DestStats]:
+    """``dest_from_nla`` of one dump reply as pyroute2 received it. A kernel puts the
+    ``IPVS_CMD_ATTR_DEST`` first: when it is there, in a shape read before, its
+    values are read in place from the receive buffer (no walk to find it, no copy);
+    anything else goes through ``reply_attr`` and ``dest_from_nla``."""
+    data: bytes | bytearray = msg.data
+    start: int = msg.offset + _GENL_HEADER_LEN
+    if start + 4 <= len(data):
+        length, kind = _NLA_HEADER.unpack_from(data, start)
+        layout = _dest_layouts.get(length - 4)
+        if (
+            layout is not None
+            and kind & _NLA_TYPE_MASK == IPVS_CMD_ATTR_DEST
+            and start + length <= msg.offset + msg["header"]["length"] <= len(data)
+        ):
+            values = layout.read_at(data, start + 4)
+            if values is not None:
+                found = _dest_from_values(values, family)
+                if found is not None:
+                    return found
+    return dest_from_nla(reply_attr(msg, IPVS_CMD_ATTR_DEST), family)
+
+
 def dest_from_nla(payload: bytes, family: Family) -> tuple[Destination, DestStats]:
     """The ``Destination`` and counters a dumped ``IPVS_CMD_ATTR_DEST`` describes.
 
@@ -564,15 +587,8 @@ def _dest_from_values(
         if len(_dest_cache) >= DEST_CACHE_MAX:
             _dest_cache.clear()
         _dest_cache[key] = dest
-    counters = Stats(
-        connections=conns, packets_in=pin, packets_out=pout, bytes_in=bin_, bytes_out=bout
-    )
-    return dest, DestStats(
-        active_connections=active,
-        inactive_connections=inactive,
-        persistent_connections=persistent,
-        stats=counters,
-    )
+    # positional: keywords cost a named tuple's __new__ a third more, 10,000 times
+    return dest, DestStats(active, inactive, persistent, Stats(conns, pin, pout, bin_, bout))
 
 
 def _new_dest(
@@ -752,12 +768,14 @@ class NetlinkBackend:
                 dests: dict[DestKey, Destination] = {}
                 family = service.key.family
                 for msg in await ipvs.dest("dump", service=request):
-                    dest, counters = dest_from_nla(reply_attr(msg, IPVS_CMD_ATTR_DEST), family)
+                    dest, counters = dest_from_reply(msg, family)
                     dkey = dest.key
                     dests[dkey] = dest
                     dest_stats[(service.key, dkey)] = counters
+                # by sort key: tuples compared in C, not DestKey.__lt__ 10,000 times
+                order = sorted(dests, key=DestKey.sort_key)
                 table[service.key] = VirtualService(
-                    service=service, destinations={k: dests[k] for k in sorted(dests)}
+                    service=service, destinations={k: dests[k] for k in order}
                 )
         except NetlinkError as exc:
             raise IpvsError("dump", reason_for(None, exc.code), exc.code) from exc
@@ -869,6 +887,7 @@ __all__ = [
     "decode_netmask",
     "dest_fields",
     "dest_from_nla",
+    "dest_from_reply",
     "encode_netmask",
     "reason_for",
     "reply_attr",

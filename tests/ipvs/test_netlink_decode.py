@@ -47,6 +47,7 @@ from lvsd.ipvs.netlink import (
     IPVS_CMD_ATTR_SERVICE,
     NetlinkBackend,
     dest_from_nla,
+    dest_from_reply,
     encode_netmask,
     reply_attr,
     service_from_nla,
@@ -491,6 +492,7 @@ def test_dest_reply(attrs: list[Any], dest: Destination, counters: DestStats) ->
     assert [len(payload)] == list(netlink._dest_layouts)
     assert decoded == dest_from_nla(payload, Family.INET)  # read through the layout
     assert decoded == netlink._walk_dest(payload, Family.INET)
+    assert decoded == dest_from_reply(msg, Family.INET)  # read in place in the buffer
 
 
 def test_a_reply_of_the_same_length_but_another_shape_is_walked() -> None:
@@ -528,6 +530,7 @@ def test_padding_and_unknown_attributes_are_skipped() -> None:
     )
     assert expected == decoded
     assert (legacy_dest(d_msg), legacy_service(s_msg)) == decoded
+    assert expected[0] == dest_from_reply(d_msg, Family.INET)  # not first: found by a walk
 
 
 def test_nested_and_byte_order_flags_are_masked() -> None:
@@ -722,6 +725,15 @@ def test_truncated_reply_is_a_dump_error() -> None:
     (msg,) = frame(bytes(reply))
     with pytest.raises(IpvsError) as too_long:
         reply_attr(msg, IPVS_CMD_ATTR_DEST)
+    # The intact reply's layout learned, a reply cut 8 bytes short whose attribute
+    # still says the intact length is not read in place past its end.
+    intact = encode_reply(DEST, dest_attrs())
+    decode_dest(intact)
+    cut = bytearray(intact[:-8])
+    struct.pack_into("=I", cut, 0, len(cut))
+    (short,) = frame(bytes(cut))
+    with pytest.raises(IpvsError, match="malformed reply: reply: attribute 2 at byte 20"):
+        dest_from_reply(short, Family.INET)
     (msg,) = frame(encode_reply(DEST, dest_attrs()))
     with pytest.raises(IpvsError) as missing:
         reply_attr(msg, IPVS_CMD_ATTR_SERVICE)
