@@ -25,6 +25,7 @@ import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Protocol
 
 from lvsd.config.model import (
@@ -804,7 +805,8 @@ class HealthState:
         if svc is None:
             return []
         servers = svc.servers.items()
-        items = servers if start == 0 and stop is None else list(servers)[start:stop]
+        # islice, not a list: a service of 10,000 real servers is read in 250 slices
+        items = servers if start == 0 and stop is None else islice(servers, start, stop)
         checks = self._checks
         factors = self._factors
         return [

@@ -12,6 +12,7 @@ Both must give the same model, and the model must be the one expected.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import socket
@@ -816,6 +817,36 @@ def _legacy_snapshot(fake: FakeDumpIPVS, keys: frozenset[ServiceKey] | None) -> 
             service=service, destinations={k: dests[k] for k in sorted(dests)}
         )
     return Snapshot(table=table, service_stats=service_stats, dest_stats=dest_stats)
+
+
+async def test_a_big_service_is_decoded_in_steps() -> None:
+    """The replies of a service with many destinations are decoded a step of
+    ``DECODE_STEP`` at a time, the event loop running in between; all of them, in
+    order."""
+    count = 2 * netlink.DECODE_STEP + 10
+    addresses = [f"10.1.{n // 250}.{n % 250 + 1}" for n in range(count)]
+    fake = FakeDumpIPVS(
+        [encode_reply(SERVICE, TABLE_SERVICES[VIP])],
+        {VIP: [encode_reply(DEST, dest_attrs(a)) for a in reversed(addresses)]},
+    )
+    backend = NetlinkBackend()
+    backend._ipvs = fake  # the socket is what we fake
+    turns = 0
+
+    async def tick() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)  # the ticker is waiting for its next turn
+    start = turns
+    snapshot = await backend.dump()
+    during = turns - start
+    ticker.cancel()
+    assert [DestKey.of(a, 80) for a in addresses] == list(snapshot.table[VIP].destinations)
+    assert 2 == during
 
 
 async def test_dump_reads_the_whole_table() -> None:
