@@ -78,6 +78,19 @@ MANY_INTERVAL = 4.0
 SETTLE = 1.0
 #: Pause between two samples of the flapping scenario (a sample itself takes ~0.5 s).
 SAMPLE_PAUSE = 0.5
+#: The flapping scenario's goal for an answer: within this many seconds of the time
+#: the guest ran (not counting its stalls, see ``lvsd.lab.stall``).
+ANSWER_WITHIN = 1.0
+
+
+def excused(elapsed: float, stalled: float) -> bool:
+    """Whether a /metrics scrape that failed after ``elapsed`` seconds (the client
+    gave up), during which the guest stood still ``stalled`` seconds, is the host's
+    doing: the guest ran less than ``ANSWER_WITHIN`` of it, so lvsd never had the time
+    its goal gives it. A scrape the guest ran for longer is lvsd's failure."""
+    return elapsed - stalled < ANSWER_WITHIN
+
+
 CONTROL = "/run/lvsd/control.sock"
 
 SCENARIOS = (
@@ -885,6 +898,8 @@ class Guest:
         status_ms: list[float] = []
         metrics_ms: list[float] = []
         metrics_errors: list[str] = []
+        metrics_stalled: list[float] = []  # seconds the guest stood still, per scrape
+        unexcused: list[str] = []
         counts: dict[str, int] = {}
         mismatches: list[dict[str, Any]] = []
         samples = 0
@@ -919,11 +934,16 @@ class Guest:
                 counts[key] = counts.get(key, 0) + n
             mismatches += bad
             samples += 1
-            t = time.monotonic()
+            t, wall = time.monotonic(), time.time()
             lines = metrics("lvsd_service_real_servers_up")
+            elapsed = time.monotonic() - t
+            stalled = self.stalls.between(wall, time.time())
             if lines and lines[0].startswith("# /metrics unavailable"):
                 metrics_errors.append(lines[0])
-            metrics_ms.append(round((time.monotonic() - t) * 1000, 1))
+                if not excused(elapsed, stalled):
+                    unexcused.append(lines[0])
+            metrics_ms.append(round(elapsed * 1000, 1))
+            metrics_stalled.append(round(stalled, 2))
             time.sleep(SAMPLE_PAUSE)
         cpu_s = {name: round(process_cpu(pid) - cpu_before[name], 1) for name, pid in pids.items()}
         cpu_s["driver"] = round(time.process_time() - cpu_before["driver"], 1)
@@ -965,6 +985,9 @@ class Guest:
             metrics_over_1s=sum(1 for ms in metrics_ms if ms >= 1000),
             metrics_ok=not metrics_errors,
             metrics_errors=sorted(set(metrics_errors)),
+            # errors of scrapes the guest ran for ANSWER_WITHIN or more (lvsd's own)
+            metrics_errors_unexcused=sorted(set(unexcused)),
+            metrics_guest_stalled_s_max=max(metrics_stalled, default=0.0),
             metrics_ms_max=max(metrics_ms, default=0.0),
             metrics_ms_median=sorted(metrics_ms)[len(metrics_ms) // 2] if metrics_ms else 0.0,
             settled_after_s=settled,
