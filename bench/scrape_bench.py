@@ -56,6 +56,7 @@ from tests.ipvs.test_netlink_decode import (
     FakeDumpIPVS,
     dest_attrs,
     encode_reply,
+    frame,
     svc_tail,
     tcp,
 )
@@ -100,6 +101,10 @@ def synthetic(
     return config, health, Snapshot(table=table, service_stats=service_stats, dest_stats=dest_stats)
 
 
+#: Dump replies per datagram of the fake kernel.
+DATAGRAM = 100
+
+
 class FakeKernel(FakeDumpIPVS):
     """Answers a dump with the replies a kernel would send for a snapshot, handing the
     loop back before each answer as the socket does. Each dump answers with the next
@@ -118,8 +123,14 @@ class FakeKernel(FakeDumpIPVS):
         return await super().service(command)
 
     async def dest(self, command: str, service: Any) -> list[Any]:
-        await asyncio.sleep(0)
-        return await super().dest(command, service)
+        # A kernel answers a dump in datagrams of a few kB, and pyroute2 frames each as
+        # it reads it, the loop running in between: here ~100 replies (16 kB) each.
+        replies = self.replies(service)
+        framed = []
+        for start in range(0, len(replies), DATAGRAM):
+            await asyncio.sleep(0)
+            framed += frame(*replies[start : start + DATAGRAM])
+        return framed
 
 
 def fake_kernel(snapshot: Snapshot, rounds: int = 2) -> FakeKernel:

@@ -763,6 +763,11 @@ class FakeDumpIPVS:
 
     async def dest(self, command: str, service: IPVSService) -> list[Any]:
         assert "dump" == command
+        replies = self.replies(service)
+        return frame(*replies) if replies else []
+
+    def replies(self, service: IPVSService) -> list[bytes]:
+        """The replies of the dest dump of ``service`` (recorded in ``dest_dumps``)."""
         fields = dict(service)
         family = _FAMILY_BY_AF[fields["af"]]
         if fields.get("fwmark"):
@@ -771,8 +776,7 @@ class FakeDumpIPVS:
             key = ServiceKey.inet(_PROTOCOL_BY_NUMBER[fields["protocol"]], fields["addr"],
                                   fields["port"])  # fmt: skip
         self.dest_dumps.append(key)
-        replies = self.dests.get(key, [])
-        return frame(*replies) if replies else []
+        return self.dests.get(key, [])
 
     def close(self) -> None:
         pass
