@@ -18,11 +18,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from lvsd import api
 from lvsd.api import bound_port, drive, parse_listen, report, start, wants_openmetrics
 from lvsd.errors import IpvsError
 from lvsd.metrics import Metrics
 from lvsd.model import Snapshot, Table
-from lvsd.status import StatusReport, build_steps
+from lvsd.status import StatusReport, build_steps, finish
 from tests.test_status import World, world
 
 
@@ -109,6 +110,43 @@ async def test_metrics_body_is_the_exposition_and_leaves_the_snapshot_whole() ->
     assert metrics.exposition() == body
     assert stats == source.w.snapshot.dest_stats
     assert len(stats) > 1
+
+
+async def test_metrics_answer_yields_every_send_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sending the answer lets the loop run after every ``SEND_STEP`` bytes (here one
+    part), and the answer is still the exposition byte for byte; a small answer under
+    the default step is sent without yielding."""
+    metrics = Metrics(CollectorRegistry())
+    runner = await start("127.0.0.1:0", FakeSource(), metrics)
+    turns = 0
+
+    async def tick() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    async def scrape() -> tuple[int, bytes]:
+        start_turns = turns
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{bound_port(runner)}/metrics") as resp,
+        ):
+            body = await resp.read()
+        return turns - start_turns, body
+
+    ticker = asyncio.create_task(tick())
+    try:
+        default_turns, default_body = await scrape()
+        monkeypatch.setattr(api, "SEND_STEP", 1)
+        stepped_turns, stepped_body = await scrape()
+    finally:
+        ticker.cancel()
+        await runner.cleanup()
+    parts = len(finish(metrics.exposition_parts()))
+    assert metrics.exposition() == default_body == stepped_body
+    assert parts > 20
+    assert stepped_turns >= default_turns + parts - 1
 
 
 async def test_metrics_openmetrics(served: tuple[FakeSource, str]) -> None:
