@@ -752,9 +752,9 @@ def reuse_text(families: Sequence[_Family], previous: Sequence[_Family]) -> None
     the same name (the same label list, as :func:`reuse_labels` left it, and the same
     values) as still, with that family's rendered lines if it kept them: a family that
     holds still is rendered once more, then its lines serve every scrape until it
-    moves. At 10,000 destinations 8 of the 18 lines of each hold still between two
+    moves. At 10,000 destinations 8 of the 17 lines of each hold still between two
     scrapes of a busy director (its connection and traffic counters and the ages do
-    not), which saves 15-20 ms of a scrape's text."""
+    not): the text then takes 15-20 ms instead of 35-50."""
     before = {f.name: f for f in previous}
     for family in families:
         old = before.get(family.name)
