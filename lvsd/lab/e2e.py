@@ -384,22 +384,27 @@ def journal(since: float, limit: int = 16, *, last: bool = False) -> list[str]:
     return lines[-limit:] if last else lines[:limit]
 
 
-def downs(since: float, until: float, addresses: Sequence[str]) -> list[str]:
-    """The real servers among ``addresses`` that lvsd's journal reports going down
-    between ``since`` and ``until`` (wall clock)."""
+def down_events(since: float, until: float) -> list[tuple[str, str]]:
+    """(address, detail) of every ``realserver.down`` event in lvsd's journal between
+    ``since`` and ``until`` (wall clock), in order."""
     out = sh(
         "journalctl", "-u", "lvsd", "-o", "cat", "--no-pager",
         f"--since=@{since:.3f}", f"--until=@{until:.3f}", check=False,
     )  # fmt: skip
-    found = set()
+    found = []
     for line in out.splitlines():
         with contextlib.suppress(ValueError):
             event = json.loads(line)
             if isinstance(event, dict) and event.get("event") == "realserver.down":
                 where = str(event.get("realserver", "")).rpartition(":")[0]
-                if where in addresses:
-                    found.add(where)
-    return sorted(found)
+                found.append((where, str(event.get("detail", ""))))
+    return found
+
+
+def downs(since: float, until: float, addresses: Sequence[str]) -> list[str]:
+    """The real servers among ``addresses`` that lvsd's journal reports going down
+    between ``since`` and ``until`` (wall clock)."""
+    return sorted({where for where, _ in down_events(since, until) if where in addresses})
 
 
 class Guest:
@@ -538,14 +543,23 @@ class Guest:
         restore: Callable[[], object],
         *,
         extra: Callable[[], dict[str, Any]] | None = None,
+        seen: str = "",
     ) -> None:
         """Inject a fault into ``server`` under traffic, restore it, record it. A run in
         which lvsd also took one of the other real servers out (its probes timed out in
         a guest starved by the host, so the sorry server came in) judges nothing about
-        the fault: it is recorded as ``NAME.disturbed`` and the scenario runs once more."""
+        the fault: it is recorded as ``NAME.disturbed`` and the scenario runs once more.
+        So is a run in which the guest stood still and ``server`` was taken out by a
+        check that never saw the fault (no down detail with ``seen`` in it: its probes
+        timed out before they could)."""
         for attempt in range(2):
             fields = self._fault_run(server, inject, restore, extra)
-            if not fields["others_down"] or attempt:
+            unseen = (
+                bool(seen)
+                and fields["stalled_s"] > 0
+                and not any(seen in detail for detail in fields["fault_down_details"])
+            )
+            if not (fields["others_down"] or unseen) or attempt:
                 self.record(name, attempts=attempt + 1, **fields)
                 break
             self.record(f"{name}.disturbed", **fields)
@@ -580,6 +594,7 @@ class Guest:
             server=f"{server} {addr}:80",
             others=others,
             others_down=downs(fault_at, back_at, [RS[o] for o in others]),
+            fault_down_details=[d for a, d in down_events(fault_at, back_at) if a == addr],
             bound_s=BOUND,
             out_after_s=out_after,
             # the guest stood still (the host's stall) this long until the server was out
@@ -633,6 +648,7 @@ class Guest:
             lambda: faults.set_mode(MODES, "rs3", "500"),
             lambda: faults.set_mode(MODES, "rs3", "ok"),
             extra=tcp_connects,
+            seen="status 500",
         )
 
     def link(self) -> None:
@@ -1148,8 +1164,10 @@ def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) 
         "column: samples taken, real servers judged (kernel weight against reported health),",
         "and how many of those judgements did not match. A fault run in which lvsd also",
         "took one of the other real servers out (their probes timed out too: the host",
-        "starved the guest) judges nothing about the fault: it is kept as `NAME.disturbed`",
-        "and the scenario runs once more (`attempts`).",
+        "starved the guest), or in which the guest stood still and the check that took the",
+        "server out never saw the fault (it timed out before the 500 came), judges nothing",
+        "about the fault: it is kept as `NAME.disturbed` and the scenario runs once more",
+        "(`attempts`).",
     ]
     if duration is not None:
         lines += ["", f"Both boots (all scenarios) took {duration:.0f} s."]

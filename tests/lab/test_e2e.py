@@ -107,9 +107,9 @@ TCP  192.168.3.108:80 wrr
 
 def test_downs_reads_the_other_servers_down_events(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only ``realserver.down`` events of the addresses asked for count, and lines that
-    are not events are skipped."""
+    are not events are skipped; ``down_events`` gives each with its detail."""
     lines = [
-        '{"event": "realserver.down", "realserver": "10.0.0.3:80", "reason": "timeout"}',
+        '{"event": "realserver.down", "realserver": "10.0.0.3:80", "detail": "GET /: status 500"}',
         '{"event": "realserver.up", "realserver": "10.0.0.4:80"}',
         '{"event": "realserver.down", "realserver": "10.0.0.2:80"}',
         "42",
@@ -125,6 +125,8 @@ def test_downs_reads_the_other_servers_down_events(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(e2e, "sh", sh)
     assert ["10.0.0.3"] == e2e.downs(10.0, 20.5, ["10.0.0.3", "10.0.0.4"])
     assert {"--since=@10.000", "--until=@20.500"} <= set(asked[0])
+    expected = [("10.0.0.3", "GET /: status 500"), ("10.0.0.2", ""), ("10.0.0.3", "")]
+    assert expected == e2e.down_events(0, 1)
 
 
 def test_agreement_with_ipvsadm_is_judged_on_a_stable_table(
