@@ -142,6 +142,7 @@ async def test_metrics_answer_yields_every_send_step(monkeypatch: pytest.MonkeyP
         stepped_turns, stepped_body = await scrape()
     finally:
         ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
         await runner.cleanup()
     parts = len(finish(metrics.exposition_parts()))
     assert metrics.exposition() == default_body == stepped_body

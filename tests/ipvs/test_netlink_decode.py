@@ -849,6 +849,7 @@ async def test_a_big_service_is_decoded_in_steps() -> None:
     snapshot = await backend.dump()
     during = turns - start
     ticker.cancel()
+    await asyncio.gather(ticker, return_exceptions=True)
     assert [DestKey.of(a, 80) for a in addresses] == list(snapshot.table[VIP].destinations)
     assert 2 == during
 
