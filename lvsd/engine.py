@@ -481,9 +481,14 @@ class Engine:
         return result
 
     async def repair(self) -> ApplyResult:
-        """Drift repair: a fresh dump, plan, apply; log ``drift.repaired`` per op."""
+        """Drift repair: a fresh dump, plan, apply; log ``drift.repaired`` per op.
+
+        What is due anyway (a slow-start step, a lingering server whose time is up) is
+        written first against the cache, as a tick would: only what the dump then finds
+        different from what lvsd wrote is drift."""
         async with self._lock:
             self._expire_lingering(None)
+            await self._reconcile_locked(fresh=False)
             result = await self._reconcile_locked(fresh=True)
         ops = [*result.applied, *(op for op, _ in result.failed)]
         for op in ops:

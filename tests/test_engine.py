@@ -455,6 +455,28 @@ async def test_drift_repair_logs_each_op(tmp_path: Path) -> None:
     assert expected == repaired
 
 
+async def test_drift_repair_during_a_ramp_writes_the_step_but_logs_no_drift(
+    tmp_path: Path,
+) -> None:
+    """A repair that finds a slow-start step due writes it as a tick would: the kernel
+    held what lvsd wrote, so nothing is logged or counted as drift."""
+    from structlog.testing import capture_logs
+
+    text = config_text((("10.0.0.2", 8), ("10.0.0.3", 8)), service_extra="slow_start = 4.0")
+    engine, backend, clock = await started(tmp_path, text)
+    await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
+    await engine.results([(cid(engine.config, "10.0.0.2"), ok())])
+    clock.now += 2.0
+    with capture_logs() as logs:
+        result = await engine.repair()
+    assert 5 == backend.table[WEB].destinations[RS1].weight
+    assert () == result.applied
+    assert [] == [e for e in logs if e["event"] == "drift.repaired"]
+    assert ["edit-dest tcp 192.168.3.108:80 -> 10.0.0.2:80 w=5 nat"] == [
+        e["op"] for e in logs if e["event"] == "kernel.op"
+    ]
+
+
 async def test_incremental_reconcile_matches_the_full_desired_table(tmp_path: Path) -> None:
     """Health changes replan only the services they touch; after a long random run the
     kernel table still equals the full desired table, with one op per change."""
