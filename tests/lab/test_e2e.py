@@ -425,10 +425,11 @@ def test_reload_to_weights_1_3_splits_25_75(records: dict[str, dict[str, Any]]) 
     rec = _record(records, "reload_weights")
     assert 0 == rec["summary"]["failed"], _why(rec, "summary")
     assert rec["split_requests"] >= 2000
-    assert abs(rec["split_percent"]["rs1"] - 25.0) <= 3.0
-    assert abs(rec["split_percent"]["rs2+rs3"] - 75.0) <= 3.0
-    assert abs(rec["shares_percent"]["rs2"] - 37.5) <= 3.0
-    assert abs(rec["shares_percent"]["rs3"] - 37.5) <= 3.0
+    why = f"{rec['split_percent']} {rec['shares_percent']} downs {rec['downs']}"
+    assert abs(rec["split_percent"]["rs1"] - 25.0) <= 3.0, why
+    assert abs(rec["split_percent"]["rs2+rs3"] - 75.0) <= 3.0, why
+    assert abs(rec["shares_percent"]["rs2"] - 37.5) <= 3.0, why
+    assert abs(rec["shares_percent"]["rs3"] - 37.5) <= 3.0, why
 
 
 @pytest.mark.lab
