@@ -15,7 +15,7 @@ import pytest
 from lvsd.checks.base import Target
 from lvsd.checks.exec import ExecProbe, render_command, verdict_of_exit
 from lvsd.config.model import ExecOptions
-from tests.checks.conftest import TIMEOUT, make_spec
+from tests.checks.conftest import make_spec
 
 TARGET = Target(
     address=ipaddress.ip_address("127.0.0.1"),
@@ -26,8 +26,17 @@ TARGET = Target(
 )
 
 
-def _probe(*command: str, target: Target = TARGET, **options: object) -> ExecProbe:
-    return ExecProbe(make_spec("exec", ExecOptions(command=command, **options)), target)  # type: ignore[arg-type]
+#: A command expected to finish gets seconds (a busy host starts a shell slowly); one
+#: expected to hang is cut at ``HANG_TIMEOUT``, past a slow shell's start.
+RUN_TIMEOUT = 10.0
+HANG_TIMEOUT = 1.0
+
+
+def _probe(
+    *command: str, target: Target = TARGET, timeout: float = RUN_TIMEOUT, **options: object
+) -> ExecProbe:
+    spec = make_spec("exec", ExecOptions(command=command, **options), timeout=timeout)  # type: ignore[arg-type]
+    return ExecProbe(spec, target)
 
 
 def _alive(pid: int) -> bool:
@@ -150,9 +159,9 @@ async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     whole process group and reaped: no process is left behind."""
     pids = tmp_path / "pids"
     script = f'sleep 30 & echo $$ $! > "{pids}"; wait'
-    result = await _probe("/bin/sh", "-c", script).probe()
+    result = await _probe("/bin/sh", "-c", script, timeout=HANG_TIMEOUT).probe()
     assert not result.ok
-    assert f"exec ['/bin/sh', '-c', {script!r}]: timeout after {TIMEOUT}s" == result.detail
+    assert f"exec ['/bin/sh', '-c', {script!r}]: timeout after {HANG_TIMEOUT}s" == result.detail
     assert "timeout" == result.reason
     shell, child = (int(pid) for pid in pids.read_text().split())
     assert not _alive(shell)  # reaped by the probe: gone entirely
@@ -169,7 +178,7 @@ async def test_background_child_holding_output_is_killed(tmp_path: Path) -> None
     the timeout, and the child is killed."""
     pids = tmp_path / "pids"
     script = f'sleep 30 & echo $! > "{pids}"; exit 0'
-    result = await _probe("/bin/sh", "-c", script).probe()
+    result = await _probe("/bin/sh", "-c", script, timeout=HANG_TIMEOUT).probe()
     assert not result.ok
     assert "timeout" == result.reason
     child = int(pids.read_text())
