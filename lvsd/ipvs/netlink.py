@@ -32,9 +32,11 @@ import ipaddress
 import os
 import socket
 import struct
+import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import structlog
 from pyroute2.ipvs import AsyncIPVS, IPVSDest, IPVSService
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic.ipvs import ipvsmsg
@@ -699,6 +701,17 @@ def error_for(op: Op, exc: NetlinkError) -> IpvsError:
 
 # --- the backend -------------------------------------------------------------------------
 
+log = structlog.get_logger("lvsd.ipvs")
+
+#: A dump or apply that takes this many seconds or more is logged as ``kernel.slow``.
+SLOW_CALL = 1.0
+
+
+def _note_slow(call: str, started: float, **fields: int | float) -> None:
+    seconds = time.monotonic() - started
+    if seconds >= SLOW_CALL:
+        log.warning("kernel.slow", call=call, seconds=round(seconds, 3), **fields)
+
 
 class NetlinkBackend:
     """``lvsd.ipvs.base.Backend`` over the kernel's IPVS generic netlink family.
@@ -751,8 +764,12 @@ class NetlinkBackend:
         return await self._dump(frozenset(keys))
 
     async def _dump(self, keys: frozenset[ServiceKey] | None) -> Snapshot:
+        started = time.monotonic()
         async with self._dumping:
-            return await self._dump_now(keys)
+            waited = time.monotonic() - started  # behind another dump
+            snapshot = await self._dump_now(keys)
+        _note_slow("dump", started, waited=round(waited, 3), destinations=len(snapshot.dest_stats))
+        return snapshot
 
     async def _dump_now(self, keys: frozenset[ServiceKey] | None) -> Snapshot:
         ipvs = await self._socket("dump")
@@ -801,6 +818,7 @@ class NetlinkBackend:
             return ApplyResult(
                 failed=tuple((op, IpvsError(str(op), exc.reason, exc.errno)) for op in ops)
             )
+        started = time.monotonic()
         outcome: list[IpvsError | None] = []
         lost: set[ServiceKey] = set()
         window: list[Op] = []
@@ -830,6 +848,7 @@ class NetlinkBackend:
             if len(window) >= self.window:
                 await flush()
         await flush()
+        _note_slow("apply", started, ops=len(ops))
         applied = tuple(op for op, err in zip(ops, outcome, strict=True) if err is None)
         failed = tuple((op, err) for op, err in zip(ops, outcome, strict=True) if err is not None)
         return ApplyResult(applied=applied, failed=failed)

@@ -384,9 +384,9 @@ def journal(since: float, limit: int = 16, *, last: bool = False) -> list[str]:
     return lines[-limit:] if last else lines[:limit]
 
 
-def down_events(since: float, until: float) -> list[tuple[str, str]]:
-    """(address, detail) of every ``realserver.down`` event in lvsd's journal between
-    ``since`` and ``until`` (wall clock), in order."""
+def events(since: float, until: float, name: str) -> list[dict[str, Any]]:
+    """Every ``name`` event in lvsd's journal between ``since`` and ``until`` (wall
+    clock), in order."""
     out = sh(
         "journalctl", "-u", "lvsd", "-o", "cat", "--no-pager",
         f"--since=@{since:.3f}", f"--until=@{until:.3f}", check=False,
@@ -395,10 +395,18 @@ def down_events(since: float, until: float) -> list[tuple[str, str]]:
     for line in out.splitlines():
         with contextlib.suppress(ValueError):
             event = json.loads(line)
-            if isinstance(event, dict) and event.get("event") == "realserver.down":
-                where = str(event.get("realserver", "")).rpartition(":")[0]
-                found.append((where, str(event.get("detail", ""))))
+            if isinstance(event, dict) and event.get("event") == name:
+                found.append(event)
     return found
+
+
+def down_events(since: float, until: float) -> list[tuple[str, str]]:
+    """(address, detail) of every ``realserver.down`` event in lvsd's journal between
+    ``since`` and ``until`` (wall clock), in order."""
+    return [
+        (str(e.get("realserver", "")).rpartition(":")[0], str(e.get("detail", "")))
+        for e in events(since, until, "realserver.down")
+    ]
 
 
 def downs(since: float, until: float, addresses: Sequence[str]) -> list[str]:
@@ -1017,6 +1025,11 @@ class Guest:
             metrics_errors_unexcused=sorted(set(unexcused)),
             metrics_guest_stalled_s_max=max(metrics_stalled, default=0.0),
             metrics_ms_max=max(metrics_ms, default=0.0),
+            # dumps and applies of a second or more, and how long each waited for a dump
+            slow_kernel_calls=[
+                {k: e.get(k) for k in ("timestamp", "call", "seconds", "waited", "ops")}
+                for e in events(time.time() - FLAP_SECONDS - 30, time.time(), "kernel.slow")
+            ],
             metrics_ms_median=sorted(metrics_ms)[len(metrics_ms) // 2] if metrics_ms else 0.0,
             settled_after_s=settled,
             final_reported=len(final_servers),

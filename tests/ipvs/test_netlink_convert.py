@@ -497,3 +497,37 @@ async def test_concurrent_dumps_take_turns_on_the_socket() -> None:
     snapshots = await asyncio.gather(backend.dump(), backend.dump(), backend.dump())
     assert 3 == fake.dumps
     assert all({} == s.table for s in snapshots)
+
+
+async def test_slow_calls_are_logged_with_the_time_spent_behind_another_dump(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dump or apply at ``SLOW_CALL`` seconds or more is logged as ``kernel.slow``; a
+    dump's ``waited`` is the part spent behind another dump; quicker calls log nothing."""
+    from structlog.testing import capture_logs
+
+    backend = NetlinkBackend()
+    backend._ipvs = DumpingIPVS()  # the socket is what we fake
+    with capture_logs() as logs:
+        await asyncio.gather(backend.dump(), backend.dump())
+    assert [] == [e for e in logs if e["event"] == "kernel.slow"]
+    monkeypatch.setattr(netlink, "SLOW_CALL", 0.005)
+    with capture_logs() as logs:
+        await asyncio.gather(backend.dump(), backend.dump())
+        backend._ipvs = SlowIPVS({})
+        await backend.apply([Op(kind=OpKind.ADD_DEST, service=Service(key=VIP), dest=RS)])
+    slow = [e for e in logs if e["event"] == "kernel.slow"]
+    assert ["dump", "dump", "apply"] == [e["call"] for e in slow]
+    assert slow[0]["waited"] < 0.005 <= slow[1]["waited"]
+    assert 0.005 <= slow[0]["seconds"]
+    assert 0 == slow[0]["destinations"]
+    assert 0.005 <= slow[2]["seconds"]
+    assert 1 == slow[2]["ops"]
+
+
+class SlowIPVS(FakeIPVS):
+    """A socket whose dest requests are answered after 10 ms."""
+
+    async def dest(self, command: str, service: IPVSService, dest: IPVSDest) -> list[Any]:
+        await asyncio.sleep(0.01)
+        return await super().dest(command, service, dest)
