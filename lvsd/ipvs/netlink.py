@@ -33,8 +33,8 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Awaitable, Collection, Sequence
+from typing import Any, TypeVar
 
 import structlog
 from pyroute2.ipvs import AsyncIPVS, IPVSDest, IPVSService
@@ -701,10 +701,17 @@ def error_for(op: Op, exc: NetlinkError) -> IpvsError:
 
 # --- the backend -------------------------------------------------------------------------
 
+T = TypeVar("T")
+
 log = structlog.get_logger("lvsd.ipvs")
 
 #: A dump or apply that takes this many seconds or more is logged as ``kernel.slow``.
 SLOW_CALL = 1.0
+
+#: Seconds a dump, or a window of requests, may wait for the kernel's answer. The
+#: kernel answers at once; a reply lost (a full receive buffer drops it) would
+#: otherwise hold the engine's lock, and every health change behind it, forever.
+REPLY_TIMEOUT = 30.0
 
 
 def _note_slow(call: str, started: float, **fields: int | float) -> None:
@@ -767,7 +774,7 @@ class NetlinkBackend:
         started = time.monotonic()
         async with self._dumping:
             waited = time.monotonic() - started  # behind another dump
-            snapshot = await self._dump_now(keys)
+            snapshot = await self._answered("dump", self._dump_now(keys))
         _note_slow("dump", started, waited=round(waited, 3), destinations=len(snapshot.dest_stats))
         return snapshot
 
@@ -822,12 +829,22 @@ class NetlinkBackend:
         outcome: list[IpvsError | None] = []
         lost: set[ServiceKey] = set()
         window: list[Op] = []
+        silent: IpvsError | None = None  # the kernel's reply timed out: send no more
 
         async def flush() -> None:
             # Requests in a window are all sent before any ack is awaited (the kernel
             # handles them in the order sent), which saves a round trip per op.
-            results = await asyncio.gather(*(_attempt(ipvs, op) for op in window))
-            outcome.extend(results)
+            nonlocal silent
+            if not window:
+                return
+            if silent is None:
+                sent = asyncio.gather(*(_attempt(ipvs, op) for op in window))
+                try:
+                    outcome.extend(await self._answered(str(window[0]), sent))
+                except IpvsError as exc:
+                    silent = exc
+            if silent is not None:
+                outcome.extend(IpvsError(str(op), silent.reason) for op in window)
             window.clear()
 
         for op in ops:
@@ -839,9 +856,9 @@ class NetlinkBackend:
             if op.kind is OpKind.ADD_SERVICE:
                 # its dest ops depend on its outcome: send it alone, after the window
                 await flush()
-                error = await _attempt(ipvs, op)
-                outcome.append(error)
-                if error is not None:
+                window.append(op)
+                await flush()
+                if outcome[-1] is not None:
                     lost.add(key)
                 continue
             window.append(op)
@@ -852,6 +869,18 @@ class NetlinkBackend:
         applied = tuple(op for op, err in zip(ops, outcome, strict=True) if err is None)
         failed = tuple((op, err) for op, err in zip(ops, outcome, strict=True) if err is not None)
         return ApplyResult(applied=applied, failed=failed)
+
+    async def _answered(self, what: str, call: Awaitable[T]) -> T:
+        """``call``'s result, or ``IpvsError(what)`` when the kernel has not answered
+        within ``REPLY_TIMEOUT``. The socket is then closed (a late reply would go to a
+        request forgotten) and the next call opens another."""
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                return await call
+        except TimeoutError:
+            await self.close()
+            reason = f"no answer from the kernel within {REPLY_TIMEOUT:g}s"
+            raise IpvsError(what, reason) from None
 
     async def close(self) -> None:
         if self._ipvs is not None:

@@ -21,6 +21,7 @@ from pyroute2.ipvs import IPVSDest, IPVSService
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import ipvs as genl
 
+from lvsd.errors import IpvsError
 from lvsd.ipvs import netlink
 from lvsd.ipvs.netlink import (
     IPVS_CMD_ATTR_DEST,
@@ -531,3 +532,75 @@ class SlowIPVS(FakeIPVS):
     async def dest(self, command: str, service: IPVSService, dest: IPVSDest) -> list[Any]:
         await asyncio.sleep(0.01)
         return await super().dest(command, service, dest)
+
+
+class SilentIPVS(FakeIPVS):
+    """A socket whose dest requests and dumps are never answered (a reply lost)."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.closed = False
+
+    async def service(self, command: str, service: IPVSService | None = None) -> list[Any]:
+        if command != "dump":
+            assert service is not None
+            return await super().service(command, service)
+        await asyncio.Event().wait()
+        return []
+
+    async def dest(self, command: str, service: IPVSService, dest: IPVSDest) -> list[Any]:
+        await super().dest(command, service, dest)
+        await asyncio.Event().wait()
+        return []
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_request_never_answered_fails_its_window_and_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the kernel's answer does not come within ``REPLY_TIMEOUT``, the window's
+    ops fail, the ops after it fail unsent, and the socket is closed: the next call
+    opens another."""
+    monkeypatch.setattr(netlink, "REPLY_TIMEOUT", 0.05)
+    good = Service(key=VIP, scheduler="wrr")
+    other = Service(key=ServiceKey.inet(Protocol.TCP, "192.168.3.109", 80), scheduler="wrr")
+    ops = [
+        Op(kind=OpKind.ADD_SERVICE, service=good),
+        Op(kind=OpKind.ADD_DEST, service=good, dest=RS),
+        Op(kind=OpKind.ADD_SERVICE, service=other),
+        Op(kind=OpKind.ADD_DEST, service=other, dest=RS),
+    ]
+    fake = SilentIPVS()
+    backend = NetlinkBackend()
+    backend._ipvs = fake  # the socket is what we fake
+    result = await backend.apply(ops)
+    assert [ops[0]] == list(result.applied)
+    silent = "no answer from the kernel within 0.05s"
+    assert [
+        (str(ops[1]), silent),
+        (str(ops[2]), silent),
+        (str(ops[3]), "skipped: add-service tcp 192.168.3.109:80 failed"),
+    ] == [(err.op, err.reason) for _, err in result.failed]
+    assert [("service", "add", "wrr"), ("dest", "add", "10.0.0.2")] == fake.calls
+    assert fake.closed
+    assert backend._ipvs is None
+
+
+async def test_a_dump_never_answered_is_a_dump_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dump whose answer does not come within ``REPLY_TIMEOUT`` fails as a dump error
+    and closes the socket; the dump lock is free for the next dump."""
+    monkeypatch.setattr(netlink, "REPLY_TIMEOUT", 0.05)
+    fake = SilentIPVS()
+    backend = NetlinkBackend()
+    backend._ipvs = fake  # the socket is what we fake
+    with pytest.raises(IpvsError) as caught:
+        await backend.dump()
+    assert ("dump", "no answer from the kernel within 0.05s") == (
+        caught.value.op,
+        caught.value.reason,
+    )
+    assert fake.closed
+    backend._ipvs = DumpingIPVS()
+    assert {} == (await backend.dump()).table
