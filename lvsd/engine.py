@@ -7,7 +7,8 @@ goes through :meth:`Engine.reconcile`, under one lock:
 
 * a batch of probe results (:meth:`Engine.results`) plans against the cache, so a
   health change costs no dump;
-* drift repair (:meth:`Engine.repair`) dumps first and logs ``drift.repaired``;
+* drift repair (:meth:`Engine.repair`) writes what is due, then dumps and logs what
+  it still finds different as ``drift.repaired``;
 * a reload (:meth:`Engine.reload`) validates the new config completely, rebases the
   health, drains removed real servers, then plans against a fresh dump;
 * a failed op or netlink error marks the cache stale: the next reconcile dumps.
