@@ -723,7 +723,8 @@ def _note_slow(call: str, started: float, **fields: int | float) -> None:
 class NetlinkBackend:
     """``lvsd.ipvs.base.Backend`` over the kernel's IPVS generic netlink family.
 
-    One socket, opened on first use. Use one instance per event loop.
+    One socket, opened on first use, and again after a call the kernel left
+    unanswered (``REPLY_TIMEOUT``). Use one instance per event loop.
     """
 
     def __init__(self, *, window: int = 64) -> None:
