@@ -805,9 +805,12 @@ class NetlinkBackend:
                         await asyncio.sleep(0)  # a big service is decoded in steps
                 # by sort key: tuples compared in C, not DestKey.__lt__ 10,000 times
                 order = sorted(dests, key=DestKey.sort_key)
-                table[service.key] = VirtualService(
-                    service=service, destinations={k: dests[k] for k in order}
-                )
+                ordered: dict[DestKey, Destination] = {}
+                for start in range(0, len(order), DECODE_STEP):
+                    if start:
+                        await asyncio.sleep(0)  # and put in order in steps
+                    ordered.update({k: dests[k] for k in order[start : start + DECODE_STEP]})
+                table[service.key] = VirtualService(service=service, destinations=ordered)
         except NetlinkError as exc:
             raise IpvsError("dump", reason_for(None, exc.code), exc.code) from exc
         return Snapshot(table=table, service_stats=service_stats, dest_stats=dest_stats)
