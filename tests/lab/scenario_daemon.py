@@ -292,7 +292,10 @@ def main() -> int:
             out["drift_edited_table"] = ipvsadm()
         finally:
             daemon.send_signal(signal.SIGCONT)
-        out["drift_s"], out["drift_table"] = wait_for(lambda w, _t: w.get(rs2) == WEIGHT + 5)
+        with StallMeter() as stalls:
+            since = time.time()
+            out["drift_s"], out["drift_table"] = wait_for(lambda w, _t: w.get(rs2) == WEIGHT + 5)
+            out["drift_stalled_s"] = stalls.between(since, time.time())
         time.sleep(RECONCILE + 0.5)  # one more repair round
         out["hand_service_table"] = ipvsadm()
         subprocess.run(["ipvsadm", "-D", "-t", "192.168.3.108:8080"], check=True)
