@@ -714,6 +714,39 @@ SLOW_CALL = 1.0
 REPLY_TIMEOUT = 30.0
 
 
+#: Bytes of replies read at once, beyond the datagram the loop's transport hands over:
+#: every ack of a window, or a few parts (~32 KiB each) of a dump, a turn.
+DRAIN_BYTES = 256 * 1024
+#: Largest datagram read (as asyncio's datagram transport reads).
+RECV_SIZE = 256 * 1024
+
+
+class DrainingIPVS(AsyncIPVS):  # type: ignore[misc]  # pyroute2 is untyped
+    """pyroute2's ``AsyncIPVS``, taking the replies already queued in one turn of the
+    event loop.
+
+    The loop's datagram transport reads one datagram a turn, and the kernel answers
+    each request with a datagram of its own, so an apply of n ops took n + 4 turns
+    and a dump a turn per part. On a busy loop (hundreds of probes, a scrape) a turn
+    can take tens of ms, and a window of 64 ops took seconds. The kernel has answered
+    a request by the time ``send`` returns, so the replies are there to read.
+    """
+
+    def enqueue(self, data: bytes, addr: Any) -> None:
+        super().enqueue(data, addr)
+        sock, left = self.socket, DRAIN_BYTES
+        while left > 0:
+            try:
+                more = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # ENOBUFS: reported as the transport would
+                self.local.protocol.error_received(exc)
+                return
+            super().enqueue(more, None)
+            left -= len(more)
+
+
 def _note_slow(call: str, started: float, **fields: int | float) -> None:
     seconds = time.monotonic() - started
     if seconds >= SLOW_CALL:
@@ -741,7 +774,7 @@ class NetlinkBackend:
     async def _socket(self, what: str) -> AsyncIPVS:
         if self._ipvs is not None:
             return self._ipvs
-        ipvs = AsyncIPVS()
+        ipvs = DrainingIPVS()
         try:
             await ipvs.setup_endpoint()
         except NetlinkError as exc:

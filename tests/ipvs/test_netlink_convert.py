@@ -604,3 +604,60 @@ async def test_a_dump_never_answered_is_a_dump_error(monkeypatch: pytest.MonkeyP
     assert fake.closed
     backend._ipvs = DumpingIPVS()
     assert {} == (await backend.dump()).table
+
+
+class _Protocol:
+    def __init__(self) -> None:
+        self.errors: list[OSError] = []
+
+    def error_received(self, exc: OSError) -> None:
+        self.errors.append(exc)
+
+
+def _draining(
+    monkeypatch: pytest.MonkeyPatch, sock: Any
+) -> tuple[netlink.DrainingIPVS, list[bytes], _Protocol]:
+    """A DrainingIPVS reading ``sock``, whose parent's enqueue records what it gets."""
+    got: list[bytes] = []
+    monkeypatch.setattr(netlink.AsyncIPVS, "enqueue", lambda self, data, addr: got.append(data))
+    monkeypatch.setattr(netlink.DrainingIPVS, "socket", property(lambda self: sock))
+    ipvs = object.__new__(netlink.DrainingIPVS)
+    protocol = _Protocol()
+    ipvs.local = type("Local", (), {"protocol": protocol})()
+    return ipvs, got, protocol
+
+
+def test_draining_socket_takes_every_queued_reply_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The datagram the transport hands over, then every one already queued, in order,
+    whole; up to DRAIN_BYTES at a time (the rest waits for the next turn)."""
+    here, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    here.setblocking(False)
+    with here, kernel:
+        ipvs, got, protocol = _draining(monkeypatch, here)
+        for n in range(5):
+            kernel.send(bytes([n]) * 100)
+        ipvs.enqueue(b"first", None)
+        assert [b"first"] + [bytes([n]) * 100 for n in range(5)] == got
+        monkeypatch.setattr(netlink, "DRAIN_BYTES", 250)
+        got.clear()
+        for n in range(5):
+            kernel.send(bytes([n]) * 100)
+        ipvs.enqueue(b"first", None)
+        assert [b"first", bytes([0]) * 100, bytes([1]) * 100, bytes([2]) * 100] == got
+        assert [] == protocol.errors
+
+
+def test_draining_socket_reports_a_socket_error_as_the_transport_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error on the read (ENOBUFS: the kernel dropped replies) goes to the
+    protocol's error_received, and the drain stops."""
+
+    class Overrun:
+        def recv(self, size: int, flags: int) -> bytes:
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+
+    ipvs, got, protocol = _draining(monkeypatch, Overrun())
+    ipvs.enqueue(b"first", None)
+    assert [b"first"] == got
+    assert [errno.ENOBUFS] == [e.errno for e in protocol.errors]

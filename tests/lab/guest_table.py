@@ -6,7 +6,8 @@ Usage: ``$LAB_PYTHON guest_table.py CONFIG_DIR STEPS.json OUT.json``. A step is
 (run a shell command, for ipvsadm by hand), ``errors`` (error cases through
 ``NetlinkBackend.apply``), ``stats`` (dump the counters), ``dump:NAME`` (the table
 as ``NetlinkBackend.dump`` sees it, rendered), ``dumps:N`` (N dumps at once; the
-destinations each saw, or its error). One Python process for every step: the
+destinations each saw, or its error), ``turns`` (the event loop's turns taken by an
+apply of 64 edits and by a dump, with ``BIG`` loaded). One Python process for every step: the
 guest's Python starts slowly.
 """
 
@@ -50,6 +51,39 @@ async def errors(backend: NetlinkBackend) -> dict[str, Any]:
     for name, op in cases.items():
         result = await backend.apply([op])
         out[name] = [str(e) for _, e in result.failed]
+    return out
+
+
+async def turns(backend: NetlinkBackend) -> dict[str, int]:
+    """Loop turns (a task that yields at once, counting) taken by an apply of 64 edit
+    ops on the BIG service, and by a dump of the whole table."""
+    count = 0
+
+    async def ticker() -> None:
+        nonlocal count
+        while True:
+            count += 1
+            await asyncio.sleep(0)
+
+    big = Service(key=ServiceKey.inet(Protocol.TCP, "192.168.3.201", 80), scheduler="rr")
+    ops = [
+        Op(
+            kind=OpKind.EDIT_DEST,
+            service=big,
+            dest=Destination(address=f"10.1.0.{i + 1}", port=80, weight=2),
+        )
+        for i in range(64)
+    ]
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    out: dict[str, int] = {}
+    start = count
+    result = await backend.apply(ops)
+    out["apply_64"], out["apply_failed"] = count - start, len(result.failed)
+    start = count
+    snapshot = await backend.dump()
+    out["dump"], out["dump_dests"] = count - start, len(snapshot.dest_stats)
+    task.cancel()
     return out
 
 
@@ -99,6 +133,8 @@ async def main(config_dir: Path, out_path: Path, steps: list[str]) -> None:
             entry["dumps"] = [
                 str(o) if isinstance(o, BaseException) else len(o.dest_stats) for o in outcomes
             ]
+        elif kind == "turns":
+            entry["turns"] = await turns(backend)
         elif kind == "dump":
             snap = await backend.dump()
             entry["table"] = [

@@ -205,6 +205,7 @@ STEPS = [
     "stats",
     f"sh:{BIG}",
     "dumps:3",
+    "turns",
     "sh:ipvsadm -D -t 192.168.3.201:80",
 ]
 
