@@ -933,6 +933,9 @@ class Guest:
         flappers = addrs[::FLAP_EVERY]
         status_ms: list[float] = []
         metrics_ms: list[float] = []
+        # each answer's time less the time the whole guest stood still meanwhile
+        status_ran_ms: list[float] = []
+        metrics_ran_ms: list[float] = []
         metrics_errors: list[str] = []
         metrics_stalled: list[float] = []  # seconds the guest stood still, per scrape
         unexcused: list[str] = []
@@ -941,9 +944,12 @@ class Guest:
         samples = 0
 
         def status() -> dict[str, Any]:
-            t = time.monotonic()
+            t, wall = time.monotonic(), time.time()
             answer = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
-            status_ms.append(round((time.monotonic() - t) * 1000, 1))
+            elapsed = time.monotonic() - t
+            status_ms.append(round(elapsed * 1000, 1))
+            ran = elapsed - self.stalls.between(wall, time.time())
+            status_ran_ms.append(round(ran * 1000, 1))
             report: dict[str, Any] = answer.get("status", {})
             return report
 
@@ -979,6 +985,7 @@ class Guest:
                 if not excused(elapsed, stalled):
                     unexcused.append(lines[0])
             metrics_ms.append(round(elapsed * 1000, 1))
+            metrics_ran_ms.append(round((elapsed - stalled) * 1000, 1))
             metrics_stalled.append(round(stalled, 2))
             time.sleep(SAMPLE_PAUSE)
         cpu_s = {name: round(process_cpu(pid) - cpu_before[name], 1) for name, pid in pids.items()}
@@ -1017,8 +1024,13 @@ class Guest:
             status_ms_max=max(status_ms, default=0.0),
             status_ms_median=sorted(status_ms)[len(status_ms) // 2] if status_ms else 0.0,
             status_over_1s=sum(1 for ms in status_ms if ms >= 1000),
+            # answers that took ANSWER_WITHIN or more of the time the guest ran
+            status_late=sum(1 for ms in status_ran_ms if ms >= ANSWER_WITHIN * 1000),
+            status_ran_ms_max=max(status_ran_ms, default=0.0),
             metrics_scrapes=len(metrics_ms),
             metrics_over_1s=sum(1 for ms in metrics_ms if ms >= 1000),
+            metrics_late=sum(1 for ms in metrics_ran_ms if ms >= ANSWER_WITHIN * 1000),
+            metrics_ran_ms_max=max(metrics_ran_ms, default=0.0),
             metrics_ok=not metrics_errors,
             metrics_errors=sorted(set(metrics_errors)),
             # errors of scrapes the guest ran for ANSWER_WITHIN or more (lvsd's own)
@@ -1157,7 +1169,9 @@ NOTES = {
     f"rise 1, fall 1), 40 of them answering 500 / 200 in turn every {FLAP_PERIOD:.0f} s for "
     "60 s, 20 requests/s; `cpu_s`: CPU seconds used in that minute. Each sample "
     "(`samples`, about one a second) asks for the status over the control socket, reads "
-    "`ipvsadm -Ln`, asks for the status again, then scrapes /metrics (both answers timed). "
+    "`ipvsadm -Ln`, asks for the status again, then scrapes /metrics (both answers timed; "
+    "`status_late` and `metrics_late` count those that took 1 s or more of the time the "
+    "guest ran, `_ran_ms_max` the longest such time: the goal is none). "
     "Every real server whose state and effective weight are the same in both reports and "
     f"whose last transition is older than the sample plus {SETTLE:.0f} s (`settle_s`: the "
     "batch window, the reconcile and its netlink writes) is judged: its kernel weight must "

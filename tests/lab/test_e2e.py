@@ -511,23 +511,16 @@ def _flap_figures(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if not isinstance(v, list) or len(v) < 5}
 
 
-#: The guest has one CPU and traps every syscall (Python runs several times slower than
-#: on a host), and it stalls now and then when the host is busy: the 1 s goal holds for
-#: the median there, and for all but this share of the answers.
-SLOW_SHARE = 0.25
-
-
 @pytest.mark.lab
 def test_200_servers_flapping_status_answers_and_table_matches(
     flapping: dict[str, Any],
 ) -> None:
-    """With 200 real servers and 20% flapping, the control socket's status answers
-    within 1 s (the median, and all but SLOW_SHARE of the answers in the guest), the kernel
-    table ends matching the reported health, and every server is back at weight 1 once
-    the flapping stops."""
+    """With 200 real servers and 20% flapping, every status answer over the control
+    socket comes within 1 s (less any time the whole guest stood still meanwhile: the
+    host's stall, ``lvsd.lab.stall``), the kernel table ends matching the reported
+    health, and every server is back at weight 1 once the flapping stops."""
     assert flapping["samples"] >= 20, _flap_figures(flapping)
-    assert flapping["status_ms_median"] < 1000
-    assert flapping["status_over_1s"] <= SLOW_SHARE * flapping["status_answers"]
+    assert 0 == flapping["status_late"], _flap_figures(flapping)
     assert flapping["settled_after_s"] is not None
     assert e2e.MANY == flapping["final_reported"] == flapping["final_up"]
     assert [] == flapping["final_health_mismatch"]
@@ -545,13 +538,12 @@ def test_a_failed_scrape_is_excused_only_by_the_guest_standing_still() -> None:
 
 @pytest.mark.lab
 def test_200_servers_flapping_metrics_answer(flapping: dict[str, Any]) -> None:
-    """/metrics answers every scrape during the flapping (within the client's 10 s), in
-    1 s at the median and for all but SLOW_SHARE of the scrapes. A scrape that failed
-    while the guest stood still for all but a second of it is the host's stall, not
-    lvsd's (``e2e.excused``); it is recorded, and only it is let pass."""
+    """Every /metrics scrape during the flapping is answered within 1 s (less any time
+    the whole guest stood still meanwhile). A scrape that failed while the guest stood
+    still for all but a second of it is the host's stall, not lvsd's
+    (``e2e.excused``); it is recorded, and only it is let pass."""
     assert [] == flapping["metrics_errors_unexcused"], _flap_figures(flapping)
-    assert flapping["metrics_ms_median"] < 1000
-    assert flapping["metrics_over_1s"] <= SLOW_SHARE * flapping["metrics_scrapes"]
+    assert 0 == flapping["metrics_late"], _flap_figures(flapping)
 
 
 @pytest.mark.lab
