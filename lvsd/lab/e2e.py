@@ -364,6 +364,24 @@ def metrics(*prefixes: str) -> list[str]:
 
 EVENTS = ("realserver.", "reload.", "daemon.", "kernel.op", "drift.", "drain", "sorry")
 
+#: What lvsd exported, kept with every scenario's record unless it keeps its own.
+EXPORTED = (
+    "lvsd_real_server_health",
+    "lvsd_real_server_effective_weight",
+    "lvsd_real_server_transitions",
+    "lvsd_config_last_reload_successful",
+    "lvsd_drift_repairs",
+    "lvsd_netlink_errors",
+)
+#: The same for the 200 servers of flap200, per service.
+EXPORTED_MANY = (
+    "lvsd_service_real_servers",
+    "lvsd_config_last_reload_successful",
+    "lvsd_drift_repairs",
+    "lvsd_netlink_operations",
+    "lvsd_netlink_errors",
+)
+
 
 def journal(since: float, limit: int = 16, *, last: bool = False) -> list[str]:
     """lvsd's journal since ``since`` (wall clock): the events that matter, compacted."""
@@ -512,10 +530,12 @@ class Guest:
         return traffic.load(run[1])
 
     def record(self, name: str, **fields: Any) -> None:
-        """Keep a scenario's record, with the share of the guest's CPU that was busy
+        """Keep a scenario's record, with what lvsd exported (``EXPORTED``, unless the
+        record has its own ``metrics``) and the share of the guest's CPU that was busy
         since the previous one (near 1.0, the guest was saturated: everything in it,
         client and real servers included, waited for the CPU)."""
         now = cpu_times()
+        fields.setdefault("metrics", metrics(*EXPORTED))
         fields["name"] = name
         fields["guest_cpu_busy"] = busy_share(self.cpu, now)
         self.cpu = now
@@ -1049,6 +1069,7 @@ class Guest:
             final_health_mismatch=final_mismatch,
             summary=traffic.summarize(requests),
             journal=journal(time.time() - FLAP_SECONDS - 30, limit=8),
+            metrics=metrics(*EXPORTED_MANY),
         )
 
     def run(self, names: Sequence[str]) -> int:
@@ -1060,6 +1081,7 @@ class Guest:
                     "flap200",
                     error=f"{type(exc).__name__}: {exc}",
                     journal=journal(0, limit=60, last=True),
+                    metrics=metrics(*EXPORTED_MANY),
                     unit=sh("systemctl", "status", "lvsd", "--no-pager", "-n", "0", check=False),
                 )
                 return 1

@@ -493,6 +493,23 @@ def test_lvsd_unit_starts_under_systemd(records: dict[str, dict[str, Any]]) -> N
     assert rec["polled_agrees_with_ipvsadm"]
 
 
+@pytest.mark.lab
+def test_every_scenario_keeps_what_lvsd_logged_and_exported(
+    records: dict[str, dict[str, Any]],
+) -> None:
+    """Each record holds lvsd's journal events and its /metrics lines (health and
+    effective weight of every real server, unless the scenario keeps its own)."""
+    for name, rec in records.items():
+        assert rec["journal"], name
+        exported = rec["metrics"]
+        assert exported, name
+        assert all(line.startswith("lvsd_") for line in exported), (name, exported)
+    assert any(
+        line.startswith("lvsd_real_server_effective_weight{")
+        for line in records["restart"]["metrics"]
+    )
+
+
 @pytest.fixture(scope="module")
 def flapping(module_lab: Lab) -> dict[str, Any]:
     """The second boot: 200 real servers, 40 of them flapping for a minute."""
