@@ -1201,7 +1201,10 @@ NOTES = {
     "judgements (`_up`, `_down`), `health_mismatches` of them wrong, "
     "`health_skipped_settling` servers in or just after a transition. At the end every "
     "server is up in both. Requests fail while a flapping server answers 500 before it is "
-    "detected, over the whole minute.",
+    "detected, over the whole minute. The requests go mostly to the last-added servers "
+    "(10.0.0.201, .200, ...): the kernel's wrr starts again from the head of its list "
+    "(the newest destination) whenever a destination changes, and here one changes "
+    "several times a second.",
 }
 
 
