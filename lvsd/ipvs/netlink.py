@@ -734,17 +734,17 @@ class DrainingIPVS(AsyncIPVS):  # type: ignore[misc]  # pyroute2 is untyped
 
     def enqueue(self, data: bytes, addr: Any) -> None:
         super().enqueue(data, addr)
-        sock, left = self.socket, DRAIN_BYTES
-        while left > 0:
-            try:
+        left = DRAIN_BYTES
+        try:
+            sock = self.socket  # raises the error the transport reported, if any
+            while left > 0:
                 more = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            except OSError as exc:  # ENOBUFS: reported as the transport would
-                self.local.protocol.error_received(exc)
-                return
-            super().enqueue(more, None)
-            left -= len(more)
+                super().enqueue(more, None)
+                left -= len(more)
+        except BlockingIOError:
+            pass
+        except OSError as exc:  # ENOBUFS: reported as the transport would
+            self.local.protocol.error_received(exc)
 
 
 def _note_slow(call: str, started: float, **fields: int | float) -> None:

@@ -651,7 +651,8 @@ def test_draining_socket_reports_a_socket_error_as_the_transport_would(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An error on the read (ENOBUFS: the kernel dropped replies) goes to the
-    protocol's error_received, and the drain stops."""
+    protocol's error_received, and the drain stops; so does the error pyroute2 raises
+    for a socket whose transport reported one."""
 
     class Overrun:
         def recv(self, size: int, flags: int) -> bytes:
@@ -661,3 +662,11 @@ def test_draining_socket_reports_a_socket_error_as_the_transport_would(
     ipvs.enqueue(b"first", None)
     assert [b"first"] == got
     assert [errno.ENOBUFS] == [e.errno for e in protocol.errors]
+
+    def broken(self: Any) -> Any:
+        raise OSError(errno.ECONNRESET, "reported before")
+
+    monkeypatch.setattr(netlink.DrainingIPVS, "socket", property(broken))
+    ipvs.enqueue(b"second", None)
+    assert [b"first", b"second"] == got
+    assert [errno.ENOBUFS, errno.ECONNRESET] == [e.errno for e in protocol.errors]

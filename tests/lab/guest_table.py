@@ -7,8 +7,8 @@ Usage: ``$LAB_PYTHON guest_table.py CONFIG_DIR STEPS.json OUT.json``. A step is
 ``NetlinkBackend.apply``), ``stats`` (dump the counters), ``dump:NAME`` (the table
 as ``NetlinkBackend.dump`` sees it, rendered), ``dumps:N`` (N dumps at once; the
 destinations each saw, or its error), ``turns`` (the event loop's turns taken by an
-apply of 64 edits and by a dump, with ``BIG`` loaded). One Python process for every step: the
-guest's Python starts slowly.
+apply of 64 edits and by a dump, with ``BIG`` loaded). One Python process for every
+step: the guest's Python starts slowly.
 """
 
 from __future__ import annotations
