@@ -81,6 +81,9 @@ SAMPLE_PAUSE = 0.5
 #: The flapping scenario's goal for an answer: within this many seconds of the time
 #: the guest ran (not counting its stalls, see ``lvsd.lab.stall``).
 ANSWER_WITHIN = 1.0
+#: Runs of the flapping scenario at most: one in which the guest's other processes
+#: starved lvsd of the CPU is not judged, and the next one is.
+FLAP_ATTEMPTS = 3
 
 
 def excused(elapsed: float, stalled: float) -> bool:
@@ -328,6 +331,20 @@ def process_cpu(pid: int | str) -> float:
     """CPU seconds (user + system) process ``pid`` has used, from ``/proc/PID/stat``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_delay(pid: int | str) -> float:
+    """Seconds the main thread of process ``pid`` has spent runnable but waiting for the
+    guest's CPU (``/proc/PID/schedstat``, second field, at the guest's tick)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+def own_time(elapsed: float, stalled: float, waited: float) -> float:
+    """An answer's time that was lvsd's: ``elapsed`` less the longer of the time the
+    whole guest stood still (the host's stall) and the time lvsd waited for the guest's
+    one CPU (held by the real servers, the client and the driver, which stand for
+    other machines). The two may overlap, so only the longer is taken off."""
+    return elapsed - max(stalled, waited)
 
 
 def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
@@ -937,15 +954,31 @@ class Guest:
         FLAP_SECONDS. Every sample (about one a second): the status over the control
         socket, ``ipvsadm -Ln``, the status again (``health_vs_kernel`` judges every
         real server whose state held across the sample and SETTLE before it), then a
-        /metrics scrape; both answers timed."""
-        from lvsd import control
-
+        /metrics scrape; both answers timed. A run in which lvsd waited a whole
+        ANSWER_WITHIN for the guest's CPU during one answer (the real servers and the
+        client, which stand for other machines, starved it) judges nothing: it is kept
+        as ``flap200.disturbed`` and the scenario runs again, up to FLAP_ATTEMPTS runs
+        in all (the last is judged, starved or not)."""
         addrs = many_addresses()
         batch = "".join(f"addr add {a}/24 dev eth0\n" for a in addrs[1:])
         subprocess.run(["ip", "-n", "rs1", "-batch", "-"], input=batch, text=True, check=True)
         server = FaultServer(netns="rs1", name="@addr", mode_dir=MODES)
         faults.start(server, log=self.results / "many.log")
         self.write_config(many_config_text())
+        for attempt in range(FLAP_ATTEMPTS):
+            fields = self._flap_run(server, addrs)
+            last = attempt == FLAP_ATTEMPTS - 1
+            if not last and fields["lvsd_cpu_wait_ms_max"] >= ANSWER_WITHIN * 1000:
+                self.record("flap200.disturbed", **fields)
+                sh("systemctl", "stop", "lvsd")
+                continue
+            self.record("flap200", attempts=attempt + 1, **fields)
+            return
+
+    def _flap_run(self, server: FaultServer, addrs: list[str]) -> dict[str, Any]:
+        """One run of ``flap200``, from ``systemctl start lvsd``: its record's fields."""
+        from lvsd import control
+
         t0 = time.time()
         sh("systemctl", "start", "lvsd")
         ready_s = round(time.time() - t0, 2)
@@ -963,12 +996,16 @@ class Guest:
         mismatches: list[dict[str, Any]] = []
         samples = 0
 
+        pid = unit_property("MainPID")
+        waits: list[float] = []  # seconds lvsd waited for the CPU, per answer
+
         def status() -> dict[str, Any]:
-            t, wall = time.monotonic(), time.time()
+            t, wall, delay = time.monotonic(), time.time(), run_delay(pid)
             answer = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
             elapsed = time.monotonic() - t
             status_ms.append(round(elapsed * 1000, 1))
-            ran = elapsed - self.stalls.between(wall, time.time())
+            waits.append(run_delay(pid) - delay)
+            ran = own_time(elapsed, self.stalls.between(wall, time.time()), waits[-1])
             status_ran_ms.append(round(ran * 1000, 1))
             report: dict[str, Any] = answer.get("status", {})
             return report
@@ -977,7 +1014,7 @@ class Guest:
         phase = -1
         proc = self.traffic(FLAP_SECONDS, rate=20)
         # Who used the guest's CPU during the flapping minute.
-        pids = {"lvsd": unit_property("MainPID"), "real_servers": server.pidfile().read_text()}
+        pids = {"lvsd": pid, "real_servers": server.pidfile().read_text()}
         cpu_before = {name: process_cpu(pid) for name, pid in pids.items()}
         cpu_before["driver"] = time.process_time()
         while time.monotonic() - start < FLAP_SECONDS:
@@ -996,16 +1033,17 @@ class Guest:
                 counts[key] = counts.get(key, 0) + n
             mismatches += bad
             samples += 1
-            t, wall = time.monotonic(), time.time()
+            t, wall, delay = time.monotonic(), time.time(), run_delay(pid)
             lines = metrics("lvsd_service_real_servers_up")
             elapsed = time.monotonic() - t
             stalled = self.stalls.between(wall, time.time())
+            waits.append(run_delay(pid) - delay)
             if lines and lines[0].startswith("# /metrics unavailable"):
                 metrics_errors.append(lines[0])
                 if not excused(elapsed, stalled):
                     unexcused.append(lines[0])
             metrics_ms.append(round(elapsed * 1000, 1))
-            metrics_ran_ms.append(round((elapsed - stalled) * 1000, 1))
+            metrics_ran_ms.append(round(own_time(elapsed, stalled, waits[-1]) * 1000, 1))
             metrics_stalled.append(round(stalled, 2))
             time.sleep(SAMPLE_PAUSE)
         cpu_s = {name: round(process_cpu(pid) - cpu_before[name], 1) for name, pid in pids.items()}
@@ -1025,52 +1063,52 @@ class Guest:
             for rs in final_servers
             if (kernel.get(rs["address"]) == 1) != bool(rs["up"])
         ]
-        self.record(
-            "flap200",
-            real_servers=MANY,
-            flapping=len(flappers),
-            lvsd_active_after_s=ready_s,
-            all_up_after_s=all_up,
-            samples=samples,
-            cpu_s=cpu_s,
-            settle_s=SETTLE,
-            health_compared=counts.get("compared", 0),
-            health_compared_up=counts.get("compared_up", 0),
-            health_compared_down=counts.get("compared_down", 0),
-            health_skipped_settling=counts.get("skipped", 0),
-            health_mismatches=len(mismatches),
-            health_mismatch_examples=mismatches[:10],
-            status_answers=len(status_ms),
-            status_ms_max=max(status_ms, default=0.0),
-            status_ms_median=sorted(status_ms)[len(status_ms) // 2] if status_ms else 0.0,
-            status_over_1s=sum(1 for ms in status_ms if ms >= 1000),
-            # answers that took ANSWER_WITHIN or more of the time the guest ran
-            status_late=sum(1 for ms in status_ran_ms if ms >= ANSWER_WITHIN * 1000),
-            status_ran_ms_max=max(status_ran_ms, default=0.0),
-            metrics_scrapes=len(metrics_ms),
-            metrics_over_1s=sum(1 for ms in metrics_ms if ms >= 1000),
-            metrics_late=sum(1 for ms in metrics_ran_ms if ms >= ANSWER_WITHIN * 1000),
-            metrics_ran_ms_max=max(metrics_ran_ms, default=0.0),
-            metrics_ok=not metrics_errors,
-            metrics_errors=sorted(set(metrics_errors)),
+        return {
+            "real_servers": MANY,
+            "flapping": len(flappers),
+            "lvsd_active_after_s": ready_s,
+            "all_up_after_s": all_up,
+            "samples": samples,
+            "cpu_s": cpu_s,
+            "settle_s": SETTLE,
+            "health_compared": counts.get("compared", 0),
+            "health_compared_up": counts.get("compared_up", 0),
+            "health_compared_down": counts.get("compared_down", 0),
+            "health_skipped_settling": counts.get("skipped", 0),
+            "health_mismatches": len(mismatches),
+            "health_mismatch_examples": mismatches[:10],
+            "status_answers": len(status_ms),
+            "status_ms_max": max(status_ms, default=0.0),
+            "status_ms_median": sorted(status_ms)[len(status_ms) // 2] if status_ms else 0.0,
+            "status_over_1s": sum(1 for ms in status_ms if ms >= 1000),
+            # answers that took ANSWER_WITHIN or more of lvsd's own time (``own_time``)
+            "status_late": sum(1 for ms in status_ran_ms if ms >= ANSWER_WITHIN * 1000),
+            "status_ran_ms_max": max(status_ran_ms, default=0.0),
+            "metrics_scrapes": len(metrics_ms),
+            "metrics_over_1s": sum(1 for ms in metrics_ms if ms >= 1000),
+            "metrics_late": sum(1 for ms in metrics_ran_ms if ms >= ANSWER_WITHIN * 1000),
+            "metrics_ran_ms_max": max(metrics_ran_ms, default=0.0),
+            "lvsd_cpu_wait_ms_max": round(max(waits, default=0.0) * 1000, 1),
+            "metrics_ok": not metrics_errors,
+            "metrics_errors": sorted(set(metrics_errors)),
             # errors of scrapes the guest ran for ANSWER_WITHIN or more (lvsd's own)
-            metrics_errors_unexcused=sorted(set(unexcused)),
-            metrics_guest_stalled_s_max=max(metrics_stalled, default=0.0),
-            metrics_ms_max=max(metrics_ms, default=0.0),
+            "metrics_errors_unexcused": sorted(set(unexcused)),
+            "metrics_guest_stalled_s_max": max(metrics_stalled, default=0.0),
+            "metrics_ms_max": max(metrics_ms, default=0.0),
             # dumps and applies of a second or more, and how long each waited for a dump
-            slow_kernel_calls=[
+            "slow_kernel_calls": [
                 {k: e.get(k) for k in ("timestamp", "call", "seconds", "waited", "ops")}
                 for e in events(time.time() - FLAP_SECONDS - 30, time.time(), "kernel.slow")
             ],
-            metrics_ms_median=sorted(metrics_ms)[len(metrics_ms) // 2] if metrics_ms else 0.0,
-            settled_after_s=settled,
-            final_reported=len(final_servers),
-            final_up=sum(1 for rs in final_servers if rs["up"]),
-            final_health_mismatch=final_mismatch,
-            summary=traffic.summarize(requests),
-            journal=journal(time.time() - FLAP_SECONDS - 30, limit=8),
-            metrics=metrics(*EXPORTED_MANY),
-        )
+            "metrics_ms_median": sorted(metrics_ms)[len(metrics_ms) // 2] if metrics_ms else 0.0,
+            "settled_after_s": settled,
+            "final_reported": len(final_servers),
+            "final_up": sum(1 for rs in final_servers if rs["up"]),
+            "final_health_mismatch": final_mismatch,
+            "summary": traffic.summarize(requests),
+            "journal": journal(time.time() - FLAP_SECONDS - 30, limit=8),
+            "metrics": metrics(*EXPORTED_MANY),
+        }
 
     def run(self, names: Sequence[str]) -> int:
         if list(names) == ["flap200"]:
@@ -1192,8 +1230,13 @@ NOTES = {
     "60 s, 20 requests/s; `cpu_s`: CPU seconds used in that minute. Each sample "
     "(`samples`, about one a second) asks for the status over the control socket, reads "
     "`ipvsadm -Ln`, asks for the status again, then scrapes /metrics (both answers timed; "
-    "`status_late` and `metrics_late` count those that took 1 s or more of the time the "
-    "guest ran, `_ran_ms_max` the longest such time: the goal is none). "
+    "`status_late` and `metrics_late` count those that took 1 s or more of lvsd's own "
+    "time, `_ran_ms_max` the longest such time: the goal is none. lvsd's own time is the "
+    "answer's less the longer of the time the whole guest stood still and the time lvsd "
+    "waited for the guest's CPU, `lvsd_cpu_wait_ms_max` the longest such wait; a run in "
+    "which lvsd waited a whole second for the CPU during one answer, starved by the real "
+    "servers and the client, which run at a higher priority, is kept as "
+    f"`flap200.disturbed` and runs again, up to {FLAP_ATTEMPTS} runs). "
     "Every real server whose state and effective weight are the same in both reports and "
     f"whose last transition is older than the sample plus {SETTLE:.0f} s (`settle_s`: the "
     "batch window, the reconcile and its netlink writes) is judged: its kernel weight must "
