@@ -78,8 +78,9 @@ MANY_INTERVAL = 4.0
 SETTLE = 1.0
 #: Pause between two samples of the flapping scenario (a sample itself takes ~0.5 s).
 SAMPLE_PAUSE = 0.5
-#: The flapping scenario's goal for an answer: within this many seconds of the time
-#: the guest ran (not counting its stalls, see ``lvsd.lab.stall``).
+#: The flapping scenario's goal for an answer: within this many seconds of lvsd's own
+#: time (``own_time``: not counting the guest's stalls, see ``lvsd.lab.stall``, nor
+#: lvsd's waits for the guest's CPU).
 ANSWER_WITHIN = 1.0
 #: Runs of the flapping scenario at most: one in which the guest's other processes
 #: starved lvsd of the CPU is not judged, and the next one is.
@@ -342,8 +343,8 @@ def run_delay(pid: int | str) -> float:
 def own_time(elapsed: float, stalled: float, waited: float) -> float:
     """An answer's time that was lvsd's: ``elapsed`` less the longer of the time the
     whole guest stood still (the host's stall) and the time lvsd waited for the guest's
-    one CPU (held by the real servers, the client and the driver, which stand for
-    other machines). The two may overlap, so only the longer is taken off."""
+    one CPU (held by the real servers and the client, which stand for other machines,
+    or by the test's driver). The two may overlap, so only the longer is taken off."""
     return elapsed - max(stalled, waited)
 
 
@@ -986,7 +987,7 @@ class Guest:
         flappers = addrs[::FLAP_EVERY]
         status_ms: list[float] = []
         metrics_ms: list[float] = []
-        # each answer's time less the time the whole guest stood still meanwhile
+        # each answer's time that was lvsd's own (``own_time``)
         status_ran_ms: list[float] = []
         metrics_ran_ms: list[float] = []
         metrics_errors: list[str] = []
