@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lvsd.errors import ControlError
 from lvsd.lab import faults, traffic
 from lvsd.lab.faults import FaultServer
 from lvsd.lab.stall import StallMeter
@@ -993,6 +994,8 @@ class Guest:
         metrics_errors: list[str] = []
         metrics_stalled: list[float] = []  # seconds the guest stood still, per scrape
         unexcused: list[str] = []
+        status_errors: list[str] = []
+        status_unexcused: list[str] = []  # as ``unexcused``, for status
         counts: dict[str, int] = {}
         mismatches: list[dict[str, Any]] = []
         samples = 0
@@ -1001,13 +1004,21 @@ class Guest:
         waits: list[float] = []  # seconds lvsd waited for the CPU, per answer
 
         def status() -> dict[str, Any]:
+            """The status report; {} (nothing judged) when lvsd did not answer."""
             t, wall, delay = time.monotonic(), time.time(), run_delay(pid)
-            answer = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
+            try:
+                answer = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
+            except ControlError as exc:
+                answer = {"error": str(exc)}
             elapsed = time.monotonic() - t
             status_ms.append(round(elapsed * 1000, 1))
             waits.append(run_delay(pid) - delay)
             ran = own_time(elapsed, self.stalls.between(wall, time.time()), waits[-1])
             status_ran_ms.append(round(ran * 1000, 1))
+            if "error" in answer:
+                status_errors.append(str(answer["error"]))
+                if ran >= ANSWER_WITHIN:
+                    status_unexcused.append(str(answer["error"]))
             report: dict[str, Any] = answer.get("status", {})
             return report
 
@@ -1041,7 +1052,7 @@ class Guest:
             waits.append(run_delay(pid) - delay)
             if lines and lines[0].startswith("# /metrics unavailable"):
                 metrics_errors.append(lines[0])
-                if not excused(elapsed, stalled):
+                if not excused(elapsed, max(stalled, waits[-1])):
                     unexcused.append(lines[0])
             metrics_ms.append(round(elapsed * 1000, 1))
             metrics_ran_ms.append(round(own_time(elapsed, stalled, waits[-1]) * 1000, 1))
@@ -1082,6 +1093,11 @@ class Guest:
             "status_ms_max": max(status_ms, default=0.0),
             "status_ms_median": sorted(status_ms)[len(status_ms) // 2] if status_ms else 0.0,
             "status_over_1s": sum(1 for ms in status_ms if ms >= 1000),
+            "status_errors": sorted(set(status_errors)),
+            "status_errors_unexcused": sorted(set(status_unexcused)),
+            "status_ran_ms_median": sorted(status_ran_ms)[len(status_ran_ms) // 2]
+            if status_ran_ms
+            else 0.0,
             # answers that took ANSWER_WITHIN or more of lvsd's own time (``own_time``)
             "status_late": sum(1 for ms in status_ran_ms if ms >= ANSWER_WITHIN * 1000),
             "status_ran_ms_max": max(status_ran_ms, default=0.0),
@@ -1089,6 +1105,9 @@ class Guest:
             "metrics_over_1s": sum(1 for ms in metrics_ms if ms >= 1000),
             "metrics_late": sum(1 for ms in metrics_ran_ms if ms >= ANSWER_WITHIN * 1000),
             "metrics_ran_ms_max": max(metrics_ran_ms, default=0.0),
+            "metrics_ran_ms_median": sorted(metrics_ran_ms)[len(metrics_ran_ms) // 2]
+            if metrics_ran_ms
+            else 0.0,
             "lvsd_cpu_wait_ms_max": round(max(waits, default=0.0) * 1000, 1),
             "metrics_ok": not metrics_errors,
             "metrics_errors": sorted(set(metrics_errors)),
