@@ -1006,19 +1006,21 @@ class Guest:
         def status() -> dict[str, Any]:
             """The status report; {} (nothing judged) when lvsd did not answer."""
             t, wall, delay = time.monotonic(), time.time(), run_delay(pid)
+            answer: dict[str, Any] = {}
+            failed = ""
             try:
                 answer = control.request_sync(CONTROL, {"command": "status"}, timeout=10)
             except ControlError as exc:
-                answer = {"error": str(exc)}
+                failed = str(exc)
             elapsed = time.monotonic() - t
             status_ms.append(round(elapsed * 1000, 1))
             waits.append(run_delay(pid) - delay)
             ran = own_time(elapsed, self.stalls.between(wall, time.time()), waits[-1])
             status_ran_ms.append(round(ran * 1000, 1))
-            if "error" in answer:
-                status_errors.append(str(answer["error"]))
+            if failed:
+                status_errors.append(failed)
                 if ran >= ANSWER_WITHIN:
-                    status_unexcused.append(str(answer["error"]))
+                    status_unexcused.append(failed)
             report: dict[str, Any] = answer.get("status", {})
             return report
 
