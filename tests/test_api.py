@@ -301,6 +301,37 @@ async def test_drive_lets_other_tasks_run_once_a_slice_has_passed() -> None:
     assert ["step 0", "step 1", "step 2", "done", "other"] == await _drive_order(0.0, 1.0)
 
 
+async def _rounds_of_others(slice_max: float) -> int:
+    """How many rounds a busy loop (another callback taking 10 ms of a fake clock at
+    each round) runs while drive() takes 40 steps of 0.5 ms (1 ms slices)."""
+    now = [0.0]
+    rounds = [0]
+
+    def busy() -> None:
+        rounds[0] += 1
+        now[0] += 0.010
+        loop.call_soon(busy)
+
+    def steps() -> Generator[None, None, None]:
+        for _ in range(40):
+            now[0] += 0.0005
+            yield
+
+    loop = asyncio.get_running_loop()
+    handle = loop.call_soon(busy)
+    await drive(steps(), 0.001, slice_max, clock=lambda: now[0])
+    handle.cancel()
+    return rounds[0]
+
+
+async def test_drive_on_a_busy_loop_runs_as_long_as_the_others_did() -> None:
+    """On a loop whose other work takes 10 ms a round, drive() runs 10 ms slices
+    after its first 1 ms one: 20 ms of steps take 2 rounds, not one per 1 ms slice
+    (20) as when slice_max keeps the slice at 1 ms."""
+    assert 2 == await _rounds_of_others(0.05)
+    assert 20 == await _rounds_of_others(0.001)
+
+
 async def test_stepped_report_equals_the_report_in_one_go() -> None:
     """A source with report_steps gives, through report(), what build gives at once."""
     source = SteppedFakeSource()
