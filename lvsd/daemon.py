@@ -191,7 +191,7 @@ class Daemon:
             hooks=self._hooks(),
         )
         self.engine = engine
-        server: asyncio.AbstractServer | None = None
+        server: control.Server | None = None
         runner: Any = None
         tasks: list[asyncio.Task[Any]] = []
         try:

@@ -327,3 +327,50 @@ async def test_encode_renders_unknown_values_as_text() -> None:
     from lvsd.model import DestKey
 
     assert b'{"rs":"10.0.0.2:80"}\n' == control.encode({"rs": DestKey.of("10.0.0.2", 80)})
+
+
+async def _turns_to_answer(path: str) -> int:
+    """Turns of the event loop from a request written at once to its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(path)
+        client.sendall(control.encode({"command": "status"}))
+        client.setblocking(False)
+        for turns in range(1, 50):
+            await asyncio.sleep(0)
+            try:
+                answer = client.recv(65536)
+            except BlockingIOError:
+                continue
+            assert json.loads(answer)["ok"]
+            return turns
+    raise AssertionError("no answer within 50 turns")
+
+
+async def test_a_request_is_answered_in_the_second_turn_of_the_loop(server: str) -> None:
+    """The request is read and answered in the turn after the accept: the client reads
+    it in the third (asyncio's stream server took six, each behind every other ready
+    callback: on a one-CPU host busy with probes, seconds)."""
+    assert [3, 3, 3] == [await _turns_to_answer(server) for _ in range(3)]
+
+
+async def test_close_cancels_a_client_still_waiting_for_its_answer(sock_dir: Path) -> None:
+    """close() stops listening and cancels a request whose handler has not answered;
+    wait_closed() then returns and the client is told the daemon hung up."""
+    asked = asyncio.Event()
+
+    async def hang(request: dict[str, Any]) -> dict[str, Any]:
+        asked.set()
+        await asyncio.Event().wait()
+        return {}
+
+    path = str(sock_dir / "control.sock")
+    srv = await control.serve(path, hang, group=None)
+    client = asyncio.create_task(control.request(path, {"command": "reload"}, timeout=5))
+    await asked.wait()
+    srv.close()
+    await asyncio.wait_for(srv.wait_closed(), 2)
+    with pytest.raises(ControlError):
+        await client
+    control.remove_socket(path)
+    with pytest.raises(ControlError, match="not running"):
+        await control.request(path, {"command": "status"}, timeout=1)
