@@ -532,26 +532,18 @@ def _flap_figures(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if not isinstance(v, list) or len(v) < 5}
 
 
-#: Answers of the judged flapping run that may take 1 s or more of lvsd's own time. The
-#: goal is none, and most runs have none (their figures are in docs/e2e-results.md);
-#: a slow host still makes a few answers late now and then.
-SLOW_SHARE = 0.1
-
-
 @pytest.mark.lab
 def test_200_servers_flapping_status_answers_and_table_matches(
     flapping: dict[str, Any],
 ) -> None:
     """With 200 real servers and 20% flapping, lvsd answers every status request over
-    the control socket, within 1 s of its own time (``e2e.own_time``: less the host's
-    stall, or lvsd's wait for the guest's one CPU) at the median and for all but
-    SLOW_SHARE of the answers; the kernel table ends matching the reported health, and
-    every server is back at weight 1 once the flapping stops."""
+    the control socket within 1 s of its own time (``e2e.own_time``: less the host's
+    stall, or lvsd's wait for the guest's one CPU); the kernel table ends matching the
+    reported health, and every server is back at weight 1 once the flapping stops."""
     figures = _flap_figures(flapping)
     assert flapping["samples"] >= 20, figures
     assert [] == flapping["status_errors_unexcused"], figures
-    assert flapping["status_ran_ms_median"] < 1000, figures
-    assert flapping["status_late"] <= SLOW_SHARE * flapping["status_answers"], figures
+    assert 0 == flapping["status_late"], figures
     assert flapping["settled_after_s"] is not None
     assert e2e.MANY == flapping["final_reported"] == flapping["final_up"]
     assert [] == flapping["final_health_mismatch"]
@@ -580,15 +572,13 @@ def test_own_time_takes_off_the_longer_of_stall_and_cpu_wait() -> None:
 
 @pytest.mark.lab
 def test_200_servers_flapping_metrics_answer(flapping: dict[str, Any]) -> None:
-    """Every /metrics scrape during the flapping is answered, within 1 s of lvsd's own
-    time (``e2e.own_time``) at the median and for all but SLOW_SHARE of the scrapes. A
-    scrape that failed while the guest stood still, or lvsd waited for the CPU, for all
-    but a second of it is not lvsd's doing (``e2e.excused``); it is recorded, and only
-    it is let pass."""
+    """Every /metrics scrape during the flapping is answered within 1 s of lvsd's own
+    time (``e2e.own_time``). A scrape that failed while the guest stood still, or lvsd
+    waited for the CPU, for all but a second of it is not lvsd's doing
+    (``e2e.excused``); it is recorded, and only it is let pass."""
     figures = _flap_figures(flapping)
     assert [] == flapping["metrics_errors_unexcused"], figures
-    assert flapping["metrics_ran_ms_median"] < 1000, figures
-    assert flapping["metrics_late"] <= SLOW_SHARE * flapping["metrics_scrapes"], figures
+    assert 0 == flapping["metrics_late"], figures
 
 
 @pytest.mark.lab
