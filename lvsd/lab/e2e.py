@@ -452,6 +452,30 @@ def downs(since: float, until: float, addresses: Sequence[str]) -> list[str]:
     return sorted({where for where, _ in down_events(since, until) if where in addresses})
 
 
+#: The director's IPVS settings that docs/operations.md suggests for a NAT director
+#: (``/etc/sysctl.d/90-lvsd.conf``) and lvsd's preflight asks for. Without
+#: ``expire_nodest_conn``, a new connection from a client port that an old entry of the
+#: kernel's connection table still holds goes to that entry's real server, weight 0
+#: or not: the client's ports come round every few thousand connections, and entries
+#: a hung server left (CLOSE_WAIT, 60 s) sent requests to a quiesced real server whose
+#: link was down (a CI run; in the lab, 84 of 4,000 requests failed that way, against
+#: none from that cause with the setting).
+DIRECTOR_SYSCTLS = {
+    "net.ipv4.vs.expire_nodest_conn": "1",
+    "net.ipv4.vs.expire_quiescent_template": "1",
+}
+
+
+def tune_director() -> dict[str, str]:
+    """Apply DIRECTOR_SYSCTLS (ip_vs is loaded) and return them as read back."""
+    got: dict[str, str] = {}
+    for name, value in DIRECTOR_SYSCTLS.items():
+        path = Path("/proc/sys", *name.split("."))
+        path.write_text(value + "\n")
+        got[name] = path.read_text().strip()
+    return got
+
+
 class Guest:
     """The driver inside the guest: servers, traffic, lvsd, records."""
 
@@ -478,6 +502,7 @@ class Guest:
         print(f"[{time.strftime('%H:%M:%S')}]", *what, flush=True)
 
     def setup(self) -> None:
+        sysctls = tune_director()
         for server in self.servers.values():
             faults.start(server, log=self.results / f"{server.name}.log")
         self.write_config(config_text())
@@ -504,6 +529,7 @@ class Guest:
             main_start_to_active_s=round(ready_after, 2),
             state=f"{props['ActiveState']} ({props['SubState']}) as {props['User']}",
             status_at_ready=props["StatusText"],
+            director_sysctls=sysctls,
             all_up_after_s=settled,
             polled_agrees_with_ipvsadm=agrees_with_ipvsadm(),
             systemctl_status=sh(
@@ -1134,6 +1160,7 @@ class Guest:
 
     def run(self, names: Sequence[str]) -> int:
         if list(names) == ["flap200"]:
+            tune_director()
             try:
                 self.flap200()
             except Exception as exc:  # recorded for the host
@@ -1290,7 +1317,9 @@ def report(records: Sequence[dict[str, Any]], *, duration: float | None = None) 
         f"Http checks every {INTERVAL} s, timeout {TIMEOUT} s, rise {RISE}, fall {FALL} (a dead",
         f"server is out within fall x interval + timeout = {BOUND:.1f} s), slow start",
         f"{SLOW_START:.0f} s. Traffic: {RATE:.0f} requests/s over fresh connections from the",
-        f"client namespace, client timeout {CLIENT_TIMEOUT} s. The flapping scenario's last",
+        f"client namespace, client timeout {CLIENT_TIMEOUT} s. The director sets "
+        + ", ".join(f"`{k} = {v}`" for k, v in DIRECTOR_SYSCTLS.items())
+        + " (docs/operations.md). The flapping scenario's last",
         "column: samples taken, real servers judged (kernel weight against reported health),",
         "and how many of those judgements did not match. A fault run in which lvsd also",
         "took one of the other real servers out (their probes timed out too: the host",

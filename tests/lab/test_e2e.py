@@ -483,8 +483,10 @@ def test_lvsd_unit_starts_under_systemd(records: dict[str, dict[str, Any]]) -> N
     """The shipped, hardened unit (lab drop-in) runs the real ``lvsd run``: ``systemctl
     start`` returns once READY=1 came, as the dynamic user, and ``systemctl status``
     shows the STATUS line (which follows health, so it may have moved on). The waits'
-    listing (``/proc/net/ip_vs``) then agrees with ``ipvsadm -Ln``."""
+    listing (``/proc/net/ip_vs``) then agrees with ``ipvsadm -Ln``. The director runs
+    with the IPVS settings the operations guide suggests (``e2e.DIRECTOR_SYSCTLS``)."""
     rec = _record(records, "start")
+    assert e2e.DIRECTOR_SYSCTLS == rec["director_sysctls"]
     assert "active (running) as lvsd" == rec["state"]
     assert rec["main_start_to_active_s"] > 0
     assert rec["status_at_ready"].startswith("1 service, ")
