@@ -458,8 +458,8 @@ def downs(since: float, until: float, addresses: Sequence[str]) -> list[str]:
 #: kernel's connection table still holds goes to that entry's real server, weight 0
 #: or not: the client's ports come round every few thousand connections, and entries
 #: a hung server left (CLOSE_WAIT, 60 s) sent requests to a quiesced real server whose
-#: link was down (a CI run; in the lab, 84 of 4,000 requests failed that way, against
-#: none from that cause with the setting).
+#: link was down (a CI run). With the setting, the kernel drops such a first SYN and
+#: schedules its retransmission afresh: a 1 s stall, inside the client's timeout.
 DIRECTOR_SYSCTLS = {
     "net.ipv4.vs.expire_nodest_conn": "1",
     "net.ipv4.vs.expire_quiescent_template": "1",
