@@ -489,6 +489,8 @@ class Guest:
         self.n = 0
         self.cpu = cpu_times()
         self.stalls = StallMeter()
+        #: DIRECTOR_SYSCTLS as read back once :meth:`run` set them
+        self.sysctls: dict[str, str] = {}
 
     def write_config(self, text: str) -> None:
         # In place: systemd binds this very file (inode) on /etc/lvsd/lvsd.toml.
@@ -502,7 +504,6 @@ class Guest:
         print(f"[{time.strftime('%H:%M:%S')}]", *what, flush=True)
 
     def setup(self) -> None:
-        sysctls = tune_director()
         for server in self.servers.values():
             faults.start(server, log=self.results / f"{server.name}.log")
         self.write_config(config_text())
@@ -529,7 +530,7 @@ class Guest:
             main_start_to_active_s=round(ready_after, 2),
             state=f"{props['ActiveState']} ({props['SubState']}) as {props['User']}",
             status_at_ready=props["StatusText"],
-            director_sysctls=sysctls,
+            director_sysctls=self.sysctls,
             all_up_after_s=settled,
             polled_agrees_with_ipvsadm=agrees_with_ipvsadm(),
             systemctl_status=sh(
@@ -1159,8 +1160,8 @@ class Guest:
         }
 
     def run(self, names: Sequence[str]) -> int:
+        self.sysctls = tune_director()
         if list(names) == ["flap200"]:
-            tune_director()
             try:
                 self.flap200()
             except Exception as exc:  # recorded for the host
