@@ -5,7 +5,7 @@ setup:
 	bash scripts/setup
 
 demo: setup
-	.venv/bin/python -m lvsd.lab demo
+	.venv/bin/python -m lab demo
 
 test: setup
 	bash scripts/check

@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from lvsd.config.model import Config
-from lvsd.engine import Engine
+from lvsd.engine.reconcile import Engine
 from lvsd.ipvs.base import Backend
 from lvsd.ipvs.memory import MemoryBackend
 from lvsd.model import OpKind, ServiceKey, Snapshot

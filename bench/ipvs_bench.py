@@ -138,7 +138,7 @@ async def guest(services: int, dests: int, rounds: int) -> dict[str, Any]:
 
 
 def host(services: int, dests: int, rounds: int) -> int:
-    from lvsd.lab.harness import Boot, Scenario, run
+    from lab.harness import Boot, Scenario, run
 
     with tempfile.TemporaryDirectory(prefix="lvsd-bench-") as tmp:
         work = Path(tmp)

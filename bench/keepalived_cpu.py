@@ -174,7 +174,7 @@ def guest(checks: int, seconds: float, warmup: float, out: Path) -> dict[str, An
 
 
 def host(checks: int, seconds: float, warmup: float) -> int:
-    from lvsd.lab.harness import Boot, NoTopology, Scenario, run
+    from lab.harness import Boot, NoTopology, Scenario, run
 
     with tempfile.TemporaryDirectory(prefix="lvsd-kacpu-") as tmp:
         work = Path(tmp)

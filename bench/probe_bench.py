@@ -13,8 +13,8 @@ need it; the loopback servers run in a child process, so their CPU is not counte
 With ``tcp``, ``connect_floor_s_per_1000`` is what 1,000 bare blocking connects to the
 same servers cost this process (the kernel's loopback work for both ends, charged to
 the connecting side), and ``cpu_s_per_1000_probes_above_floor`` lvsd's cost beyond it.
-By default the heap is settled once the checks are built (``lvsd.heap.settle``) and
-tended while they run (``lvsd.heap.tend``), as the daemon does; ``--gc default`` keeps
+By default the heap is frozen once the checks are built (``lvsd.daemon.heap.freeze``) and
+tended while they run (``lvsd.daemon.heap.tend``), as the daemon does; ``--gc default`` keeps
 CPython's collector settings.
 """
 
@@ -39,11 +39,11 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from lvsd import heap
 from lvsd.checks.base import ProbeFactory, ProbeResult, Target
-from lvsd.checks.scheduler import Scheduler
+from lvsd.checks.scheduler import CheckScheduler
 from lvsd.config.model import CheckSpec, HttpOptions, TcpOptions
-from lvsd.health import CheckId
+from lvsd.daemon import heap
+from lvsd.health.state import CheckId
 
 LOOPBACK = "127.0.0.1"
 HTTP_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
@@ -214,7 +214,7 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
     if args.driver == "tasks":
         return await _bench_tasks(args, checks, on_result, counts)
     clock: Callable[[], float] = loop.time
-    sched = Scheduler(
+    sched = CheckScheduler(
         _factory(args.probe),
         on_result,
         clock=clock,
@@ -226,7 +226,7 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
     )
     await sched.update(checks)
     if args.gc == "settled":
-        heap.settle()  # as the daemon does once its checks are built
+        heap.freeze()  # as the daemon does once its checks are built
     rss_before = _rss_kib()
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     wall_before = time.monotonic()
@@ -364,7 +364,7 @@ def main() -> None:
         "--gc",
         choices=("settled", "default"),
         default="settled",
-        help="settled: lvsd.heap.settle() once the checks are built and lvsd.heap.tend()"
+        help="settled: heap.freeze() once the checks are built and heap.tend()"
         " beside them, as lvsd does; default: CPython's collector settings",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")

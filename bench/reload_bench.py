@@ -57,7 +57,7 @@ def _ipvsadm_weight(service: str, realserver: str) -> int:
 
 async def guest(services: int, servers: int, rounds: int) -> dict[str, Any]:
     from lvsd.config import load
-    from lvsd.engine import Engine
+    from lvsd.engine.reconcile import Engine
     from lvsd.ipvs.netlink import NetlinkBackend
 
     class Counting(NetlinkBackend):
@@ -178,7 +178,7 @@ async def guest(services: int, servers: int, rounds: int) -> dict[str, Any]:
 
 
 def host(services: int, servers: int, rounds: int) -> int:
-    from lvsd.lab.harness import Boot, Scenario, run
+    from lab.harness import Boot, Scenario, run
 
     with tempfile.TemporaryDirectory(prefix="lvsd-bench-") as tmp:
         work = Path(tmp)

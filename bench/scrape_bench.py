@@ -28,12 +28,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from lvsd import heap
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import CheckSpec, Config, RealServer, TcpOptions, VirtualServiceConfig
-from lvsd.health import HealthState
+from lvsd.daemon import heap
+from lvsd.health.state import HealthState
 from lvsd.ipvs.netlink import NetlinkBackend
-from lvsd.metrics import Metrics
 from lvsd.model import (
     Destination,
     DestKey,
@@ -45,7 +44,8 @@ from lvsd.model import (
     Stats,
     VirtualService,
 )
-from lvsd.status import build
+from lvsd.observe.metrics import Metrics
+from lvsd.observe.status import build
 
 # the reply encoder and the fake socket live in the tests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -185,7 +185,7 @@ def main() -> None:
     # one loop for every round: asyncio.run's SIGINT handling formats the repr of its
     # finished task, whose result is the whole snapshot, which would be timed too
     loop = asyncio.new_event_loop()
-    heap.settle()  # as the daemon does once its config's objects are built
+    heap.freeze()  # as the daemon does once its config's objects are built
     parts = ("dump", "report", "update", "text", "openmetrics")
     wall: dict[str, list[float]] = {k: [] for k in parts}
     cpu: dict[str, list[float]] = {k: [] for k in parts}

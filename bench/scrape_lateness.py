@@ -3,7 +3,7 @@
 Runs, in one process and on one event loop as ``lvsd run`` does, the check scheduler
 with ``--services`` x ``--dests`` cheap fake probes (a result at once, no I/O; only the
 first ``--checks`` if given, the scrape still covers every destination), the
-health state fed by their results, and the HTTP endpoint of ``lvsd.api`` whose dump
+health state fed by their results, and the HTTP endpoint of ``lvsd.observe.api`` whose dump
 is lvsd's netlink backend reading the replies a kernel would send for a fixed table
 whose counters move between dumps (``scrape_bench.fake_kernel``: framing and
 decoding included, the kernel's own work left out). A child process
@@ -20,7 +20,7 @@ the child saw.
         [--checks 0] [--interval 2] [--seconds 10] [--mode steps|thread]
         [--probe task|quick]
 
-``--mode steps`` serves with ``lvsd.api`` as it is (report, update and text in ~2 ms
+``--mode steps`` serves with ``lvsd.observe.api`` as it is (report, update and text in ~2 ms
 steps on the loop); ``--mode thread`` with the former handler (report in one go on
 the loop, update and text in a worker thread), for comparison. Target: scraping
 every second adds under 10 ms to the p99 lateness.
@@ -45,14 +45,15 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from lvsd import api, heap, status
 from lvsd.checks.base import Finish, Probe, ProbeResult, Target
-from lvsd.checks.scheduler import Scheduler, checks_from_config
+from lvsd.checks.scheduler import CheckScheduler, checks_from_config
 from lvsd.config.model import CheckSpec, Config
-from lvsd.health import CheckId, HealthState
-from lvsd.metrics import Metrics
+from lvsd.daemon import heap
+from lvsd.health.state import CheckId, HealthState
 from lvsd.model import Snapshot, Table
-from lvsd.status import StatusReport, build, build_steps
+from lvsd.observe import api, status
+from lvsd.observe.metrics import Metrics
+from lvsd.observe.status import StatusReport, build, build_steps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scrape_bench import dump_backend, synthetic  # the same world as scrape_bench
@@ -97,7 +98,7 @@ def quick_factory(spec: CheckSpec, target: Target) -> Probe:
 
 
 class Source:
-    """What the daemon gives ``lvsd.api``: a dump of a fixed table, a live health state."""
+    """What the daemon gives ``lvsd.observe.api``: a dump of a fixed table, a live health state."""
 
     def __init__(self, config: Config, health: HealthState, snapshot: Snapshot) -> None:
         self.config = config
@@ -120,7 +121,7 @@ class Source:
 
 
 def thread_app(source: Source, metrics: Metrics) -> web.Application:
-    """The handler lvsd.api had before the steps: report on the loop in one go, then
+    """The handler lvsd.observe.api had before the steps: report on the loop in one go, then
     update and text in a worker thread under a lock."""
     lock = asyncio.Lock()
 
@@ -207,7 +208,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     def on_result(check: CheckId, result: ProbeResult, started: float) -> None:
         health.observe(check, result, loop.time())
 
-    sched = Scheduler(
+    sched = CheckScheduler(
         quick_factory if args.probe == "quick" else fake_factory,
         on_result,
         clock=loop.time,
@@ -226,7 +227,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await source.snapshot()
         metrics.prepare(config)
         status.prepare(config)
-        heap.settle()
+        heap.freeze()
     if args.mode == "thread":
         runner = web.AppRunner(thread_app(source, metrics), access_log=None)
         await runner.setup()
@@ -292,7 +293,7 @@ def main() -> None:
         "--gc",
         choices=("settled", "default"),
         default="settled",
-        help="settled: lvsd.heap.settle() after setup and lvsd.heap.tend() beside the"
+        help="settled: lvsd.daemon.heap.freeze() after setup and lvsd.daemon.heap.tend() beside the"
         " checks, as lvsd does; default: CPython's collector",
     )
     parser.add_argument("--scrape-client", metavar="URL", help=argparse.SUPPRESS)

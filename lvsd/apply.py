@@ -15,18 +15,18 @@ import sys
 from collections.abc import Callable
 
 from lvsd.config.model import Config
-from lvsd.desired import Overrides, RsId, ServerHealth, desired_table
+from lvsd.desired import Overrides, ServerHealth, desired_table
 from lvsd.errors import IpvsError
 from lvsd.ipvs.base import Backend
 from lvsd.ipvs.memory import MemoryBackend
-from lvsd.model import ApplyResult, Table
+from lvsd.model import ApplyResult, RealServerId, Table
 from lvsd.plan import plan
 
 #: Where ``apply_once`` reports what it does (one line per call).
 Report = Callable[[str], None]
 
 
-def all_up(config: Config) -> dict[RsId, ServerHealth]:
+def all_up(config: Config) -> dict[RealServerId, ServerHealth]:
     """Health that says every configured real server is up at its configured weight."""
     return {
         (svc.name, rs.key): ServerHealth(up=True, weight=rs.weight)

@@ -48,7 +48,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from lvsd.daemon import run
+    from lvsd.daemon.lifecycle import run
 
     return run(args.config, dry_run=args.dry_run)
 

@@ -15,7 +15,7 @@ Rules, per service of the config:
   the config lists the same address and port again;
 * the sorry server is present (with its configured weight) while no real server is
   up or the service has lost its quorum, and absent otherwise (once it has served,
-  ``lvsd.engine`` makes it linger at weight 0 until its connections end); when its
+  ``lvsd.engine.reconcile`` makes it linger at weight 0 until its connections end); when its
   address and port are a configured real server's, the real server owns that entry.
 """
 
@@ -33,11 +33,7 @@ from lvsd.config.model import (
     SorryServer,
     VirtualServiceConfig,
 )
-from lvsd.model import Destination, DestKey, Service, ServiceKey, VirtualService
-
-#: A real server of one service: (service name, real server key). The same address
-#: and port in two services are two real servers, with two healths.
-RsId = tuple[str, DestKey]
+from lvsd.model import Destination, DestKey, RealServerId, Service, ServiceKey, VirtualService
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,7 +59,7 @@ class Overrides:
     """What the operator and the reload logic impose on top of health."""
 
     #: Operator drain: weight 0, kept in the table.
-    drained: frozenset[RsId] = frozenset()
+    drained: frozenset[RealServerId] = frozenset()
     #: Real servers removed from the config whose connections still drain: kept at
     #: weight 0 in their service (if the service is still configured).
     lingering: Mapping[ServiceKey, tuple[Destination, ...]] = field(
@@ -114,7 +110,7 @@ _DEFAULT_OVERRIDES = Overrides()
 
 def desired_table(
     config: Config,
-    health: Mapping[RsId, ServerHealth],
+    health: Mapping[RealServerId, ServerHealth],
     overrides: Overrides = _DEFAULT_OVERRIDES,
 ) -> dict[ServiceKey, VirtualService]:
     """The table lvsd wants: one entry per configured service, destinations by key
@@ -124,13 +120,13 @@ def desired_table(
 
 def _virtual_service(
     svc: VirtualServiceConfig,
-    health: Mapping[RsId, ServerHealth],
+    health: Mapping[RealServerId, ServerHealth],
     overrides: Overrides,
 ) -> VirtualService:
     dests: dict[DestKey, Destination] = {}
     any_up = False
     for rs in svc.real_servers:
-        rs_id: RsId = (svc.name, rs.key)
+        rs_id: RealServerId = (svc.name, rs.key)
         state = health.get(rs_id) or _initial(svc, rs)
         if rs_id in overrides.drained:
             dests[rs.key] = destination_of(svc, rs, 0)
@@ -166,7 +162,7 @@ def _with_weight(dest: Destination, weight: int) -> Destination:
 
 __all__ = [
     "Overrides",
-    "RsId",
+    "RealServerId",
     "ServerHealth",
     "desired_table",
     "destination_of",

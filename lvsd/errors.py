@@ -5,7 +5,6 @@
     LvsdError
     ├── ConfigError      one or more problems in a config file (carries every Problem)
     ├── IpvsError        a kernel-table operation failed (names the op and the reason)
-    ├── LabError         the user-mode-Linux lab could not boot or run a scenario
     ├── ControlError     the control socket could not be reached or answered an error
     └── ImportConfigError  a keepalived/ldirectord file could not be read
 
@@ -58,10 +57,6 @@ class IpvsError(LvsdError):
         self.reason = reason
         self.errno = errno
         super().__init__(f"{op}: {reason}")
-
-
-class LabError(LvsdError):
-    """The user-mode-Linux lab failed to boot, timed out, or its scenario failed."""
 
 
 class ControlError(LvsdError):

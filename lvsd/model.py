@@ -83,6 +83,25 @@ def format_hostport(address: IPAddress, port: int) -> str:
     return f"{address}:{port}"
 
 
+def parse_hostport(text: str) -> tuple[IPAddress, int]:
+    """``10.0.0.2:80`` or ``[2001:db8::2]:80`` (the form :func:`format_hostport`
+    writes) to an address and a port 0-65535; ValueError naming that form otherwise.
+    The one parser for every ``ADDRESS:PORT`` lvsd reads (config, CLI, control)."""
+    host, sep, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(text)
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+        if (address.version == 6) != bracketed:
+            raise ValueError(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not ADDRESS:PORT (like 10.0.0.2:80 or [2001:db8::2]:80)"
+        ) from None
+    return address, int(port)
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceKey:
     """What identifies a virtual service in the kernel.
@@ -177,6 +196,11 @@ class DestKey:
 
     def __str__(self) -> str:
         return format_hostport(self.ip, self.port)
+
+
+#: One real server of one service: (service name, real server's key). The same address
+#: and port in two services are two real servers, with two healths and two drains.
+RealServerId = tuple[str, DestKey]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

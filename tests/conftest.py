@@ -25,7 +25,7 @@ def _reset_logging() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _reset_gc() -> Iterator[None]:
-    """A test that started a daemon (which settles the heap, ``lvsd.heap``) leaves the
+    """A test that started a daemon (which freezes the heap, ``lvsd.daemon.heap``) leaves the
     collector as it found it."""
     threshold = gc.get_threshold()
     yield

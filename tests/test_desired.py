@@ -22,7 +22,6 @@ from lvsd.config.model import (
 )
 from lvsd.desired import (
     Overrides,
-    RsId,
     ServerHealth,
     desired_table,
     destination_of,
@@ -33,6 +32,7 @@ from lvsd.model import (
     DestKey,
     Forward,
     Protocol,
+    RealServerId,
     SchedFlag,
     Scheduler,
     Service,
@@ -63,7 +63,7 @@ def config(*services: VirtualServiceConfig) -> Config:
 
 def weights(
     svc: VirtualServiceConfig,
-    health: Mapping[RsId, ServerHealth] | None = None,
+    health: Mapping[RealServerId, ServerHealth] | None = None,
     overrides: Overrides | None = None,
 ) -> dict[str, int]:
     """The desired destinations of the one service as {"addr:port": weight}."""
@@ -324,7 +324,7 @@ SERVER_POOL = tuple(rs(f"10.0.0.{i}", weight=i) for i in range(1, 7))
 @st.composite
 def situations(
     draw: st.DrawFn,
-) -> tuple[VirtualServiceConfig, dict[RsId, ServerHealth], Overrides]:
+) -> tuple[VirtualServiceConfig, dict[RealServerId, ServerHealth], Overrides]:
     """A service with some real servers and maybe a sorry server, a health for some of
     them, some drained, maybe a lost quorum."""
     servers = draw(st.lists(st.sampled_from(SERVER_POOL), unique=True, max_size=5))
@@ -349,7 +349,7 @@ def situations(
 @settings(max_examples=200, deadline=None)
 @given(situations())
 def test_desired_table_invariants(
-    situation: tuple[VirtualServiceConfig, dict[RsId, ServerHealth], Overrides],
+    situation: tuple[VirtualServiceConfig, dict[RealServerId, ServerHealth], Overrides],
 ) -> None:
     """Only up, undrained real servers carry weight; every configured real server is
     present unless down with on_failure = remove; the sorry server is present exactly

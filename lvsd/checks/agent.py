@@ -9,7 +9,7 @@ read one line and parse its words (separated by commas, spaces or tabs; text aft
 * ``down``, ``fail``, ``stopped``, ``maint``: down;
 * ``NN%``: weight as a percentage of the configured weight, reported with any
   state. The result's ``weight`` is the percentage itself: a check shared by
-  services gives each real server NN% of its own weight (``lvsd.health``).
+  services gives each real server NN% of its own weight (``lvsd.health.state``).
 
 Unknown words (``maxconn:30``) are ignored; a line with no known word fails.
 Details echo the line: ``"agent: down (maint)"``, ``"agent: up (up 75%)"``.

@@ -2,7 +2,7 @@
 
 The clock and the sleep are injected, so tests drive time by hand. The scheduler
 never decides health: it hands each result to ``on_result`` (the daemon feeds
-``lvsd.health.HealthState``).
+``lvsd.health.state.HealthState``).
 
 Guarantees:
 
@@ -15,7 +15,7 @@ Guarantees:
   failed result (the probe is meant to enforce its timeout itself: that is a bug);
 * at most ``max_concurrent`` probes run at once, and at most ``max_exec`` of kind
   ``exec``;
-* :meth:`Scheduler.update` keeps the schedule of unchanged checks (reload keeps
+* :meth:`CheckScheduler.update` keeps the schedule of unchanged checks (reload keeps
   their timing), builds probes for new ones and closes those of removed ones.
 """
 
@@ -33,7 +33,7 @@ from typing import cast
 
 from lvsd.checks.base import Probe, ProbeFactory, ProbeResult, QuickProbe, Run, Target
 from lvsd.config.model import CheckSpec, Config
-from lvsd.health import CheckId, check_id
+from lvsd.health.state import CheckId, check_id
 
 OnResult = Callable[[CheckId, ProbeResult, float], None]
 
@@ -88,7 +88,7 @@ class _Entry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SchedulerStats:
+class CheckSchedulerStats:
     checks: int
     running: int
     runs: int  # probe runs started
@@ -99,7 +99,7 @@ class SchedulerStats:
     last_progress: float | None
 
 
-class Scheduler:
+class CheckScheduler:
     """Drives every check from one timer heap.
 
     ``probe_factory(spec, target)`` builds one probe per check id; ``on_result(check,
@@ -514,8 +514,8 @@ class Scheduler:
                 return True
         return False
 
-    def stats(self) -> SchedulerStats:
-        return SchedulerStats(
+    def stats(self) -> CheckSchedulerStats:
+        return CheckSchedulerStats(
             checks=len(self._entries),
             running=self._running_all,
             runs=self._runs,

@@ -57,6 +57,7 @@ from lvsd.model import (
     Scheduler,
     ServiceKey,
     TunnelType,
+    parse_hostport,
 )
 
 #: Where a key path was written: (file, line or None).
@@ -964,12 +965,10 @@ def _listen(value: object) -> str:
     text = _str(value).strip()
     if not text:
         return ""
-    host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
     try:
-        ipaddress.ip_address(host)
-        if not sep or not 1 <= int(port) <= MAX_PORT:
-            raise ValueError(port)
+        _, port = parse_hostport(text)
+        if port < 1:
+            raise ValueError(text)
     except ValueError:
         raise _Invalid(
             f'expected "ADDRESS:PORT" (like "127.0.0.1:9475" or "[::1]:9475") '

@@ -15,7 +15,7 @@ from lvsd.config.model import (
     RealServer,
     VirtualServiceConfig,
 )
-from lvsd.health import HealthState
+from lvsd.health.state import HealthState
 from lvsd.model import Protocol, ServiceKey
 from tests.checks.conftest import TIMEOUT, Loopback, StreamHandler, make_spec
 

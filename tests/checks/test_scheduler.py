@@ -16,7 +16,7 @@ from typing import cast
 import pytest
 
 from lvsd.checks.base import Finish, Probe, ProbeResult, Target
-from lvsd.checks.scheduler import Scheduler, checks_from_config
+from lvsd.checks.scheduler import CheckScheduler, checks_from_config
 from lvsd.config.model import (
     CheckSpec,
     Config,
@@ -25,7 +25,7 @@ from lvsd.config.model import (
     TcpOptions,
     VirtualServiceConfig,
 )
-from lvsd.health import CheckId
+from lvsd.health.state import CheckId
 from lvsd.model import Protocol, ServiceKey
 
 
@@ -138,9 +138,9 @@ async def running(
     max_concurrent: int = 1000,
     max_exec: int = 32,
     seed: int = 1,
-    setup: Callable[[Scheduler], None] | None = None,
-) -> AsyncIterator[Scheduler]:
-    sched = Scheduler(
+    setup: Callable[[CheckScheduler], None] | None = None,
+) -> AsyncIterator[CheckScheduler]:
+    sched = CheckScheduler(
         harness.factory,
         harness.on_result,
         clock=harness.clock,
@@ -359,7 +359,7 @@ async def test_cancel_during_a_cut_nap_still_cancels(clock: FakeClock) -> None:
     slow = CheckSpec(kind="tcp", options=TcpOptions(), interval=100.0, timeout=0.5)
     fast = CheckSpec(kind="tcp", options=TcpOptions(), interval=0.001, timeout=0.0005)
     harness = Harness(clock)
-    sched = Scheduler(
+    sched = CheckScheduler(
         harness.factory, harness.on_result, clock=clock, sleep=clock.sleep, rng=random.Random(1)
     )
     await sched.update({cid(1, slow): (slow, target(1))})
@@ -377,7 +377,7 @@ async def test_stalled(clock: FakeClock) -> None:
     twice its interval (here: the loop is not running), unless the loop fired some
     other run within that time (an overloaded loop that runs late)."""
     harness = Harness(clock)
-    sched = Scheduler(
+    sched = CheckScheduler(
         harness.factory,
         harness.on_result,
         clock=clock,
@@ -437,7 +437,9 @@ async def test_on_result_error_stops_run(clock: FakeClock) -> None:
     def bad(check: CheckId, result: ProbeResult, started: float) -> None:
         raise ValueError("bad callback")
 
-    sched = Scheduler(harness.factory, bad, clock=clock, sleep=clock.sleep, rng=random.Random(1))
+    sched = CheckScheduler(
+        harness.factory, bad, clock=clock, sleep=clock.sleep, rng=random.Random(1)
+    )
     await sched.update({cid(1): (SPEC, target(1))})
     task = asyncio.create_task(sched.run())
     await clock.advance(1.0)
@@ -516,8 +518,8 @@ async def test_quick_probe_runs_without_a_task(clock: FakeClock) -> None:
         assert [False] == [run.done() for run in probe.runs]
         assert 1 == sched.stats().running
         coros = [getattr(task.get_coro(), "__qualname__", "") for task in asyncio.all_tasks()]
-        assert "Scheduler._probe_once" not in coros
-        assert "Scheduler.run" in coros  # the names are the ones looked for
+        assert "CheckScheduler._probe_once" not in coros
+        assert "CheckScheduler.run" in coros  # the names are the ones looked for
         await harness.advance(2.9 - first)
         assert 0 == sched.stats().running
     expected = [round(first + i, 2) for i in range(3)]
@@ -575,7 +577,7 @@ async def test_first_runs_count_from_the_start_of_run(clock: FakeClock) -> None:
     collection in between) get their spread first runs from when it begins: none is
     late."""
     harness = Harness(clock)
-    sched = Scheduler(
+    sched = CheckScheduler(
         harness.factory, harness.on_result, clock=clock, sleep=clock.sleep, rng=random.Random(1)
     )
     await sched.update({cid(n): (SPEC, target(n)) for n in range(1, 21)})

@@ -22,7 +22,7 @@ import sys
 from lvsd.config import load
 for path in ("etc/lvsd.toml", "etc/lvsd.ini", "etc/examples/dr-ipv6-fwmark.toml"):
     load(path)
-forbidden = ("lvsd.checks", "lvsd.ipvs", "lvsd.daemon", "lvsd.api")
+forbidden = ("lvsd.checks", "lvsd.ipvs", "lvsd.daemon.lifecycle", "lvsd.observe.api")
 forbidden += ("asyncio", "pyroute2", "aiohttp")
 print(sorted(m for m in sys.modules if m.startswith(forbidden)))
 """

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lvsd.lab import harness
-from lvsd.lab.harness import Boot, LabResult, Scenario, Topology
+from lab import harness
+from lab.harness import Boot, LabResult, Scenario, Topology
 
 
 @dataclass

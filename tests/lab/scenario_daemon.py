@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lvsd.lab.stall import StallMeter
+from lab.stall import StallMeter
 
 RESULTS = Path(os.environ.get("LAB_RESULTS", "/tmp"))
 PYTHON = sys.executable
@@ -127,7 +127,7 @@ def weights(text: str) -> dict[str, int]:
 
 def httpd(name: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", name, PYTHON, "-m", "lvsd.lab.httpd", name, "80"],
+        ["ip", "netns", "exec", name, PYTHON, "-m", "lab.httpd", name, "80"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lvsd.lab.harness import Scenario
+from lab.harness import Scenario
 
 HERE = Path(__file__).resolve().parent
 
@@ -162,7 +162,7 @@ NAT_BY_HAND = (
 )
 TRAFFIC = (
     "ipvsadm -C && "
-    'for rs in rs1 rs2; do ip netns exec $rs "$LAB_PYTHON" -m lvsd.lab.httpd $rs 80 '
+    'for rs in rs1 rs2; do ip netns exec $rs "$LAB_PYTHON" -m lab.httpd $rs 80 '
     '> "$LAB_RESULTS/$rs.log" 2>&1 & done; '
     "for rs in rs1 rs2; do i=0; until ip netns exec $rs ss -ltn | grep -q ':80 '; do "
     "i=$((i+1)); [ $i -lt 300 ] || exit 1; sleep 0.1; done; done"
@@ -217,7 +217,7 @@ def scenario(work: Path) -> Scenario:
     for name, text in CONFIGS.items():
         (configs / f"{name}.toml").write_text(text)
     (work / "steps.json").write_text(json.dumps(STEPS))
-    apply_cmd = '"$LAB_PYTHON" -m lvsd.lab.apply_cmd -c'
+    apply_cmd = '"$LAB_PYTHON" -m lvsd apply -c'
     return Scenario(
         shell=f"""
 "$LAB_PYTHON" {HERE / "guest_table.py"} "$LAB_WORK/configs" "$LAB_WORK/steps.json" \\

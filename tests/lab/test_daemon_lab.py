@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from lvsd.lab import harness
-from lvsd.lab.harness import Scenario
-from lvsd.lab.topology import NatTopology
+from lab import harness
+from lab.harness import Scenario
+from lab.topology import NatTopology
 from tests.lab.conftest import Lab
 
 pytestmark = pytest.mark.lab
@@ -48,7 +48,7 @@ def test_start_brings_both_real_servers_in(record: dict[str, Any]) -> None:
 
 def test_stopped_server_is_quiesced_within_the_bound(record: dict[str, Any]) -> None:
     """rs1's server stopped: weight 0 within fall x interval + timeout + 0.5 s (plus any
-    time the whole guest stood still meanwhile: ``lvsd.lab.stall``)."""
+    time the whole guest stood still meanwhile: ``lab.stall``)."""
     assert "0" == _line(record["down_table"], "10.0.0.2:80")[3]
     bound = FALL * INTERVAL + TIMEOUT + 0.5 + record["down_stalled_s"]
     assert record["down_s"] <= bound, record["down_stalled_s"]

@@ -1,6 +1,6 @@
 """End to end: lvsd under systemd in the lab, real traffic through the VIP, faults.
 
-One boot runs every scenario of ``lvsd.lab.e2e`` in turn (``Guest.run``); the tests
+One boot runs every scenario of ``lab.e2e`` in turn (``Guest.run``); the tests
 read its records. The first tests run on the host only: the traffic generator against
 the fault server on loopback, the summary and the report.
 """
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from lvsd.lab import e2e, faults, traffic
-from lvsd.lab.topology import NatTopology
-from lvsd.lab.traffic import Request
+from lab import e2e, faults, traffic
+from lab.topology import NatTopology
+from lab.traffic import Request
 from tests.lab.conftest import Lab
 
 
@@ -36,7 +36,7 @@ def _free_port() -> int:
 def fault_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A fault server on a loopback port, in its own process; (port, mode dir)."""
     port = _free_port()
-    argv = [sys.executable, "-m", "lvsd.lab.faults", "serve", "rsX", str(port)]
+    argv = [sys.executable, "-m", "lab.faults", "serve", "rsX", str(port)]
     proc = subprocess.Popen([*argv, "--mode-dir", str(tmp_path)])
     try:
         deadline = time.monotonic() + 10
@@ -68,11 +68,11 @@ def test_traffic_against_each_fault_mode(fault_server: tuple[int, Path]) -> None
 
 
 def test_traffic_command_marks_its_start(fault_server: tuple[int, Path], tmp_path: Path) -> None:
-    """``python -m lvsd.lab.traffic --ready FILE`` creates FILE before its first
+    """``python -m lab.traffic --ready FILE`` creates FILE before its first
     request, and writes every request to ``--out``."""
     port, _ = fault_server
     out, ready = tmp_path / "requests.json", tmp_path / "started"
-    argv = [sys.executable, "-m", "lvsd.lab.traffic", f"http://127.0.0.1:{port}/"]
+    argv = [sys.executable, "-m", "lab.traffic", f"http://127.0.0.1:{port}/"]
     argv += ["--rate", "20", "--duration", "0.5", "--out", str(out), "--ready", str(ready)]
     subprocess.run(argv, capture_output=True, check=True, timeout=30)
     assert ready.exists()
@@ -331,7 +331,7 @@ def _why(rec: dict[str, Any], part: str) -> dict[str, Any]:
 
 
 #: Slack over the check bound for the guest's scheduling (one slow CPU). Time the whole
-#: guest stood still (``stalled_s``, lvsd.lab.stall) is not lvsd's and is added to it.
+#: guest stood still (``stalled_s``, lab.stall) is not lvsd's and is added to it.
 SLACK = 1.0
 
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lvsd.errors import LabError
-from lvsd.lab import harness
-from lvsd.lab.harness import Boot, NoTopology, Scenario, render_init
-from lvsd.lab.topology import NatTopology
+from lab import harness
+from lab.harness import Boot, LabError, NoTopology, Scenario, render_init
+from lab.topology import NatTopology
 
 
 def test_init_script_mounts_tmpfs_binds_work_folder_and_powers_off(tmp_path: Path) -> None:

@@ -30,10 +30,10 @@ from typing import Any
 
 import pytest
 
+from lab import harness
+from lab.harness import Boot, LabResult, Scenario
 from lvsd.importer import convert
 from lvsd.importer.emit import render
-from lvsd.lab import harness
-from lvsd.lab.harness import Boot, LabResult, Scenario
 from tests.lab.conftest import Lab
 
 pytestmark = pytest.mark.lab

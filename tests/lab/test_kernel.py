@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from lvsd.lab import harness
-from lvsd.lab.harness import LabResult
-from lvsd.lab.topology import NatTopology
+from lab import harness
+from lab.harness import LabResult
+from lab.topology import NatTopology
 from tests.lab import scenario_kernel
 from tests.lab.conftest import Lab
 

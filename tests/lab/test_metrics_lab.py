@@ -170,7 +170,7 @@ def _wait_firing(name: str, started: float, limit: float) -> dict[str, Any]:
 
 
 def _exprs() -> dict[str, list[str]]:
-    from tests.test_metrics import dashboard_exprs, docs_exprs, rule_exprs
+    from tests.observe.test_metrics import dashboard_exprs, docs_exprs, rule_exprs
 
     return {"dashboard": dashboard_exprs(), "rules": rule_exprs(), "docs": docs_exprs()}
 
@@ -186,7 +186,7 @@ def guest_main(results: Path) -> int:
     try:
         for name in ("rs1", "rs2"):
             procs[name] = subprocess.Popen(
-                ["ip", "netns", "exec", name, python, "-m", "lvsd.lab.httpd", name, "80"],
+                ["ip", "netns", "exec", name, python, "-m", "lab.httpd", name, "80"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -271,9 +271,9 @@ def record(module_lab: Any) -> dict[str, Any]:
     """The one boot's record (``metrics.json``)."""
     if shutil.which("prometheus") is None:
         pytest.skip("prometheus not installed (apt prometheus)")
-    from lvsd.lab import harness
-    from lvsd.lab.harness import Scenario
-    from lvsd.lab.topology import NatTopology
+    from lab import harness
+    from lab.harness import Scenario
+    from lab.topology import NatTopology
 
     work = module_lab.work / "metrics"
     work.mkdir()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from lvsd.lab.stall import StallMeter
+from lab.stall import StallMeter
 
 
 def test_between_counts_only_the_overlap() -> None:

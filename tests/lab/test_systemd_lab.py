@@ -1,7 +1,7 @@
 """systemd inside the lab: the repo's hardened ``lvsd.service`` under a real systemd.
 
 One boot (``SystemdBoot``) installs ``systemd/lvsd.service`` with the lab drop-in and
-a stand-in main process (``python -m lvsd.lab.systemd``: READY=1 with a STATUS line
+a stand-in main process (``python -m lab.systemd``: READY=1 with a STATUS line
 after 1 s). The scenario starts the unit and records ``systemctl show``/``status``.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lvsd.lab import harness, systemd
-from lvsd.lab.harness import LabResult, Scenario
-from lvsd.lab.topology import NatTopology
+from lab import harness, systemd
+from lab.harness import LabResult, Scenario
+from lab.topology import NatTopology
 from tests.lab.conftest import Lab
 
 SHOW = (
@@ -82,7 +82,7 @@ def booted(module_lab: Lab) -> LabResult:
     config = work / "lvsd.toml"
     config.write_text((harness.REPO / "etc" / "lvsd.toml").read_text())
     config.chmod(0o644)
-    units = systemd.lvsd_units(config, exec_start=f"{harness.PYTHON} -m lvsd.lab.systemd")
+    units = systemd.lvsd_units(config, exec_start=f"{harness.PYTHON} -m lab.systemd")
     boot = systemd.SystemdBoot(units=units, timeout=180)
     result = harness.run(work, Scenario(shell=SCENARIO), topology=NatTopology(), boot=boot)
     assert result.ok, result.log() + result.console[-3000:]

@@ -1,0 +1,43 @@
+"""A tiny HTTP server for lab real servers: answers every request with its name.
+
+Kept to the socket and threading modules so it starts fast in the (slow) guest. Each
+connection has its own thread, so a client holding a connection open (up to 30 s)
+does not hold up the health checks::
+
+    ip netns exec rs1 $LAB_PYTHON -m lab.httpd rs1 80 &
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+
+
+def serve(name: str, port: int, host: str = "0.0.0.0") -> None:
+    body = f"{name}\n".encode()
+    head = (
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((host, port))
+        srv.listen(64)
+        while True:
+            conn, _ = srv.accept()
+            threading.Thread(target=_answer, args=(conn, head + body), daemon=True).start()
+
+
+def _answer(conn: socket.socket, answer: bytes) -> None:
+    with conn:
+        conn.settimeout(30)
+        try:
+            conn.recv(4096)
+            conn.sendall(answer)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 80)

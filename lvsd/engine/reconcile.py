@@ -1,0 +1,790 @@
+"""The daemon's decisions, without the loop: health results in, kernel ops out.
+
+:class:`Engine` holds one config, its :class:`~lvsd.health.state.HealthState`, the operator's
+drains, the real servers lingering after a reload, and a cache of the kernel table
+(the last dump plus every op applied since). Every path that may change the kernel
+goes through :meth:`Engine.reconcile`, under one lock:
+
+* a batch of probe results (:meth:`Engine.results`) plans against the cache, so a
+  health change costs no dump;
+* drift repair (:meth:`Engine.repair`) writes what is due, then dumps and logs what
+  it still finds different as ``drift.repaired``;
+* a reload (:meth:`Engine.reload`) validates the new config completely, rebases the
+  health, drains removed real servers, then plans against a fresh dump;
+* a failed op or netlink error marks the cache stale: the next reconcile dumps.
+
+The engine owns no event loop and reads no clock of its own: ``clock`` is injected.
+The daemon (``lvsd.daemon.lifecycle``) wires it to the scheduler, signals and sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
+
+import structlog
+
+from lvsd.checks.base import ProbeResult
+from lvsd.config.model import Config
+from lvsd.desired import Overrides, ServerHealth, desired_table
+from lvsd.engine.drains import DrainStore
+from lvsd.errors import ConfigError, IpvsError, LvsdError
+from lvsd.health.state import CheckId, HealthState, Report
+from lvsd.ipvs.base import Backend
+from lvsd.model import (
+    ApplyResult,
+    Destination,
+    DestKey,
+    Op,
+    OpKind,
+    RealServerId,
+    ServiceKey,
+    Snapshot,
+    Table,
+    VirtualService,
+    parse_hostport,
+)
+from lvsd.plan import apply_ops, plan
+
+log = structlog.get_logger("lvsd.engine.reconcile")
+
+#: Seconds a quorum up/down command may run before it is killed.
+COMMAND_TIMEOUT = 30.0
+
+
+class Hooks(Protocol):
+    """What the engine tells the metrics (``lvsd.observe.metrics.Metrics`` fits)."""
+
+    def probe(self, kind: str, result: ProbeResult) -> None: ...
+    def transition(self, t: Any) -> None: ...
+    def reload(self, ok: bool, now_wall: float) -> None: ...
+    def netlink(self, op_kind: str, ok: bool) -> None: ...
+    def drift_repair(self, count: int) -> None: ...
+    def panic(self, service: str, on: bool) -> None: ...
+    def quorum(self, service: str, up: bool) -> None: ...
+
+
+@runtime_checkable
+class PartialDump(Protocol):
+    """A backend that can dump the destinations of some services only
+    (``NetlinkBackend.dump_services``): every service's key in ``service_stats``,
+    ``table`` and ``dest_stats`` for the services in ``keys``."""
+
+    async def dump_services(self, keys: Collection[ServiceKey]) -> Snapshot: ...
+
+
+class NullHooks:
+    """Metrics that count nothing (no metrics module, or tests)."""
+
+    def probe(self, kind: str, result: ProbeResult) -> None:
+        pass
+
+    def transition(self, t: Any) -> None:
+        pass
+
+    def reload(self, ok: bool, now_wall: float) -> None:
+        pass
+
+    def netlink(self, op_kind: str, ok: bool) -> None:
+        pass
+
+    def drift_repair(self, count: int) -> None:
+        pass
+
+    def panic(self, service: str, on: bool) -> None:
+        pass
+
+    def quorum(self, service: str, up: bool) -> None:
+        pass
+
+
+#: Runs a quorum command (argv); the default starts a bounded subprocess.
+CommandRunner = Callable[[Sequence[str]], None]
+
+
+@dataclass(slots=True)
+class _Lingering:
+    """A real server removed by a reload (or a sorry server no longer needed), kept at
+    weight 0 while its connections drain."""
+
+    dest: Destination
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReloadResult:
+    """What a reload did: the ops applied (or that failed), or the config's problems."""
+
+    ok: bool
+    ops: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    lingering: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reloaded": self.ok,
+            "ops": list(self.ops),
+            "failed": list(self.failed),
+            "errors": list(self.errors),
+            "lingering": list(self.lingering),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """What a desired table is computed from."""
+
+    config: Config
+    health: Mapping[RealServerId, ServerHealth]
+    overrides: Overrides
+
+
+def _changed_services(old: _Inputs, new: _Inputs) -> set[str] | None:
+    """Names of the services whose desired entry may differ between ``old`` and
+    ``new``; None when everything must be recomputed (another config, lingering)."""
+    if old.config is not new.config or old.overrides.lingering != new.overrides.lingering:
+        return None
+    if old.health.keys() != new.health.keys():
+        return None
+    names = {name for name, _ in old.overrides.drained ^ new.overrides.drained}
+    names |= old.overrides.quorum_lost ^ new.overrides.quorum_lost
+    names |= {rs[0] for rs, h in new.health.items() if old.health[rs] != h}
+    return names
+
+
+@dataclass(slots=True)
+class _Cache:
+    table: Table | None = None
+    snapshot: Snapshot | None = None
+    stale: bool = True
+    #: What the last successful reconcile was computed from.
+    inputs: _Inputs | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+#: Check kinds whose results carry a weight or a drain flag (the table may change
+#: without an up/down transition).
+_WEIGHING_KINDS = frozenset({"exec", "agent"})
+
+
+def _weighs(cid: CheckId, result: ProbeResult) -> bool:
+    return cid.spec.kind in _WEIGHING_KINDS or result.weight is not None or result.drain
+
+
+def parse_realserver(text: str) -> DestKey:
+    """``10.0.0.2:80`` or ``[::1]:80`` as a key; ``LvsdError`` when malformed."""
+    try:
+        return DestKey.of(*parse_hostport(text))
+    except ValueError as exc:
+        raise LvsdError(f"bad real server: {exc}") from None
+
+
+def adoptable(config: Config, table: Table) -> frozenset[RealServerId]:
+    """Configured real servers found in ``table`` with weight > 0."""
+    found: set[RealServerId] = set()
+    for svc in config.services:
+        vs = table.get(svc.key)
+        if vs is None:
+            continue
+        for rs in svc.real_servers:
+            dest = vs.destinations.get(rs.key)
+            if dest is not None and dest.weight > 0:
+                found.add((svc.name, rs.key))
+    return frozenset(found)
+
+
+class Engine:
+    """One config's health and kernel table. Create with :meth:`start`."""
+
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        *,
+        clock: Callable[[], float],
+        drains: DrainStore | None = None,
+        hooks: Hooks | None = None,
+        run_command: CommandRunner | None = None,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.clock = clock
+        self.wall_clock = wall_clock or time.time
+        self.hooks: Hooks = hooks or NullHooks()
+        self.drains = drains
+        self.drained: frozenset[RealServerId] = drains.load() if drains is not None else frozenset()
+        self.health = HealthState()
+        self.lingering: dict[ServiceKey, dict[DestKey, _Lingering]] = {}
+        self.retiring: frozenset[ServiceKey] = frozenset()
+        self._cache = _Cache()
+        self._lock = asyncio.Lock()
+        self._commands: set[asyncio.Task[None]] = set()
+        self._run_command = run_command or self._spawn
+        #: Clock time an apply started, while one runs (for the watchdog).
+        self.applying_since: float | None = None
+        #: How many applies were issued (each one or more ops).
+        self.applies = 0
+        #: How many health reports had a change (transitions, quorum, panic).
+        self.changes = 0
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def start(self) -> ApplyResult:
+        """Dump, adopt what the kernel already runs, build the health, first reconcile."""
+        now = self.clock()
+        snapshot = await self._dump()
+        adopt = adoptable(self.config, snapshot.table) if self.config.daemon.adopt_up else ()
+        self.health = HealthState.from_config(self.config, now, adopt=adopt)
+        for svc in self.config.services:
+            for rs in svc.real_servers:
+                if (svc.name, rs.key) in adopt:
+                    log.info("realserver.adopted", service=svc.name, realserver=str(rs.key))
+        async with self._lock:
+            return await self._reconcile_locked(fresh=False)
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def managed(self) -> frozenset[ServiceKey]:
+        return frozenset(s.key for s in self.config.services) | self.retiring
+
+    @property
+    def table(self) -> Table | None:
+        """The cached kernel table (last dump plus applied ops)."""
+        return self._cache.table
+
+    @property
+    def stale(self) -> bool:
+        """True when the cached table cannot be trusted (a failure since the last dump)."""
+        return self._cache.stale
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The last dump."""
+        return self._cache.snapshot
+
+    def overrides(self) -> Overrides:
+        return Overrides(
+            drained=self.drained,
+            lingering={
+                key: tuple(entry.dest for entry in dests.values())
+                for key, dests in self.lingering.items()
+                if dests
+            },
+            quorum_lost=self.health.quorum_lost(),
+        )
+
+    def desired(self, now: float) -> dict[ServiceKey, VirtualService]:
+        return desired_table(self.config, self.health.server_health(now), self.overrides())
+
+    def ramping(self, now: float) -> bool:
+        """True while some up real server has not reached its full weight by slow start."""
+        if all(svc.slow_start <= 0 for svc in self.config.services):
+            return False
+        return any(s.up and s.factors.ramp < 1.0 for s in self.health.status(now) if not s.held)
+
+    def summary(self) -> str:
+        """``2 services, 5/6 real servers up`` (for systemd's STATUS)."""
+        statuses = self.health.status(self.clock())
+        up = sum(1 for s in statuses if s.up and (s.service, s.realserver) not in self.drained)
+        n = len(self.config.services)
+        return f"{n} service{'s' if n != 1 else ''}, {up}/{len(statuses)} real servers up"
+
+    # -- health --------------------------------------------------------------------------
+
+    async def results(self, batch: Iterable[tuple[CheckId, ProbeResult]]) -> ApplyResult:
+        """Feed one round of probe results, then reconcile if anything changed."""
+        batch = list(batch)
+        now = self.clock()
+        for cid, result in batch:
+            self.hooks.probe(cid.spec.kind, result)
+        report = self.health.round(batch, now)
+        self.handle(report)
+        if not report and not self._cache.stale and not any(_weighs(cid, r) for cid, r in batch):
+            return ApplyResult()  # counters moved, nothing that decides the table did
+        return await self.reconcile()
+
+    async def tick(self) -> ApplyResult:
+        """Time passes: slow-start weights grow, quorum may follow."""
+        self.handle(self.health.tick(self.clock()))
+        return await self.reconcile()
+
+    def handle(self, report: Report) -> None:
+        """Log every change, feed the metrics, run quorum commands."""
+        if report:
+            self.changes += 1
+        for t in report.transitions:
+            self.hooks.transition(t)
+            log.info(
+                t.event,
+                service=t.service,
+                realserver=str(t.realserver),
+                old="up" if t.old else "down",
+                new="up" if t.new else "down",
+                reason=t.reason,
+                detail=t.detail,
+            )
+        for p in report.panic:
+            self.hooks.panic(p.service, p.panic)
+            log.error(
+                p.event,
+                service=p.service,
+                failing=p.failing,
+                total=p.total,
+                held=[str(d) for d in p.held],
+            )
+        for q in report.quorum:
+            self.hooks.quorum(q.service, q.up)
+            log.warning(q.event, service=q.service, live_weight=q.live_weight, minimum=q.minimum)
+            svc = next((s for s in self.config.services if s.name == q.service), None)
+            if svc is None or svc.quorum is None:
+                continue
+            command = svc.quorum.up_command if q.up else svc.quorum.down_command
+            if command:
+                self._run_command(command)
+
+    def _spawn(self, argv: Sequence[str]) -> None:
+        task = asyncio.get_running_loop().create_task(_run_bounded(tuple(argv)))
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    # -- kernel --------------------------------------------------------------------------
+
+    async def _dump(self) -> Snapshot:
+        try:
+            snapshot = await self.counters()
+        except IpvsError:
+            self._cache.stale = True
+            raise
+        self._cache.snapshot = snapshot
+        self._cache.table = snapshot.table
+        self._cache.stale = False
+        return snapshot
+
+    async def refresh(self) -> Snapshot:
+        """A fresh dump into the cache (for connection counts)."""
+        async with self._lock:
+            return await self._dump()
+
+    async def counters(self) -> Snapshot:
+        """A fresh dump for a scrape: outside the lock, so that a slow scrape never
+        holds back the write of a health change (in a busy lab guest, one held the lock
+        for seconds while 19 real servers were reported down and still weighted in the
+        kernel), and not into the cache, which only the lock's holders change."""
+        try:
+            snapshot = await self.backend.dump()
+        except IpvsError:
+            self.hooks.netlink("dump", False)
+            raise
+        self.hooks.netlink("dump", True)
+        return snapshot
+
+    async def reconcile(self, *, fresh: bool = False) -> ApplyResult:
+        """Make the kernel match the desired table. Without ``fresh`` the cached table
+        is the current one (no dump) unless a previous failure made it stale; nothing
+        is written when the desired table did not change since the last success."""
+        async with self._lock:
+            return await self._reconcile_locked(fresh=fresh)
+
+    async def _reconcile_locked(
+        self, *, fresh: bool, also: frozenset[str] = frozenset()
+    ) -> ApplyResult:
+        """Reconcile under the lock. ``also``: services to replan besides those whose
+        inputs changed (a reload's changed services, when ``cache.inputs`` was carried
+        over to the new config)."""
+        now = self.clock()
+        cache = self._cache
+        inputs = _Inputs(
+            config=self.config, health=self.health.server_health(now), overrides=self.overrides()
+        )
+        old = cache.inputs
+        if not fresh and not cache.stale and cache.table is not None and old is not None:
+            names = _changed_services(old, inputs)
+            if names is not None:
+                names |= also
+                # Only the services whose inputs changed: desired_table and plan cost
+                # grow with the table, a health change touches one service.
+                if not names:
+                    return ApplyResult()
+                sub = replace(
+                    self.config, services=tuple(s for s in self.config.services if s.name in names)
+                )
+                desired = desired_table(sub, inputs.health, inputs.overrides)
+                current = {k: cache.table[k] for k in desired if k in cache.table}
+                return await self._apply_planned(plan(current, desired, desired.keys()), inputs)
+        if fresh or cache.stale or cache.table is None:
+            try:
+                await self._dump()
+            except IpvsError as exc:
+                log.error("kernel.dump_failed", error=str(exc))
+                return ApplyResult()
+        desired = desired_table(self.config, inputs.health, inputs.overrides)
+        table: Table = cache.table if cache.table is not None else {}
+        return await self._apply_planned(plan(table, desired, self.managed), inputs)
+
+    async def _apply_planned(self, ops: Sequence[Op], inputs: _Inputs) -> ApplyResult:
+        """Apply ``ops``; remember ``inputs`` as the table's basis when all went in.
+
+        A sorry server that would be deleted while it serves lingers at weight 0
+        instead, as a real server removed by a reload does, and ``ops`` are planned
+        again: the requests it is answering finish; it leaves once its connections
+        have ended (``check_lingering``)."""
+        if self._linger_sorry(ops):
+            return await self._reconcile_locked(fresh=False)
+        cache = self._cache
+        result = await self._apply(ops)
+        if result.failed:
+            cache.stale = True
+            cache.inputs = None
+        else:
+            cache.inputs = inputs
+            self.retiring = frozenset(k for k in self.retiring if k in (cache.table or {}))
+        return result
+
+    async def _apply(self, ops: Sequence[Op]) -> ApplyResult:
+        if not ops:
+            return ApplyResult()
+        cache = self._cache
+        self.applying_since = self.clock()
+        self.applies += 1
+        try:
+            result = await self.backend.apply(ops)
+        except IpvsError as exc:
+            log.error("kernel.apply_failed", error=str(exc), ops=len(ops))
+            self.hooks.netlink("apply", False)
+            cache.stale = True
+            return ApplyResult(failed=tuple((op, exc) for op in ops))
+        finally:
+            self.applying_since = None
+        for op in result.applied:
+            self.hooks.netlink(str(op.kind), True)
+            log.info("kernel.op", op=str(op))
+        for op, error in result.failed:
+            self.hooks.netlink(str(op.kind), False)
+            log.error("kernel.op_failed", op=str(op), error=error.reason)
+        try:
+            cache.table = apply_ops(cache.table or {}, result.applied)
+        except IpvsError:
+            cache.stale = True
+        return result
+
+    async def repair(self) -> ApplyResult:
+        """Drift repair: a fresh dump, plan, apply; log ``drift.repaired`` per op.
+
+        What is due anyway (a slow-start step, a lingering server whose time is up) is
+        written first against the cache, as a tick would: only what the dump then finds
+        different from what lvsd wrote is drift."""
+        async with self._lock:
+            self._expire_lingering(None)
+            await self._reconcile_locked(fresh=False)
+            result = await self._reconcile_locked(fresh=True)
+        ops = [*result.applied, *(op for op, _ in result.failed)]
+        for op in ops:
+            log.warning("drift.repaired", op=str(op))
+        if ops:
+            self.hooks.drift_repair(len(ops))
+        return result
+
+    # -- lingering real servers (removed by a reload) and sorry servers ----------------------
+
+    def _linger_sorry(self, ops: Sequence[Op]) -> bool:
+        """Turn the deletion of a serving sorry server (weight above 0) into a lingering
+        entry; True when one was."""
+        if not any(op.kind is OpKind.DEL_DEST for op in ops):
+            return False  # the common case: a health change edits weights
+        sorry = {s.key: s.sorry_server.key for s in self.config.services if s.sorry_server}
+        deadline = self.clock() + self.config.daemon.drain_timeout
+        found = False
+        for op in ops:
+            dest = op.dest
+            if (
+                op.kind is OpKind.DEL_DEST
+                and dest is not None
+                and dest.weight > 0
+                and sorry.get(op.service.key) == dest.key
+            ):
+                self.lingering.setdefault(op.service.key, {})[dest.key] = _Lingering(
+                    dest=dest, deadline=deadline
+                )
+                log.info("sorry_server.leaving", service=str(op.service.key), server=str(dest.key))
+                found = True
+        return found
+
+    def _expire_lingering(self, snapshot: Snapshot | None) -> list[str]:
+        """Drop lingering entries whose connections are gone (per ``snapshot``, the
+        last dump when None) or whose deadline passed. Returns what was dropped."""
+        snapshot = snapshot or self._cache.snapshot
+        now = self.clock()
+        dropped: list[str] = []
+        for key, dests in self.lingering.items():
+            for dest_key in list(dests):
+                entry = dests[dest_key]
+                active = 0
+                if snapshot is not None:
+                    stats = snapshot.dest_stats.get((key, dest_key))
+                    active = stats.active_connections if stats is not None else 0
+                if active == 0 or now >= entry.deadline:
+                    del dests[dest_key]
+                    reason = "drained" if active == 0 else "timeout"
+                    log.info(
+                        "realserver.removed",
+                        service=str(key),
+                        realserver=str(dest_key),
+                        reason=reason,
+                        active=active,
+                    )
+                    dropped.append(f"{key} -> {dest_key}")
+        self.lingering = {k: v for k, v in self.lingering.items() if v}
+        return dropped
+
+    async def check_lingering(self) -> ApplyResult:
+        """Dump, drop drained lingering servers, reconcile (deletes them)."""
+        if not self.lingering:
+            return ApplyResult()
+        async with self._lock:
+            try:
+                snapshot = await self._dump()
+            except IpvsError as exc:
+                log.error("kernel.dump_failed", error=str(exc))
+                return ApplyResult()
+            if not self._expire_lingering(snapshot):
+                return ApplyResult()
+            return await self._reconcile_locked(fresh=False)
+
+    # -- reload --------------------------------------------------------------------------
+
+    async def reload(self, load: Callable[[], Config]) -> ReloadResult:
+        """Load a new config with ``load``; on success move to it and apply only the
+        difference. A bad config changes nothing and reports every problem."""
+        try:
+            new = load()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload.problem", problem=str(problem))
+            log.error("reload.failed", problems=len(exc.problems))
+            self.hooks.reload(False, self.wall_clock())
+            return ReloadResult(ok=False, errors=tuple(str(p) for p in exc.problems))
+        except LvsdError as exc:
+            log.error("reload.failed", error=str(exc))
+            self.hooks.reload(False, self.wall_clock())
+            return ReloadResult(ok=False, errors=(str(exc),))
+        async with self._lock:
+            result = await self._switch(new)
+        self.hooks.reload(result.ok, self.wall_clock())
+        log.info(
+            "reload.done",
+            ops=len(result.ops),
+            failed=len(result.failed),
+            lingering=len(result.lingering),
+        )
+        return result
+
+    def _reload_keys(self, new: Config) -> frozenset[ServiceKey]:
+        """The services a reload to ``new`` must read afresh: those added, removed or
+        changed in any way, those retiring, and those with lingering real servers."""
+        old_services = {s.key: s for s in self.config.services}
+        keys = {s.key for s in new.services if old_services.get(s.key) != s}
+        keys |= old_services.keys() - {s.key for s in new.services}
+        return frozenset(keys | self.retiring | self.lingering.keys())
+
+    async def _dump_some(self, keys: frozenset[ServiceKey]) -> Snapshot | None:
+        """The cached table with the services in ``keys`` dumped afresh, when the
+        backend can do that and the cache is trusted; None otherwise (dump it all).
+
+        A cheap check guards the rest of the cache: the kernel's list of services
+        (outside ``keys``) must be the cached one. Destinations of the other services
+        are taken from the cache, as for a health change; drift there is the periodic
+        repair's (a full dump)."""
+        cache = self._cache
+        backend = self.backend
+        if cache.stale or cache.table is None or cache.snapshot is None:
+            return None
+        if not isinstance(backend, PartialDump):
+            return None
+        try:
+            part = await backend.dump_services(keys)
+        except IpvsError as exc:
+            self.hooks.netlink("dump", False)
+            log.error("kernel.dump_failed", error=str(exc))
+            return None
+        self.hooks.netlink("dump", True)
+        if part.service_stats.keys() - keys != cache.table.keys() - keys:
+            log.info("reload.full_dump", reason="services changed outside lvsd")
+            return None
+        table = {k: vs for k, vs in cache.table.items() if k not in keys}
+        table.update(part.table)
+        dest_stats = {k: v for k, v in cache.snapshot.dest_stats.items() if k[0] not in keys}
+        dest_stats.update(part.dest_stats)
+        snapshot = Snapshot(table=table, service_stats=part.service_stats, dest_stats=dest_stats)
+        cache.snapshot = snapshot
+        cache.table = table
+        return snapshot
+
+    async def _switch(self, new: Config) -> ReloadResult:
+        now = self.clock()
+        old = self.config
+        old_inputs = self._cache.inputs
+        keys = self._reload_keys(new)
+        snapshot = await self._dump_some(keys)
+        partial = snapshot is not None
+        if snapshot is None:
+            try:
+                snapshot = await self._dump()
+            except IpvsError as exc:
+                snapshot = None
+                log.error("kernel.dump_failed", error=str(exc))
+        table = snapshot.table if snapshot is not None else (self._cache.table or {})
+        new_services = {s.key: s for s in new.services}
+        lingering: list[str] = []
+        for svc in old.services:
+            kept = new_services.get(svc.key)
+            if kept is None:
+                continue
+            keep = {rs.key for rs in kept.real_servers}
+            live = table.get(svc.key)
+            for rs in svc.real_servers:
+                if rs.key in keep or live is None or rs.key not in live.destinations:
+                    continue
+                dest = live.destinations[rs.key]
+                self.lingering.setdefault(svc.key, {})[rs.key] = _Lingering(
+                    dest=dest, deadline=now + new.daemon.drain_timeout
+                )
+                lingering.append(f"{svc.key} -> {rs.key}")
+        # A real server listed again stops lingering.
+        for svc in new.services:
+            dests = self.lingering.get(svc.key)
+            if dests:
+                for rs in svc.real_servers:
+                    dests.pop(rs.key, None)
+        self.lingering = {k: v for k, v in self.lingering.items() if k in new_services and v}
+        self.retiring = (self.retiring | {s.key for s in old.services}) - new_services.keys()
+        self.config = new
+        self.handle(self.health.rebase(new, now))
+        self._expire_lingering(snapshot)
+        lingering = [f"{key} -> {dk}" for key, dests in self.lingering.items() for dk in dests]
+        self._cache.inputs = None
+        also: frozenset[str] = frozenset()
+        if (
+            partial
+            and old_inputs is not None
+            and old_inputs.config is old
+            and not self.retiring
+            and {s.key for s in old.services} == new_services.keys()
+        ):
+            # The same services, some edited: the last reconcile's inputs still hold
+            # for the others, so only the edited ones (and any whose health or
+            # overrides moved) are replanned. Anything else replans the whole table.
+            self._cache.inputs = replace(old_inputs, config=new)
+            also = frozenset(s.name for s in new.services if s.key in keys)
+        result = await self._reconcile_locked(fresh=snapshot is None, also=also)
+        return ReloadResult(
+            ok=True,
+            ops=tuple(str(op) for op in result.applied),
+            failed=tuple(f"{op}: {err.reason}" for op, err in result.failed),
+            lingering=tuple(lingering),
+        )
+
+    # -- operator drains -----------------------------------------------------------------
+
+    def find(self, service: str, realserver: DestKey) -> RealServerId:
+        """The (service, real server) of the current config; ``LvsdError`` if none."""
+        svc = next((s for s in self.config.services if s.name == service), None)
+        if svc is None:
+            names = ", ".join(s.name for s in self.config.services) or "none"
+            raise LvsdError(f"no service named {service!r} (services: {names})")
+        if all(rs.key != realserver for rs in svc.real_servers):
+            raise LvsdError(f"service {service!r} has no real server {realserver}")
+        return (service, realserver)
+
+    async def set_drain(self, service: str, realserver: DestKey, on: bool) -> ApplyResult:
+        """Drain (weight 0, kept) or undrain one real server; persisted when a store is
+        set. Returns the ops applied."""
+        rs_id = self.find(service, realserver)
+        if self.drains is not None:
+            if on:
+                self.drains.drain(service, realserver)
+            else:
+                self.drains.undrain(service, realserver)
+        self.drained = self.drained | {rs_id} if on else self.drained - {rs_id}
+        log.info(
+            "realserver.drained" if on else "realserver.undrained",
+            service=service,
+            realserver=str(realserver),
+        )
+        return await self.reconcile()
+
+    def active_connections(self, service: str, realserver: DestKey) -> int:
+        svc = next(s for s in self.config.services if s.name == service)
+        snapshot = self._cache.snapshot
+        if snapshot is None:
+            return 0
+        stats = snapshot.dest_stats.get((svc.key, realserver))
+        return stats.active_connections if stats is not None else 0
+
+    # -- stop ----------------------------------------------------------------------------
+
+    async def remove_all(self) -> ApplyResult:
+        """Delete every service lvsd manages (``remove_on_stop``)."""
+        async with self._lock:
+            try:
+                snapshot = await self._dump()
+            except IpvsError as exc:
+                log.error("kernel.dump_failed", error=str(exc))
+                return ApplyResult()
+            ops = plan(snapshot.table, {}, self.managed)
+            return await self._apply(ops)
+
+    async def close(self) -> None:
+        for task in list(self._commands):
+            task.cancel()
+        await asyncio.gather(*self._commands, return_exceptions=True)
+
+
+async def _run_bounded(argv: tuple[str, ...], limit: float = COMMAND_TIMEOUT) -> None:
+    """Run a quorum command; kill it after ``limit`` seconds; log how it ended."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.error("command.failed", command=list(argv), error=str(exc))
+        return
+    try:
+        async with asyncio.timeout(limit):
+            code = await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        log.error("command.timeout", command=list(argv), timeout=limit)
+        return
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    if code == 0:
+        log.info("command.done", command=list(argv))
+    else:
+        log.error("command.failed", command=list(argv), status=code)
+
+
+__all__ = [
+    "Engine",
+    "Hooks",
+    "NullHooks",
+    "PartialDump",
+    "ReloadResult",
+    "adoptable",
+    "parse_realserver",
+]

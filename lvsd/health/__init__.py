@@ -1,0 +1,1 @@
+"""Health: check identity, rise/fall, weights, quorum and the panic guard (pure)."""

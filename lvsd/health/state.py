@@ -1,0 +1,840 @@
+"""The shared health state machine: probe results in, up/down and weights out.
+
+Pure: no I/O, no clock reads, no asyncio. Time comes in as ``now`` (monotonic
+seconds). Every probe kind feeds the same machine, so rise/fall, the initial
+state, slow start, dynamic weights, drain, quorum and the panic guard are written
+once (see ``docs/health.md``).
+
+Three levels:
+
+* a **check** (one CheckSpec of one real server of one service) has rise/fall
+  hysteresis: :func:`step` turns a :class:`CheckStatus` and a result into the next;
+* a **real server** is up when all its checks are up; its weight is explained by
+  :class:`WeightFactors` (configured x dynamic x slow-start ramp x drain);
+* a **service** has a quorum (sum of live weights, with hysteresis) and an optional
+  fail-open panic guard.
+
+:class:`HealthState` holds all of it for one config; the daemon feeds it batches of
+results with :meth:`HealthState.round` and gets every change back as a value
+(:class:`Transition`, :class:`QuorumTransition`, :class:`PanicTransition`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from typing import Protocol
+
+from lvsd.config.model import (
+    AgentOptions,
+    CheckSpec,
+    Config,
+    ExecOptions,
+    InitialState,
+    RealServer,
+    VirtualServiceConfig,
+)
+from lvsd.desired import ServerHealth
+from lvsd.model import MAX_WEIGHT, DestKey, RealServerId, ServiceKey, format_hostport
+
+
+class ResultLike(Protocol):
+    """What the state machine needs from a probe result (``lvsd.checks.base.ProbeResult``
+    has it)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def detail(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def weight(self) -> int | None: ...
+
+    @property
+    def drain(self) -> bool: ...
+
+
+# --- identities ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=False)
+class CheckId:
+    """What is probed: one spec against one address and port. Identical checks used
+    by several services share one id and are probed once.
+
+    ``scope`` is set only for exec checks whose command names the VIP (``{vip}`` or
+    ``{vport}``): those differ per service even on the same real server.
+    """
+
+    spec: CheckSpec
+    address: str  # compressed text form
+    port: int
+    scope: ServiceKey | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.spec.kind} {format_hostport(ipaddress.ip_address(self.address), self.port)}"
+        if self.scope is not None:
+            text += f" for {self.scope}"
+        return text
+
+
+#: Where one check's state lives: (service name, real server, spec).
+CheckKey = tuple[str, DestKey, CheckSpec]
+
+
+def _names_vip(spec: CheckSpec) -> bool:
+    options = spec.options
+    if not isinstance(options, ExecOptions):
+        return False
+    return any("{vip}" in arg or "{vport}" in arg for arg in options.command)
+
+
+def check_id(service: VirtualServiceConfig, server: RealServer, spec: CheckSpec) -> CheckId:
+    """The probing identity of ``spec`` on ``server`` in ``service``."""
+    port = spec.port if spec.port is not None else server.port
+    scope = service.key if _names_vip(spec) else None
+    return CheckId(spec=spec, address=server.key.address, port=port, scope=scope)
+
+
+def check_subscriptions(config: Config) -> dict[CheckId, list[CheckKey]]:
+    """Every check id of ``config`` and the (service, real server, spec) using it,
+    in config order."""
+    subs: dict[CheckId, list[CheckKey]] = {}
+    for service in config.services:
+        for server in service.real_servers:
+            for spec in server.checks:
+                key: CheckKey = (service.name, server.key, spec)
+                subs.setdefault(check_id(service, server, spec), []).append(key)
+    return subs
+
+
+# --- one check -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckStatus:
+    """The state of one check of one real server.
+
+    ``alpha``: never been up yet, so one success brings it up (keepalived's alpha).
+    ``provisional``: adopted from the kernel at start, so the first result decides.
+    ``since`` is when ``up`` last changed (or when the state was created).
+    """
+
+    up: bool
+    since: float
+    alpha: bool = False
+    provisional: bool = False
+    successes: int = 0  # consecutive
+    failures: int = 0  # consecutive
+    last_ok: bool | None = None  # None: no result yet
+    last_at: float | None = None
+    detail: str = ""
+    reason: str = ""
+    weight: int | None = None  # latest dynamic weight (agent: a percentage; None: none)
+    drain: bool = False
+    total: int = 0
+    total_failures: int = 0
+
+    @classmethod
+    def initial(cls, state: InitialState, now: float, *, adopted: bool = False) -> CheckStatus:
+        """A check that has not been probed yet."""
+        if adopted:
+            return cls(up=True, since=now, provisional=True, detail="adopted from the kernel")
+        if state is InitialState.UP:
+            return cls(up=True, since=now, detail="initial state up")
+        return cls(up=False, since=now, alpha=True, detail="not checked yet")
+
+    def __str__(self) -> str:
+        state = "up" if self.up else "down"
+        return f"{state} ({self.detail})" if self.detail else state
+
+
+def step(status: CheckStatus, result: ResultLike, spec: CheckSpec, now: float) -> CheckStatus:
+    """The next state of a check after ``result``: rise/fall hysteresis.
+
+    Up goes down after ``spec.fall`` consecutive failures, down goes up after
+    ``spec.rise`` consecutive successes. Exceptions: a check that was never up goes
+    up on its first success, and an adopted one takes its first result as is.
+    """
+    ok = result.ok
+    successes = status.successes + 1 if ok else 0
+    failures = 0 if ok else status.failures + 1
+    if status.provisional:
+        up = ok
+    elif status.up:
+        up = failures < spec.fall
+    elif ok and status.alpha:
+        up = True
+    else:
+        up = successes >= spec.rise
+    # A dynamic weight of None is "no opinion": the last opinion stands.
+    weight = result.weight if result.weight is not None else status.weight
+    return CheckStatus(
+        up=up,
+        since=now if up != status.up else status.since,
+        alpha=status.alpha and not up,
+        provisional=False,
+        successes=successes,
+        failures=failures,
+        last_ok=ok,
+        last_at=now,
+        detail=result.detail,
+        reason=result.reason,
+        weight=weight,
+        drain=result.drain,
+        total=status.total + 1,
+        total_failures=status.total_failures + (0 if ok else 1),
+    )
+
+
+# --- weights -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightFactors:
+    """Why a real server has the weight it has: ``effective`` is the product of the
+    factors, rounded, at least 1 while up and neither drained nor configured 0, at
+    most MAX_WEIGHT.
+
+    ``dynamic`` is the dynamic weight over the configured one (1.0 without an
+    opinion); ``ramp`` is the slow-start factor (1.0 outside slow start); ``drain`` is
+    0.0 when drained (agent ``drain`` or a dynamic weight of 0), else 1.0.
+    """
+
+    configured: int
+    dynamic: float = 1.0
+    ramp: float = 1.0
+    drain: float = 1.0
+    effective: int
+
+    def __str__(self) -> str:
+        parts = [f"configured {self.configured}"]
+        if self.dynamic != 1.0:
+            parts.append(f"dynamic x{self.dynamic:.3g}")
+        if self.ramp != 1.0:
+            parts.append(f"slow start x{self.ramp:.3g}")
+        if self.drain != 1.0:
+            parts.append("drained x0")
+        return f"{self.effective} = " + " ".join(parts)
+
+
+def ramp_factor(target: float, up_since: float | None, slow_start: float, now: float) -> float:
+    """Slow start as a factor of ``target``: the weight goes linearly from 1 at
+    ``up_since`` to ``target`` at ``up_since + slow_start``. 1.0 when there is no
+    ramp (``up_since`` None, ``slow_start`` 0, or the ramp is over)."""
+    if up_since is None or slow_start <= 0 or target <= 1:
+        return 1.0
+    elapsed = now - up_since
+    if elapsed >= slow_start:
+        return 1.0
+    share = max(0.0, elapsed) / slow_start
+    return (1.0 + (target - 1.0) * share) / target
+
+
+def percent_weight(percent: int, weight: int) -> int:
+    """``percent`` of ``weight``, rounded; at least 1 unless ``percent`` is 0."""
+    if percent == 0:
+        return 0
+    return min(MAX_WEIGHT, max(1, round(weight * percent / 100)))
+
+
+def _round(value: float) -> int:
+    return math.floor(value + 0.5)
+
+
+def effective_weight(
+    configured: int,
+    *,
+    dynamic: int | None = None,
+    max_dynamic: int | None = None,
+    up_since: float | None = None,
+    slow_start: float = 0.0,
+    drain: bool = False,
+    now: float = 0.0,
+) -> WeightFactors:
+    """The weight of an up real server, with its factors.
+
+    ``dynamic`` is the latest weight reported by an exec check (or an agent's
+    percentage of ``configured``), bounded to ``0..max_dynamic`` (default: the
+    configured weight).
+    """
+    if configured <= 0:
+        return WeightFactors(configured=configured, effective=0)
+    dynamic_factor = 1.0
+    drain_factor = 0.0 if drain else 1.0
+    if dynamic is not None:
+        bound = max_dynamic if max_dynamic is not None else configured
+        bounded = min(max(dynamic, 0), bound, MAX_WEIGHT)
+        if bounded == 0:
+            drain_factor = 0.0
+        else:
+            dynamic_factor = bounded / configured
+    target = configured * dynamic_factor
+    ramp = ramp_factor(target, up_since, slow_start, now)
+    product = target * ramp * drain_factor
+    if drain_factor == 0.0:
+        effective = 0
+    else:
+        effective = min(MAX_WEIGHT, max(1, _round(product)))
+    return WeightFactors(
+        configured=configured,
+        dynamic=dynamic_factor,
+        ramp=ramp,
+        drain=drain_factor,
+        effective=effective,
+    )
+
+
+# --- reported changes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """A real server went up or down in the table. The daemon logs it as the event
+    ``realserver.up`` / ``realserver.down`` with the reason."""
+
+    service: str
+    realserver: DestKey
+    old: bool  # was up
+    new: bool  # is up
+    reason: str  # a short fixed word: ok, refused, timeout, ..., panic, reload
+    detail: str
+    check: CheckSpec | None = None  # the check that decided, when one did
+    at: float = 0.0
+
+    @property
+    def event(self) -> str:
+        return "realserver.up" if self.new else "realserver.down"
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.service} {self.realserver}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuorumTransition:
+    """A service's quorum was lost (``up`` False) or regained: run its down/up command."""
+
+    service: str
+    up: bool
+    live_weight: int
+    minimum: int
+    at: float = 0.0
+
+    @property
+    def event(self) -> str:
+        return "quorum.up" if self.up else "quorum.down"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.event} {self.service}: live weight {self.live_weight}, minimum {self.minimum}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PanicTransition:
+    """A service entered panic (fail-open: downs held back) or left it."""
+
+    service: str
+    panic: bool
+    failing: int  # real servers whose checks say down
+    total: int
+    held: tuple[DestKey, ...] = ()
+    at: float = 0.0
+
+    @property
+    def event(self) -> str:
+        return "service.panic" if self.panic else "service.panic_over"
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.service}: {self.failing}/{self.total} failing"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Everything that changed in one round (or tick, or rebase)."""
+
+    transitions: tuple[Transition, ...] = ()
+    quorum: tuple[QuorumTransition, ...] = ()
+    panic: tuple[PanicTransition, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.transitions or self.quorum or self.panic)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStatus:
+    """One real server for ``lvsd status``: its state, weight factors and checks."""
+
+    service: str
+    realserver: DestKey
+    up: bool
+    since: float
+    held: bool  # kept up by the panic guard although its checks say down
+    factors: WeightFactors
+    checks: tuple[tuple[CheckSpec, CheckStatus], ...]
+
+
+class _HashedKey(tuple[str, DestKey, CheckSpec]):
+    """A :data:`CheckKey` that hashes once: a CheckSpec hashes all its options, every
+    time, and the status of 10,000 real servers looks up 10,000 keys. Equal to (and
+    hashing like) the plain tuple, so either finds the same entry."""
+
+    _hash: int
+
+    def __new__(cls, key: CheckKey) -> _HashedKey:
+        self = super().__new__(cls, key)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __getnewargs__(self) -> tuple[CheckKey]:  # for copy and pickle
+        return (tuple.__new__(tuple, self),)
+
+
+#: One real server as :meth:`HealthState.rows` gives it: (service, realserver, up, since,
+#: held, factors, checks), the fields of :class:`ServerStatus` in order.
+StatusRow = tuple[
+    str, DestKey, bool, float, bool, WeightFactors, tuple[tuple[CheckSpec, CheckStatus], ...]
+]
+
+_PLAIN_FACTORS: dict[int, WeightFactors] = {}
+
+
+def _plain_factors(configured: int) -> WeightFactors:
+    """``effective_weight(configured)``, one shared value per weight."""
+    factors = _PLAIN_FACTORS.get(configured)
+    if factors is None:
+        factors = _PLAIN_FACTORS[configured] = effective_weight(configured)
+    return factors
+
+
+# --- the whole config ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Server:
+    config: RealServer
+    checks: tuple[CheckKey, ...]
+    up: bool  # what the table gets
+    since: float
+    up_since: float | None = None  # slow-start anchor; None = no ramp
+    may_ramp: bool = True  # False until the first up of a server present at start
+    held: bool = False  # panic guard keeps it up
+    held_weight: int = 0  # its last good weight, taken when its checks went down
+    down_at: float | None = None  # when its checks last took it down (the panic window)
+    max_dynamic: int | None = None
+
+
+@dataclass(slots=True)
+class _Service:
+    config: VirtualServiceConfig
+    servers: dict[DestKey, _Server] = field(default_factory=dict)
+    quorum_up: bool = True
+    panic: bool = False
+    window: float = 0.0  # the panic guard counts the downs of this many seconds
+
+
+def _panic_window(service: VirtualServiceConfig) -> float:
+    """The longest check interval: the first runs of a check are spread over its
+    interval, so a broken checker takes a pool down over one interval, not at once."""
+    return max((c.interval for rs in service.real_servers for c in rs.checks), default=0.0)
+
+
+def _max_dynamic(server: RealServer) -> int | None:
+    bounds = [
+        s.options.max_weight
+        for s in server.checks
+        if isinstance(s.options, ExecOptions) and s.options.max_weight is not None
+    ]
+    return max(bounds) if bounds else None
+
+
+class HealthState:
+    """The health of every real server of one config. Not thread-safe; one owner."""
+
+    def __init__(self) -> None:
+        self._services: dict[str, _Service] = {}
+        self._checks: dict[CheckKey, CheckStatus] = {}
+        self._subs: dict[CheckId, list[CheckKey]] = {}
+
+    # -- building ------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls, config: Config, now: float, *, adopt: Iterable[RealServerId] = ()
+    ) -> HealthState:
+        """The state at daemon start. Real servers in ``adopt`` (found in the kernel
+        with weight > 0) count as up until their first probe result. Servers that start
+        up do not ramp; neither does the first up of a server that starts down."""
+        state = cls()
+        adopted = frozenset(adopt)
+        state._build(config, now, adopted=adopted, old=None)
+        return state
+
+    def _build(
+        self,
+        config: Config,
+        now: float,
+        *,
+        adopted: frozenset[RealServerId],
+        old: HealthState | None,
+    ) -> None:
+        self._subs = check_subscriptions(config)
+        for svc in config.services:
+            prev_svc = old._services.get(svc.name) if old is not None else None
+            service = _Service(config=svc, window=_panic_window(svc))
+            if prev_svc is not None:
+                service.quorum_up = prev_svc.quorum_up
+                service.panic = prev_svc.panic
+            for rs in svc.real_servers:
+                ref: RealServerId = (svc.name, rs.key)
+                keys = tuple(_HashedKey((svc.name, rs.key, spec)) for spec in rs.checks)
+                for key in keys:
+                    kept = old._checks.get(key) if old is not None else None
+                    if kept is None:
+                        kept = CheckStatus.initial(svc.initial_state, now, adopted=ref in adopted)
+                    self._checks[key] = kept
+                prev = prev_svc.servers.get(rs.key) if prev_svc is not None else None
+                if prev is not None:
+                    server = replace(prev, config=rs, checks=keys, max_dynamic=_max_dynamic(rs))
+                else:
+                    up = all(self._checks[k].up for k in keys)
+                    server = _Server(
+                        config=rs,
+                        checks=keys,
+                        up=up,
+                        since=now,
+                        may_ramp=old is not None,
+                        max_dynamic=_max_dynamic(rs),
+                    )
+                    if up and old is not None and svc.slow_start > 0:
+                        server.up_since = now
+                service.servers[rs.key] = server
+            if prev_svc is None and svc.quorum is not None:
+                service.quorum_up = self._live_weight(service, now) >= svc.quorum.minimum
+            self._services[svc.name] = service
+
+    def rebase(self, config: Config, now: float) -> Report:
+        """Move to a reloaded config. State is keyed by (service name, real server,
+        CheckSpec): unchanged keys keep their state, new ones start in the configured
+        initial state, removed ones are dropped. A real server kept by the reload keeps
+        its up/down state unless its set of checks now says otherwise (reported with
+        reason ``reload``). Real servers added by a reload ramp up like any server
+        coming up."""
+        old = HealthState()
+        old._services, old._checks = self._services, self._checks
+        self._services, self._checks = {}, {}
+        self._build(config, now, adopted=frozenset(), old=old)
+        transitions: list[Transition] = []
+        panics: list[PanicTransition] = []
+        for service in self._services.values():
+            transitions += self._decide(service, list(service.servers), now, panics, "reload")
+        quorum = [q for s in self._services.values() if (q := self._evaluate_quorum(s, now))]
+        return Report(tuple(transitions), tuple(quorum), tuple(panics))
+
+    # -- feeding results -----------------------------------------------------------------
+
+    def subscribers(self, check: CheckId) -> Sequence[CheckKey]:
+        return self._subs.get(check, ())
+
+    def check_ids(self) -> Mapping[CheckId, Sequence[CheckKey]]:
+        """Every check to probe, and who uses it."""
+        return self._subs
+
+    def observe(self, check: CheckId, result: ResultLike, now: float) -> Report:
+        """One result on its own: a round of one."""
+        return self.round([(check, result)], now)
+
+    def round(self, results: Iterable[tuple[CheckId, ResultLike]], now: float) -> Report:
+        """Apply a batch of results processed together. The panic guard counts the
+        downs of this round and of the service's longest check interval before it
+        against the size of the pool."""
+        touched: dict[str, dict[DestKey, None]] = {}
+        for check, result in results:
+            for key in self._subs.get(check, ()):
+                name, dest, spec = key
+                self._checks[key] = step(self._checks[key], result, spec, now)
+                touched.setdefault(name, {})[dest] = None
+        transitions: list[Transition] = []
+        panics: list[PanicTransition] = []
+        quorum: list[QuorumTransition] = []
+        for name, dests in touched.items():
+            service = self._services[name]
+            transitions += self._decide(service, list(dests), now, panics, None)
+            if (q := self._evaluate_quorum(service, now)) is not None:
+                quorum.append(q)
+        return Report(tuple(transitions), tuple(quorum), tuple(panics))
+
+    def tick(self, now: float) -> Report:
+        """Re-evaluate what changes with time alone (quorum as slow-start weights grow)."""
+        quorum = [q for s in self._services.values() if (q := self._evaluate_quorum(s, now))]
+        return Report(quorum=tuple(quorum))
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def _checks_up(self, server: _Server) -> bool:
+        return all(self._checks[k].up for k in server.checks)
+
+    def _cause(self, server: _Server, up: bool) -> tuple[str, str, CheckSpec | None]:
+        """The reason, detail and check that explain a server's new state."""
+        for key in server.checks:
+            status = self._checks[key]
+            if status.up == up and (not up or status.last_at is not None):
+                spec = key[2]
+                return (
+                    status.reason or ("ok" if up else "error"),
+                    f"{spec}: {status.detail}",
+                    spec,
+                )
+        return ("ok" if up else "error", "no checks" if not server.checks else "", None)
+
+    def _decide(
+        self,
+        service: _Service,
+        dests: list[DestKey],
+        now: float,
+        panics: list[PanicTransition],
+        forced_reason: str | None,
+    ) -> list[Transition]:
+        """Bring the table view of ``dests`` in line with their checks, through the
+        panic guard: it trips when more than its share of the pool went down within
+        ``service.window`` up to ``now`` (these downs included), holds those servers
+        up at their last good weight, holds every further down, and lets go when the
+        share of held servers is back at or under the threshold."""
+        ups: list[_Server] = []
+        downs: list[_Server] = []
+        for dest in dests:
+            server = service.servers[dest]
+            checks_up = self._checks_up(server)
+            if server.held and checks_up:
+                server.held = False  # recovered while held: it never went down
+            elif checks_up and not server.up:
+                ups.append(server)
+            elif not checks_up and server.up and not server.held:
+                server.held_weight = self._weight(service, server, now).effective
+                server.down_at = now
+                downs.append(server)
+
+        guard = service.config.panic
+        total = len(service.servers)
+        rejoin: list[_Server] = []
+        if guard is not None and total >= guard.min_servers and total > 0 and downs:
+            if not service.panic:
+                # Those that went down within the window count too, and come back.
+                rejoin = [
+                    s
+                    for s in service.servers.values()
+                    if not s.up and s.down_at is not None and now - s.down_at < service.window
+                ]
+                failing = rejoin + downs
+                if len(failing) / total > guard.threshold:
+                    service.panic = True
+                    panics.append(
+                        PanicTransition(
+                            service=service.config.name,
+                            panic=True,
+                            failing=len(failing),
+                            total=total,
+                            held=tuple(s.config.key for s in failing),
+                            at=now,
+                        )
+                    )
+                else:
+                    rejoin = []
+            if service.panic:
+                for server in rejoin + downs:
+                    server.held = True  # at its held_weight
+                downs = []
+        if service.panic:
+            held = [s for s in service.servers.values() if s.held]
+            share = len(held) / total if total else 0.0
+            if guard is None or total < guard.min_servers or share <= guard.threshold:
+                service.panic = False
+                for server in held:
+                    server.held = False
+                downs += held
+                panics.append(
+                    PanicTransition(
+                        service=service.config.name,
+                        panic=False,
+                        failing=len(held),
+                        total=total,
+                        at=now,
+                    )
+                )
+
+        def flip(
+            server: _Server, up: bool, reason: str, detail: str, spec: CheckSpec | None
+        ) -> Transition:
+            server.up = up
+            server.since = now
+            return Transition(
+                service=service.config.name,
+                realserver=server.config.key,
+                old=not up,
+                new=up,
+                reason=reason,
+                detail=detail,
+                check=spec,
+                at=now,
+            )
+
+        transitions = [
+            flip(s, True, "panic", "held up by the panic guard at its last good weight", None)
+            for s in rejoin
+        ]
+        for server in downs:
+            reason, detail, spec = self._cause(server, False)
+            transitions.append(flip(server, False, forced_reason or reason, detail, spec))
+            server.up_since = None
+            server.may_ramp = True
+        for server in ups:
+            reason, detail, spec = self._cause(server, True)
+            transitions.append(flip(server, True, forced_reason or reason, detail, spec))
+            server.up_since = now if server.may_ramp and service.config.slow_start > 0 else None
+            server.may_ramp = True
+        return transitions
+
+    def _weight(self, service: _Service, server: _Server, now: float) -> WeightFactors:
+        dynamic: int | None = None
+        drain = False
+        for key in server.checks:
+            status = self._checks[key]
+            weight = status.weight
+            if weight is not None:
+                if isinstance(key[2].options, AgentOptions):  # a percentage
+                    weight = percent_weight(weight, server.config.weight)
+                dynamic = weight if dynamic is None else min(dynamic, weight)
+            drain = drain or status.drain
+        return effective_weight(
+            server.config.weight,
+            dynamic=dynamic,
+            max_dynamic=server.max_dynamic,
+            up_since=server.up_since,
+            slow_start=service.config.slow_start,
+            drain=drain,
+            now=now,
+        )
+
+    def _table_weight(self, service: _Service, server: _Server, now: float) -> int:
+        if not server.up:
+            return 0
+        if server.held:
+            return server.held_weight
+        return self._weight(service, server, now).effective
+
+    def _live_weight(self, service: _Service, now: float) -> int:
+        return sum(self._table_weight(service, s, now) for s in service.servers.values())
+
+    def _evaluate_quorum(self, service: _Service, now: float) -> QuorumTransition | None:
+        quorum = service.config.quorum
+        if quorum is None:
+            return None
+        live = self._live_weight(service, now)
+        if service.quorum_up and live < quorum.minimum - quorum.hysteresis:
+            service.quorum_up = False
+        elif not service.quorum_up and live >= quorum.minimum + quorum.hysteresis:
+            service.quorum_up = True
+        else:
+            return None
+        return QuorumTransition(
+            service=service.config.name,
+            up=service.quorum_up,
+            live_weight=live,
+            minimum=quorum.minimum,
+            at=now,
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def server_health(self, now: float) -> Mapping[RealServerId, ServerHealth]:
+        """What ``lvsd.desired.desired_table`` needs: up and weight per real server
+        (weight 0 when down)."""
+        return {
+            (name, dest): ServerHealth(
+                up=server.up, weight=self._table_weight(service, server, now)
+            )
+            for name, service in self._services.items()
+            for dest, server in service.servers.items()
+        }
+
+    def explain(self, service: str, realserver: DestKey, now: float) -> WeightFactors:
+        """The factors of a real server's weight (raises KeyError for an unknown one)."""
+        svc = self._services[service]
+        return self._factors(svc, svc.servers[realserver], now)
+
+    def _factors(self, service: _Service, server: _Server, now: float) -> WeightFactors:
+        if server.held:
+            return WeightFactors(configured=server.config.weight, effective=server.held_weight)
+        checks = self._checks
+        for key in server.checks:
+            status = checks[key]
+            if status.weight is not None or status.drain:
+                return self._weight(service, server, now)
+        slow_start = service.config.slow_start
+        if server.up_since is not None and slow_start > 0 and now - server.up_since < slow_start:
+            return self._weight(service, server, now)
+        # No dynamic weight, drain or ramp: the same factors for every server of a
+        # weight (shared: they are frozen), which spares a scrape 10,000 objects.
+        return _plain_factors(server.config.weight)
+
+    def rows(self, now: float) -> list[StatusRow]:
+        """What :meth:`status` says, as plain tuples (no object per real server; the
+        scrape path of ``lvsd.observe.status`` reads these): every real server in config order
+        as (service, realserver, up, since, held, factors, checks)."""
+        return [row for name in self._services for row in self.service_rows(name, now)]
+
+    def service_rows(
+        self, service: str, now: float, start: int = 0, stop: int | None = None
+    ) -> list[StatusRow]:
+        """:meth:`rows` of one service (none for an unknown one), in config order;
+        only its real servers ``start`` to ``stop`` (a slice) if given."""
+        svc = self._services.get(service)
+        if svc is None:
+            return []
+        servers = svc.servers.items()
+        # islice, not a list: a service of 10,000 real servers is read in 250 slices
+        items = servers if start == 0 and stop is None else islice(servers, start, stop)
+        checks = self._checks
+        factors = self._factors
+        return [
+            (
+                service,
+                dest,
+                server.up,
+                server.since,
+                server.held,
+                factors(svc, server, now),
+                tuple([(k[2], checks[k]) for k in server.checks]),
+            )
+            for dest, server in items
+        ]
+
+    def status(self, now: float) -> list[ServerStatus]:
+        """Every real server with its factors and checks, in config order."""
+        return [
+            ServerStatus(
+                service=name, realserver=dest, up=up, since=since, held=held, factors=f, checks=c
+            )
+            for name, dest, up, since, held, f, c in self.rows(now)
+        ]
+
+    def check_status(self, key: CheckKey) -> CheckStatus:
+        return self._checks[key]
+
+    def quorum_lost(self) -> frozenset[str]:
+        """Services (by name) whose quorum is lost."""
+        return frozenset(n for n, s in self._services.items() if not s.quorum_up)
+
+    def panicking(self) -> frozenset[str]:
+        """Services (by name) where the panic guard holds downs back."""
+        return frozenset(n for n, s in self._services.items() if s.panic)

@@ -1,0 +1,1 @@
+"""What people and Prometheus read: the status report, metrics, and the HTTP API."""

@@ -1,0 +1,371 @@
+"""The HTTP endpoint: /metrics (text and OpenMetrics), /status, /healthz, /readyz,
+served by ``start`` on loopback (IPv4 and IPv6, port 0)."""
+
+# The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from lvsd.errors import IpvsError
+from lvsd.model import Snapshot, Table
+from lvsd.observe import api
+from lvsd.observe.api import bound_port, drive, parse_listen, report, start, wants_openmetrics
+from lvsd.observe.metrics import Metrics
+from lvsd.observe.status import StatusReport, build_steps, finish
+from tests.observe.test_status import World, world
+
+
+@dataclass
+class FakeSource:
+    """A daemon stand-in: counts dumps, can fail them, says ready or not."""
+
+    w: World = field(default_factory=world)
+    ready: bool = True
+    fail: bool = False
+    dumps: int = 0
+    tables: list[Table | None] = field(default_factory=list)
+
+    async def snapshot(self) -> Snapshot:
+        self.dumps += 1
+        if self.fail:
+            raise IpvsError("dump", "netlink socket closed")
+        return self.w.snapshot
+
+    def report(self, table: Table | None) -> StatusReport:
+        self.tables.append(table)
+        return self.w.report(with_table=table is not None)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[FakeSource, str]]:
+    source = FakeSource()
+    runner = await start("127.0.0.1:0", source, Metrics(CollectorRegistry()))
+    try:
+        yield source, f"http://127.0.0.1:{bound_port(runner)}"
+    finally:
+        await runner.cleanup()
+
+
+async def get(url: str, **headers: str) -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+        return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+
+
+def test_parse_listen() -> None:
+    """IPv4 and bracketed IPv6 parse, as the config accepts them; a bare port, an
+    unbracketed IPv6 or a bracketed IPv4 does not."""
+    assert ("127.0.0.1", 9475) == parse_listen("127.0.0.1:9475")
+    assert ("::1", 9475) == parse_listen("[::1]:9475")
+    for bad in (":9475", "::1:9475", "[127.0.0.1]:9475", "127.0.0.1", "127.0.0.1:99999", "[zz]:1"):
+        with pytest.raises(ValueError, match="metrics_listen"):
+            parse_listen(bad)
+
+
+def test_wants_openmetrics() -> None:
+    """Prometheus' own Accept header asks for OpenMetrics; curl's does not."""
+    prometheus = (
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+    assert (True, False) == (wants_openmetrics(prometheus), wants_openmetrics("*/*"))
+
+
+async def test_metrics_text_one_dump_per_scrape(served: tuple[FakeSource, str]) -> None:
+    """A scrape makes one dump, reports from that table, and serves the text format."""
+    source, base = served
+    status, ctype, body = await get(base + "/metrics")
+    assert (200, "text/plain; version=0.0.4; charset=utf-8") == (status, ctype)
+    assert (1, [source.w.snapshot.table]) == (source.dumps, source.tables)
+    names = {f.name for f in text_string_to_metric_families(body)}
+    assert {"lvsd_ipvs_backend_weight", "lvsd_real_server_health", "lvsd_build_info"} <= names
+
+
+async def test_metrics_body_is_the_exposition_and_leaves_the_snapshot_whole() -> None:
+    """The answer is the exposition byte for byte, and freeing the scrape's counters
+    in steps leaves the source's snapshot as it was."""
+    source = FakeSource()
+    stats = dict(source.w.snapshot.dest_stats)
+    metrics = Metrics(CollectorRegistry())
+    runner = await start("127.0.0.1:0", source, metrics)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{bound_port(runner)}/metrics") as resp,
+        ):
+            body = await resp.read()
+    finally:
+        await runner.cleanup()
+    assert metrics.exposition() == body
+    assert stats == source.w.snapshot.dest_stats
+    assert len(stats) > 1
+
+
+async def test_metrics_answer_yields_every_send_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sending the answer lets the loop run after every ``SEND_STEP`` bytes (here one
+    part), and the answer is still the exposition byte for byte; a small answer under
+    the default step is sent without yielding."""
+    metrics = Metrics(CollectorRegistry())
+    runner = await start("127.0.0.1:0", FakeSource(), metrics)
+    turns = 0
+
+    async def tick() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    async def scrape() -> tuple[int, bytes]:
+        start_turns = turns
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{bound_port(runner)}/metrics") as resp,
+        ):
+            body = await resp.read()
+        return turns - start_turns, body
+
+    ticker = asyncio.create_task(tick())
+    try:
+        default_turns, default_body = await scrape()
+        monkeypatch.setattr(api, "SEND_STEP", 1)
+        stepped_turns, stepped_body = await scrape()
+    finally:
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+        await runner.cleanup()
+    parts = len(finish(metrics.exposition_parts()))
+    assert metrics.exposition() == default_body == stepped_body
+    assert parts > 20
+    assert stepped_turns >= default_turns + parts - 1
+
+
+async def test_metrics_openmetrics(served: tuple[FakeSource, str]) -> None:
+    """With Prometheus' Accept header the answer is OpenMetrics, ending in # EOF."""
+    _, base = served
+    status, ctype, body = await get(
+        base + "/metrics", Accept="application/openmetrics-text; version=1.0.0"
+    )
+    assert (200, "application/openmetrics-text; version=1.0.0; charset=utf-8") == (status, ctype)
+    assert body.endswith("# EOF\n")
+
+
+async def test_metrics_when_the_dump_fails(served: tuple[FakeSource, str]) -> None:
+    """A failed dump gives 503 with the reason (Prometheus then marks up=0)."""
+    source, base = served
+    source.fail = True
+    status, _, body = await get(base + "/metrics")
+    assert (503, "kernel table unreadable: dump: netlink socket closed\n") == (status, body)
+
+
+async def test_status_json_agrees_with_metrics(served: tuple[FakeSource, str]) -> None:
+    """/status lists the same health states as lvsd_real_server_health."""
+    _, base = served
+    _, _, metrics_body = await get(base + "/metrics")
+    async with aiohttp.ClientSession() as session, session.get(base + "/status") as resp:
+        assert 200 == resp.status
+        data = await resp.json()
+    codes = {"down": 0.0, "up": 1.0, "held": 2.0, "drained": 3.0}
+    from_status = {
+        (s["name"], r["address"], str(r["port"])): codes[r["state"]]
+        for s in data["services"]
+        for r in s["real_servers"]
+    }
+    from_metrics = {
+        (s.labels["service"], s.labels["remote_address"], s.labels["remote_port"]): s.value
+        for f in text_string_to_metric_families(metrics_body)
+        if f.name == "lvsd_real_server_health"
+        for s in f.samples
+    }
+    assert from_status == from_metrics
+    assert 5 == len(from_status)
+
+
+async def test_status_without_a_table(served: tuple[FakeSource, str]) -> None:
+    """When the dump fails, /status still answers, with table_read false."""
+    source, base = served
+    source.fail = True
+    async with aiohttp.ClientSession() as session, session.get(base + "/status") as resp:
+        data = await resp.json()
+    assert (200, False, [None]) == (resp.status, data["table_read"], source.tables)
+
+
+async def test_healthz_and_readyz(served: tuple[FakeSource, str]) -> None:
+    """healthz is always 200; readyz is 503 until every check ran, then 200."""
+    source, base = served
+    source.ready = False
+    assert (200, "ok\n") == (await get(base + "/healthz"))[::2]
+    assert 503 == (await get(base + "/readyz"))[0]
+    source.ready = True
+    assert (200, "ready\n") == (await get(base + "/readyz"))[::2]
+
+
+async def test_no_operator_actions(served: tuple[FakeSource, str]) -> None:
+    """Nothing but GET is served: a POST is refused."""
+    _, base = served
+    async with aiohttp.ClientSession() as session, session.post(base + "/status") as resp:
+        assert 405 == resp.status
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+async def test_ipv6_listen() -> None:
+    """start() listens on [::1]."""
+    runner = await start("[::1]:0", FakeSource(), Metrics(CollectorRegistry()))
+    try:
+        status, _, _ = await get(f"http://[::1]:{bound_port(runner)}/healthz")
+        assert 200 == status
+    finally:
+        await runner.cleanup()
+
+
+async def test_port_in_use() -> None:
+    """A port already bound is an OSError, and nothing is left listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(OSError):
+            await start(f"127.0.0.1:{port}", FakeSource(), Metrics(CollectorRegistry()))
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt prometheus)"
+)
+async def test_promtool_checks_a_real_scrape(served: tuple[FakeSource, str]) -> None:
+    """promtool check metrics accepts what the app serves."""
+    _, base = served
+    _, _, body = await get(base + "/metrics")
+    out = await asyncio.to_thread(
+        subprocess.run,
+        ["promtool", "check", "metrics"],
+        input=body.encode(),
+        capture_output=True,
+        check=False,
+    )
+    assert (0, b"") == (out.returncode, out.stdout + out.stderr)
+
+
+@dataclass
+class SteppedFakeSource(FakeSource):
+    """A FakeSource that also builds its report in steps (of one real server), and
+    can find the health state out of step with the config (a reload meanwhile)."""
+
+    stepped: int = 0
+    stale: bool = False
+
+    def report_steps(self, table: Table | None) -> Generator[None, None, StatusReport]:
+        self.stepped += 1
+        if self.stale:
+            raise ValueError("service web: the health state does not match the config")
+        w = self.w
+        return build_steps(w.config, w.health, table, w.drained, w.now, chunk=1)
+
+
+async def _drive_order(step_s: float, slice_s: float) -> list[str]:
+    """The order of three steps (each ``step_s`` long), their end and a task woken
+    before them, under ``drive(..., slice_s)``."""
+    order: list[str] = []
+
+    def steps() -> Generator[None, None, str]:
+        for i in range(3):
+            time.sleep(step_s)
+            order.append(f"step {i}")
+            yield
+        order.append("done")
+        return "value"
+
+    async def other() -> None:
+        order.append("other")
+
+    task = asyncio.get_running_loop().create_task(other())
+    assert "value" == await drive(steps(), slice_s)
+    await task
+    return order
+
+
+async def test_drive_lets_other_tasks_run_once_a_slice_has_passed() -> None:
+    """drive() returns the generator's value and runs the loop once a slice has
+    passed: steps longer than the slice let a task woken meanwhile run after the
+    first; quick steps run together, the task after them."""
+    assert ["step 0", "other", "step 1", "step 2", "done"] == await _drive_order(0.003, 0.002)
+    assert ["step 0", "step 1", "step 2", "done", "other"] == await _drive_order(0.0, 1.0)
+
+
+async def _rounds_of_others(slice_max: float) -> int:
+    """How many rounds a busy loop (another callback taking 10 ms of a fake clock at
+    each round) runs while drive() takes 40 steps of 0.5 ms (1 ms slices)."""
+    now = [0.0]
+    rounds = [0]
+
+    def busy() -> None:
+        rounds[0] += 1
+        now[0] += 0.010
+        loop.call_soon(busy)
+
+    def steps() -> Generator[None, None, None]:
+        for _ in range(40):
+            now[0] += 0.0005
+            yield
+
+    loop = asyncio.get_running_loop()
+    handle = loop.call_soon(busy)
+    await drive(steps(), 0.001, slice_max, clock=lambda: now[0])
+    handle.cancel()
+    return rounds[0]
+
+
+async def test_drive_on_a_busy_loop_runs_as_long_as_the_others_did() -> None:
+    """On a loop whose other work takes 10 ms a round, drive() runs 10 ms slices
+    after its first 1 ms one: 20 ms of steps take 2 rounds, not one per 1 ms slice
+    (20) as when slice_max keeps the slice at 1 ms."""
+    assert 2 == await _rounds_of_others(0.05)
+    assert 20 == await _rounds_of_others(0.001)
+
+
+async def test_stepped_report_equals_the_report_in_one_go() -> None:
+    """A source with report_steps gives, through report(), what build gives at once."""
+    source = SteppedFakeSource()
+    table = source.w.snapshot.table
+    assert source.w.report() == await report(source, table)
+    assert (1, []) == (source.stepped, source.tables)
+
+
+async def test_stepped_report_out_of_step_falls_back_to_one_go() -> None:
+    """When the steps find the health state out of step with the config, the report
+    is built again in one go with report()."""
+    source = SteppedFakeSource(stale=True)
+    table = source.w.snapshot.table
+    assert source.w.report() == await report(source, table)
+    assert (1, [table]) == (source.stepped, source.tables)
+
+
+async def test_stepped_scrape_matches_a_plain_one() -> None:
+    """/metrics of a stepped source has the samples of a plain source's scrape."""
+    bodies = []
+    for source in (FakeSource(), SteppedFakeSource()):
+        runner = await start("127.0.0.1:0", source, Metrics(CollectorRegistry()))
+        try:
+            _, _, body = await get(f"http://127.0.0.1:{bound_port(runner)}/metrics")
+        finally:
+            await runner.cleanup()
+        bodies.append(
+            {
+                (s.name, frozenset(s.labels.items())): s.value
+                for f in text_string_to_metric_families(body)
+                for s in f.samples
+                if not s.name.endswith("_created")
+            }
+        )
+    plain, stepped = bodies
+    assert plain == stepped
+    assert any(name == "lvsd_real_server_health" for name, _ in stepped)
