@@ -34,11 +34,11 @@ from lvsd.config.model import Config
 from lvsd.daemon import heap
 from lvsd.daemon.systemd import Notifier, NullNotifier
 from lvsd.engine.drains import DrainStore
-from lvsd.engine.reconcile import Engine, Hooks, ReloadResult, parse_realserver
+from lvsd.engine.reconcile import Engine, Hooks, ReloadResult
 from lvsd.errors import ControlError, LvsdError
 from lvsd.health.state import CheckId
 from lvsd.ipvs.base import Backend
-from lvsd.model import Table
+from lvsd.model import DestKey, Table, parse_hostport
 from lvsd.observe import api, metrics, status
 from lvsd.preflight import Severity, audit
 
@@ -46,6 +46,14 @@ log = structlog.get_logger("lvsd.daemon.lifecycle")
 
 #: Seconds an apply may run before the watchdog stops being fed.
 APPLY_BOUND = 60.0
+
+
+def parse_realserver(text: str) -> DestKey:
+    """``10.0.0.2:80`` or ``[::1]:80`` as a key; ``LvsdError`` when malformed."""
+    try:
+        return DestKey.of(*parse_hostport(text))
+    except ValueError as exc:
+        raise LvsdError(f"bad real server: {exc}") from None
 
 
 class Daemon:

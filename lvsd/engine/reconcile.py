@@ -46,7 +46,6 @@ from lvsd.model import (
     Snapshot,
     Table,
     VirtualService,
-    parse_hostport,
 )
 from lvsd.plan import apply_ops, plan
 
@@ -174,14 +173,6 @@ _WEIGHING_KINDS = frozenset({"exec", "agent"})
 
 def _weighs(cid: CheckId, result: ProbeResult) -> bool:
     return cid.spec.kind in _WEIGHING_KINDS or result.weight is not None or result.drain
-
-
-def parse_realserver(text: str) -> DestKey:
-    """``10.0.0.2:80`` or ``[::1]:80`` as a key; ``LvsdError`` when malformed."""
-    try:
-        return DestKey.of(*parse_hostport(text))
-    except ValueError as exc:
-        raise LvsdError(f"bad real server: {exc}") from None
 
 
 def adoptable(config: Config, table: Table) -> frozenset[RealServerId]:
@@ -786,5 +777,4 @@ __all__ = [
     "PartialDump",
     "ReloadResult",
     "adoptable",
-    "parse_realserver",
 ]

@@ -22,9 +22,9 @@ from lvsd import control
 from lvsd.checks.base import Probe, ProbeResult, Target
 from lvsd.config.model import CheckSpec
 from lvsd.daemon import heap
-from lvsd.daemon.lifecycle import Daemon
+from lvsd.daemon.lifecycle import Daemon, parse_realserver
 from lvsd.daemon.systemd import Notifier
-from lvsd.errors import ControlError
+from lvsd.errors import ControlError, LvsdError
 from lvsd.ipvs.memory import MemoryBackend
 from lvsd.model import (
     Destination,
@@ -578,3 +578,22 @@ async def test_failed_op_is_retried_with_a_fresh_dump(short_dir: Path) -> None:
         r.backend.fail = None
         await eventually(lambda: weight(r.backend, RS1) == 0)
         assert r.backend.dumps > dumps
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10.0.0.2:80", DestKey.of("10.0.0.2", 80)),
+        ("[2001:db8::2]:443", DestKey.of("2001:db8::2", 443)),
+    ],
+)
+def test_parse_realserver(text: str, expected: DestKey) -> None:
+    """ADDRESS:PORT and [V6]:PORT are understood."""
+    assert expected == parse_realserver(text)
+
+
+@pytest.mark.parametrize("text", ["10.0.0.2", "2001:db8::2:80", "10.0.0.2:x", "host:80", ""])
+def test_parse_realserver_refuses_malformed(text: str) -> None:
+    """Anything else is an error that shows the expected form."""
+    with pytest.raises(LvsdError, match="is not ADDRESS:PORT"):
+        parse_realserver(text)

@@ -13,7 +13,7 @@ from lvsd.checks.scheduler import checks_from_config
 from lvsd.config import load
 from lvsd.config.model import Config
 from lvsd.engine.drains import DrainStore
-from lvsd.engine.reconcile import Engine, adoptable, parse_realserver
+from lvsd.engine.reconcile import Engine, adoptable
 from lvsd.errors import IpvsError, LvsdError
 from lvsd.health.state import CheckId
 from lvsd.ipvs.memory import MemoryBackend
@@ -396,25 +396,6 @@ async def test_remove_all_deletes_only_managed_services(tmp_path: Path) -> None:
     result = await engine.remove_all()
     assert ["del-service tcp 192.168.3.108:80 wrr"] == kinds(result.applied)
     assert [other.service.key] == list(backend.table)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("10.0.0.2:80", DestKey.of("10.0.0.2", 80)),
-        ("[2001:db8::2]:443", DestKey.of("2001:db8::2", 443)),
-    ],
-)
-def test_parse_realserver(text: str, expected: DestKey) -> None:
-    """ADDRESS:PORT and [V6]:PORT are understood."""
-    assert expected == parse_realserver(text)
-
-
-@pytest.mark.parametrize("text", ["10.0.0.2", "2001:db8::2:80", "10.0.0.2:x", "host:80", ""])
-def test_parse_realserver_refuses_malformed(text: str) -> None:
-    """Anything else is an error that shows the expected form."""
-    with pytest.raises(LvsdError, match="is not ADDRESS:PORT"):
-        parse_realserver(text)
 
 
 async def test_slow_start_ramp_is_written_by_ticks(tmp_path: Path) -> None:
