@@ -98,11 +98,10 @@ async def serve(
 
 class Server:
     """The listening socket. Its reader callback accepts every waiting client and
-    starts the client's task there and then; the task reads the request, answers and
-    writes in its first step when the request is already in (a client writes it right
-    after connecting). asyncio's stream server took five turns of the event loop for
-    the same, each behind every other ready callback: on a one-CPU host busy with
-    probes, seconds. :meth:`close` stops listening and cancels unanswered clients."""
+    starts the client's task there and then, which answers in its first step when the
+    request is already in: few turns of a loop busy with probes stand between a client
+    and its answer (docs/performance.md). :meth:`close` stops listening and cancels
+    unanswered clients."""
 
     def __init__(self, sock: socket.socket, handler: Handler, read_timeout: float) -> None:
         sock.setblocking(False)
