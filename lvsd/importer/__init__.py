@@ -15,9 +15,10 @@ import tempfile
 from typing import TextIO
 
 from lvsd.errors import ImportConfigError
-from lvsd.importer import keepalived, ldirectord
+from lvsd.importer import ldirectord
 from lvsd.importer.common import Conversion, Unconverted
 from lvsd.importer.emit import render
+from lvsd.importer.keepalived import convert as keepalived
 
 KINDS = ("keepalived", "ldirectord")
 
