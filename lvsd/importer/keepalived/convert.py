@@ -6,11 +6,9 @@ what it cannot express.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
-import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lvsd.importer.common import (
     Conversion,
@@ -24,18 +22,16 @@ from lvsd.importer.common import (
     source_name,
 )
 from lvsd.importer.emit import Document, Table, TomlValue
-from lvsd.importer.keepalived.parse import Node, Token, parse
+from lvsd.importer.keepalived.checks import CHECKERS, TIMING_KEYS, Timing, convert_checker
+from lvsd.importer.keepalived.parse import Node, parse
+from lvsd.importer.keepalived.read import arg, to_bool, to_integer, to_ip, to_port
 from lvsd.model import Scheduler
 
 #: keepalived's defaults where they differ from lvsd's.
-DELAY_LOOP = 60.0
-CONNECT_TIMEOUT = 5.0
 PERSISTENCE_TIMEOUT = 360  # "persistence_timeout" with no value, or a port-0 service
 #: Without ``protocol`` keepalived asks the kernel for UDP (check_data.c:
 #: "no protocol set - defaulting to UDP"); checked in the lab.
 DEFAULT_PROTOCOL = "udp"
-RETRY_DEFAULTS = {"DNS_CHECK": 3, "MISC_CHECK": 0}
-RETRY_DEFAULT = 1
 
 VRRP_ADVICE = "VRRP is not part of lvsd: keep keepalived running for VRRP only"
 TOP_LEVEL_ADVICE: dict[str, str] = {
@@ -54,95 +50,11 @@ TOP_LEVEL_ADVICE: dict[str, str] = {
     "track_file": "file tracking is not part of lvsd; use an exec check that reads the file",
     "garp_group": VRRP_ADVICE,
 }
-CHECKERS = {
-    "TCP_CHECK",
-    "HTTP_GET",
-    "SSL_GET",
-    "MISC_CHECK",
-    "DNS_CHECK",
-    "SMTP_CHECK",
-    "UDP_CHECK",
-    "PING_CHECK",
-    "BFD_CHECK",
-    "FILE_CHECK",
-}
-TIMING_KEYS = (
-    "delay_loop",
-    "connect_timeout",
-    "retry",
-    "nb_get_retry",
-    "delay_before_retry",
-    "warmup",
-    "alpha",
-    "inhibit_on_failure",
-    "virtualhost",
-    "log_all_failures",
-)
 SCHED_FLAG_WORDS = {"sh-fallback", "sh-port", "mh-fallback", "mh-port"}
 NOTIFY_ADVICE = (
     "lvsd has no per-server hooks: it logs realserver.up / realserver.down events and "
     "exports lvsd_realserver_up; act on those, or use quorum up_command/down_command"
 )
-
-
-def _number(token: Token) -> float:
-    try:
-        value = float(token.text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise fail(token.where, f"expected a number, got {token.text!r}")
-    return value
-
-
-def _integer(token: Token) -> int:
-    try:
-        return int(token.text)
-    except ValueError:
-        raise fail(token.where, f"expected an integer, got {token.text!r}") from None
-
-
-def _arg(node: Node, index: int = 0, what: str = "a value") -> Token:
-    if len(node.args) <= index:
-        raise fail(node.where, f"{node.keyword} needs {what}")
-    return node.args[index]
-
-
-def _ip(token: Token) -> str:
-    try:
-        return str(ipaddress.ip_address(token.text))
-    except ValueError:
-        raise fail(token.where, f"expected an IP address, got {token.text!r}") from None
-
-
-def _port(token: Token) -> int:
-    port = _integer(token)
-    if not 0 <= port <= 65535:
-        raise fail(token.where, f"port {port} is out of range")
-    return port
-
-
-def _flag(node: Node | None) -> bool:
-    """A keepalived boolean: present without argument, or with yes/no/on/off/true/false."""
-    if node is None:
-        return False
-    if not node.args:
-        return True
-    return node.args[0].text.lower() not in ("no", "off", "false", "0")
-
-
-@dataclass(slots=True)
-class _Timing:
-    """Checker settings inherited virtual_server -> real_server -> checker."""
-
-    nodes: dict[str, Node] = field(default_factory=dict)
-
-    def child(self, node: Node) -> _Timing:
-        nodes = dict(self.nodes)
-        for item in node.children or ():
-            if item.keyword in TIMING_KEYS:
-                nodes["retry" if item.keyword == "nb_get_retry" else item.keyword] = item
-        return _Timing(nodes)
 
 
 @dataclass(slots=True)
@@ -178,7 +90,7 @@ class _Converter:
         ]
         for node in nodes:
             if node.keyword == "virtual_server_group":
-                self.groups[_arg(node, 0, "a name").text] = node
+                self.groups[arg(node, 0, "a name").text] = node
         for node in nodes:
             self.top(node)
         if not any(t.path[:1] == ("services",) for t in self.doc.tables):
@@ -209,7 +121,7 @@ class _Converter:
         family6 = (f := node.find("ip_family")) is not None and f.words()[:1] == ["inet6"]
         head = args[0].text
         if head == "group":
-            name = _arg(node, 1, "a group name").text
+            name = arg(node, 1, "a group name").text
             group = self.groups.get(name)
             if group is None:
                 raise fail(args[1].where, f"virtual_server_group {name!r} is not defined")
@@ -222,10 +134,10 @@ class _Converter:
                 member.grouped = True
             return result
         if head == "fwmark":
-            mark = _integer(_arg(node, 1, "a firewall mark"))
+            mark = to_integer(arg(node, 1, "a firewall mark"))
             return [self.fwmark_member(mark, family6)]
-        address = _ip(args[0])
-        port = _port(_arg(node, 1, "a port"))
+        address = to_ip(args[0])
+        port = to_port(arg(node, 1, "a port"))
         return [self.address_member(address, port)]
 
     def fwmark_member(self, mark: int, family6: bool) -> _Member:
@@ -243,10 +155,10 @@ class _Converter:
         if words[0] == "fwmark":
             if len(words) < 2:
                 raise fail(line.where, "fwmark needs a mark")
-            return [self.fwmark_member(_integer(line.args[0]), family6)]
+            return [self.fwmark_member(to_integer(line.args[0]), family6)]
         if len(words) < 2:
             raise fail(line.where, "a group member needs an address and a port")
-        port = _port(line.args[0])
+        port = to_port(line.args[0])
         text = words[0]
         first, dash, end = text.rpartition("-") if "-" in text else (text, "", "")
         try:
@@ -300,7 +212,7 @@ class _Converter:
         protocol = DEFAULT_PROTOCOL
         proto = node.find("protocol")
         if proto is not None:
-            protocol = _arg(proto, 0, "TCP, UDP or SCTP").text.lower()
+            protocol = arg(proto, 0, "TCP, UDP or SCTP").text.lower()
             if protocol not in ("tcp", "udp", "sctp"):
                 raise fail(proto.where, f"unknown protocol {protocol!r}")
         label = member.label if "fwmark" in member.entries else f"{protocol}_{member.label}"
@@ -322,7 +234,7 @@ class _Converter:
                 else "keepalived's default without protocol is UDP (it logs "
                 "'no protocol set - defaulting to UDP')",
             )
-        timing = _Timing().child(node)
+        timing = Timing().child(node)
         flags: list[str] = []
         sorry: dict[str, TomlValue] = {}
         quorum: dict[str, TomlValue] = {}
@@ -331,7 +243,7 @@ class _Converter:
         for child in children:
             k = child.keyword
             if k in ("lb_algo", "lvs_sched"):
-                scheduler = _arg(child, 0, "a scheduler").text.lower()
+                scheduler = arg(child, 0, "a scheduler").text.lower()
                 if scheduler not in {s.value for s in Scheduler}:
                     self.skip(
                         child,
@@ -344,14 +256,14 @@ class _Converter:
             elif k in ("lb_kind", "lvs_method"):
                 self.method(child, table, table)
             elif k == "persistence_timeout":
-                seconds = _integer(child.args[0]) if child.args else PERSISTENCE_TIMEOUT
+                seconds = to_integer(child.args[0]) if child.args else PERSISTENCE_TIMEOUT
                 table.set(
                     "persistence",
                     seconds,
                     None if child.args else "keepalived's default for a bare persistence_timeout",
                 )
             elif k == "persistence_granularity":
-                token = _arg(child, 0, "a netmask")
+                token = arg(child, 0, "a netmask")
                 try:
                     prefix = mask_to_prefix(token.text)
                 except ValueError:
@@ -383,11 +295,11 @@ class _Converter:
                             "(lvsd knows sh-fallback, sh-port, mh-fallback, mh-port)",
                         )
             elif k == "quorum":
-                quorum["minimum"] = _integer(_arg(child))
+                quorum["minimum"] = to_integer(arg(child))
             elif k == "hysteresis":
-                quorum["hysteresis"] = _integer(_arg(child))
+                quorum["hysteresis"] = to_integer(arg(child))
             elif k in ("quorum_up", "quorum_down"):
-                script = _arg(child, 0, "a script")
+                script = arg(child, 0, "a script")
                 try:
                     command: list[TomlValue] = list(shlex.split(script.text))
                 except ValueError as exc:
@@ -401,9 +313,9 @@ class _Converter:
                         f"{k} user",
                     )
             elif k == "sorry_server":
-                sorry["address"] = _ip(_arg(child, 0, "an address"))
+                sorry["address"] = to_ip(arg(child, 0, "an address"))
                 if len(child.args) > 1:
-                    sorry["port"] = _port(child.args[1])
+                    sorry["port"] = to_port(child.args[1])
             elif k == "sorry_server_lvs_method":
                 holder = Table(path=())
                 self.method(child, holder, table)
@@ -479,7 +391,7 @@ class _Converter:
         total = 0
         for server in servers:
             weight = server.find("weight")
-            total += _integer(_arg(weight)) if weight is not None else 1
+            total += to_integer(arg(weight)) if weight is not None else 1
         minimum = quorum.get("minimum")
         if isinstance(minimum, int) and minimum > total:
             quorum["minimum"] = minimum = total
@@ -487,19 +399,17 @@ class _Converter:
         if isinstance(minimum, int) and isinstance(hysteresis, int) and hysteresis >= minimum:
             quorum["hysteresis"] = max(minimum - 1, 0)
 
-    def service_states(
-        self, table: Table, node: Node, servers: list[Node], timing: _Timing
-    ) -> None:
+    def service_states(self, table: Table, node: Node, servers: list[Node], timing: Timing) -> None:
         """initial_state and on_failure: per service in lvsd, per real server in keepalived."""
         alphas = set()
         inhibits = set()
         for server in servers:
             inherited = timing.child(server)
-            alphas.add(_flag(inherited.nodes.get("alpha")))
-            inhibits.add(_flag(inherited.nodes.get("inhibit_on_failure")))
+            alphas.add(to_bool(inherited.nodes.get("alpha")))
+            inhibits.add(to_bool(inherited.nodes.get("inhibit_on_failure")))
             for checker in server.children or ():
                 if checker.keyword in CHECKERS:
-                    alphas.add(_flag(inherited.child(checker).nodes.get("alpha")))
+                    alphas.add(to_bool(inherited.child(checker).nodes.get("alpha")))
         alpha = True in alphas
         inhibit = True in inhibits
         if alpha:
@@ -553,7 +463,7 @@ class _Converter:
             if len(rest) < 2 or rest[0] != "port":
                 raise fail(node.where, "tunnel type gue needs: port N")
             port_token = node.args[4]  # TUN type gue port N
-            tunnel_port = _port(port_token)
+            tunnel_port = to_port(port_token)
             if tunnel_port == 0:
                 raise fail(port_token.where, "tunnel port 0 is out of range (expected 1..65535)")
             table.set("tunnel_port", tunnel_port)
@@ -568,9 +478,9 @@ class _Converter:
 
     # -- real servers
 
-    def real_server(self, node: Node, member: _Member, parent: _Timing, service: Table) -> None:
-        address = _ip(_arg(node, 0, "an address"))
-        given = _port(node.args[1]) if len(node.args) > 1 else None
+    def real_server(self, node: Node, member: _Member, parent: Timing, service: Table) -> None:
+        address = to_ip(arg(node, 0, "an address"))
+        given = to_port(node.args[1]) if len(node.args) > 1 else None
         name = service.path[-1]
         table = self.doc.table("services", name, "real_servers", array=True)
         table.note(f"{self.src(node.where)} (real_server {' '.join(node.words())})")
@@ -588,11 +498,11 @@ class _Converter:
         for child in node.children or ():
             k = child.keyword
             if k == "weight":
-                table.set("weight", _integer(_arg(child)))
+                table.set("weight", to_integer(arg(child)))
             elif k == "uthreshold":
-                table.set("upper_threshold", _integer(_arg(child)))
+                table.set("upper_threshold", to_integer(arg(child)))
             elif k == "lthreshold":
-                table.set("lower_threshold", _integer(_arg(child)))
+                table.set("lower_threshold", to_integer(arg(child)))
             elif k == "lvs_method":  # keepalived 2.2.7 rejects lb_kind here (lab)
                 self.method(child, table, service)
             elif k in ("notify_up", "notify_down"):
@@ -609,7 +519,8 @@ class _Converter:
             table.note("no checker: keepalived keeps this real server in the pool; so does lvsd")
         check_port = given if given is not None else int(str(member.entries.get("port", 0)))
         for checker in checks:
-            self.checker(
+            convert_checker(
+                self,
                 checker,
                 timing.child(checker),
                 name,
@@ -625,272 +536,12 @@ class _Converter:
         service's port, or to 0 for a firewall-mark service (check_data.c); groups
         keep what is written."""
         method = node.find("lvs_method")
-        forward = _arg(method).text.lower() if method is not None else str(service.get("forward"))
+        forward = arg(method).text.lower() if method is not None else str(service.get("forward"))
         if forward == "nat" or member.grouped:
             return given
         if "fwmark" in member.entries:
             return None
         return None if given is None else int(str(member.entries["port"]))
-
-    # -- checkers
-
-    def checker(
-        self, node: Node, timing: _Timing, service: str, rs_port: int, *, explicit: bool = False
-    ) -> None:
-        kind = node.keyword
-        unsupported = {
-            "PING_CHECK": "lvsd has no ICMP check; use a tcp or udp check on the service port",
-            "BFD_CHECK": "BFD is not part of lvsd; use a tcp check",
-            "FILE_CHECK": "lvsd has no file check; use an exec check that reads the file",
-        }
-        if kind in unsupported:
-            self.skip(node, unsupported[kind])
-            return
-        options: dict[str, TomlValue] = {}
-        common: dict[str, TomlValue] = {}
-        comments: list[str] = []
-        urls: list[dict[str, TomlValue]] = []
-        for child in node.children or ():
-            k = child.keyword
-            if k in TIMING_KEYS or k in ("nb_get_retry",):
-                continue
-            if k == "connect_port":
-                common["port"] = _port(_arg(child))
-            elif k in ("bindto", "bind_to"):
-                common["source"] = _ip(_arg(child))
-            elif k == "bind_port":
-                common["source_port"] = _port(_arg(child))
-            elif k == "connect_ip":
-                self.skip(
-                    child,
-                    "lvsd checks the real server's own address; check another "
-                    "address with an exec check",
-                )
-            elif k == "host" and kind == "SMTP_CHECK":
-                self.smtp_host(child, common)
-            elif kind in ("HTTP_GET", "SSL_GET"):
-                self.http_option(child, options, urls, comments)
-            elif kind == "MISC_CHECK":
-                self.misc_option(child, options, common)
-            elif kind == "DNS_CHECK" and k in ("type", "name"):
-                options[k] = _arg(child).text.upper() if k == "type" else _arg(child).text
-            elif kind == "SMTP_CHECK" and k == "helo_name":
-                options["helo"] = _arg(child).text
-            elif kind == "UDP_CHECK" and k in (
-                "payload",
-                "require_reply",
-                "min_reply_length",
-                "max_reply_length",
-            ):
-                self.udp_option(child, options)
-            else:
-                self.skip(child, f"unknown {kind} keyword; not converted")
-        lvsd_kind = {
-            "TCP_CHECK": "tcp",
-            "HTTP_GET": "http",
-            "SSL_GET": "https",
-            "MISC_CHECK": "exec",
-            "DNS_CHECK": "dns",
-            "SMTP_CHECK": "smtp",
-            "UDP_CHECK": "udp",
-        }[kind]
-        if kind == "MISC_CHECK" and "command" not in options:
-            raise fail(node.where, "MISC_CHECK needs misc_path")
-        if kind == "DNS_CHECK":
-            options.setdefault("type", "SOA")
-            options.setdefault("name", ".")
-        if kind == "SSL_GET":
-            options["verify"] = False
-            comments.append("verify = false: keepalived's SSL_GET does not verify certificates")
-        if rs_port == 0 and "port" not in common:
-            self.skip(
-                node,
-                "the real server has no port (fwmark service): give the checker "
-                "a connect_port; check not converted",
-            )
-            return
-        if explicit:
-            common.setdefault("port", rs_port)
-        host = timing.nodes.get("virtualhost")
-        if lvsd_kind in ("http", "https") and host is not None:
-            options.setdefault("host", _arg(host).text)
-        for url in urls or [{}]:
-            table = self.doc.table("services", service, "real_servers", "checks", array=True)
-            table.note(f"{self.src(node.where)} ({kind})")
-            for text in comments:
-                table.note(text)
-            table.set("kind", lvsd_kind)
-            self.timing(table, kind, timing, options)
-            for key, value in common.items():
-                table.set(key, value)
-            for key, value in {**options, **url}.items():
-                table.set(key, value)
-
-    def timing(
-        self, table: Table, kind: str, timing: _Timing, options: dict[str, TomlValue]
-    ) -> None:
-        nodes = timing.nodes
-        loop = nodes.get("delay_loop")
-        interval = _number(_arg(loop)) if loop else DELAY_LOOP
-        if kind == "MISC_CHECK":
-            timeout_value = options.pop("_timeout", None)
-            timeout = float(str(timeout_value)) if timeout_value is not None else interval
-            timeout_comment = (
-                None
-                if timeout_value is not None
-                else "keepalived's misc_timeout default is delay_loop"
-            )
-        else:
-            ct = nodes.get("connect_timeout")
-            timeout = _number(_arg(ct)) if ct else CONNECT_TIMEOUT
-            timeout_comment = None if ct else "keepalived's default connect_timeout"
-        interval_comment = None if loop else "keepalived's default delay_loop (lvsd's is 2)"
-        if timeout >= interval:
-            interval = interval + timeout
-            interval_comment = (
-                "delay_loop + timeout: keepalived waits delay_loop after a check "
-                "ends; lvsd needs timeout < interval"
-            )
-        retry_node = nodes.get("retry")
-        retry = (
-            _integer(_arg(retry_node)) if retry_node else RETRY_DEFAULTS.get(kind, RETRY_DEFAULT)
-        )
-        table.set("interval", interval, interval_comment)
-        table.set("timeout", timeout, timeout_comment)
-        table.set("rise", 1, "keepalived brings a real server up on its first success")
-        table.set(
-            "fall",
-            retry + 1,
-            f"retry {retry}{'' if retry_node else ' (default)'} + the first failure",
-        )
-        delay = nodes.get("delay_before_retry")
-        if delay is not None:
-            table.note(f"delay_before_retry {_arg(delay).text}: lvsd retries at the interval")
-        warmup = nodes.get("warmup")
-        if warmup is not None:
-            table.note(f"warmup {_arg(warmup).text}: lvsd spreads first probes itself")
-        log_all = nodes.get("log_all_failures")
-        if log_all is not None:
-            table.note(
-                f"{' '.join(['log_all_failures', *log_all.words()])}: lvsd logs state changes "
-                "(realserver.up/down); every failed probe counts in "
-                'lvsd_probe_results_total{outcome="fail"}'
-            )
-
-    def http_option(
-        self,
-        node: Node,
-        options: dict[str, TomlValue],
-        urls: list[dict[str, TomlValue]],
-        comments: list[str],
-    ) -> None:
-        k = node.keyword
-        if k == "url":
-            url: dict[str, TomlValue] = {}
-            for child in node.children or ():
-                ck = child.keyword
-                if ck == "path":
-                    url["path"] = _arg(child).text
-                elif ck == "digest":
-                    url["body_digest"] = _arg(child).text.lower()
-                elif ck == "status_code":
-                    url["status"] = list(child.words())
-                elif ck == "virtualhost":
-                    url["host"] = _arg(child).text
-                elif ck == "regex":
-                    url["body_regex"] = _arg(child).text
-                else:
-                    self.skip(child, f"url option {ck!r} is not supported by lvsd")
-            if "status" not in url:
-                url["status"] = ["200-299"]
-            urls.append(url)
-        elif k == "virtualhost":
-            options["host"] = _arg(node).text
-        elif k == "http_protocol":
-            comments.append(f"http_protocol {_arg(node).text}: lvsd speaks HTTP/1.1")
-        elif k == "fast_recovery":
-            comments.append("fast_recovery: lvsd probes every URL at each interval anyway")
-        elif k == "enable_sni":
-            comments.append("enable_sni: lvsd sends SNI (the host, or set sni = ...)")
-        else:
-            self.skip(node, f"unknown {k} keyword in HTTP_GET/SSL_GET; not converted")
-
-    def misc_option(
-        self, node: Node, options: dict[str, TomlValue], common: dict[str, TomlValue]
-    ) -> None:
-        k = node.keyword
-        if k == "misc_path":
-            text = _arg(node, 0, "a command").text
-            try:
-                options["command"] = list(shlex.split(text))
-            except ValueError as exc:
-                raise fail(node.where, f"cannot split the command: {exc}") from None
-        elif k == "misc_timeout":
-            options["_timeout"] = _number(_arg(node))
-        elif k == "misc_dynamic":
-            options["dynamic"] = True
-        elif k == "user":
-            options["user"] = _arg(node).text
-            if len(node.args) > 1:
-                self.skip(node, "lvsd runs the command with the user's own group", "user GROUP")
-        else:
-            self.skip(node, f"unknown MISC_CHECK keyword {k!r}; not converted")
-
-    def udp_option(self, node: Node, options: dict[str, TomlValue]) -> None:
-        k = node.keyword
-        if k in ("min_reply_length", "max_reply_length"):
-            self.skip(node, "lvsd does not check the reply length")
-            return
-        if k == "require_reply":
-            options["require_reply"] = True
-        hexstr = "".join(node.words())
-        if not hexstr:
-            return
-        if "x" in hexstr.lower() and k == "require_reply":
-            self.skip(node, "lvsd cannot ignore nibbles (X) in the expected reply")
-            return
-        data = _hex(hexstr)
-        if data is None or any(b >= 0x80 for b in data):
-            self.skip(
-                node,
-                "lvsd's TOML takes text, not arbitrary bytes: write the payload as "
-                "an ASCII string, or use an exec check",
-            )
-            return
-        options["send" if k == "payload" else "expect"] = data.decode("ascii")
-
-    def smtp_host(self, node: Node, common: dict[str, TomlValue]) -> None:
-        """keepalived's old multi-host SMTP_CHECK: the first host block is the real
-        server; more hosts cannot be expressed."""
-        if common.get("_host_seen"):
-            self.skip(
-                node,
-                "lvsd checks only the real server itself; check other hosts with an exec check",
-            )
-            return
-        common["_host_seen"] = True
-        for child in node.children or ():
-            if child.keyword == "connect_port":
-                common["port"] = _port(_arg(child))
-            elif child.keyword in ("bindto", "bind_to"):
-                common["source"] = _ip(_arg(child))
-            elif child.keyword == "connect_ip":
-                continue
-            else:
-                self.skip(child, f"host keyword {child.keyword!r} is not supported")
-
-
-def _hex(text: str) -> bytes | None:
-    """keepalived's free-form hex: each run of digits is split into bytes, an odd
-    run's first digit standing alone (``Ab12f`` -> AB 12 0F)."""
-    out = bytearray()
-    for run in text.split():
-        if not re.fullmatch(r"[0-9A-Fa-f]+", run):
-            return None
-        if len(run) % 2:
-            run = "0" + run[-1] if len(run) == 1 else run[:-1] + "0" + run[-1]
-        out.extend(bytes.fromhex(run))
-    return bytes(out)
 
 
 def convert(path: str) -> Conversion:
@@ -899,11 +550,5 @@ def convert(path: str) -> Conversion:
     converter = _Converter(path)
     converter.unconverted.extend(notes)
     result = converter.run(nodes)
-    _drop_private(result.document)
     result.unconverted.sort(key=lambda u: (u.where.file != path, u.where.file, u.where.line))
     return result
-
-
-def _drop_private(document: Document) -> None:
-    for table in document.tables:
-        table.entries = [e for e in table.entries if not e.key.startswith("_")]
