@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shlex
-from dataclasses import dataclass
 
 from lvsd.importer.common import (
     Conversion,
@@ -16,19 +14,25 @@ from lvsd.importer.common import (
     Where,
     address_name,
     fail,
-    mask_to_prefix,
-    prefix_for_lvsd,
     service_name,
     source_name,
 )
 from lvsd.importer.emit import Document, Table, TomlValue
-from lvsd.importer.keepalived.checks import CHECKERS, TIMING_KEYS, Timing, convert_checker
+from lvsd.importer.keepalived.checks import Timing, convert_checker
 from lvsd.importer.keepalived.parse import Node, parse
-from lvsd.importer.keepalived.read import arg, to_bool, to_integer, to_ip, to_port
-from lvsd.model import Scheduler
+from lvsd.importer.keepalived.read import arg, dispatch, to_integer, to_ip, to_port
+from lvsd.importer.keepalived.services import (
+    REAL_SERVER_ADVICE,
+    REAL_SERVER_KEYWORDS,
+    REAL_SERVER_UNKNOWN,
+    SERVICE_ADVICE,
+    SERVICE_KEYWORDS,
+    SERVICE_UNKNOWN,
+    Member,
+    RealServer,
+    Service,
+)
 
-#: keepalived's defaults where they differ from lvsd's.
-PERSISTENCE_TIMEOUT = 360  # "persistence_timeout" with no value, or a port-0 service
 #: Without ``protocol`` keepalived asks the kernel for UDP (check_data.c:
 #: "no protocol set - defaulting to UDP"); checked in the lab.
 DEFAULT_PROTOCOL = "udp"
@@ -50,24 +54,11 @@ TOP_LEVEL_ADVICE: dict[str, str] = {
     "track_file": "file tracking is not part of lvsd; use an exec check that reads the file",
     "garp_group": VRRP_ADVICE,
 }
-SCHED_FLAG_WORDS = {"sh-fallback", "sh-port", "mh-fallback", "mh-port"}
-NOTIFY_ADVICE = (
-    "lvsd has no per-server hooks: it logs realserver.up / realserver.down events and "
-    "exports lvsd_realserver_up; act on those, or use quorum up_command/down_command"
-)
-
-
-@dataclass(slots=True)
-class _Member:
-    """One lvs service key of a virtual_server: the TOML keys and a name."""
-
-    entries: dict[str, TomlValue]
-    label: str
-    family: int  # 4 or 6; fwmark: 4 unless ip_family inet6
-    grouped: bool = False  # a member of a virtual_server_group
 
 
 class _Converter:
+    """Walks the top-level nodes; writes the document and the list of what is left out."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.doc = Document()
@@ -112,77 +103,9 @@ class _Converter:
 
     # -- virtual servers
 
-    def members(self, node: Node) -> list[_Member]:
-        args = node.args
-        if not args:
-            raise fail(
-                node.where, "virtual_server needs an address and port, fwmark N or group NAME"
-            )
-        family6 = (f := node.find("ip_family")) is not None and f.words()[:1] == ["inet6"]
-        head = args[0].text
-        if head == "group":
-            name = arg(node, 1, "a group name").text
-            group = self.groups.get(name)
-            if group is None:
-                raise fail(args[1].where, f"virtual_server_group {name!r} is not defined")
-            result = []
-            for line in group.children or ():
-                result.extend(self.group_line(line, family6))
-            if not result:
-                raise fail(group.where, f"virtual_server_group {name!r} has no members")
-            for member in result:
-                member.grouped = True
-            return result
-        if head == "fwmark":
-            mark = to_integer(arg(node, 1, "a firewall mark"))
-            return [self.fwmark_member(mark, family6)]
-        address = to_ip(args[0])
-        port = to_port(arg(node, 1, "a port"))
-        return [self.address_member(address, port)]
-
-    def fwmark_member(self, mark: int, family6: bool) -> _Member:
-        entries: dict[str, TomlValue] = {"fwmark": mark}
-        if family6:
-            entries["family"] = "inet6"
-        return _Member(entries, f"fwmark_{mark}", 6 if family6 else 4)
-
-    def address_member(self, address: str, port: int) -> _Member:
-        version = ipaddress.ip_address(address).version
-        return _Member({"address": address, "port": port}, f"{address}_{port}", version)
-
-    def group_line(self, line: Node, family6: bool) -> list[_Member]:
-        words = [line.keyword, *line.words()]
-        if words[0] == "fwmark":
-            if len(words) < 2:
-                raise fail(line.where, "fwmark needs a mark")
-            return [self.fwmark_member(to_integer(line.args[0]), family6)]
-        if len(words) < 2:
-            raise fail(line.where, "a group member needs an address and a port")
-        port = to_port(line.args[0])
-        text = words[0]
-        first, dash, end = text.rpartition("-") if "-" in text else (text, "", "")
-        try:
-            start = ipaddress.ip_address(first if dash else text)
-        except ValueError:
-            raise fail(line.where, f"expected an address or a range, got {text!r}") from None
-        if not dash:
-            return [self.address_member(str(start), port)]
-        # a range replaces the last byte (IPv4) or the last 16-bit group (IPv6, hex)
-        try:
-            last = int(end, 16 if start.version == 6 else 10)
-        except ValueError:
-            raise fail(line.where, f"bad range end in {text!r}") from None
-        width = 0xFFFF if start.version == 6 else 0xFF
-        low = int(start) & width
-        if not low <= last <= width:
-            raise fail(line.where, f"range {text!r} ends before it starts")
-        base = int(start) - low
-        cls = type(start)
-        return [self.address_member(str(cls(base + n)), port) for n in range(low, last + 1)]
-
     def virtual_server(self, node: Node) -> None:
         children = node.children or []
-        members = self.members(node)
+        members = _members(node, self.groups)
         # keepalived makes a service with port 0 persistent (360 s) when it is not;
         # for a group, one member with port 0 makes the whole group persistent.
         zero_port = any(m.entries.get("port") == 0 for m in members)
@@ -198,8 +121,9 @@ class _Converter:
             )
 
     def service(
-        self, node: Node, children: list[Node], member: _Member, *, zero_port: bool = False
+        self, node: Node, children: list[Node], member: Member, *, zero_port: bool = False
     ) -> None:
+        """The lvsd service of one member of ``node``, and its real servers."""
         if member.entries.get("port") == 0:
             self.skip(
                 node,
@@ -209,19 +133,22 @@ class _Converter:
                 "port 0",
             )
             return
-        protocol = DEFAULT_PROTOCOL
-        proto = node.find("protocol")
-        if proto is not None:
-            protocol = arg(proto, 0, "TCP, UDP or SCTP").text.lower()
-            if protocol not in ("tcp", "udp", "sctp"):
-                raise fail(proto.where, f"unknown protocol {protocol!r}")
-        label = member.label if "fwmark" in member.entries else f"{protocol}_{member.label}"
+        protocol = _protocol(node)
+        service = Service(self, self.service_table(node, member, protocol), member, protocol)
+        dispatch(service, children, SERVICE_KEYWORDS, SERVICE_ADVICE, SERVICE_UNKNOWN, self)
+        timing = Timing().child(node)
+        service.finish(node, timing, zero_port=zero_port)
+        for server in service.servers:
+            self.real_server(server, member, timing, service.table)
+
+    def service_table(self, node: Node, member: Member, protocol: str) -> Table:
+        """``[services.NAME]`` with the member's keys and the protocol."""
         if "address" in member.entries:
-            label = address_name(
-                protocol, str(member.entries["address"]), int(str(member.entries["port"]))
-            )
-        name = service_name(label, self.names)
-        table = self.doc.table("services", name)
+            address, port = str(member.entries["address"]), int(str(member.entries["port"]))
+            label = address_name(protocol, address, port)
+        else:
+            label = member.label
+        table = self.doc.table("services", service_name(label, self.names))
         table.note(f"{self.src(node.where)} (virtual_server {' '.join(node.words())})")
         for key, value in member.entries.items():
             table.set(key, value)
@@ -230,255 +157,16 @@ class _Converter:
                 "protocol",
                 protocol,
                 None
-                if proto
+                if node.find("protocol") is not None
                 else "keepalived's default without protocol is UDP (it logs "
                 "'no protocol set - defaulting to UDP')",
             )
-        timing = Timing().child(node)
-        flags: list[str] = []
-        sorry: dict[str, TomlValue] = {}
-        quorum: dict[str, TomlValue] = {}
-        servers: list[Node] = []
-        scheduler_set = False
-        for child in children:
-            k = child.keyword
-            if k in ("lb_algo", "lvs_sched"):
-                scheduler = arg(child, 0, "a scheduler").text.lower()
-                if scheduler not in {s.value for s in Scheduler}:
-                    self.skip(
-                        child,
-                        f"scheduler {scheduler!r} is not known to lvsd; pick one of "
-                        + ", ".join(s.value for s in Scheduler),
-                    )
-                    continue
-                table.set("scheduler", scheduler)
-                scheduler_set = True
-            elif k in ("lb_kind", "lvs_method"):
-                self.method(child, table, table)
-            elif k == "persistence_timeout":
-                seconds = to_integer(child.args[0]) if child.args else PERSISTENCE_TIMEOUT
-                table.set(
-                    "persistence",
-                    seconds,
-                    None if child.args else "keepalived's default for a bare persistence_timeout",
-                )
-            elif k == "persistence_granularity":
-                token = arg(child, 0, "a netmask")
-                try:
-                    prefix = mask_to_prefix(token.text)
-                except ValueError:
-                    raise fail(token.where, f"bad netmask {token.text!r}") from None
-                table.set(
-                    "persistence_netmask", prefix_for_lvsd(prefix, member.family), f"{token.text}"
-                )
-            elif k in ("protocol", "ip_family", "real_server") or k in TIMING_KEYS:
-                if k == "real_server":
-                    servers.append(child)
-            elif k == "ops":
-                if "address" in member.entries and protocol != "udp":
-                    table.note(
-                        f"ops ignored: keepalived drops one-packet scheduling for {protocol}"
-                    )
-                else:
-                    table.set("one_packet", True)
-            elif k in SCHED_FLAG_WORDS:
-                flags.append(k)
-            elif k in ("lvs_flags", "flag-1", "flag-2", "flag-3"):
-                words = child.words() if k == "lvs_flags" else [k]
-                for word in words:
-                    if word in SCHED_FLAG_WORDS:
-                        flags.append(word)
-                    else:
-                        self.skip(
-                            child,
-                            f"scheduler flag {word!r} has no lvsd equivalent "
-                            "(lvsd knows sh-fallback, sh-port, mh-fallback, mh-port)",
-                        )
-            elif k == "quorum":
-                quorum["minimum"] = to_integer(arg(child))
-            elif k == "hysteresis":
-                quorum["hysteresis"] = to_integer(arg(child))
-            elif k in ("quorum_up", "quorum_down"):
-                script = arg(child, 0, "a script")
-                try:
-                    command: list[TomlValue] = list(shlex.split(script.text))
-                except ValueError as exc:
-                    raise fail(script.where, f"cannot split the command: {exc}") from None
-                quorum["up_command" if k == "quorum_up" else "down_command"] = command
-                if len(child.args) > 1:
-                    self.skip(
-                        child,
-                        "lvsd runs quorum commands as its own user; wrap the "
-                        "command in runuser/setpriv to change user",
-                        f"{k} user",
-                    )
-            elif k == "sorry_server":
-                sorry["address"] = to_ip(arg(child, 0, "an address"))
-                if len(child.args) > 1:
-                    sorry["port"] = to_port(child.args[1])
-            elif k == "sorry_server_lvs_method":
-                holder = Table(path=())
-                self.method(child, holder, table)
-                forward = holder.get("forward")
-                if forward is not None:
-                    sorry["forward"] = forward
-            elif k == "sorry_server_inhibit":
-                # keepalived then keeps an unneeded sorry server at weight 0 instead of
-                # deleting it; lvsd deletes it. Neither sends it new connections while
-                # a real server is up, and the kernel keeps serving the connections it
-                # has either way (expire_nodest_conn=0), so this is only a comment.
-                table.note(
-                    "sorry_server_inhibit: lvsd removes the sorry server when a real "
-                    "server is up (keepalived keeps it at weight 0); no new connection "
-                    "goes to it either way"
-                )
-            elif k == "omega":
-                self.skip(child, "lvsd does not run quorum down_command when it stops")
-            elif k == "ha_suspend":
-                self.skip(child, "lvsd always checks, whether or not the VIP is configured")
-            elif k == "smtp_alert":
-                self.skip(child, "lvsd sends no mail: alert on its logs or Prometheus metrics")
-            elif k == "snmp_name":
-                self.skip(child, "lvsd has no SNMP agent: the service name is its TOML table name")
-            elif k == "persistence_engine":
-                self.skip(child, "persistence engines (sip) are not supported by lvsd")
-            else:
-                self.skip(child, "unknown virtual_server keyword; not converted")
-        if not scheduler_set:
-            table.set("scheduler", "wlc", "keepalived's default (lvsd's is wrr)")
-        if zero_port and "address" in member.entries and table.get("persistence") is None:
-            table.set(
-                "persistence",
-                PERSISTENCE_TIMEOUT,
-                "keepalived makes a port-0 service persistent (360 s)",
-            )
-        if flags:
-            table.set("flags", list(dict.fromkeys(flags)))
-        if table.get("forward") is None:
-            table.set("forward", "nat", "keepalived's default")
-        self.service_states(table, node, servers, timing)
-        if "address" in sorry:
-            self.sorry_port(sorry, table, member)
-            table.set("sorry_server", sorry)
-        if quorum:
-            self.clamp_quorum(quorum, servers)
-            table.set("quorum", quorum)
-        for server in servers:
-            self.real_server(server, member, timing, table)
-
-    def sorry_port(self, sorry: dict[str, TomlValue], table: Table, member: _Member) -> None:
-        """The sorry server's port as keepalived gives it to the kernel: like a real
-        server's with DR/TUN (the service's port, 0 for a firewall mark); with NAT the
-        port written, and without one keepalived gives port 0 (checked in the lab),
-        where lvsd uses the service's port."""
-        forward = sorry.get("forward") or table.get("forward")
-        if forward != "nat":
-            if "port" in sorry and sorry["port"] != member.entries.get("port", 0):
-                table.note(
-                    f"sorry_server port {sorry['port']} not written: keepalived gives "
-                    "the kernel the service's port unless forwarding is NAT"
-                )
-            sorry.pop("port", None)
-        elif "port" not in sorry and "address" in member.entries:
-            table.note(
-                "sorry_server without a port: keepalived gives the kernel port 0, which "
-                "cannot serve NAT traffic; lvsd uses the service's port"
-            )
-
-    def clamp_quorum(self, quorum: dict[str, TomlValue], servers: list[Node]) -> None:
-        """keepalived lowers a quorum above the real servers' total weight to that
-        total, and a hysteresis >= quorum to quorum - 1 (check_data.c)."""
-        total = 0
-        for server in servers:
-            weight = server.find("weight")
-            total += to_integer(arg(weight)) if weight is not None else 1
-        minimum = quorum.get("minimum")
-        if isinstance(minimum, int) and minimum > total:
-            quorum["minimum"] = minimum = total
-        hysteresis = quorum.get("hysteresis")
-        if isinstance(minimum, int) and isinstance(hysteresis, int) and hysteresis >= minimum:
-            quorum["hysteresis"] = max(minimum - 1, 0)
-
-    def service_states(self, table: Table, node: Node, servers: list[Node], timing: Timing) -> None:
-        """initial_state and on_failure: per service in lvsd, per real server in keepalived."""
-        alphas = set()
-        inhibits = set()
-        for server in servers:
-            inherited = timing.child(server)
-            alphas.add(to_bool(inherited.nodes.get("alpha")))
-            inhibits.add(to_bool(inherited.nodes.get("inhibit_on_failure")))
-            for checker in server.children or ():
-                if checker.keyword in CHECKERS:
-                    alphas.add(to_bool(inherited.child(checker).nodes.get("alpha")))
-        alpha = True in alphas
-        inhibit = True in inhibits
-        if alpha:
-            table.set("initial_state", "down", "alpha")
-        else:
-            table.set(
-                "initial_state", "up", "keepalived starts real servers up unless alpha is set"
-            )
-        if len(alphas) > 1:
-            self.skip(
-                node,
-                "alpha is set on some real servers or checkers only; lvsd sets "
-                "initial_state per service (written: down)",
-                "alpha",
-            )
-        if inhibit:
-            table.set("on_failure", "quiesce", "inhibit_on_failure")
-        else:
-            table.set(
-                "on_failure",
-                "remove",
-                "keepalived removes failed real servers unless inhibit_on_failure",
-            )
-        if len(inhibits) > 1:
-            self.skip(
-                node,
-                "inhibit_on_failure is set on some real servers only; lvsd sets "
-                "on_failure per service (written: quiesce)",
-                "inhibit_on_failure",
-            )
-
-    def method(self, node: Node, table: Table, service: Table) -> None:
-        words = [w.lower() for w in node.words()]
-        if not words:
-            raise fail(node.where, f"{node.keyword} needs NAT, DR or TUN")
-        kinds = {"nat": "nat", "dr": "dr", "tun": "tun"}
-        if words[0] not in kinds:
-            raise fail(node.args[0].where, f"unknown forwarding method {node.args[0].text!r}")
-        table.set("forward", kinds[words[0]])
-        rest = words[1:]
-        if words[0] != "tun" or not rest:
-            return
-        if rest[0] != "type" or len(rest) < 2:
-            raise fail(node.where, "expected: TUN type ipip|gue port N|gre")
-        tunnel = rest[1]
-        if tunnel not in ("ipip", "gue", "gre"):
-            raise fail(node.where, f"unknown tunnel type {tunnel!r}")
-        table.set("tunnel", tunnel)
-        rest = rest[2:]
-        if tunnel == "gue":
-            if len(rest) < 2 or rest[0] != "port":
-                raise fail(node.where, "tunnel type gue needs: port N")
-            port_token = node.args[4]  # TUN type gue port N
-            tunnel_port = to_port(port_token)
-            if tunnel_port == 0:
-                raise fail(port_token.where, "tunnel port 0 is out of range (expected 1..65535)")
-            table.set("tunnel_port", tunnel_port)
-            rest = rest[2:]
-        if rest:
-            self.skip(
-                node,
-                f"tunnel checksum options ({' '.join(rest)}) are not supported by "
-                "lvsd; the kernel default applies",
-                f"{node.keyword} {' '.join(rest)}",
-            )
+        return table
 
     # -- real servers
 
-    def real_server(self, node: Node, member: _Member, parent: Timing, service: Table) -> None:
+    def real_server(self, node: Node, member: Member, parent: Timing, service: Table) -> None:
+        """``[[services.NAME.real_servers]]`` and its checks."""
         address = to_ip(arg(node, 0, "an address"))
         given = to_port(node.args[1]) if len(node.args) > 1 else None
         name = service.path[-1]
@@ -494,31 +182,13 @@ class _Converter:
                 f"(0 for a firewall mark) unless forwarding is NAT; checks use port {given}"
             )
         timing = parent.child(node)
-        checks: list[Node] = []
-        for child in node.children or ():
-            k = child.keyword
-            if k == "weight":
-                table.set("weight", to_integer(arg(child)))
-            elif k == "uthreshold":
-                table.set("upper_threshold", to_integer(arg(child)))
-            elif k == "lthreshold":
-                table.set("lower_threshold", to_integer(arg(child)))
-            elif k == "lvs_method":  # keepalived 2.2.7 rejects lb_kind here (lab)
-                self.method(child, table, service)
-            elif k in ("notify_up", "notify_down"):
-                self.skip(child, NOTIFY_ADVICE)
-            elif k == "smtp_alert":
-                self.skip(child, "lvsd sends no mail: alert on its logs or Prometheus metrics")
-            elif k in CHECKERS:
-                checks.append(child)
-            elif k in TIMING_KEYS:
-                continue
-            else:
-                self.skip(child, "unknown real_server keyword; not converted")
-        if not checks:
+        server = RealServer(self, table)
+        keywords, advice = REAL_SERVER_KEYWORDS, REAL_SERVER_ADVICE
+        dispatch(server, node.children or (), keywords, advice, REAL_SERVER_UNKNOWN, self)
+        if not server.checks:
             table.note("no checker: keepalived keeps this real server in the pool; so does lvsd")
         check_port = given if given is not None else int(str(member.entries.get("port", 0)))
-        for checker in checks:
+        for checker in server.checks:
             convert_checker(
                 self,
                 checker,
@@ -529,7 +199,7 @@ class _Converter:
             )
 
     def kernel_port(
-        self, node: Node, given: int | None, member: _Member, service: Table
+        self, node: Node, given: int | None, member: Member, service: Table
     ) -> int | None:
         """The real server's port as keepalived gives it to the kernel (None: the
         service's port, lvsd's default). Except with NAT, keepalived sets it to the
@@ -542,6 +212,89 @@ class _Converter:
         if "fwmark" in member.entries:
             return None
         return None if given is None else int(str(member.entries["port"]))
+
+
+def _members(node: Node, groups: dict[str, Node]) -> list[Member]:
+    """The lvs services ``virtual_server ADDRESS PORT|fwmark N|group NAME`` names."""
+    args = node.args
+    if not args:
+        raise fail(node.where, "virtual_server needs an address and port, fwmark N or group NAME")
+    family6 = (f := node.find("ip_family")) is not None and f.words()[:1] == ["inet6"]
+    head = args[0].text
+    if head == "group":
+        name = arg(node, 1, "a group name").text
+        group = groups.get(name)
+        if group is None:
+            raise fail(args[1].where, f"virtual_server_group {name!r} is not defined")
+        result: list[Member] = []
+        for line in group.children or ():
+            result.extend(_group_line(line, family6))
+        if not result:
+            raise fail(group.where, f"virtual_server_group {name!r} has no members")
+        for member in result:
+            member.grouped = True
+        return result
+    if head == "fwmark":
+        mark = to_integer(arg(node, 1, "a firewall mark"))
+        return [_fwmark_member(mark, family6)]
+    address = to_ip(args[0])
+    port = to_port(arg(node, 1, "a port"))
+    return [_address_member(address, port)]
+
+
+def _fwmark_member(mark: int, family6: bool) -> Member:
+    entries: dict[str, TomlValue] = {"fwmark": mark}
+    if family6:
+        entries["family"] = "inet6"
+    return Member(entries, f"fwmark_{mark}", 6 if family6 else 4)
+
+
+def _address_member(address: str, port: int) -> Member:
+    version = ipaddress.ip_address(address).version
+    return Member({"address": address, "port": port}, f"{address}_{port}", version)
+
+
+def _group_line(line: Node, family6: bool) -> list[Member]:
+    """The services of one virtual_server_group line: ``ADDRESS[-LAST] PORT`` or ``fwmark N``."""
+    words = [line.keyword, *line.words()]
+    if words[0] == "fwmark":
+        if len(words) < 2:
+            raise fail(line.where, "fwmark needs a mark")
+        return [_fwmark_member(to_integer(line.args[0]), family6)]
+    if len(words) < 2:
+        raise fail(line.where, "a group member needs an address and a port")
+    port = to_port(line.args[0])
+    text = words[0]
+    first, dash, end = text.rpartition("-") if "-" in text else (text, "", "")
+    try:
+        start = ipaddress.ip_address(first if dash else text)
+    except ValueError:
+        raise fail(line.where, f"expected an address or a range, got {text!r}") from None
+    if not dash:
+        return [_address_member(str(start), port)]
+    # a range replaces the last byte (IPv4) or the last 16-bit group (IPv6, hex)
+    try:
+        last = int(end, 16 if start.version == 6 else 10)
+    except ValueError:
+        raise fail(line.where, f"bad range end in {text!r}") from None
+    width = 0xFFFF if start.version == 6 else 0xFF
+    low = int(start) & width
+    if not low <= last <= width:
+        raise fail(line.where, f"range {text!r} ends before it starts")
+    base = int(start) - low
+    cls = type(start)
+    return [_address_member(str(cls(base + n)), port) for n in range(low, last + 1)]
+
+
+def _protocol(node: Node) -> str:
+    """The virtual_server's protocol: tcp, udp or sctp (keepalived's default: udp)."""
+    proto = node.find("protocol")
+    if proto is None:
+        return DEFAULT_PROTOCOL
+    protocol = arg(proto, 0, "TCP, UDP or SCTP").text.lower()
+    if protocol not in ("tcp", "udp", "sctp"):
+        raise fail(proto.where, f"unknown protocol {protocol!r}")
+    return protocol
 
 
 def convert(path: str) -> Conversion:
