@@ -73,7 +73,8 @@ class _Check:
     smtp_host_seen: bool = False
 
     def ignore(self, node: Node) -> None:
-        """Nothing to write here (a timing keyword is read through :class:`Timing`)."""
+        """Nothing to write: a timing keyword (read through :class:`Timing`), or the
+        connect_ip of SMTP_CHECK's host (the real server's own address)."""
 
     def connect_port(self, node: Node) -> None:
         self.common["port"] = to_port(arg(node))

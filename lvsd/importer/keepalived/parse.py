@@ -150,7 +150,7 @@ def split_line(raw: str, where: Where) -> list[Token]:
     return tokens
 
 
-def parse_lines(lines: list[list[Token]], path: str) -> list[Node]:
+def parse_lines(lines: list[list[Token]]) -> list[Node]:
     """Nodes from lines of tokens; ImportConfigError on unbalanced braces."""
     stream: list[Token | None] = []  # None marks the end of a line
     for line in lines:
@@ -199,4 +199,4 @@ def parse(path: str) -> tuple[list[Node], list[Unconverted]]:
     and the lines skipped while reading it."""
     lexer = _Lexer()
     lines = lexer.read(path)
-    return parse_lines(lines, path), lexer.notes
+    return parse_lines(lines), lexer.notes
