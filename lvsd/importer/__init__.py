@@ -15,9 +15,10 @@ import tempfile
 from typing import TextIO
 
 from lvsd.errors import ImportConfigError
-from lvsd.importer import keepalived, ldirectord
 from lvsd.importer.common import Conversion, Unconverted
 from lvsd.importer.emit import render
+from lvsd.importer.keepalived import convert as keepalived
+from lvsd.importer.ldirectord import convert as ldirectord
 
 KINDS = ("keepalived", "ldirectord")
 

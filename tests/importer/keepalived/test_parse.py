@@ -8,7 +8,7 @@ import pytest
 
 from lvsd.errors import ImportConfigError
 from lvsd.importer.common import Where
-from lvsd.importer.keepalived import parse, split_line
+from lvsd.importer.keepalived.parse import parse, split_line
 
 
 def test_split_line_words_quotes_braces_comments() -> None:
