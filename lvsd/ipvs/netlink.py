@@ -5,7 +5,7 @@ The only module of lvsd that imports pyroute2. It has two halves:
 * pure converters: lvsd's model to the request fields pyroute2 encodes
   (``service_fields``, ``dest_fields``), and dump replies to the model, decoded here
   from the reply's bytes with ``struct`` (``reply_attr``, ``service_from_nla``,
-  ``dest_from_nla``), since pyroute2's own decoding costs ~0.45 ms per destination;
+  ``dest_from_nla``), since pyroute2's own decoding is slow for a big table;
   table-tested without a kernel;
 * ``NetlinkBackend``: ``dump()`` and ``apply(ops)`` on one socket (pyroute2 sends the
   requests and frames the replies, as ``RawReply`` objects), translating
@@ -208,9 +208,9 @@ def dest_key_fields(dest: Destination) -> dict[str, Any]:
 # --- pure decoders: dump replies -> model -----------------------------------------------
 #
 # A dump reads each reply's attributes itself, with struct, from the bytes pyroute2
-# received: pyroute2 builds one Python object per attribute when asked for one (about
-# 0.45 ms for a destination and its counters), which for a big table blocks the event
-# loop for seconds. pyroute2 still frames the replies and raises the kernel's errors.
+# received: pyroute2 builds one Python object per attribute when asked for one, which
+# for a big table blocks the event loop. pyroute2 still frames the replies and raises
+# the kernel's errors.
 
 NLA_F_NESTED = 0x8000
 NLA_F_NET_BYTEORDER = 0x4000
@@ -362,12 +362,12 @@ class RawReply(dict[str, Any]):
     decoded into ``self["header"]``, the rest left as bytes (``data`` from ``offset``).
 
     pyroute2 builds each received message with the class registered for its type in
-    ``marshal.msg_map``; with its own ``ipvsmsg`` that costs ~10 µs a reply before any
-    attribute is read (~100 ms of a 10,000-destination dump). The socket reads only
-    ``decode()`` and the header (type, flags, error) of a message, which this class
-    gives; errors and the end of a dump come in messages of their own types, which
-    pyroute2 still builds itself. Registered by :class:`NetlinkBackend` for the IPVS
-    family once the family's id is known.
+    ``marshal.msg_map``; building its own ``ipvsmsg`` for every reply, before any
+    attribute is read, is a cost of its own. The socket reads only ``decode()`` and
+    the header (type, flags, error) of a message, which this class gives; errors and
+    the end of a dump come in messages of their own types, which pyroute2 still builds
+    itself. Registered by :class:`NetlinkBackend` for the IPVS family once the family's
+    id is known.
     """
 
     __slots__ = ("data", "offset")
@@ -514,8 +514,8 @@ _DEST_FIELDS: tuple[Field, ...] = (
 )
 _DEST_REQUIRED = (IPVS_DEST_ATTR_ADDR, IPVS_DEST_ATTR_PORT)
 
-#: Destinations of one service decoded between two yields to the event loop (~1 ms):
-#: a service of 10,000 held the loop for ~75 ms.
+#: Destinations of one service decoded (and put in order) between two yields to the
+#: event loop, so that a big service does not hold the loop for its whole dump.
 DECODE_STEP = 128
 
 #: Layouts of destination replies by payload length (a kernel sends one or two).
@@ -551,9 +551,9 @@ def dest_from_nla(payload: bytes, family: Family) -> tuple[Destination, DestStat
     ``family`` is the service's, for an old kernel that sends no ``ADDR_FAMILY`` (from
     before a destination could be of another family than its service).
 
-    Replies shaped like one seen before are read through its layout (a third of the
-    cost of a walk, see ``lvsd.ipvs.layout``); the rest are walked, and the walk alone
-    raises ``IpvsError`` for a malformed reply.
+    Replies shaped like one seen before are read through its layout (cheaper than a
+    walk, see ``lvsd.ipvs.layout``); the rest are walked, and the walk alone raises
+    ``IpvsError`` for a malformed reply.
     """
     layout = _dest_layouts.get(len(payload))
     values = None if layout is None else layout.read(payload)
@@ -574,7 +574,7 @@ def dest_from_nla(payload: bytes, family: Family) -> tuple[Destination, DestStat
 #: Destinations already decoded, by the values they were read from: the dump of an
 #: unchanged table builds no new ``Destination`` (only its counters are new each time).
 _dest_cache: dict[tuple[Any, ...], Destination] = {}
-#: Entries kept at most (cleared when full); 10,000 destinations take ~3.5 MB.
+#: Entries kept at most (cleared when full).
 DEST_CACHE_MAX = 32768
 
 
@@ -593,7 +593,7 @@ def _dest_from_values(
         if len(_dest_cache) >= DEST_CACHE_MAX:
             _dest_cache.clear()
         _dest_cache[key] = dest
-    # positional: keywords cost a named tuple's __new__ a third more, 10,000 times
+    # positional: keywords cost a named tuple's __new__ more, for every destination
     return dest, DestStats(active, inactive, persistent, Stats(conns, pin, pout, bin_, bout))
 
 
@@ -727,9 +727,9 @@ class DrainingIPVS(AsyncIPVS):  # type: ignore[misc]  # pyroute2 is untyped
 
     The loop's datagram transport reads one datagram a turn, and the kernel answers
     each request with a datagram of its own, so an apply of n ops took n + 4 turns
-    and a dump a turn per part. On a busy loop (hundreds of probes, a scrape) a turn
-    can take tens of ms, and a window of 64 ops took seconds. The kernel has answered
-    a request by the time ``send`` returns, so the replies are there to read.
+    and a dump a turn per part, and on a busy loop (hundreds of probes, a scrape) a
+    turn is long. The kernel has answered a request by the time ``send`` returns, so
+    the replies are there to read.
     """
 
     def enqueue(self, data: bytes, addr: Any) -> None:
