@@ -33,7 +33,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -277,6 +277,17 @@ def _overrun(what: str, kind: int, offset: int, length: int, left: int) -> IpvsE
     )
 
 
+#: Bytes of an address: the kernel sends 16, an IPv4 address in the first 4.
+_ADDRESS_SIZE = {Family.INET: 4, Family.INET6: 16}
+
+
+def _address_text(raw: bytes, family: Family) -> str:
+    """The model's text form of the address in the first ``_ADDRESS_SIZE`` bytes."""
+    if family is Family.INET:
+        return socket.inet_ntoa(raw[:4])
+    return str(ipaddress.IPv6Address(raw[:16]))
+
+
 class _Nla:
     """The attributes of one nested NLA by type (flags masked), as payload bytes.
 
@@ -347,11 +358,8 @@ class _Nla:
         return family
 
     def address(self, kind: int, family: Family) -> str:
-        """The address ``kind`` holds, in the model's text form (the kernel sends 16
-        bytes, an IPv4 address in the first 4)."""
-        if family is Family.INET:
-            return socket.inet_ntoa(self.raw(kind, 4))
-        return str(ipaddress.IPv6Address(self.raw(kind, 16)))
+        """The address ``kind`` holds, in the model's text form."""
+        return _address_text(self.raw(kind, _ADDRESS_SIZE[family]), family)
 
 
 _NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence number, port id
@@ -609,34 +617,23 @@ def _new_dest(
     tun_port: bytes,
     family: Family,
 ) -> Destination | None:
+    """The destination a layout's values describe (None for an unknown family or an
+    address too short for its family: the walk decides those)."""
     if af:
         if af not in _FAMILY_BY_AF:
             return None
         family = _FAMILY_BY_AF[af]
-    forward = _FWD_BY_CODE.get(fwd & 0x7, Forward.NAT)
-    tunnel: TunnelType | None = None
-    tunnel_port = 0
-    if forward is Forward.TUN:
-        tunnel = _TUN_BY_CODE.get(tun_type, TunnelType.IPIP)
-        if tunnel is not TunnelType.IPIP and tun_port:
-            tunnel_port = tun_port[0] << 8 | tun_port[1]
-    if family is Family.INET:
-        if len(raw) < 4:
-            return None
-        address = socket.inet_ntoa(raw[:4])
-    elif len(raw) < 16:
+    if len(raw) < _ADDRESS_SIZE[family]:
         return None
-    else:
-        address = str(ipaddress.IPv6Address(raw[:16]))
-    return Destination(
-        address=address,
-        port=port[0] << 8 | port[1],
-        weight=weight,
-        forward=forward,
-        tunnel=tunnel,
-        tunnel_port=tunnel_port,
-        upper_threshold=upper,
-        lower_threshold=lower,
+    return _destination(
+        _forwarding(
+            fwd, lambda: tun_type, lambda: tun_port[0] << 8 | tun_port[1] if tun_port else 0
+        ),
+        _address_text(raw, family),
+        port[0] << 8 | port[1],
+        weight,
+        upper,
+        lower,
     )
 
 
@@ -645,22 +642,17 @@ def _walk_dest(payload: bytes, family: Family) -> tuple[Destination, DestStats]:
     a = _Nla("IPVS_CMD_ATTR_DEST", _DEST_NAMES, payload)
     if IPVS_DEST_ATTR_ADDR_FAMILY in a.payloads:
         family = a.family(IPVS_DEST_ATTR_ADDR_FAMILY)
-    forward = _FWD_BY_CODE.get(a.uint(IPVS_DEST_ATTR_FWD_METHOD) & 0x7, Forward.NAT)
-    tunnel: TunnelType | None = None
-    tunnel_port = 0
-    if forward is Forward.TUN:
-        tunnel = _TUN_BY_CODE.get(a.uint(IPVS_DEST_ATTR_TUN_TYPE, _U8), TunnelType.IPIP)
-        if tunnel is not TunnelType.IPIP:
-            tunnel_port = a.uint(IPVS_DEST_ATTR_TUN_PORT, _BE16)
-    dest = Destination(
-        address=a.address(IPVS_DEST_ATTR_ADDR, family),
-        port=a.uint(IPVS_DEST_ATTR_PORT, _BE16, required=True),
-        weight=a.uint(IPVS_DEST_ATTR_WEIGHT),
-        forward=forward,
-        tunnel=tunnel,
-        tunnel_port=tunnel_port,
-        upper_threshold=a.uint(IPVS_DEST_ATTR_U_THRESH),
-        lower_threshold=a.uint(IPVS_DEST_ATTR_L_THRESH),
+    dest = _destination(
+        _forwarding(
+            a.uint(IPVS_DEST_ATTR_FWD_METHOD),
+            lambda: a.uint(IPVS_DEST_ATTR_TUN_TYPE, _U8),
+            lambda: a.uint(IPVS_DEST_ATTR_TUN_PORT, _BE16),
+        ),
+        a.address(IPVS_DEST_ATTR_ADDR, family),
+        a.uint(IPVS_DEST_ATTR_PORT, _BE16, required=True),
+        a.uint(IPVS_DEST_ATTR_WEIGHT),
+        a.uint(IPVS_DEST_ATTR_U_THRESH),
+        a.uint(IPVS_DEST_ATTR_L_THRESH),
     )
     stats = DestStats(
         active_connections=a.uint(IPVS_DEST_ATTR_ACTIVE_CONNS),
@@ -669,6 +661,43 @@ def _walk_dest(payload: bytes, family: Family) -> tuple[Destination, DestStats]:
         stats=stats_from_nla(a.payloads.get(IPVS_DEST_ATTR_STATS64), "IPVS_DEST_ATTR_STATS64"),
     )
     return dest, stats
+
+
+def _forwarding(
+    fwd: int, tun_type: Callable[[], int], tun_port: Callable[[], int]
+) -> tuple[Forward, TunnelType | None, int]:
+    """The forwarding method, tunnel and tunnel port a destination's codes mean (an
+    unknown method reads as NAT, an unknown tunnel as IPIP). The tunnel's type is read
+    only for ``tun``, its port only for GUE and GRE: the walk raises for a malformed
+    one only when it counts."""
+    forward = _FWD_BY_CODE.get(fwd & 0x7, Forward.NAT)
+    if forward is not Forward.TUN:
+        return forward, None, 0
+    tunnel = _TUN_BY_CODE.get(tun_type(), TunnelType.IPIP)
+    return forward, tunnel, 0 if tunnel is TunnelType.IPIP else tun_port()
+
+
+def _destination(
+    forwarding: tuple[Forward, TunnelType | None, int],
+    address: str,
+    port: int,
+    weight: int,
+    upper: int,
+    lower: int,
+) -> Destination:
+    """The one constructor of both destination decoders (the layout's and the walk's):
+    ``forwarding`` first, as the walk reads the attributes in this order."""
+    forward, tunnel, tunnel_port = forwarding
+    return Destination(
+        address=address,
+        port=port,
+        weight=weight,
+        forward=forward,
+        tunnel=tunnel,
+        tunnel_port=tunnel_port,
+        upper_threshold=upper,
+        lower_threshold=lower,
+    )
 
 
 # --- errors ------------------------------------------------------------------------------
