@@ -10,8 +10,8 @@ receive buffer per service, and times per round, in this process's CPU time:
   socket framed replies until lvsd registered ``RawReply``;
 * old: frame + pyroute2's message class and its lazy attribute decoding + ``plain()``
   and the ``*_from_attrs`` converters (lvsd's conversion until it decoded replies
-  itself, kept as the oracle in tests/ipvs/test_netlink_decode.py);
-* new: frame + ``reply_attr`` + ``dest_from_nla`` (``lvsd.ipvs.netlink``).
+  itself, kept as the oracle in tests/ipvs/replies.py);
+* new: frame + ``reply_attr`` + ``dest_from_nla`` (``lvsd.ipvs.decode``).
 
 Prints the median and minimum of ``--rounds`` rounds, in ms per 10,000 destinations
 and in µs per destination, then each decoder's share (its median minus frame's), and
@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyroute2.netlink.generic import ipvs as genl
 from pyroute2.netlink.marshal import Marshal
 
-from lvsd.ipvs.netlink import IPVS_CMD_ATTR_DEST, dest_from_nla, reply_attr
+from lvsd.ipvs.decode import dest_from_nla, reply_attr
+from lvsd.ipvs.uapi import IPVS_CMD_ATTR_DEST
 from lvsd.model import Destination, DestStats, Family, Stats
-from tests.ipvs.test_netlink_decode import (
+from tests.ipvs.replies import (
     DEST,
     GENL_ID,
     SEQ,

@@ -49,7 +49,7 @@ from lvsd.observe.status import build
 
 # the reply encoder and the fake socket live in the tests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.ipvs.test_netlink_decode import (
+from tests.ipvs.replies import (
     DEST,
     SERVICE,
     V4,
