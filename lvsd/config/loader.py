@@ -18,8 +18,9 @@ from lvsd.config.document import Document, Tree
 from lvsd.config.ini import parse_ini
 from lvsd.config.locate import KeyPath, render_path
 from lvsd.config.model import Config
-from lvsd.config.schema import build, show
+from lvsd.config.schema import build
 from lvsd.config.toml import parse_toml
+from lvsd.config.values import show
 from lvsd.errors import ConfigError, Problem
 
 TOML_SUFFIXES = (".toml",)
