@@ -369,23 +369,10 @@ class _Builder:
             kwargs["panic"] = self.panic(panic)
 
         checks = self.checks(table)
-        servers = table.tables("real_servers") or []
-        real_servers = []
-        seen: dict[DestKey, int] = {}
-        for index, server in enumerate(servers):
-            built = self.real_server(server, key, inherited, checks or ())
-            if built is None:
-                continue
-            first = seen.setdefault(built.key, index)
-            if first != index:
-                self.error(
-                    server.at("address"),
-                    f"real server {built.key} is already listed as real_servers[{first}]",
-                )
-            real_servers.append(built)
+        real_servers = self.real_servers(table, key, inherited, checks or ())
         if key is None:
             return None
-        return VirtualServiceConfig(name=name, key=key, real_servers=tuple(real_servers), **kwargs)
+        return VirtualServiceConfig(name=name, key=key, real_servers=real_servers, **kwargs)
 
     def service_key(self, table: _Table) -> ServiceKey | None:
         if table.has("fwmark"):
@@ -534,6 +521,29 @@ class _Builder:
                 "NAT needs the real server in the service's address family",
             )
 
+    def real_servers(
+        self,
+        table: _Table,
+        key: ServiceKey | None,
+        inherited: _Inherited,
+        service_checks: tuple[CheckSpec, ...],
+    ) -> tuple[RealServer, ...]:
+        """The service's real servers, each (address, port) once."""
+        result = []
+        seen: dict[DestKey, int] = {}
+        for index, server in enumerate(table.tables("real_servers") or []):
+            built = self.real_server(server, key, inherited, service_checks)
+            if built is None:
+                continue
+            first = seen.setdefault(built.key, index)
+            if first != index:
+                self.error(
+                    server.at("address"),
+                    f"real server {built.key} is already listed as real_servers[{first}]",
+                )
+            result.append(built)
+        return tuple(result)
+
     def real_server(
         self,
         table: _Table,
@@ -565,17 +575,7 @@ class _Builder:
             port_value = tunnel_port or inherited.tunnel_port
             if port_value is not None:
                 kwargs["tunnel_port"] = port_value
-        upper = table.get("upper_threshold", lambda v: to_int(v, 0, MAX_U32))
-        lower = table.get("lower_threshold", lambda v: to_int(v, 0, MAX_U32))
-        if upper is not None:
-            kwargs["upper_threshold"] = upper
-        if lower is not None:
-            kwargs["lower_threshold"] = lower
-        if upper and lower is not None and lower > upper:
-            self.error(
-                table.at("lower_threshold"),
-                f"lower_threshold {lower} is above upper_threshold {upper}",
-            )
+        kwargs.update(self._thresholds(table))
         own_checks = self.checks(table)
         checks = own_checks if own_checks is not None else service_checks
         if address is not None:
@@ -591,6 +591,22 @@ class _Builder:
                     )
                     break
         return RealServer(address=address, port=port, checks=checks, **kwargs)
+
+    def _thresholds(self, table: _Table) -> dict[str, int]:
+        """A real server's connection thresholds, the lower one not above the upper."""
+        kwargs = {}
+        upper = table.get("upper_threshold", lambda v: to_int(v, 0, MAX_U32))
+        lower = table.get("lower_threshold", lambda v: to_int(v, 0, MAX_U32))
+        if upper is not None:
+            kwargs["upper_threshold"] = upper
+        if lower is not None:
+            kwargs["lower_threshold"] = lower
+        if upper and lower is not None and lower > upper:
+            self.error(
+                table.at("lower_threshold"),
+                f"lower_threshold {lower} is above upper_threshold {upper}",
+            )
+        return kwargs
 
     # -- checks
 
