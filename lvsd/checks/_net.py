@@ -239,8 +239,6 @@ class Connector:
         self._epoll.close()
 
 
-_IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY)
-
 _connectors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connector] = (
     weakref.WeakKeyDictionary()
 )

@@ -68,7 +68,7 @@ def tls_context(
 async def _on_connect_start(
     session: aiohttp.ClientSession,
     context: SimpleNamespace,
-    params: aiohttp.TraceConnectionCreateStartParams,
+    _params: aiohttp.TraceConnectionCreateStartParams,
 ) -> None:
     progress = context.trace_request_ctx
     if isinstance(progress, _HttpProgress):
@@ -78,7 +78,7 @@ async def _on_connect_start(
 async def _on_connect_end(
     session: aiohttp.ClientSession,
     context: SimpleNamespace,
-    params: aiohttp.TraceConnectionCreateEndParams,
+    _params: aiohttp.TraceConnectionCreateEndParams,
 ) -> None:
     progress = context.trace_request_ctx
     if isinstance(progress, _HttpProgress):
