@@ -525,11 +525,3 @@ class CheckScheduler:
             probe_errors=self._probe_errors,
             last_progress=self.last_progress,
         )
-
-    def check_stats(self, cid: CheckId) -> tuple[int, int]:
-        """(runs, skipped) of one check."""
-        entry = self._entries[cid]
-        return entry.runs, entry.skipped
-
-    def next_due(self, cid: CheckId) -> float:
-        return self._entries[cid].due
