@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lvsd.checks._net import (
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.net import (
     LINE_LIMIT,
     Fail,
     Progress,
@@ -33,7 +34,6 @@ from lvsd.checks._net import (
     read_line,
     run_timed,
 )
-from lvsd.checks.base import ProbeResult, Target
 from lvsd.config.model import AgentOptions, CheckSpec
 
 UP_WORDS = frozenset({"up", "ready"})

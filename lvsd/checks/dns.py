@@ -24,8 +24,8 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from lvsd.checks._net import DatagramQueue, Fail, Progress, Verdict, local_addr, run_timed
 from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.net import DatagramQueue, Fail, Progress, Verdict, local_addr, run_timed
 from lvsd.config.model import CheckSpec, DnsOptions
 from lvsd.config.options import dns_problems
 

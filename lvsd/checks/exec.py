@@ -25,8 +25,8 @@ import pwd
 import signal
 import subprocess
 
-from lvsd.checks._net import Fail, Progress, Verdict, probe_port, run_timed
 from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.net import Fail, Progress, Verdict, probe_port, run_timed
 from lvsd.config.model import CheckSpec, ExecOptions
 
 #: Bytes of the command's output kept for the detail (the rest is read and dropped).

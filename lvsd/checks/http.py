@@ -32,7 +32,8 @@ from types import SimpleNamespace
 
 import aiohttp
 
-from lvsd.checks._net import (
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.net import (
     Fail,
     Progress,
     Verdict,
@@ -42,7 +43,6 @@ from lvsd.checks._net import (
     probe_port,
     run_timed,
 )
-from lvsd.checks.base import ProbeResult, Target
 from lvsd.config.model import CheckSpec, HttpOptions
 
 #: Bytes of the body kept for ``body_regex`` (the digest covers the whole body).

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 
-from lvsd.checks._net import (
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.net import (
     LINE_LIMIT,
     Fail,
     Progress,
@@ -23,7 +24,6 @@ from lvsd.checks._net import (
     read_line,
     run_timed,
 )
-from lvsd.checks.base import ProbeResult, Target
 from lvsd.config.model import CheckSpec, SmtpOptions
 
 #: Lines a multi-line reply may have before we call it garbage.

@@ -6,7 +6,7 @@ Details: ``"connect 10.0.0.2:80: refused"``, ``"connect 10.0.0.2:80: timeout aft
 A plain connect check (no ``send``, no ``expect``: the common case, and the one run
 for thousands of real servers) is a :class:`ConnectProbe`. It runs from callbacks,
 without a task (:class:`~lvsd.checks.base.QuickProbe`): a non-blocking socket whose
-connect is watched by the loop's shared :class:`~lvsd.checks._net.Connector` (one
+connect is watched by the loop's shared :class:`~lvsd.checks.net.Connector` (one
 epoll set), one timer handle for its timeout, and a detail built once per probe
 rather than once per run. It costs a fraction of the stream path's CPU and starts
 its connect the moment it is due (see docs/performance.md); what it reports is the
@@ -23,7 +23,8 @@ import select
 import socket
 import struct
 
-from lvsd.checks._net import (
+from lvsd.checks.base import Finish, Probe, ProbeResult, Target
+from lvsd.checks.net import (
     Fail,
     Progress,
     Verdict,
@@ -38,7 +39,6 @@ from lvsd.checks._net import (
     probe_port,
     run_timed,
 )
-from lvsd.checks.base import Finish, Probe, ProbeResult, Target
 from lvsd.config.model import CheckSpec, TcpOptions
 
 #: Bytes of the answer kept while looking for ``expect``.

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 
-from lvsd.checks._net import (
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.net import (
     DatagramQueue,
     Fail,
     Progress,
@@ -25,7 +26,6 @@ from lvsd.checks._net import (
     probe_port,
     run_timed,
 )
-from lvsd.checks.base import ProbeResult, Target
 from lvsd.config.model import CheckSpec, UdpOptions
 
 
