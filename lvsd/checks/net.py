@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.base import ProbeResult
 from lvsd.config.model import CheckSpec
 from lvsd.model import IPAddress, format_hostport
 
@@ -136,11 +136,6 @@ class DatagramQueue(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         if isinstance(exc, OSError):
             self.queue.put_nowait(exc)
-
-
-def probe_port(spec: CheckSpec, target: Target) -> int:
-    """The port to probe: the spec's own port, else the real server's."""
-    return target.port if spec.port is None else spec.port
 
 
 def hostport(address: IPAddress, port: int) -> str:

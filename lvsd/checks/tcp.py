@@ -36,9 +36,9 @@ from lvsd.checks.net import (
     hostport,
     local_addr,
     open_stream,
-    probe_port,
     run_timed,
 )
+from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import CheckSpec, TcpOptions
 
 #: Bytes of the answer kept while looking for ``expect``.
@@ -67,7 +67,7 @@ def tcp_probe(spec: CheckSpec, target: Target) -> Probe:
     return TcpProbe(spec, target)
 
 
-class ConnectProbe:
+class ConnectProbe(ProbeBase[TcpOptions]):
     """Connect and close, from callbacks."""
 
     __slots__ = (
@@ -79,11 +79,12 @@ class ConnectProbe:
         "ok_detail",
         "timeout_detail",
     )
+    options_type = TcpOptions
+    kind = "tcp"
 
     def __init__(self, spec: CheckSpec, target: Target) -> None:
-        if not isinstance(spec.options, TcpOptions):
-            raise TypeError(f"tcp probe needs TcpOptions, got {type(spec.options).__name__}")
-        port = probe_port(spec, target)
+        super().__init__(spec, target)
+        port = self._port
         self._step = f"connect {hostport(target.address, port)}"
         self.ok_detail = f"{self._step}: ok"
         self._timeout = spec.timeout
@@ -141,9 +142,6 @@ class ConnectProbe:
         return ProbeResult(
             ok=False, detail=f"{self._step}: {text}", duration=duration, reason=reason
         )
-
-    async def close(self) -> None:
-        """Nothing is kept between probes."""
 
 
 class _Connecting:
@@ -240,18 +238,15 @@ class _Connecting:
         )
 
 
-class TcpProbe:
+class TcpProbe(ProbeBase[TcpOptions]):
     """Connect to the target, send, and read until ``expect`` is seen (a task's run)."""
 
-    __slots__ = ("_options", "_port", "_spec", "_step", "_target", "_where")
+    __slots__ = ("_step", "_where")
+    options_type = TcpOptions
+    kind = "tcp"
 
     def __init__(self, spec: CheckSpec, target: Target) -> None:
-        if not isinstance(spec.options, TcpOptions):
-            raise TypeError(f"tcp probe needs TcpOptions, got {type(spec.options).__name__}")
-        self._spec = spec
-        self._options = spec.options
-        self._target = target
-        self._port = probe_port(spec, target)
+        super().__init__(spec, target)
         self._where = hostport(target.address, self._port)
         self._step = f"connect {self._where}"
 
@@ -284,6 +279,3 @@ class TcpProbe:
             return Verdict(ok=True, detail=f"read {where}: {echo(expect)} seen")
         finally:
             close_stream(writer)
-
-    async def close(self) -> None:
-        """Nothing is kept between probes."""
