@@ -174,6 +174,49 @@ class _Admission:
         self._queue_exec.clear()
 
 
+class _Nap:
+    """The timer loop's sleep until its next due run, which :meth:`wake_up` cuts short.
+
+    The sleep is awaited in the loop's own task, and cut short by cancelling that task
+    (as ``asyncio.timeout`` does), not run in a task of its own: from the timer to the
+    probes' start there is then one turn of the event loop (two for probes that run as
+    tasks), against three more through a sleeper task and ``asyncio.wait``, each of
+    which waits for every other ready callback (a scrape's step among them)."""
+
+    __slots__ = ("_napper", "_sleep", "_woken", "until")
+
+    def __init__(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self._sleep = sleep
+        #: The task napping (None when awake).
+        self._napper: asyncio.Task[None] | None = None
+        self._woken = False  # the nap was cut short by :meth:`wake_up`
+        #: When the current nap ends (inf when awake).
+        self.until = math.inf
+
+    async def sleep(self, until: float, now: float) -> None:
+        """Sleep until ``until`` unless :meth:`wake_up` is called meanwhile."""
+        napper = asyncio.current_task()
+        assert napper is not None
+        self.until = until
+        self._napper = napper
+        self._woken = False
+        try:
+            await self._sleep(until - now)
+        except asyncio.CancelledError:
+            # our own wake-up only when no other cancel is pending
+            if not self._woken or napper.uncancel() > 0:
+                raise
+        finally:
+            self._napper = None
+            self.until = math.inf
+
+    def wake_up(self) -> None:
+        """Cut the current nap short (once; nothing when awake)."""
+        if self._napper is not None and not self._woken:
+            self._woken = True
+            self._napper.cancel()
+
+
 class CheckScheduler:
     """Drives every check from one timer heap.
 
@@ -204,7 +247,6 @@ class CheckScheduler:
         self._factory = probe_factory
         self._on_result = on_result
         self._clock = clock
-        self._sleep = sleep
         self._rng = rng
         self._jitter = jitter
         self._resolution = resolution
@@ -215,10 +257,7 @@ class CheckScheduler:
         self._seq = 0
         #: Running probe tasks and their entries (a task ends: see ``_finished``).
         self._tasks: dict[asyncio.Task[None], _Entry] = {}
-        #: The task running :meth:`run` while it naps (None when awake).
-        self._napper: asyncio.Task[None] | None = None
-        self._woken = False  # the nap was cut short by :meth:`_wake_up`
-        self._sleeping_until = math.inf
+        self._nap = _Nap(sleep)
         self._error: BaseException | None = None
         self._wake = asyncio.Event()
         #: Actual start minus scheduled start of recent runs (seconds), newest last.
@@ -236,8 +275,8 @@ class CheckScheduler:
     def _push(self, entry: _Entry) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (entry.due, self._seq, entry))
-        if entry.due < self._sleeping_until:
-            self._wake_up()  # the loop sleeps past this one
+        if entry.due < self._nap.until:
+            self._nap.wake_up()  # the loop sleeps past this one
         self._wake.set()
 
     def _jittered(self, base: float, interval: float) -> float:
@@ -328,7 +367,7 @@ class CheckScheduler:
                 now = self._clock()
                 due = self._heap[0][0]
                 if due > now + self._resolution:
-                    await self._nap(due, now)
+                    await self._nap.sleep(due, now)
                     continue
                 self._fire_due(now)
         finally:
@@ -358,36 +397,6 @@ class CheckScheduler:
                 self._seq += 1
                 self._heap.append((entry.due, self._seq, entry))
             heapq.heapify(self._heap)
-
-    async def _nap(self, until: float, now: float) -> None:
-        """Sleep until ``until`` unless :meth:`_wake_up` is called meanwhile.
-
-        The sleep is awaited right here, and cut short by cancelling this task (as
-        ``asyncio.timeout`` does), not run in a task of its own: from the timer to the
-        probes' start there is then one turn of the event loop (two for probes that
-        run as tasks), against three more through a sleeper task and
-        ``asyncio.wait``, each of which waits for every other ready callback (a
-        scrape's step among them)."""
-        napper = asyncio.current_task()
-        assert napper is not None
-        self._sleeping_until = until
-        self._napper = napper
-        self._woken = False
-        try:
-            await self._sleep(until - now)
-        except asyncio.CancelledError:
-            # our own wake-up only when no other cancel is pending
-            if not self._woken or napper.uncancel() > 0:
-                raise
-        finally:
-            self._napper = None
-            self._sleeping_until = math.inf
-
-    def _wake_up(self) -> None:
-        """Cut the current nap short (once; nothing when awake)."""
-        if self._napper is not None and not self._woken:
-            self._woken = True
-            self._napper.cancel()
 
     def _fire_due(self, now: float) -> None:
         horizon = now + self._resolution
@@ -531,7 +540,7 @@ class CheckScheduler:
         except Exception as exc:
             if self._error is None:
                 self._error = exc
-            self._wake_up()
+            self._nap.wake_up()
             self._wake.set()
 
     # -- reading -----------------------------------------------------------------------
