@@ -224,9 +224,8 @@ class CheckScheduler:
     result, started_at)`` gets every result (it must not block). ``jitter`` is the
     largest shift of a run from its base schedule, as a share of the interval.
     ``resolution`` lets runs due within that many seconds fire together (so up to
-    that much early), so a busy heap wakes at most about 1/resolution times a second:
-    5 ms, well inside the default jitter, saves a third of the scheduler's own CPU
-    against 1 ms at 1,000 checks a second.
+    that much early), so a busy heap wakes at most about 1/resolution times a second;
+    the default is well inside the default jitter.
     """
 
     def __init__(
@@ -496,7 +495,7 @@ class CheckScheduler:
     def _finished(self, task: asyncio.Task[None]) -> None:
         # Drop the ended task (and its coroutine) now rather than at the check's next
         # run: freed on the spot, it never reaches an older generation for the
-        # collector to walk (10,000 checks kept 10,000 of each alive).
+        # collector to walk (else every check keeps one of each alive).
         entry = self._tasks.pop(task, None)
         if entry is not None and entry.task is task:
             entry.task = None

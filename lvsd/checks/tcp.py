@@ -45,8 +45,8 @@ from lvsd.config.model import CheckSpec, TcpOptions
 READ_LIMIT = 65536
 
 #: ``SO_LINGER`` on with zero seconds: ``close`` ends the connection with a reset, so it
-#: leaves no TIME_WAIT socket on the director (at 10,000 checks a second the kernel's
-#: table of them overflows). keepalived's TCP_CHECK and HAProxy's checks close so too.
+#: leaves no TIME_WAIT socket on the director (at high check rates the kernel's table
+#: of them overflows). keepalived's TCP_CHECK and HAProxy's checks close so too.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 #: A non-blocking stream socket from the one ``socket()`` call (no ``ioctl`` after it).
