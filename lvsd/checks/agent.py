@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lvsd.checks._net import (
+from lvsd.checks.base import ProbeResult
+from lvsd.checks.net import (
     LINE_LIMIT,
     Fail,
     Progress,
@@ -29,12 +30,11 @@ from lvsd.checks._net import (
     echo,
     hostport,
     open_stream,
-    probe_port,
     read_line,
     run_timed,
 )
-from lvsd.checks.base import ProbeResult, Target
-from lvsd.config.model import AgentOptions, CheckSpec
+from lvsd.checks.probe import ProbeBase
+from lvsd.config.model import AgentOptions
 
 UP_WORDS = frozenset({"up", "ready"})
 DOWN_WORDS = frozenset({"down", "fail", "stopped", "maint"})
@@ -89,18 +89,12 @@ def verdict_of(line: str) -> Verdict:
     return Verdict(ok=True, detail=f"agent: up ({shown})", weight=reply.percent)
 
 
-class AgentProbe:
+class AgentProbe(ProbeBase[AgentOptions]):
     """Ask the real server's agent how it is."""
 
-    __slots__ = ("_options", "_port", "_spec", "_target")
-
-    def __init__(self, spec: CheckSpec, target: Target) -> None:
-        if not isinstance(spec.options, AgentOptions):
-            raise TypeError(f"agent probe needs AgentOptions, got {type(spec.options).__name__}")
-        self._spec = spec
-        self._options = spec.options
-        self._target = target
-        self._port = probe_port(spec, target)
+    __slots__ = ()
+    options_type = AgentOptions
+    kind = "agent"
 
     async def probe(self) -> ProbeResult:
         progress = Progress(f"agent: connect {hostport(self._target.address, self._port)}")
@@ -124,6 +118,3 @@ class AgentProbe:
             return verdict_of(line)
         finally:
             close_stream(writer)
-
-    async def close(self) -> None:
-        """Nothing is kept between probes."""

@@ -78,9 +78,9 @@ class QuickProbe(Probe, Protocol):
     thousands of checks a second a task per run is much of the scheduler's CPU, and
     the run starts the moment it is due rather than on the loop's next turn.
     ``start(finish, now)`` begins a run and returns it; ``now`` is the loop's time as
-    the caller read it on this turn (the run's start: in the lab's guest every clock
-    read is a trapped syscall, as dear as a ``connect``). ``finish`` is called exactly
-    once, on a later turn of the loop (with None at once if the run is cancelled)."""
+    the caller read it on this turn (the run's start: the run need not read the clock
+    to begin). ``finish`` is called exactly once, on a later turn of the loop (with None
+    at once if the run is cancelled)."""
 
     def start(self, finish: Finish, now: float) -> Run: ...
 

@@ -24,35 +24,25 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from lvsd.checks._net import DatagramQueue, Fail, Progress, Verdict, local_addr, run_timed
 from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.net import DatagramQueue, Fail, Progress, Verdict, local_addr, run_timed
+from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import CheckSpec, DnsOptions
 from lvsd.config.options import dns_problems
 
 DEFAULT_PORT = 53
 
 
-class DnsProbe:
+class DnsProbe(ProbeBase[DnsOptions]):
     """Ask the real server one question and check its answer."""
 
-    __slots__ = (
-        "_expect",
-        "_label",
-        "_name",
-        "_port",
-        "_problem",
-        "_rcode",
-        "_rdtype",
-        "_spec",
-        "_target",
-    )
+    __slots__ = ("_expect", "_label", "_name", "_problem", "_rcode", "_rdtype")
+    options_type = DnsOptions
+    kind = "dns"
 
     def __init__(self, spec: CheckSpec, target: Target) -> None:
-        options = spec.options
-        if not isinstance(options, DnsOptions):
-            raise TypeError(f"dns probe needs DnsOptions, got {type(options).__name__}")
-        self._spec = spec
-        self._target = target
+        super().__init__(spec, target)
+        options = self._options
         self._port = spec.port if spec.port is not None else (target.port or DEFAULT_PORT)
         self._label = f"dns {options.name} {options.type}"
         problems = dns_problems(options)
@@ -122,6 +112,3 @@ class DnsProbe:
                 # Someone else's answer (another id or question): keep waiting.
         finally:
             transport.close()
-
-    async def close(self) -> None:
-        """Nothing is kept between probes."""

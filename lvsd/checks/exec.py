@@ -25,8 +25,9 @@ import pwd
 import signal
 import subprocess
 
-from lvsd.checks._net import Fail, Progress, Verdict, probe_port, run_timed
 from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.net import Fail, Progress, Verdict, run_timed
+from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import CheckSpec, ExecOptions
 
 #: Bytes of the command's output kept for the detail (the rest is read and dropped).
@@ -80,18 +81,16 @@ async def _first_output(stream: asyncio.StreamReader) -> bytes:
     return kept
 
 
-class ExecProbe:
+class ExecProbe(ProbeBase[ExecOptions]):
     """Run the configured command against the target."""
 
-    __slots__ = ("_argv", "_options", "_spec", "_target")
+    __slots__ = ("_argv",)
+    options_type = ExecOptions
+    kind = "exec"
 
     def __init__(self, spec: CheckSpec, target: Target) -> None:
-        if not isinstance(spec.options, ExecOptions):
-            raise TypeError(f"exec probe needs ExecOptions, got {type(spec.options).__name__}")
-        self._spec = spec
-        self._options = spec.options
-        self._target = target
-        self._argv = render_command(spec.options.command, target, probe_port(spec, target))
+        super().__init__(spec, target)
+        self._argv = render_command(self._options.command, target, self._port)
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -149,6 +148,3 @@ class ExecProbe:
         if ok:
             return Verdict(ok=True, detail=detail, weight=weight)
         return Verdict.fail(detail, "exit")
-
-    async def close(self) -> None:
-        """Nothing is kept between probes (each run reaps its own process)."""

@@ -32,17 +32,17 @@ from types import SimpleNamespace
 
 import aiohttp
 
-from lvsd.checks._net import (
+from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.net import (
     Fail,
     Progress,
     Verdict,
     describe_os_error,
     hostport,
     local_addr,
-    probe_port,
     run_timed,
 )
-from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import CheckSpec, HttpOptions
 
 #: Bytes of the body kept for ``body_regex`` (the digest covers the whole body).
@@ -68,7 +68,7 @@ def tls_context(
 async def _on_connect_start(
     session: aiohttp.ClientSession,
     context: SimpleNamespace,
-    params: aiohttp.TraceConnectionCreateStartParams,
+    _params: aiohttp.TraceConnectionCreateStartParams,
 ) -> None:
     progress = context.trace_request_ctx
     if isinstance(progress, _HttpProgress):
@@ -78,7 +78,7 @@ async def _on_connect_start(
 async def _on_connect_end(
     session: aiohttp.ClientSession,
     context: SimpleNamespace,
-    params: aiohttp.TraceConnectionCreateEndParams,
+    _params: aiohttp.TraceConnectionCreateEndParams,
 ) -> None:
     progress = context.trace_request_ctx
     if isinstance(progress, _HttpProgress):
@@ -103,19 +103,15 @@ class _HttpProgress(Progress):
         self.request_step = request_step
 
 
-class HttpProbe:
-    """Ask the real server for a page and judge status and body."""
+class HttpProbe(ProbeBase[HttpOptions]):
+    """Ask the real server for a page and judge status and body (kinds http and https)."""
 
-    __slots__ = ("_options", "_port", "_regex", "_session", "_spec", "_target", "_url")
+    __slots__ = ("_regex", "_session", "_url")
+    options_type = HttpOptions
 
     def __init__(self, spec: CheckSpec, target: Target) -> None:
-        options = spec.options
-        if not isinstance(options, HttpOptions):
-            raise TypeError(f"{spec.kind} probe needs HttpOptions, got {type(options).__name__}")
-        self._spec = spec
-        self._options = options
-        self._target = target
-        self._port = probe_port(spec, target)
+        super().__init__(spec, target)
+        options = self._options
         scheme = "https" if options.tls or spec.kind == "https" else "http"
         path = options.path if options.path.startswith("/") else "/" + options.path
         self._url = f"{scheme}://{hostport(target.address, self._port)}{path}"

@@ -99,6 +99,124 @@ class CheckSchedulerStats:
     last_progress: float | None
 
 
+class _Admission:
+    """Admits probe runs under the caps: at most ``max_all`` at once, and at most
+    ``max_exec`` of kind ``exec`` (they start processes). A run that may not start yet
+    waits in a FIFO (exec runs in their own) and starts, in order of schedule, as
+    running ones end.
+
+    Counters and FIFOs of (entry, probe, scheduled): no semaphore (asyncio's wakes its
+    waiters in O(waiters) per release) and no task for a run until it may start.
+    ``running`` counts the runs under way: :meth:`admit` and :meth:`next_run` count
+    them in, the scheduler counts them out as they end. ``running_exec`` counts the
+    exec runs under way as tasks: the scheduler counts them in and out around their
+    task."""
+
+    __slots__ = ("_max_all", "_max_exec", "_queue", "_queue_exec", "running", "running_exec")
+
+    def __init__(self, max_all: int, max_exec: int) -> None:
+        self._max_all = max_all
+        self._max_exec = max_exec
+        self.running = 0
+        self.running_exec = 0
+        self._queue: deque[tuple[_Entry, Probe, float]] = deque()
+        self._queue_exec: deque[tuple[_Entry, Probe, float]] = deque()
+
+    def admit(self, entry: _Entry, probe: Probe, scheduled: float) -> bool:
+        """True: the caps allow the run now (and nothing is queued before it), and it
+        is counted in; False: it is queued, to start when :meth:`next_run` gives it."""
+        if entry.spec.kind == EXEC_KIND:
+            if (
+                not self._queue_exec
+                and self.running_exec < self._max_exec
+                and self.running < self._max_all
+            ):
+                self._count_in(entry)
+                return True
+            entry.queued = True
+            self._queue_exec.append((entry, probe, scheduled))
+        elif not self._queue and self.running < self._max_all:
+            self._count_in(entry)
+            return True
+        else:
+            entry.queued = True
+            self._queue.append((entry, probe, scheduled))
+        return False
+
+    def _count_in(self, entry: _Entry) -> None:
+        entry.queued = False
+        self.running += 1
+
+    def next_run(self) -> tuple[_Entry, Probe, float] | None:
+        """The queued run the caps now allow, the earliest scheduled first, counted in
+        (None: none may start). A run queued for a probe since replaced, for a removed
+        check, or no longer marked queued is dropped."""
+        queue, queue_exec = self._queue, self._queue_exec
+        while self.running < self._max_all and (queue or queue_exec):
+            if queue_exec and self.running_exec < self._max_exec:
+                if not queue or queue_exec[0][2] <= queue[0][2]:
+                    queue = queue_exec
+            elif not queue:
+                return None  # only exec runs wait, for an exec slot
+            waiting = queue.popleft()
+            queue = self._queue
+            entry, probe, _ = waiting
+            if entry.removed or probe is not entry.probe or not entry.queued:
+                continue
+            self._count_in(entry)
+            return waiting
+        return None
+
+    def drop_queued(self) -> None:
+        for entry, _, _ in (*self._queue, *self._queue_exec):
+            entry.queued = False
+        self._queue.clear()
+        self._queue_exec.clear()
+
+
+class _Nap:
+    """The timer loop's sleep until its next due run, which :meth:`wake_up` cuts short.
+
+    The sleep is awaited in the loop's own task, and cut short by cancelling that task
+    (as ``asyncio.timeout`` does), not run in a task of its own: from the timer to the
+    probes' start there is then one turn of the event loop (two for probes that run as
+    tasks), against three more through a sleeper task and ``asyncio.wait``, each of
+    which waits for every other ready callback (a scrape's step among them)."""
+
+    __slots__ = ("_napper", "_sleep", "_woken", "until")
+
+    def __init__(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self._sleep = sleep
+        #: The task napping (None when awake).
+        self._napper: asyncio.Task[None] | None = None
+        self._woken = False  # the nap was cut short by :meth:`wake_up`
+        #: When the current nap ends (inf when awake).
+        self.until = math.inf
+
+    async def sleep(self, until: float, now: float) -> None:
+        """Sleep until ``until`` unless :meth:`wake_up` is called meanwhile."""
+        napper = asyncio.current_task()
+        assert napper is not None
+        self.until = until
+        self._napper = napper
+        self._woken = False
+        try:
+            await self._sleep(until - now)
+        except asyncio.CancelledError:
+            # our own wake-up only when no other cancel is pending
+            if not self._woken or napper.uncancel() > 0:
+                raise
+        finally:
+            self._napper = None
+            self.until = math.inf
+
+    def wake_up(self) -> None:
+        """Cut the current nap short (once; nothing when awake)."""
+        if self._napper is not None and not self._woken:
+            self._woken = True
+            self._napper.cancel()
+
+
 class CheckScheduler:
     """Drives every check from one timer heap.
 
@@ -106,9 +224,8 @@ class CheckScheduler:
     result, started_at)`` gets every result (it must not block). ``jitter`` is the
     largest shift of a run from its base schedule, as a share of the interval.
     ``resolution`` lets runs due within that many seconds fire together (so up to
-    that much early), so a busy heap wakes at most about 1/resolution times a second:
-    5 ms, well inside the default jitter, saves a third of the scheduler's own CPU
-    against 1 ms at 1,000 checks a second.
+    that much early), so a busy heap wakes at most about 1/resolution times a second;
+    the default is well inside the default jitter.
     """
 
     def __init__(
@@ -129,29 +246,17 @@ class CheckScheduler:
         self._factory = probe_factory
         self._on_result = on_result
         self._clock = clock
-        self._sleep = sleep
         self._rng = rng
         self._jitter = jitter
         self._resolution = resolution
         self._grace = grace
-        # Admission under the caps: counters and FIFOs of (entry, probe, scheduled),
-        # no semaphore (asyncio's wakes its waiters in O(waiters) per release) and no
-        # task for a run until it may start.
-        self._max_all = max_concurrent
-        self._max_exec = max_exec
-        self._running_all = 0
-        self._running_exec = 0
-        self._queue: deque[tuple[_Entry, Probe, float]] = deque()
-        self._queue_exec: deque[tuple[_Entry, Probe, float]] = deque()
+        self._admission = _Admission(max_concurrent, max_exec)
         self._entries: dict[CheckId, _Entry] = {}
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = 0
         #: Running probe tasks and their entries (a task ends: see ``_finished``).
         self._tasks: dict[asyncio.Task[None], _Entry] = {}
-        #: The task running :meth:`run` while it naps (None when awake).
-        self._napper: asyncio.Task[None] | None = None
-        self._woken = False  # the nap was cut short by :meth:`_wake_up`
-        self._sleeping_until = math.inf
+        self._nap = _Nap(sleep)
         self._error: BaseException | None = None
         self._wake = asyncio.Event()
         #: Actual start minus scheduled start of recent runs (seconds), newest last.
@@ -169,8 +274,8 @@ class CheckScheduler:
     def _push(self, entry: _Entry) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (entry.due, self._seq, entry))
-        if entry.due < self._sleeping_until:
-            self._wake_up()  # the loop sleeps past this one
+        if entry.due < self._nap.until:
+            self._nap.wake_up()  # the loop sleeps past this one
         self._wake.set()
 
     def _jittered(self, base: float, interval: float) -> float:
@@ -233,7 +338,7 @@ class CheckScheduler:
 
     async def close(self) -> None:
         """Stop every running probe and close every probe."""
-        self._drop_queued()
+        self._admission.drop_queued()
         entries = list(self._entries.values())
         self._entries.clear()
         self._heap.clear()
@@ -261,11 +366,11 @@ class CheckScheduler:
                 now = self._clock()
                 due = self._heap[0][0]
                 if due > now + self._resolution:
-                    await self._nap(due, now)
+                    await self._nap.sleep(due, now)
                     continue
                 self._fire_due(now)
         finally:
-            self._drop_queued()
+            self._admission.drop_queued()
             for entry in self._entries.values():
                 if entry.task is not None:
                     entry.task.cancel()
@@ -291,42 +396,6 @@ class CheckScheduler:
                 self._seq += 1
                 self._heap.append((entry.due, self._seq, entry))
             heapq.heapify(self._heap)
-
-    def _drop_queued(self) -> None:
-        for entry, _, _ in (*self._queue, *self._queue_exec):
-            entry.queued = False
-        self._queue.clear()
-        self._queue_exec.clear()
-
-    async def _nap(self, until: float, now: float) -> None:
-        """Sleep until ``until`` unless :meth:`_wake_up` is called meanwhile.
-
-        The sleep is awaited right here, and cut short by cancelling this task (as
-        ``asyncio.timeout`` does), not run in a task of its own: from the timer to the
-        probes' start there is then one turn of the event loop (two for probes that
-        run as tasks), against three more through a sleeper task and
-        ``asyncio.wait``, each of which waits for every other ready callback (a
-        scrape's step among them)."""
-        napper = asyncio.current_task()
-        assert napper is not None
-        self._sleeping_until = until
-        self._napper = napper
-        self._woken = False
-        try:
-            await self._sleep(until - now)
-        except asyncio.CancelledError:
-            # our own wake-up only when no other cancel is pending
-            if not self._woken or napper.uncancel() > 0:
-                raise
-        finally:
-            self._napper = None
-            self._sleeping_until = math.inf
-
-    def _wake_up(self) -> None:
-        """Cut the current nap short (once; nothing when awake)."""
-        if self._napper is not None and not self._woken:
-            self._woken = True
-            self._napper.cancel()
 
     def _fire_due(self, now: float) -> None:
         horizon = now + self._resolution
@@ -369,7 +438,9 @@ class CheckScheduler:
             entry.runs += 1
             self._runs += 1
             entry.started = None
-            self._admit(entry, entry.probe, scheduled, now)
+            probe = entry.probe
+            if self._admission.admit(entry, probe, scheduled):
+                self._start(entry, probe, scheduled, now)
         # Next run: one interval on from the base (skipping any runs missed while the
         # loop was held up), shifted by fresh jitter.
         base = entry.base + interval
@@ -383,29 +454,9 @@ class CheckScheduler:
         self._seq += 1
         heapq.heappush(self._heap, (entry.due, self._seq, entry))
 
-    def _admit(self, entry: _Entry, probe: Probe, scheduled: float, now: float) -> None:
-        """Start the run now if the caps allow (and nothing is queued before it), else
-        queue it; queued runs start in order as running ones finish."""
-        if entry.spec.kind == EXEC_KIND:
-            if (
-                not self._queue_exec
-                and self._running_exec < self._max_exec
-                and self._running_all < self._max_all
-            ):
-                self._start(entry, probe, scheduled, now)
-            else:
-                entry.queued = True
-                self._queue_exec.append((entry, probe, scheduled))
-        elif not self._queue and self._running_all < self._max_all:
-            self._start(entry, probe, scheduled, now)
-        else:
-            entry.queued = True
-            self._queue.append((entry, probe, scheduled))
-
     def _start(self, entry: _Entry, probe: Probe, scheduled: float, now: float | None) -> None:
-        """Start a run; ``now`` is the clock as read on this turn (None: not read)."""
-        entry.queued = False
-        self._running_all += 1
+        """Start an admitted run; ``now`` is the clock as read on this turn (None: not
+        read)."""
         if entry.quick:
             self._start_quick(entry, probe, scheduled, self._clock() if now is None else now)
             return
@@ -413,13 +464,13 @@ class CheckScheduler:
         entry.task = run
         self._tasks[run] = entry
         if entry.spec.kind == EXEC_KIND:
-            self._running_exec += 1
+            self._admission.running_exec += 1
             run.add_done_callback(self._finished_exec)
         else:
             run.add_done_callback(self._finished)
 
     def _finished_exec(self, task: asyncio.Task[None]) -> None:
-        self._running_exec -= 1
+        self._admission.running_exec -= 1
         self._finished(task)
 
     def _start_quick(self, entry: _Entry, probe: Probe, scheduled: float, now: float) -> None:
@@ -444,7 +495,7 @@ class CheckScheduler:
     def _finished(self, task: asyncio.Task[None]) -> None:
         # Drop the ended task (and its coroutine) now rather than at the check's next
         # run: freed on the spot, it never reaches an older generation for the
-        # collector to walk (10,000 checks kept 10,000 of each alive).
+        # collector to walk (else every check keeps one of each alive).
         entry = self._tasks.pop(task, None)
         if entry is not None and entry.task is task:
             entry.task = None
@@ -452,18 +503,10 @@ class CheckScheduler:
 
     def _release(self) -> None:
         """A run ended: start queued ones while the caps allow."""
-        self._running_all -= 1
-        queue, queue_exec = self._queue, self._queue_exec
-        while self._running_all < self._max_all and (queue or queue_exec):
-            if queue_exec and self._running_exec < self._max_exec:
-                if not queue or queue_exec[0][2] <= queue[0][2]:
-                    queue = queue_exec
-            elif not queue:
-                return  # only exec runs wait, for an exec slot
-            entry, probe, scheduled = queue.popleft()
-            queue = self._queue
-            if entry.removed or probe is not entry.probe or not entry.queued:
-                continue
+        admission = self._admission
+        admission.running -= 1
+        while (waiting := admission.next_run()) is not None:
+            entry, probe, scheduled = waiting
             self._start(entry, probe, scheduled, None)
 
     async def _probe_once(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
@@ -496,7 +539,7 @@ class CheckScheduler:
         except Exception as exc:
             if self._error is None:
                 self._error = exc
-            self._wake_up()
+            self._nap.wake_up()
             self._wake.set()
 
     # -- reading -----------------------------------------------------------------------
@@ -517,7 +560,7 @@ class CheckScheduler:
     def stats(self) -> CheckSchedulerStats:
         return CheckSchedulerStats(
             checks=len(self._entries),
-            running=self._running_all,
+            running=self._admission.running,
             runs=self._runs,
             results=self._results,
             skipped=self._skipped,
@@ -525,11 +568,3 @@ class CheckScheduler:
             probe_errors=self._probe_errors,
             last_progress=self.last_progress,
         )
-
-    def check_stats(self, cid: CheckId) -> tuple[int, int]:
-        """(runs, skipped) of one check."""
-        entry = self._entries[cid]
-        return entry.runs, entry.skipped
-
-    def next_due(self, cid: CheckId) -> float:
-        return self._entries[cid].due

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 
-from lvsd.checks._net import (
+from lvsd.checks.base import ProbeResult
+from lvsd.checks.net import (
     LINE_LIMIT,
     Fail,
     Progress,
@@ -19,12 +20,11 @@ from lvsd.checks._net import (
     echo,
     hostport,
     open_stream,
-    probe_port,
     read_line,
     run_timed,
 )
-from lvsd.checks.base import ProbeResult, Target
-from lvsd.config.model import CheckSpec, SmtpOptions
+from lvsd.checks.probe import ProbeBase
+from lvsd.config.model import SmtpOptions
 
 #: Lines a multi-line reply may have before we call it garbage.
 MAX_REPLY_LINES = 100
@@ -44,18 +44,12 @@ async def read_reply(reader: asyncio.StreamReader, progress: Progress) -> int:
     raise Fail(f"{progress.step}: reply longer than {MAX_REPLY_LINES} lines", "protocol")
 
 
-class SmtpProbe:
+class SmtpProbe(ProbeBase[SmtpOptions]):
     """Greet the mail server and leave politely."""
 
-    __slots__ = ("_options", "_port", "_spec", "_target")
-
-    def __init__(self, spec: CheckSpec, target: Target) -> None:
-        if not isinstance(spec.options, SmtpOptions):
-            raise TypeError(f"smtp probe needs SmtpOptions, got {type(spec.options).__name__}")
-        self._spec = spec
-        self._options = spec.options
-        self._target = target
-        self._port = probe_port(spec, target)
+    __slots__ = ()
+    options_type = SmtpOptions
+    kind = "smtp"
 
     async def probe(self) -> ProbeResult:
         progress = Progress(f"smtp: connect {hostport(self._target.address, self._port)}")
@@ -85,6 +79,3 @@ class SmtpProbe:
             return Verdict(ok=True, detail=detail)
         finally:
             close_stream(writer)
-
-    async def close(self) -> None:
-        """Nothing is kept between probes."""

@@ -6,7 +6,7 @@ Details: ``"connect 10.0.0.2:80: refused"``, ``"connect 10.0.0.2:80: timeout aft
 A plain connect check (no ``send``, no ``expect``: the common case, and the one run
 for thousands of real servers) is a :class:`ConnectProbe`. It runs from callbacks,
 without a task (:class:`~lvsd.checks.base.QuickProbe`): a non-blocking socket whose
-connect is watched by the loop's shared :class:`~lvsd.checks._net.Connector` (one
+connect is watched by the loop's shared :class:`~lvsd.checks.net.Connector` (one
 epoll set), one timer handle for its timeout, and a detail built once per probe
 rather than once per run. It costs a fraction of the stream path's CPU and starts
 its connect the moment it is due (see docs/performance.md); what it reports is the
@@ -23,7 +23,8 @@ import select
 import socket
 import struct
 
-from lvsd.checks._net import (
+from lvsd.checks.base import Finish, Probe, ProbeResult, Target
+from lvsd.checks.net import (
     Fail,
     Progress,
     Verdict,
@@ -35,18 +36,17 @@ from lvsd.checks._net import (
     hostport,
     local_addr,
     open_stream,
-    probe_port,
     run_timed,
 )
-from lvsd.checks.base import Finish, Probe, ProbeResult, Target
+from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import CheckSpec, TcpOptions
 
 #: Bytes of the answer kept while looking for ``expect``.
 READ_LIMIT = 65536
 
 #: ``SO_LINGER`` on with zero seconds: ``close`` ends the connection with a reset, so it
-#: leaves no TIME_WAIT socket on the director (at 10,000 checks a second the kernel's
-#: table of them overflows). keepalived's TCP_CHECK and HAProxy's checks close so too.
+#: leaves no TIME_WAIT socket on the director (at high check rates the kernel's table
+#: of them overflows). keepalived's TCP_CHECK and HAProxy's checks close so too.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 #: A non-blocking stream socket from the one ``socket()`` call (no ``ioctl`` after it).
@@ -67,7 +67,7 @@ def tcp_probe(spec: CheckSpec, target: Target) -> Probe:
     return TcpProbe(spec, target)
 
 
-class ConnectProbe:
+class ConnectProbe(ProbeBase[TcpOptions]):
     """Connect and close, from callbacks."""
 
     __slots__ = (
@@ -79,11 +79,12 @@ class ConnectProbe:
         "ok_detail",
         "timeout_detail",
     )
+    options_type = TcpOptions
+    kind = "tcp"
 
     def __init__(self, spec: CheckSpec, target: Target) -> None:
-        if not isinstance(spec.options, TcpOptions):
-            raise TypeError(f"tcp probe needs TcpOptions, got {type(spec.options).__name__}")
-        port = probe_port(spec, target)
+        super().__init__(spec, target)
+        port = self._port
         self._step = f"connect {hostport(target.address, port)}"
         self.ok_detail = f"{self._step}: ok"
         self._timeout = spec.timeout
@@ -141,9 +142,6 @@ class ConnectProbe:
         return ProbeResult(
             ok=False, detail=f"{self._step}: {text}", duration=duration, reason=reason
         )
-
-    async def close(self) -> None:
-        """Nothing is kept between probes."""
 
 
 class _Connecting:
@@ -240,18 +238,15 @@ class _Connecting:
         )
 
 
-class TcpProbe:
+class TcpProbe(ProbeBase[TcpOptions]):
     """Connect to the target, send, and read until ``expect`` is seen (a task's run)."""
 
-    __slots__ = ("_options", "_port", "_spec", "_step", "_target", "_where")
+    __slots__ = ("_step", "_where")
+    options_type = TcpOptions
+    kind = "tcp"
 
     def __init__(self, spec: CheckSpec, target: Target) -> None:
-        if not isinstance(spec.options, TcpOptions):
-            raise TypeError(f"tcp probe needs TcpOptions, got {type(spec.options).__name__}")
-        self._spec = spec
-        self._options = spec.options
-        self._target = target
-        self._port = probe_port(spec, target)
+        super().__init__(spec, target)
         self._where = hostport(target.address, self._port)
         self._step = f"connect {self._where}"
 
@@ -284,6 +279,3 @@ class TcpProbe:
             return Verdict(ok=True, detail=f"read {where}: {echo(expect)} seen")
         finally:
             close_stream(writer)
-
-    async def close(self) -> None:
-        """Nothing is kept between probes."""

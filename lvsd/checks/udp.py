@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 
-from lvsd.checks._net import (
+from lvsd.checks.base import ProbeResult
+from lvsd.checks.net import (
     DatagramQueue,
     Fail,
     Progress,
@@ -22,25 +23,18 @@ from lvsd.checks._net import (
     echo,
     hostport,
     local_addr,
-    probe_port,
     run_timed,
 )
-from lvsd.checks.base import ProbeResult, Target
-from lvsd.config.model import CheckSpec, UdpOptions
+from lvsd.checks.probe import ProbeBase
+from lvsd.config.model import UdpOptions
 
 
-class UdpProbe:
+class UdpProbe(ProbeBase[UdpOptions]):
     """Send a datagram to the target and listen for what comes back."""
 
-    __slots__ = ("_options", "_port", "_spec", "_target")
-
-    def __init__(self, spec: CheckSpec, target: Target) -> None:
-        if not isinstance(spec.options, UdpOptions):
-            raise TypeError(f"udp probe needs UdpOptions, got {type(spec.options).__name__}")
-        self._spec = spec
-        self._options = spec.options
-        self._target = target
-        self._port = probe_port(spec, target)
+    __slots__ = ()
+    options_type = UdpOptions
+    kind = "udp"
 
     async def probe(self) -> ProbeResult:
         where = f"udp {hostport(self._target.address, self._port)}"
@@ -73,6 +67,3 @@ class UdpProbe:
                 progress.on_timeout = Verdict.fail(f"{where}: {wrong}", "body")
         finally:
             transport.close()
-
-    async def close(self) -> None:
-        """Nothing is kept between probes."""

@@ -18,8 +18,9 @@ from lvsd.config.document import Document, Tree
 from lvsd.config.ini import parse_ini
 from lvsd.config.locate import KeyPath, render_path
 from lvsd.config.model import Config
-from lvsd.config.schema import build, show
+from lvsd.config.schema import build
 from lvsd.config.toml import parse_toml
+from lvsd.config.values import show
 from lvsd.errors import ConfigError, Problem
 
 TOML_SUFFIXES = (".toml",)
@@ -29,10 +30,9 @@ INI_SUFFIXES = (".ini", ".conf", ".cf")
 def load(path: str) -> Config:
     """Load the config at ``path``; raise :class:`ConfigError` listing every problem."""
     # Loading allocates many objects and frees few, so the cyclic collector would scan
-    # them again and again for nothing (a third of the CPU time of a 10,000-server INI
-    # load). It is paused instead, and one young-generation pass at the end frees the
-    # cycles left behind (configparser's section proxies), scanning only what the
-    # load allocated.
+    # them again and again for nothing. It is paused instead, and one young-generation
+    # pass at the end frees the cycles left behind (configparser's section proxies),
+    # scanning only what the load allocated.
     collecting = gc.isenabled()
     gc.disable()
     try:

@@ -3,7 +3,8 @@
 Every problem is collected (never the first one only), each naming its key path and,
 through ``locate``, its file and line. Defaults are not repeated here: a key left out
 is left out of the dataclass call, so the defaults of :mod:`lvsd.config.model` apply.
-The one default this module owns is the protocol of an address service (tcp).
+The one default this module owns is the protocol of an address service (tcp). Each
+scalar is converted, and its problem worded, by :mod:`lvsd.config.values`.
 
 Inheritance: ``[defaults]`` -> service -> real server for ``forward``; ``[defaults]``
 -> service for scheduler, on_failure, initial_state and slow_start; service ->
@@ -15,17 +16,11 @@ service's.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import ipaddress
-import json
-import re
-import shlex
 import types
 from collections.abc import Callable, Iterable, Mapping
-from enum import StrEnum
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
-from lvsd.config.document import IniText, Tree
+from lvsd.config.document import Tree
 from lvsd.config.locate import KeyPath, render_path
 from lvsd.config.model import (
     CHECK_KINDS,
@@ -40,10 +35,27 @@ from lvsd.config.model import (
     Quorum,
     RealServer,
     SorryServer,
-    StatusRange,
     VirtualServiceConfig,
 )
-from lvsd.config.options import dns_option_problems, regex_problem
+from lvsd.config.options import dns_option_problems
+from lvsd.config.values import (
+    MAX_FWMARK,
+    MAX_PORT,
+    MAX_U32,
+    Invalid,
+    by_type,
+    did_you_mean,
+    show,
+    to_bool,
+    to_command,
+    to_enum,
+    to_float,
+    to_int,
+    to_ip,
+    to_listen,
+    to_str,
+    to_str_list,
+)
 from lvsd.errors import Problem
 from lvsd.model import (
     FLAGGED_SCHEDULERS,
@@ -57,7 +69,6 @@ from lvsd.model import (
     Scheduler,
     ServiceKey,
     TunnelType,
-    parse_hostport,
 )
 
 #: Where a key path was written: (file, line or None).
@@ -65,11 +76,6 @@ Locate = Callable[[KeyPath], tuple[str, int | None]]
 
 #: The protocol of an address service that names none.
 DEFAULT_PROTOCOL = Protocol.TCP
-
-MAX_PORT = 65535
-#: The largest value of a kernel u32 field (fwmark, persistence timeout, thresholds).
-MAX_U32 = 2**32 - 1
-MAX_FWMARK = MAX_U32
 
 TOP_KEYS = ("include", "daemon", "defaults", "services")
 DEFAULTS_KEYS = ("scheduler", "forward", "on_failure", "initial_state", "slow_start", "check")
@@ -116,12 +122,6 @@ QUORUM_KEYS = ("minimum", "hysteresis", "up_command", "down_command")
 PANIC_KEYS = ("threshold", "min_servers")
 #: Options set by the kind itself, never by the user.
 _IMPLIED_OPTIONS = frozenset({"tls"})
-#: Options that take a command line (a list, or a string split like a shell does).
-_COMMAND_OPTIONS = frozenset({"command"})
-#: Text options that are wire data: INI values take backslash escapes (agent ``send``).
-_ESCAPED_OPTIONS = frozenset({"send"})
-
-_E = TypeVar("_E", bound=StrEnum)
 
 
 def defaults_of(cls: type[Any]) -> dict[str, Any]:
@@ -135,8 +135,8 @@ def defaults_of(cls: type[Any]) -> dict[str, Any]:
     return result
 
 
-#: Per-class facts computed once (a config has thousands of checks; resolving type
-#: hints for each one cost most of a 10,000-check load).
+#: Per-class facts computed once, not once per check (a config has thousands of
+#: checks, and resolving type hints is slow).
 _DEFAULTS: dict[type[Any], Mapping[str, Any]] = {}
 _HINTS: dict[type[Any], Mapping[str, Any]] = {}
 _OPTION_NAMES: dict[type[Any], tuple[str, ...]] = {}
@@ -167,243 +167,6 @@ def _option_names(cls: type[Any]) -> tuple[str, ...]:
     return found
 
 
-def show(value: object) -> str:
-    """A value as the user wrote it: strings quoted, booleans in lower case."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(str(value), ensure_ascii=False)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list" if value else "an empty list"
-    return str(value)
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {show(close[0])}?)" if close else ""
-
-
-# --- values ---------------------------------------------------------------------------
-
-_SPLIT = re.compile(r"[,\s]+")
-_INI_TRUE = frozenset({"true", "yes", "on", "1"})
-_INI_FALSE = frozenset({"false", "no", "off", "0"})
-_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)")
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
-
-
-def _unescape(text: str) -> str:
-    def one(match: re.Match[str]) -> str:
-        code = match.group(1)
-        if code.startswith("x") and len(code) == 3:
-            return chr(int(code[1:], 16))
-        return _ESCAPES.get(code, match.group(0))
-
-    return _ESCAPE.sub(one, text)
-
-
-class _Invalid(Exception):
-    """A value is wrong; the message says what was expected."""
-
-
-def _int(value: object, low: int, high: int | None) -> int:
-    if isinstance(value, IniText):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise _Invalid(f"expected an integer, got {show(value)}") from None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"expected an integer, got {show(value)}")
-    if value < low or (high is not None and value > high):
-        bound = f"{low}..{high}" if high is not None else f">= {low}"
-        raise _Invalid(f"{value} is out of range (expected {bound})")
-    return value
-
-
-def _float(value: object, low: float, *, strict: bool = False, high: float | None = None) -> float:
-    if isinstance(value, IniText):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise _Invalid(f"expected a number, got {show(value)}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"expected a number, got {show(value)}")
-    number = float(value)
-    too_low = number <= low if strict else number < low
-    if too_low or (high is not None and number > high):
-        low_text = f"> {low:g}" if strict else f">= {low:g}"
-        bound = f"{low_text} and <= {high:g}" if high is not None else low_text
-        raise _Invalid(f"{value} is out of range (expected {bound})")
-    return number
-
-
-def _bool(value: object) -> bool:
-    if isinstance(value, IniText):
-        word = value.strip().lower()
-        if word in _INI_TRUE:
-            return True
-        if word in _INI_FALSE:
-            return False
-    if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {show(value)}")
-    return value
-
-
-def _str(value: object) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"expected a string, got {show(value)}")
-    return str(value)
-
-
-def _escaped_str(value: object) -> str:
-    text = _str(value)
-    return _unescape(text) if isinstance(value, IniText) else text
-
-
-def _bytes(value: object) -> bytes:
-    text = _str(value)
-    if isinstance(value, IniText):
-        text = _unescape(text)
-    return text.encode()
-
-
-def _regex(value: object) -> str:
-    pattern = _str(value)
-    reason = regex_problem(pattern)
-    if reason is not None:
-        raise _Invalid(
-            f"body_regex {show(pattern)} does not compile ({reason}); "
-            "expected a Python regular expression"
-        )
-    return pattern
-
-
-def _str_list(value: object) -> tuple[str, ...]:
-    if isinstance(value, IniText):
-        return tuple(word for word in _SPLIT.split(value.strip()) if word)
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise _Invalid(f"expected a list of strings, got {show(value)}")
-    return tuple(value)
-
-
-def _command(value: object) -> tuple[str, ...]:
-    want = "expected a command (a list of strings, or a string)"
-    if isinstance(value, str):
-        try:
-            words = tuple(shlex.split(value))
-        except ValueError as exc:
-            raise _Invalid(
-                f"cannot split {show(value)} into words ({exc}); "
-                "expected a command line with balanced quotes"
-            ) from None
-    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-        words = tuple(value)
-    else:
-        raise _Invalid(f"{want}, got {show(value)}")
-    if not words:
-        raise _Invalid(f"{want}, got an empty one: {_show_command(value)}")
-    if not words[0].strip():
-        raise _Invalid(
-            f"expected a program to run first, got an empty program name: {_show_command(value)}"
-        )
-    return words
-
-
-def _show_command(value: object) -> str:
-    """A command as written: a string quoted, a list in TOML's form."""
-    if isinstance(value, list):
-        return "[" + ", ".join(show(item) for item in value) + "]"
-    return show(value)
-
-
-def _status(value: object) -> tuple[StatusRange, ...]:
-    if isinstance(value, IniText):
-        items: list[object] = [IniText(w) for w in _SPLIT.split(value.strip()) if w]
-    elif isinstance(value, list):
-        items = list(value)
-    elif isinstance(value, str | int) and not isinstance(value, bool):
-        items = [value]
-    else:
-        items = [value]
-    want = 'expected status codes like 200, "200" or "200-299"'
-    ranges = []
-    for item in items:
-        if isinstance(item, int) and not isinstance(item, bool):
-            low = high = item
-        elif isinstance(item, str) and re.fullmatch(r"\s*\d{3}\s*(-\s*\d{3}\s*)?", item):
-            low_text, _, high_text = item.partition("-")
-            low, high = int(low_text), int(high_text or low_text)
-        else:
-            raise _Invalid(f"{want}, got {show(item)}")
-        if not (100 <= low <= high <= 599):
-            raise _Invalid(f"{show(item)} is not a status range within 100-599")
-        ranges.append(StatusRange(low=low, high=high))
-    if not ranges:
-        raise _Invalid(f"{want}, got none")
-    return tuple(ranges)
-
-
-def _headers(value: object) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise _Invalid(f"expected a table of header names to strings, got {show(value)}")
-    return tuple((str(k), str(v)) for k, v in value.items())
-
-
-def _ip(value: object) -> IPAddress:
-    text = _str(value)
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        raise _Invalid(f"expected an IPv4 or IPv6 address, got {show(value)}") from None
-
-
-def _enum(value: object, enum: type[_E], what: str) -> _E:
-    text = _str(value).strip().lower()
-    try:
-        return enum(text)
-    except ValueError:
-        names = [member.value for member in enum]
-        hint = did_you_mean(text, names)
-        raise _Invalid(
-            f"unknown {what} {show(value)}{hint}; expected one of {', '.join(names)}"
-        ) from None
-
-
-def _by_type(hint: object, name: str) -> Callable[[object], Any]:
-    """The converter for a dataclass field's type."""
-    if get_origin(hint) in (Union, types.UnionType):
-        arms = [arm for arm in get_args(hint) if arm is not type(None)]
-        hint = arms[0]
-    if hint is bool:
-        return _bool
-    if hint is int:
-        return lambda v: _int(v, 0, None)
-    if hint is float:
-        return lambda v: _float(v, 0.0)
-    if hint is str:
-        if name == "body_regex":
-            return _regex
-        return _escaped_str if name in _ESCAPED_OPTIONS else _str
-    if hint is bytes:
-        return _bytes
-    if get_origin(hint) is tuple:
-        element = get_args(hint)[0]
-        if element is str:
-            return _command if name in _COMMAND_OPTIONS else _str_list
-        if element is StatusRange:
-            return _status
-        if get_origin(element) is tuple:
-            return _headers
-    raise TypeError(f"no converter for field {name}: {hint}")  # a bug in the model
-
-
-# --- the builder ----------------------------------------------------------------------
-
-
 class _Table:
     """A table of the tree at ``path``, with typed getters that report problems."""
 
@@ -432,7 +195,7 @@ class _Table:
             return None
         try:
             return convert(self.data[key])
-        except _Invalid as exc:
+        except Invalid as exc:
             self.builder.error(self.at(key), str(exc))
             return None
 
@@ -509,15 +272,15 @@ class _Builder:
         table.allow(names, "[daemon]")
         hints = get_type_hints(DaemonConfig)
         limits: dict[str, Callable[[object], Any]] = {
-            "reconcile_interval": lambda v: _float(v, 0.0, strict=True),
-            "drain_timeout": lambda v: _float(v, 0.0),
-            "max_concurrent_probes": lambda v: _int(v, 1, None),
-            "max_exec_probes": lambda v: _int(v, 1, None),
-            "metrics_listen": _listen,
+            "reconcile_interval": lambda v: to_float(v, 0.0, strict=True),
+            "drain_timeout": lambda v: to_float(v, 0.0),
+            "max_concurrent_probes": lambda v: to_int(v, 1, None),
+            "max_exec_probes": lambda v: to_int(v, 1, None),
+            "metrics_listen": to_listen,
         }
         kwargs = {}
         for name in names:
-            value = table.get(name, limits.get(name) or _by_type(hints[name], name))
+            value = table.get(name, limits.get(name) or by_type(hints[name], name))
             if value is not None:
                 kwargs[name] = value
         return DaemonConfig(**kwargs)
@@ -533,11 +296,11 @@ class _Builder:
 
     def _service_level(self, table: _Table, keys: Iterable[str]) -> dict[str, Any]:
         converters: dict[str, Callable[[object], Any]] = {
-            "scheduler": lambda v: _enum(v, Scheduler, "scheduler"),
-            "forward": lambda v: _enum(v, Forward, "forwarding method"),
-            "on_failure": lambda v: _enum(v, FailureAction, "on_failure action"),
-            "initial_state": lambda v: _enum(v, InitialState, "initial state"),
-            "slow_start": lambda v: _float(v, 0.0),
+            "scheduler": lambda v: to_enum(v, Scheduler, "scheduler"),
+            "forward": lambda v: to_enum(v, Forward, "forwarding method"),
+            "on_failure": lambda v: to_enum(v, FailureAction, "on_failure action"),
+            "initial_state": lambda v: to_enum(v, InitialState, "initial state"),
+            "slow_start": lambda v: to_float(v, 0.0),
         }
         values = {key: table.get(key, converters[key]) for key in keys}
         return {key: value for key, value in values.items() if value is not None}
@@ -572,26 +335,26 @@ class _Builder:
         level = self.service_defaults | own
         kwargs: dict[str, Any] = {k: v for k, v in level.items() if k not in ("forward",)}
         scheduler: Scheduler = level.get("scheduler", _defaults(VirtualServiceConfig)["scheduler"])
-        flags = table.get("flags", _str_list)
+        flags = table.get("flags", to_str_list)
         scheduler_is_bad = table.has("scheduler") and "scheduler" not in own
         if flags is not None and not scheduler_is_bad:
             kwargs["flags"] = self.flags(table.at("flags"), flags, scheduler)
-        persistence = table.get("persistence", lambda v: _int(v, 0, MAX_U32))
+        persistence = table.get("persistence", lambda v: to_int(v, 0, MAX_U32))
         if persistence is not None:
             kwargs["persistence"] = persistence
         family = key.family if key is not None else None
         max_prefix = 128 if family is Family.INET6 else 32
-        netmask = table.get("persistence_netmask", lambda v: _int(v, 0, max_prefix))
+        netmask = table.get("persistence_netmask", lambda v: to_int(v, 0, max_prefix))
         if netmask is not None:
             kwargs["persistence_netmask"] = netmask
-        one_packet = table.get("one_packet", _bool)
+        one_packet = table.get("one_packet", to_bool)
         if one_packet is not None:
             kwargs["one_packet"] = one_packet
 
         inherited = _Inherited(
             forward=level.get("forward"),
-            tunnel=table.get("tunnel", lambda v: _enum(v, TunnelType, "tunnel type")),
-            tunnel_port=table.get("tunnel_port", lambda v: _int(v, 1, MAX_PORT)),
+            tunnel=table.get("tunnel", lambda v: to_enum(v, TunnelType, "tunnel type")),
+            tunnel_port=table.get("tunnel_port", lambda v: to_int(v, 1, MAX_PORT)),
         )
         self._tunnel_rules(table, inherited.forward, inherited.tunnel, inherited.tunnel_port)
 
@@ -606,23 +369,10 @@ class _Builder:
             kwargs["panic"] = self.panic(panic)
 
         checks = self.checks(table)
-        servers = table.tables("real_servers") or []
-        real_servers = []
-        seen: dict[DestKey, int] = {}
-        for index, server in enumerate(servers):
-            built = self.real_server(server, key, inherited, checks or ())
-            if built is None:
-                continue
-            first = seen.setdefault(built.key, index)
-            if first != index:
-                self.error(
-                    server.at("address"),
-                    f"real server {built.key} is already listed as real_servers[{first}]",
-                )
-            real_servers.append(built)
+        real_servers = self.real_servers(table, key, inherited, checks or ())
         if key is None:
             return None
-        return VirtualServiceConfig(name=name, key=key, real_servers=tuple(real_servers), **kwargs)
+        return VirtualServiceConfig(name=name, key=key, real_servers=real_servers, **kwargs)
 
     def service_key(self, table: _Table) -> ServiceKey | None:
         if table.has("fwmark"):
@@ -633,19 +383,19 @@ class _Builder:
                         "a fwmark service takes no address, port or protocol "
                         "(the firewall mark selects the packets)",
                     )
-            fwmark = table.get("fwmark", lambda v: _int(v, 1, MAX_FWMARK))
-            family = table.get("family", lambda v: _enum(v, Family, "family"))
+            fwmark = table.get("fwmark", lambda v: to_int(v, 1, MAX_FWMARK))
+            family = table.get("family", lambda v: to_enum(v, Family, "family"))
             if fwmark is None:
                 return None
             return ServiceKey.mark(fwmark, family or Family.INET)
         if not table.required("address", "a service needs address and port, or fwmark"):
             return None
-        address = table.get("address", _ip)
+        address = table.get("address", to_ip)
         port = None
         if table.required("port", "a service with an address needs a port"):
-            port = table.get("port", lambda v: _int(v, 1, MAX_PORT))
-        protocol = table.get("protocol", lambda v: _enum(v, Protocol, "protocol"))
-        family = table.get("family", lambda v: _enum(v, Family, "family"))
+            port = table.get("port", lambda v: to_int(v, 1, MAX_PORT))
+        protocol = table.get("protocol", lambda v: to_enum(v, Protocol, "protocol"))
+        family = table.get("family", lambda v: to_enum(v, Family, "family"))
         if address is None or port is None:
             return None
         key = ServiceKey.inet(protocol or DEFAULT_PROTOCOL, address, port)
@@ -710,10 +460,10 @@ class _Builder:
         table.allow(SORRY_KEYS, "sorry_server")
         if not table.required("address", "the sorry server's address"):
             return None
-        address = table.get("address", _ip)
+        address = table.get("address", to_ip)
         port = self._dest_port(table, key)
-        weight = table.get("weight", lambda v: _int(v, 0, MAX_WEIGHT))
-        own = table.get("forward", lambda v: _enum(v, Forward, "forwarding method"))
+        weight = table.get("weight", lambda v: to_int(v, 0, MAX_WEIGHT))
+        own = table.get("forward", lambda v: to_enum(v, Forward, "forwarding method"))
         kwargs: dict[str, Any] = {}
         if weight is not None:
             kwargs["weight"] = weight
@@ -727,18 +477,18 @@ class _Builder:
     def quorum(self, table: _Table) -> Quorum:
         table.allow(QUORUM_KEYS, "quorum")
         kwargs = {
-            "minimum": table.get("minimum", lambda v: _int(v, 0, None)),
-            "hysteresis": table.get("hysteresis", lambda v: _int(v, 0, None)),
-            "up_command": table.get("up_command", _command),
-            "down_command": table.get("down_command", _command),
+            "minimum": table.get("minimum", lambda v: to_int(v, 0, None)),
+            "hysteresis": table.get("hysteresis", lambda v: to_int(v, 0, None)),
+            "up_command": table.get("up_command", to_command),
+            "down_command": table.get("down_command", to_command),
         }
         return Quorum(**{k: v for k, v in kwargs.items() if v is not None})
 
     def panic(self, table: _Table) -> PanicGuard:
         table.allow(PANIC_KEYS, "panic")
         kwargs = {
-            "threshold": table.get("threshold", lambda v: _float(v, 0.0, strict=True, high=1.0)),
-            "min_servers": table.get("min_servers", lambda v: _int(v, 1, None)),
+            "threshold": table.get("threshold", lambda v: to_float(v, 0.0, strict=True, high=1.0)),
+            "min_servers": table.get("min_servers", lambda v: to_int(v, 1, None)),
         }
         return PanicGuard(**{k: v for k, v in kwargs.items() if v is not None})
 
@@ -747,7 +497,7 @@ class _Builder:
     def _dest_port(self, table: _Table, key: ServiceKey | None) -> int | None:
         if not table.has("port"):
             return key.port if key is not None else None
-        port: int | None = table.get("port", lambda v: _int(v, 0, MAX_PORT))
+        port: int | None = table.get("port", lambda v: to_int(v, 0, MAX_PORT))
         if port == 0 and key is not None and not key.fwmark:
             self.error(table.at("port"), "port 0 is allowed only for fwmark services")
             return None
@@ -771,6 +521,29 @@ class _Builder:
                 "NAT needs the real server in the service's address family",
             )
 
+    def real_servers(
+        self,
+        table: _Table,
+        key: ServiceKey | None,
+        inherited: _Inherited,
+        service_checks: tuple[CheckSpec, ...],
+    ) -> tuple[RealServer, ...]:
+        """The service's real servers, each (address, port) once."""
+        result = []
+        seen: dict[DestKey, int] = {}
+        for index, server in enumerate(table.tables("real_servers") or []):
+            built = self.real_server(server, key, inherited, service_checks)
+            if built is None:
+                continue
+            first = seen.setdefault(built.key, index)
+            if first != index:
+                self.error(
+                    server.at("address"),
+                    f"real server {built.key} is already listed as real_servers[{first}]",
+                )
+            result.append(built)
+        return tuple(result)
+
     def real_server(
         self,
         table: _Table,
@@ -781,18 +554,18 @@ class _Builder:
         table.allow(REAL_SERVER_KEYS, "a real server")
         if not table.required("address", "the real server's address"):
             return None
-        address = table.get("address", _ip)
+        address = table.get("address", to_ip)
         port = self._dest_port(table, key)
         kwargs: dict[str, Any] = {}
-        weight = table.get("weight", lambda v: _int(v, 0, MAX_WEIGHT))
+        weight = table.get("weight", lambda v: to_int(v, 0, MAX_WEIGHT))
         if weight is not None:
             kwargs["weight"] = weight
-        forward = table.get("forward", lambda v: _enum(v, Forward, "forwarding method"))
+        forward = table.get("forward", lambda v: to_enum(v, Forward, "forwarding method"))
         forward = forward or inherited.forward
         if forward is not None:
             kwargs["forward"] = forward
-        tunnel = table.get("tunnel", lambda v: _enum(v, TunnelType, "tunnel type"))
-        tunnel_port = table.get("tunnel_port", lambda v: _int(v, 1, MAX_PORT))
+        tunnel = table.get("tunnel", lambda v: to_enum(v, TunnelType, "tunnel type"))
+        tunnel_port = table.get("tunnel_port", lambda v: to_int(v, 1, MAX_PORT))
         if table.has("tunnel"):
             self._tunnel_rules(table, forward, tunnel, tunnel_port or inherited.tunnel_port)
         elif forward is Forward.TUN:
@@ -802,17 +575,7 @@ class _Builder:
             port_value = tunnel_port or inherited.tunnel_port
             if port_value is not None:
                 kwargs["tunnel_port"] = port_value
-        upper = table.get("upper_threshold", lambda v: _int(v, 0, MAX_U32))
-        lower = table.get("lower_threshold", lambda v: _int(v, 0, MAX_U32))
-        if upper is not None:
-            kwargs["upper_threshold"] = upper
-        if lower is not None:
-            kwargs["lower_threshold"] = lower
-        if upper and lower is not None and lower > upper:
-            self.error(
-                table.at("lower_threshold"),
-                f"lower_threshold {lower} is above upper_threshold {upper}",
-            )
+        kwargs.update(self._thresholds(table))
         own_checks = self.checks(table)
         checks = own_checks if own_checks is not None else service_checks
         if address is not None:
@@ -828,6 +591,22 @@ class _Builder:
                     )
                     break
         return RealServer(address=address, port=port, checks=checks, **kwargs)
+
+    def _thresholds(self, table: _Table) -> dict[str, int]:
+        """A real server's connection thresholds, the lower one not above the upper."""
+        kwargs = {}
+        upper = table.get("upper_threshold", lambda v: to_int(v, 0, MAX_U32))
+        lower = table.get("lower_threshold", lambda v: to_int(v, 0, MAX_U32))
+        if upper is not None:
+            kwargs["upper_threshold"] = upper
+        if lower is not None:
+            kwargs["lower_threshold"] = lower
+        if upper and lower is not None and lower > upper:
+            self.error(
+                table.at("lower_threshold"),
+                f"lower_threshold {lower} is above upper_threshold {upper}",
+            )
+        return kwargs
 
     # -- checks
 
@@ -846,10 +625,10 @@ class _Builder:
 
     def _timing(self, table: _Table) -> dict[str, Any]:
         converters: dict[str, Callable[[object], Any]] = {
-            "interval": lambda v: _float(v, 0.0, strict=True),
-            "timeout": lambda v: _float(v, 0.0, strict=True),
-            "rise": lambda v: _int(v, 1, None),
-            "fall": lambda v: _int(v, 1, None),
+            "interval": lambda v: to_float(v, 0.0, strict=True),
+            "timeout": lambda v: to_float(v, 0.0, strict=True),
+            "rise": lambda v: to_int(v, 1, None),
+            "fall": lambda v: to_int(v, 1, None),
         }
         values = {key: table.get(key, converters[key]) for key in CHECK_TIMING_KEYS}
         return {key: value for key, value in values.items() if value is not None}
@@ -869,7 +648,7 @@ class _Builder:
     def check(self, table: _Table) -> CheckSpec | None:
         if not table.required("kind", f"one of {', '.join(CHECK_KINDS)}"):
             return None
-        kind = table.get("kind", _str)
+        kind = table.get("kind", to_str)
         if kind is None:
             return None
         kind = kind.strip().lower()
@@ -895,13 +674,13 @@ class _Builder:
         timing = self._timing(table)
         self._timeout_below_interval(table, timing)
         kwargs: dict[str, Any] = self.check_defaults | timing
-        port = table.get("port", lambda v: _int(v, 1, MAX_PORT))
+        port = table.get("port", lambda v: to_int(v, 1, MAX_PORT))
         if port is not None:
             kwargs["port"] = port
-        source = table.get("source", _ip)
+        source = table.get("source", to_ip)
         if source is not None:
             kwargs["source"] = str(source)
-        source_port = table.get("source_port", lambda v: _int(v, 1, MAX_PORT))
+        source_port = table.get("source_port", lambda v: to_int(v, 1, MAX_PORT))
         if source_port is not None:
             kwargs["source_port"] = source_port
         portless_agent = kind == "agent" and not table.has("port")
@@ -929,7 +708,7 @@ class _Builder:
                     self.error(table.path, f"check kind {show(kind)} needs option {show(name)}")
                     ok = False
                 continue
-            value = table.get(name, _by_type(hints[name], name))
+            value = table.get(name, by_type(hints[name], name))
             if value is None:
                 ok = False
             else:
@@ -959,22 +738,6 @@ class _Builder:
                     f"expected {problem.expected}",
                 )
         return problems == 0
-
-
-def _listen(value: object) -> str:
-    text = _str(value).strip()
-    if not text:
-        return ""
-    try:
-        _, port = parse_hostport(text)
-        if port < 1:
-            raise ValueError(text)
-    except ValueError:
-        raise _Invalid(
-            f'expected "ADDRESS:PORT" (like "127.0.0.1:9475" or "[::1]:9475") '
-            f'or "" to disable, got {show(value)}'
-        ) from None
-    return text
 
 
 def build(tree: Tree, path: str, locate: Locate) -> tuple[Config | None, list[Problem]]:

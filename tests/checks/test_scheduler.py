@@ -104,6 +104,17 @@ def cid(n: int, spec: CheckSpec = SPEC) -> CheckId:
     return CheckId(spec=spec, address=f"127.0.0.{n}", port=80)
 
 
+def next_due(sched: CheckScheduler, check: CheckId) -> float:
+    """When ``check`` fires next."""
+    return sched._entries[check].due
+
+
+def check_stats(sched: CheckScheduler, check: CheckId) -> tuple[int, int]:
+    """(runs, skipped) of one check."""
+    entry = sched._entries[check]
+    return entry.runs, entry.skipped
+
+
 class Harness:
     def __init__(self, clock: FakeClock, durations: dict[str, float] | None = None) -> None:
         self.clock = clock
@@ -164,7 +175,7 @@ async def test_runs_every_interval(clock: FakeClock) -> None:
     harness = Harness(clock)
     async with running(harness) as sched:
         await sched.update({cid(1): (SPEC, target(1))})
-        first = sched.next_due(cid(1))
+        first = next_due(sched, cid(1))
         await clock.advance(5.0)
     assert 0.0 <= first < 1.0
     expected = [round(first + i, 6) for i in range(5)]
@@ -187,7 +198,7 @@ async def test_first_runs_spread_across_interval(clock: FakeClock) -> None:
             for p in range(1000, 1746)
         }
         await sched.update(checks)
-        firsts = [sched.next_due(c) for c in checks]
+        firsts = [next_due(sched, c) for c in checks]
     buckets = [0] * 10
     for due in firsts:
         buckets[int(due * 10)] += 1
@@ -201,7 +212,7 @@ async def test_jitter_bounds(clock: FakeClock) -> None:
     harness = Harness(clock)
     async with running(harness, jitter=0.1) as sched:
         await sched.update({cid(1): (SPEC, target(1))})
-        first = sched.next_due(cid(1))
+        first = next_due(sched, cid(1))
         await clock.advance(first + 49.5)  # runs 0..49, whatever the jitter
     starts = harness.starts("127.0.0.1")
     offsets = [start - (first + i) for i, start in enumerate(starts)]
@@ -271,9 +282,9 @@ async def test_hanging_probe_does_not_delay_others(clock: FakeClock) -> None:
     harness = Harness(clock, {"127.0.0.1": float("inf")})
     async with running(harness) as sched:
         await sched.update({cid(1): (SPEC, target(1)), cid(2): (SPEC, target(2))})
-        first2 = sched.next_due(cid(2))
+        first2 = next_due(sched, cid(2))
         await clock.advance(10.0)
-        runs, skipped = sched.check_stats(cid(1))
+        runs, skipped = check_stats(sched, cid(1))
         stats = sched.stats()
     assert [round(first2 + i, 6) for i in range(10)] == harness.starts("127.0.0.2")
     # a cycle of three due times: run (hangs); skipped (running 1 s <= timeout 0.5 +
@@ -290,9 +301,9 @@ async def test_skip_when_still_running(clock: FakeClock) -> None:
     harness = Harness(clock, {"127.0.0.1": 1.5})
     async with running(harness) as sched:
         await sched.update({cid(1, spec): (spec, target(1))})
-        first = sched.next_due(cid(1, spec))
+        first = next_due(sched, cid(1, spec))
         await clock.advance(first + 7.6)
-        runs, skipped = sched.check_stats(cid(1, spec))
+        runs, skipped = check_stats(sched, cid(1, spec))
     # due at first + 0..7: runs at 0, 2, 4, 6 (each done 1.5 s later), skips between
     assert (4, 4, 0) == (runs, skipped, sched.stats().overruns)
     assert 4 == len(harness.results)
@@ -305,10 +316,10 @@ async def test_update_keeps_schedule_and_closes_removed(clock: FakeClock) -> Non
     async with running(harness) as sched:
         await sched.update({cid(1): (SPEC, target(1)), cid(2): (SPEC, target(2))})
         await clock.advance(2.3)
-        due1 = sched.next_due(cid(1))
+        due1 = next_due(sched, cid(1))
         probe1 = harness.probes["127.0.0.1"]
         await sched.update({cid(1): (SPEC, target(1)), cid(3): (SPEC, target(3))})
-        assert due1 == sched.next_due(cid(1))
+        assert due1 == next_due(sched, cid(1))
         assert harness.probes["127.0.0.2"].closed
         before = len(harness.starts("127.0.0.2"))
         await clock.advance(3.0)
@@ -324,11 +335,11 @@ async def test_update_with_new_target_replaces_probe_keeps_timing(clock: FakeClo
     async with running(harness) as sched:
         await sched.update({cid(1): (SPEC, target(1))})
         await clock.advance(1.5)
-        due = sched.next_due(cid(1))
+        due = next_due(sched, cid(1))
         old = harness.probes["127.0.0.1"]
         heavier = Target(address=target(1).address, port=80, weight=5)
         await sched.update({cid(1): (SPEC, heavier)})
-        assert (True, due) == (old.closed, sched.next_due(cid(1)))
+        assert (True, due) == (old.closed, next_due(sched, cid(1)))
         assert old is not harness.probes["127.0.0.1"]
 
 
@@ -406,7 +417,7 @@ async def test_lateness_recorded(clock: FakeClock) -> None:
     harness = Harness(clock, {"127.0.0.1": 0.9, "127.0.0.2": 0.9})
     async with running(harness, max_concurrent=1) as sched:
         await sched.update({cid(1): (SPEC, target(1)), cid(2): (SPEC, target(2))})
-        early, late = sorted([sched.next_due(cid(1)), sched.next_due(cid(2))])
+        early, late = sorted([next_due(sched, cid(1)), next_due(sched, cid(2))])
         await clock.advance(early + 1.85)
         samples = list(sched.lateness)[:2]
     expected = [0.0, max(0.0, early + 0.9 - late)]
@@ -512,7 +523,7 @@ async def test_quick_probe_runs_without_a_task(clock: FakeClock) -> None:
     harness = QuickHarness(clock, {"127.0.0.1": 0.3})
     async with running(harness) as sched:
         await sched.update({cid(1): (SPEC, target(1))})
-        first = sched.next_due(cid(1))
+        first = next_due(sched, cid(1))
         await harness.advance(first + 0.1)
         probe = cast(FakeQuick, harness.probes["127.0.0.1"])
         assert [False] == [run.done() for run in probe.runs]
@@ -534,7 +545,7 @@ async def test_quick_probes_keep_the_concurrency_cap(clock: FakeClock) -> None:
     harness = QuickHarness(clock, {f"127.0.0.{n}": 0.5 for n in range(1, 4)})
     async with running(harness, max_concurrent=2) as sched:
         await sched.update({cid(n): (SPEC, target(n)) for n in range(1, 4)})
-        dues = sorted(sched.next_due(cid(n)) for n in range(1, 4))
+        dues = sorted(next_due(sched, cid(n)) for n in range(1, 4))
         await harness.advance(0.99)
     starts = sorted(t for t, _ in harness.log)[:3]
     assert dues[:2] == pytest.approx(starts[:2], abs=0.011)
@@ -548,7 +559,7 @@ async def test_quick_probe_overrun_and_removal_cancel_the_run(clock: FakeClock) 
     async with running(harness, max_concurrent=1) as sched:
         await sched.update({cid(1): (SPEC, target(1))})
         # runs at first (hangs), first + 1 skipped, first + 2 overran, first + 3 hangs
-        await harness.advance(round(sched.next_due(cid(1)) + 3.2, 1), step=0.05)
+        await harness.advance(round(next_due(sched, cid(1)) + 3.2, 1), step=0.05)
         stats = sched.stats()
         probe = cast(FakeQuick, harness.probes["127.0.0.1"])
         assert 1 == probe.cancelled
@@ -581,7 +592,7 @@ async def test_first_runs_count_from_the_start_of_run(clock: FakeClock) -> None:
         harness.factory, harness.on_result, clock=clock, sleep=clock.sleep, rng=random.Random(1)
     )
     await sched.update({cid(n): (SPEC, target(n)) for n in range(1, 21)})
-    dues = [sched.next_due(cid(n)) for n in range(1, 21)]
+    dues = [next_due(sched, cid(n)) for n in range(1, 21)]
     clock.now = 5.0  # start-up took 5 s
     task = asyncio.create_task(sched.run())
     await clock.advance(1.0)

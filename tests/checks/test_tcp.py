@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from lvsd.checks._net import connector
 from lvsd.checks.base import Probe, ProbeResult
+from lvsd.checks.net import connector
 from lvsd.checks.tcp import ConnectProbe, tcp_probe
 from lvsd.config.model import SmtpOptions, TcpOptions
 from lvsd.model import format_hostport

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from lvsd.config.schema import MAX_PORT
+from lvsd.config.values import MAX_PORT
 from lvsd.importer.common import Where, fail
 from lvsd.importer.emit import Document, Table, TomlValue
 from lvsd.importer.ldirectord.parse import Setting, Settings, Virtual, seconds, unquote, whole

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from lvsd.config.schema import MAX_U32
+from lvsd.config.values import MAX_U32
 from lvsd.importer.common import (
     Conversion,
     Unconverted,

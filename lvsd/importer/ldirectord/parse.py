@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lvsd.config.schema import MAX_PORT, MAX_U32
+from lvsd.config.values import MAX_PORT, MAX_U32
 from lvsd.importer.common import Where, expand_range, fail
 
 #: ldirectord's forwarding words: lvsd's forward and tunnel.

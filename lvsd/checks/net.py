@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.base import ProbeResult
 from lvsd.config.model import CheckSpec
 from lvsd.model import IPAddress, format_hostport
 
@@ -138,11 +138,6 @@ class DatagramQueue(asyncio.DatagramProtocol):
             self.queue.put_nowait(exc)
 
 
-def probe_port(spec: CheckSpec, target: Target) -> int:
-    """The port to probe: the spec's own port, else the real server's."""
-    return target.port if spec.port is None else spec.port
-
-
 def hostport(address: IPAddress, port: int) -> str:
     return format_hostport(address, port)
 
@@ -238,8 +233,6 @@ class Connector:
             self._loop.remove_reader(self._epoll.fileno())
         self._epoll.close()
 
-
-_IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY)
 
 _connectors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connector] = (
     weakref.WeakKeyDictionary()
