@@ -768,11 +768,6 @@ def reuse_text(families: Sequence[_Family], previous: Sequence[_Family]) -> None
             family.lines = old.lines
 
 
-def state_metrics(snapshot: Snapshot, report: StatusReport) -> list[Metric]:
-    """The scrape-time families as prometheus_client metrics."""
-    return [f.metric() for f in state_families(snapshot, report) if f.values]
-
-
 def _dest_labels(name: str, local: Sequence[str], dkey: DestKey) -> _Labels:
     # Addresses, ports, proto and mark never need escaping; only the service name may.
     port = str(dkey.port)
@@ -851,17 +846,6 @@ def _add_service(
     return budget
 
 
-def health_values(metrics: Iterable[Metric]) -> Iterator[tuple[str, str, int, float]]:
-    """(service, remote_address, remote_port, value) of every ``lvsd_real_server_health``
-    sample: for tests and tools comparing /metrics with /status."""
-    for metric in metrics:
-        if metric.name != "lvsd_real_server_health":
-            continue
-        for sample in metric.samples:
-            lab = sample.labels
-            yield (lab["service"], lab["remote_address"], int(lab["remote_port"]), sample.value)
-
-
 __all__ = [
     "DEST_LABELS",
     "FACTOR_LABELS",
@@ -871,9 +855,7 @@ __all__ = [
     "LabelCache",
     "Metrics",
     "StateCollector",
-    "health_values",
     "service_labels",
     "state_families",
     "state_family_steps",
-    "state_metrics",
 ]

@@ -101,11 +101,6 @@ class RealServerReport(NamedTuple):
     #: never reported).
     probe_age: float | None = None
 
-    @property
-    def probed(self) -> bool:
-        """Every check of this real server has reported at least once."""
-        return all(c.last_ok is not None for c in self.checks)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "address": self.key.address,
@@ -195,15 +190,6 @@ class StatusReport:
     config_path: str
     services: tuple[ServiceReport, ...] = ()
     table_read: bool = True  # False when built without a kernel table
-
-    @property
-    def check_count(self) -> int:
-        return sum(len(r.checks) for s in self.services for r in s.real_servers)
-
-    @property
-    def all_probed(self) -> bool:
-        """Every check of every real server has reported at least once."""
-        return all(r.probed for s in self.services for r in s.real_servers)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -11,11 +11,13 @@ import math
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,8 +26,8 @@ from lvsd.config.model import Config, VirtualServiceConfig
 from lvsd.desired import Overrides, desired_table
 from lvsd.health.state import HealthState, Transition
 from lvsd.model import DestKey, Family, Protocol, ServiceKey, Snapshot
-from lvsd.observe.metrics import Metrics, health_values, service_labels, state_metrics
-from lvsd.observe.status import build
+from lvsd.observe.metrics import Metrics, service_labels, state_families
+from lvsd.observe.status import StatusReport, build
 from tests.observe.test_status import MARK, OK, REFUSED, WEB, A, feed, rs, world
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -469,6 +471,22 @@ def test_unmanaged_service_has_empty_service_label() -> None:
             ("lvsd_ipvs_backend_weight", dest("", ("10.9.9.9", "53", "UDP", ""), "10.0.1.1", 80))
         ]
     )
+
+
+def state_metrics(snapshot: Snapshot, report: StatusReport) -> list[Metric]:
+    """The scrape-time families as prometheus_client metrics."""
+    return [f.metric() for f in state_families(snapshot, report) if f.values]
+
+
+def health_values(metrics: Iterable[Metric]) -> Iterator[tuple[str, str, int, float]]:
+    """(service, remote_address, remote_port, value) of every ``lvsd_real_server_health``
+    sample: for comparing /metrics with /status."""
+    for metric in metrics:
+        if metric.name != "lvsd_real_server_health":
+            continue
+        for sample in metric.samples:
+            lab = sample.labels
+            yield (lab["service"], lab["remote_address"], int(lab["remote_port"]), sample.value)
 
 
 def test_health_metric_agrees_with_status() -> None:
