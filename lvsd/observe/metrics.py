@@ -39,7 +39,8 @@ from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
 from lvsd.health.state import Transition
 from lvsd.model import DestKey, ServiceKey, Snapshot, Stats
-from lvsd.observe.status import ServiceReport, StatusReport, finish
+from lvsd.observe.status import ServiceReport, StatusReport
+from lvsd.observe.steps import finish
 from lvsd.preflight import Finding, Severity
 
 #: Labels of a kernel service (node_exporter's, plus ``service``).

@@ -25,13 +25,12 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple
 
 from lvsd.config.model import Config, SorryServer
 from lvsd.health.state import CheckStatus, HealthState, StatusRow, WeightFactors
 from lvsd.model import DestKey, Forward, RealServerId, ServiceKey, Table
-
-T = TypeVar("T")
+from lvsd.observe.steps import finish
 
 
 class HealthCode(IntEnum):
@@ -486,10 +485,11 @@ def build_steps(
     chunk: int = CHUNK,
 ) -> Generator[None, None, StatusReport]:
     """:func:`build` in steps: yields after about every ``chunk`` real servers and
-    returns the report (``yield from``, or :func:`finish`). Whoever drives it may
-    let other work run between steps (``lvsd.observe.api`` lets the probes start); the
-    health state may then move on in between, so each real server is reported as it
-    was when its step ran (quorum and panic as at the first step)."""
+    returns the report (``yield from``, or :func:`lvsd.observe.steps.finish`). Whoever
+    drives it may let other work run between steps (``lvsd.observe.steps.drive`` lets
+    the probes start); the health state may then move on in between, so each real
+    server is reported as it was when its step ran (quorum and panic as at the first
+    step)."""
     quorum_lost = health.quorum_lost()
     panicking = health.panicking()
     services: list[ServiceReport] = []
@@ -542,16 +542,6 @@ def build_steps(
     )
 
 
-def finish(steps: Generator[None, Any, T]) -> T:
-    """Runs a step generator (:func:`build_steps`, ``Metrics.update_steps``) to its
-    end, with nothing in between, and returns its value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return cast("T", stop.value)
-
-
 __all__ = [
     "CheckReport",
     "HealthCode",
@@ -561,6 +551,5 @@ __all__ = [
     "StatusReport",
     "build",
     "build_steps",
-    "finish",
     "prepare",
 ]

@@ -40,7 +40,8 @@ from lvsd.model import (
     Stats,
     Table,
 )
-from lvsd.observe.status import HealthCode, StatusReport, build, build_steps, finish
+from lvsd.observe.status import HealthCode, StatusReport, build, build_steps
+from lvsd.observe.steps import finish
 
 TCP = CheckSpec(kind="tcp", options=TcpOptions(), interval=2.0, timeout=1.0, rise=1, fall=1)
 
