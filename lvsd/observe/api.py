@@ -7,15 +7,13 @@ No operator action is served here (drains and reloads go through the control soc
   (:meth:`StatusSource.snapshot`), builds the status report of that table and
   updates the metrics from both.
 
-A scrape of 10,000 destinations is some 100 ms of pure Python. It runs on the event
-loop in steps of about 0.3 ms (``lvsd.observe.status.build_steps``, ``Metrics.update_steps``,
-``Metrics.exposition_steps``), grouped into slices of ``SLICE`` (1 ms) with
-``await asyncio.sleep(0)`` between them, so probes due meanwhile start on time; on a
-busy loop a slice lasts as long as the other callbacks' last round, up to
-``SLICE_MAX`` (see ``lvsd.observe.steps``). The garbage collector runs as usual: what
-a scrape builds each time is made of untracked arrays, bytes and label sets kept from
-the config's load (frozen with it, ``lvsd.daemon.heap``), so its collections stay
-small.
+  A scrape of many destinations is a lot of pure Python. It runs on the event loop in
+  steps (``lvsd.observe.status.build_steps``, ``Metrics.update_steps``,
+  ``Metrics.exposition_parts``) that :func:`lvsd.observe.steps.drive` groups into
+  slices, so probes due meanwhile start on time. The garbage collector runs as usual:
+  what a scrape builds each time is made of untracked arrays, bytes and label sets
+  kept from the config's load (frozen with it, ``lvsd.daemon.heap``), so its
+  collections stay small.
 * ``GET /status``: the status report as JSON (also one dump).
 * ``GET /healthz``: 200 while the process serves.
 * ``GET /readyz``: 200 once every check has run at least once, else 503.
@@ -73,10 +71,9 @@ class SteppedSource(StatusSource, Protocol):
         ...
 
 
-#: Bytes of a /metrics answer written between two yields to the event loop. A reader
-#: that keeps up (Prometheus on the same host) takes 30 MB, a scrape of 10,000
-#: destinations, in one go otherwise: 15-20 ms with every probe due meanwhile waiting.
-#: 2 MB take the host ~1.5 ms.
+#: Bytes of a /metrics answer written between two yields to the event loop: a reader
+#: that keeps up (Prometheus on the same host) would otherwise take a large answer in
+#: one go, with every probe due meanwhile waiting.
 SEND_STEP = 2 * 1024 * 1024
 
 
@@ -130,7 +127,7 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
         await drive(metrics.update_steps(snapshot, built))
         parts = await drive(metrics.exposition_parts(openmetrics))
     # Not kept while the answer is sent; freed in steps (at once, the counters and
-    # reports of 10,000 destinations held the loop for 5-8 ms).
+    # reports of many destinations would hold the loop).
     held: list[list[object]] = [list(snapshot.dest_stats.values()), list(built.services)]
     del snapshot, built
     await drive(release(held))
@@ -139,9 +136,8 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     response.content_length = sum(len(part) for part in parts)
     await response.prepare(request)
     # A part at a time: the loop runs whenever the transport's buffer is full, and
-    # after every SEND_STEP bytes. (Letting it run every SLICE, in 32 kB writes, made
-    # scrapes in the busy one-CPU lab guest take seconds: each yield waits for a whole
-    # round of other callbacks; its scrapes of 200 destinations, 0.6 MB, never yield.)
+    # after every SEND_STEP bytes (not every slice: on a busy loop each yield waits for
+    # a whole round of other callbacks).
     sent = 0
     for part in parts:
         await response.write(part)

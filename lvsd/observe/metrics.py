@@ -73,8 +73,7 @@ def service_labels(key: ServiceKey) -> tuple[str, str, str, str]:
     return (key.address or "", str(key.port), str(key.protocol).upper(), "")
 
 
-#: Destinations and real servers between two yields of :meth:`Metrics.update_steps`
-#: (about 0.3 ms).
+#: Destinations and real servers between two yields of :meth:`Metrics.update_steps`.
 UPDATE_CHUNK: Final = 160
 
 
@@ -369,7 +368,7 @@ class Metrics:
         finish(self.update_steps(snapshot, report))
 
     def update_steps(self, snapshot: Snapshot, report: StatusReport) -> Generator[None, None, None]:
-        """:meth:`update` in steps of about 160 destinations (see
+        """:meth:`update` in steps of :data:`UPDATE_CHUNK` destinations (see
         ``lvsd.observe.status.build_steps``); the new families show once it has finished."""
         families = yield from state_family_steps(snapshot, report, self._labels)
         previous = self.state.families()
@@ -383,14 +382,13 @@ class Metrics:
         return finish(self.exposition_steps(openmetrics))
 
     def exposition_steps(self, openmetrics: bool = False) -> Generator[None, None, bytes]:
-        """:meth:`exposition` in steps of about 800 lines; it renders the families
-        of the :meth:`update` finished before it started."""
+        """:meth:`exposition` in steps of ``lvsd.observe.exposition.TEXT_CHUNK`` lines;
+        it renders the families of the :meth:`update` finished before it started."""
         return b"".join((yield from self.exposition_parts(openmetrics)))
 
     def exposition_parts(self, openmetrics: bool = False) -> Generator[None, None, list[bytes]]:
         """:meth:`exposition_steps` without the final join: the text as consecutive
-        parts of at most about 800 lines (for a streamed answer, without copying
-        25 MB twice)."""
+        parts (for a streamed answer, without copying it whole)."""
         return render_parts(self.registry, self.state, openmetrics)
 
 
@@ -413,8 +411,8 @@ class LabelCache:
         """Holds the label sets of ``config``'s services and real servers (and sorry
         servers), and of no other service. Built at start and reload, before the
         config's objects are frozen (:func:`lvsd.daemon.heap.freeze`), they are frozen with
-        them: a first scrape would otherwise make some 180,000 objects at 10,000
-        destinations, and the collections after it walk them all (~50 ms)."""
+        them: a first scrape would otherwise make them all, and the collections after it
+        walk them all."""
         kept = self._services
         self._services = {}
         for vs in config.services:

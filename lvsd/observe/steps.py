@@ -6,8 +6,8 @@ generators that yield between steps of their work and return its result.
 ``build``, ``update`` and ``exposition`` do); :func:`drive` runs one on the event loop,
 letting the loop run between steps once a slice has passed, so that probes due
 meanwhile start on time. (A worker thread would not help: pure Python holds the GIL,
-and the loop then waits up to the 5 ms switch interval at every wake-up.)
-:func:`release` frees large lists in steps.
+and the loop would then wait up to the interpreter's switch interval at every
+wake-up.) :func:`release` frees large lists in steps.
 """
 
 from __future__ import annotations
@@ -19,21 +19,18 @@ from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
-#: The longest a scrape runs on the loop between two yields (seconds). Steps take up to
-#: about 0.3 ms on a host, most far less (a small family's text), and on a busy loop
-#: every yield waits for a whole round of other callbacks: in a one-CPU guest probing
-#: 100 checks a second, the ~50 yields of a 200-destination scrape made it take most
-#: of a second. Steps are grouped until this much time has passed.
+#: The longest :func:`drive` runs on the loop between two yields (seconds). Steps are
+#: short but many, and on a busy loop every yield waits for a whole round of other
+#: callbacks: steps are grouped until this much time has passed.
 SLICE = 0.001
 
 #: The longest a slice grows to on a busy loop (seconds), see :func:`drive`: what a
-#: probe due meanwhile may wait for a scrape's step, at most.
+#: probe due meanwhile may wait for a step, at most.
 SLICE_MAX = 0.05
 
 
 def finish(steps: Generator[None, Any, T]) -> T:
-    """Runs a step generator (``lvsd.observe.status.build_steps``,
-    ``Metrics.update_steps``) to its end, with nothing in between, and returns its
+    """Runs a step generator to its end, with nothing in between, and returns its
     value."""
     while True:
         try:
@@ -53,9 +50,7 @@ async def drive(
 
     A slice is ``slice_s``, or as long as the loop's other work took at the last
     yield when that was longer (up to ``slice_max``): on a busy loop the steps then
-    get about half of it, not one slice per round of every other callback. (In the
-    one-CPU lab guest with its CPU scarce, rounds of a few hundred ready callbacks
-    took 0.1-0.5 s, and a 200-destination scrape, some 40 slices, took seconds.)"""
+    get about half of it, not one slice per round of every other callback."""
     until = clock() + slice_s
     while True:
         try:
@@ -70,7 +65,8 @@ async def drive(
 
 
 def release(held: list[list[object]], chunk: int = 200) -> Generator[None, None, None]:
-    """Empties each list of ``held`` ``chunk`` items a step."""
+    """Empties each list of ``held`` ``chunk`` items a step (freeing what they alone
+    hold a step at a time, not all at once)."""
     for items in held:
         while items:
             del items[-chunk:]
