@@ -470,14 +470,6 @@ class _ServiceLabels:
             self.factors.clear()
 
 
-def state_families(
-    snapshot: Snapshot, report: StatusReport, cache: LabelCache | None = None
-) -> list[MetricFamily]:
-    """The scrape-time families of one snapshot and one report (label sets from
-    ``cache``, filled as needed; a fresh one without)."""
-    return finish(state_family_steps(snapshot, report, cache))
-
-
 def state_family_steps(
     snapshot: Snapshot,
     report: StatusReport,
@@ -485,8 +477,9 @@ def state_family_steps(
     *,
     chunk: int = UPDATE_CHUNK,
 ) -> Generator[None, None, list[MetricFamily]]:
-    """:func:`state_families` in steps: yields after about every ``chunk``
-    destinations and real servers."""
+    """The scrape-time families of one snapshot and one report (label sets from
+    ``cache``, filled as needed; a fresh one without), in steps: yields after about
+    every ``chunk`` destinations and real servers."""
     if cache is None:
         cache = LabelCache()
     names = {s.key: s.name for s in report.services}
@@ -642,6 +635,5 @@ __all__ = [
     "LabelCache",
     "Metrics",
     "service_labels",
-    "state_families",
     "state_family_steps",
 ]

@@ -26,8 +26,9 @@ from lvsd.config.model import Config, VirtualServiceConfig
 from lvsd.desired import Overrides, desired_table
 from lvsd.health.state import HealthState, Transition
 from lvsd.model import DestKey, Family, Protocol, ServiceKey, Snapshot
-from lvsd.observe.metrics import Metrics, service_labels, state_families
+from lvsd.observe.metrics import Metrics, service_labels, state_family_steps
 from lvsd.observe.status import StatusReport, build
+from lvsd.observe.steps import finish
 from tests.observe.test_status import MARK, OK, REFUSED, WEB, A, feed, rs, world
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -343,7 +344,7 @@ def test_unmanaged_service_has_empty_service_label() -> None:
 
 def state_metrics(snapshot: Snapshot, report: StatusReport) -> list[Metric]:
     """The scrape-time families as prometheus_client metrics."""
-    return [f.metric() for f in state_families(snapshot, report) if f.values]
+    return [f.metric() for f in finish(state_family_steps(snapshot, report)) if f.values]
 
 
 def health_values(metrics: Iterable[Metric]) -> Iterator[tuple[str, str, int, float]]:
