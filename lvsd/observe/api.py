@@ -7,16 +7,13 @@ No operator action is served here (drains and reloads go through the control soc
   (:meth:`StatusSource.snapshot`), builds the status report of that table and
   updates the metrics from both.
 
-A scrape of 10,000 destinations is some 100 ms of pure Python. It runs on the event
-loop in steps of about 0.3 ms (``lvsd.observe.status.build_steps``, ``Metrics.update_steps``,
-``Metrics.exposition_steps``), grouped into slices of ``SLICE`` (1 ms) with
-``await asyncio.sleep(0)`` between them, so probes due meanwhile start on time; on a
-busy loop a slice lasts as long as the other callbacks' last round, up to
-``SLICE_MAX`` (:func:`drive`). (A worker thread would not help: pure Python holds the
-GIL, and the loop then waits up to the 5 ms switch interval at every wake-up.) The
-garbage collector runs as usual: what a scrape builds each time is made of untracked
-arrays, bytes and label sets kept from the config's load (frozen with it,
-``lvsd.daemon.heap``), so its collections stay small.
+  A scrape of many destinations is a lot of pure Python. It runs on the event loop in
+  steps (``lvsd.observe.status.build_steps``, ``Metrics.update_steps``,
+  ``Metrics.exposition_parts``) that :func:`lvsd.observe.steps.drive` groups into
+  slices, so probes due meanwhile start on time. The garbage collector runs as usual:
+  what a scrape builds each time is made of untracked arrays, bytes and label sets
+  kept from the config's load (frozen with it, ``lvsd.daemon.heap``), so its
+  collections stay small.
 * ``GET /status``: the status report as JSON (also one dump).
 * ``GET /healthz``: 200 while the process serves.
 * ``GET /readyz``: 200 once every check has run at least once, else 503.
@@ -26,9 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable, Generator
-from typing import Protocol, TypeVar, cast, runtime_checkable
+from collections.abc import Generator
+from typing import Protocol, runtime_checkable
 
 import structlog
 from aiohttp import web
@@ -38,6 +34,7 @@ from lvsd.errors import IpvsError
 from lvsd.model import Snapshot, Table, parse_hostport
 from lvsd.observe.metrics import Metrics
 from lvsd.observe.status import StatusReport
+from lvsd.observe.steps import drive, release
 
 log = structlog.get_logger("lvsd.observe.api")
 
@@ -74,62 +71,10 @@ class SteppedSource(StatusSource, Protocol):
         ...
 
 
-T = TypeVar("T")
-
-
-#: The longest a scrape runs on the loop between two yields (seconds). Steps take up to
-#: about 0.3 ms on a host, most far less (a small family's text), and on a busy loop
-#: every yield waits for a whole round of other callbacks: in a one-CPU guest probing
-#: 100 checks a second, the ~50 yields of a 200-destination scrape made it take most
-#: of a second. Steps are grouped until this much time has passed.
-SLICE = 0.001
-
-
-#: The longest a slice grows to on a busy loop (seconds), see :func:`drive`: what a
-#: probe due meanwhile may wait for a scrape's step, at most.
-SLICE_MAX = 0.05
-
-
-#: Bytes of a /metrics answer written between two yields to the event loop. A reader
-#: that keeps up (Prometheus on the same host) takes 30 MB, a scrape of 10,000
-#: destinations, in one go otherwise: 15-20 ms with every probe due meanwhile waiting.
-#: 2 MB take the host ~1.5 ms.
+#: Bytes of a /metrics answer written between two yields to the event loop: a reader
+#: that keeps up (Prometheus on the same host) would otherwise take a large answer in
+#: one go, with every probe due meanwhile waiting.
 SEND_STEP = 2 * 1024 * 1024
-
-
-async def drive(
-    steps: Generator[None, None, T],
-    slice_s: float = SLICE,
-    slice_max: float = SLICE_MAX,
-    clock: Callable[[], float] = time.perf_counter,
-) -> T:
-    """Runs a step generator to its end, letting the event loop run between steps
-    once a slice has passed since it last did; returns its value.
-
-    A slice is ``slice_s``, or as long as the loop's other work took at the last
-    yield when that was longer (up to ``slice_max``): on a busy loop the steps then
-    get about half of it, not one slice per round of every other callback. (In the
-    one-CPU lab guest with its CPU scarce, rounds of a few hundred ready callbacks
-    took 0.1-0.5 s, and a 200-destination scrape, some 40 slices, took seconds.)"""
-    until = clock() + slice_s
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return cast("T", stop.value)
-        now = clock()
-        if now >= until:
-            await asyncio.sleep(0)
-            resumed = clock()
-            until = resumed + min(max(slice_s, resumed - now), slice_max)
-
-
-def _release(held: list[list[object]], chunk: int = 200) -> Generator[None, None, None]:
-    """Empties each list of ``held`` ``chunk`` items a step."""
-    for items in held:
-        while items:
-            del items[-chunk:]
-            yield
 
 
 async def report(source: StatusSource, table: Table | None) -> StatusReport:
@@ -182,18 +127,17 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
         await drive(metrics.update_steps(snapshot, built))
         parts = await drive(metrics.exposition_parts(openmetrics))
     # Not kept while the answer is sent; freed in steps (at once, the counters and
-    # reports of 10,000 destinations held the loop for 5-8 ms).
+    # reports of many destinations would hold the loop).
     held: list[list[object]] = [list(snapshot.dest_stats.values()), list(built.services)]
     del snapshot, built
-    await drive(_release(held))
+    await drive(release(held))
     response = web.StreamResponse()
     response.headers["Content-Type"] = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
     response.content_length = sum(len(part) for part in parts)
     await response.prepare(request)
     # A part at a time: the loop runs whenever the transport's buffer is full, and
-    # after every SEND_STEP bytes. (Letting it run every SLICE, in 32 kB writes, made
-    # scrapes in the busy one-CPU lab guest take seconds: each yield waits for a whole
-    # round of other callbacks; its scrapes of 200 destinations, 0.6 MB, never yield.)
+    # after every SEND_STEP bytes (not every slice: on a busy loop each yield waits for
+    # a whole round of other callbacks).
     sent = 0
     for part in parts:
         await response.write(part)
@@ -268,7 +212,6 @@ __all__ = [
     "StatusSource",
     "SteppedSource",
     "bound_port",
-    "drive",
     "make_app",
     "parse_listen",
     "report",

@@ -10,7 +10,7 @@ Two sides:
   :class:`~lvsd.model.Snapshot` and one :class:`~lvsd.observe.status.StatusReport` and sets
   what the custom collector yields on the next scrape (kernel counters per service and
   destination, configured and effective weights with the factors of the effective
-  one, health, sorry/quorum/panic states).
+  one, health, sorry/quorum/panic states), rendered by ``lvsd.observe.exposition``.
 
 Kernel metrics carry the labels of node_exporter's IPVS collector, with the same
 values (``proto`` TCP/UDP/SCTP/FWM; for a fwmark service ``local_mark`` is the mark
@@ -22,24 +22,27 @@ does not manage). No label holds free text. Every metric is in ``docs/metrics.md
 from __future__ import annotations
 
 import platform
-from array import array
-from collections.abc import Generator, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, Final
+from collections.abc import Generator, Iterable, Sequence
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import Metric
-from prometheus_client.openmetrics import exposition as om_exposition
-from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import lvsd
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
 from lvsd.health.state import Transition
 from lvsd.model import DestKey, ServiceKey, Snapshot, Stats
-from lvsd.observe.status import ServiceReport, StatusReport, finish
+from lvsd.observe.exposition import (
+    LabelSet,
+    MetricFamily,
+    StateCollector,
+    escape_label_value,
+    render_parts,
+    reuse_labels,
+    reuse_text,
+)
+from lvsd.observe.status import ServiceReport, StatusReport
+from lvsd.observe.steps import finish
 from lvsd.preflight import Finding, Severity
 
 #: Labels of a kernel service (node_exporter's, plus ``service``).
@@ -70,256 +73,97 @@ def service_labels(key: ServiceKey) -> tuple[str, str, str, str]:
     return (key.address or "", str(key.port), str(key.protocol).upper(), "")
 
 
-_LABEL_ESCAPES = str.maketrans({"\\": r"\\", "\n": r"\n", '"': r"\""})
-
-
-#: Destinations / real servers between two yields of :meth:`Metrics.update_steps`,
-#: and lines between two of :meth:`Metrics.exposition_steps` (each about 0.3 ms).
+#: Destinations and real servers between two yields of :meth:`Metrics.update_steps`.
 UPDATE_CHUNK: Final = 160
-TEXT_CHUNK: Final = 800
-
-#: Integers below this print exactly as ``N.0`` (what :func:`_float` gives them).
-_EXACT: Final = 10**15
-_INF: Final = float("inf")
 
 
-def _float(value: float) -> str:
-    """A sample value as prometheus_client writes it (``10.0``, ``1e+20``, ``+Inf``)."""
-    if -_EXACT < value < _EXACT and value == int(value):
-        return f"{int(value)}.0"
-    return str(floatToGoString(value))  # type: ignore[no-untyped-call]  # untyped upstream
-
-
-class _Labels:
-    """One label set: its names and values in order, and its rendered text
-    ``{a="x",b="y"}`` (given, or rendered here)."""
-
-    __slots__ = ("names", "text", "values")
-
-    def __init__(self, names: Sequence[str], values: Sequence[str], text: str = "") -> None:
-        self.names = names
-        self.values = values
-        self.text = text or (
-            "{"
-            + ",".join(
-                f'{n}="{v.translate(_LABEL_ESCAPES)}"' for n, v in zip(names, values, strict=True)
-            )
-            + "}"
-        )
-
-
-class _Family:
-    """One metric family being filled: a name, a type, and samples as a list of label
-    sets and an array of values (typecode ``code``: "Q" for counts, "d" for floats).
-
-    No tuple per sample, and the values in an array, which the garbage collector does
-    not track: at 10,000 destinations, lists of values were 200,000 references for the
-    first young collection after a scrape to walk (8-16 ms with probes waiting). The
-    label lists are kept from one scrape to the next while they stay the same
-    (:func:`reuse_labels`), so they age out of the young generation once. A family
-    whose samples are the same as the previous scrape's (weights, health, factors:
-    most of them hold still) keeps its rendered lines (``lines``) for the next one
-    (:func:`reuse_text`)."""
-
-    __slots__ = (
-        "documentation",
-        "labels",
-        "lines",
-        "name",
-        "sample_name",
-        "still",
-        "typ",
-        "values",
-    )
-
-    def __init__(self, name: str, typ: str, documentation: str, code: str = "Q") -> None:
-        self.name = name
-        self.typ = typ
-        self.documentation = documentation
-        self.sample_name = name + "_total" if typ == "counter" else name
-        self.labels: list[_Labels] = []
-        self.values: array[Any] = array(code)
-        self.still = False  # the same samples as the previous scrape's family
-        self.lines: list[bytes] | None = None  # rendered sample lines, when still
-
-    def add(self, labels: _Labels, value: float) -> None:
-        self.labels.append(labels)
-        self.values.append(value)
-
-    def metric(self) -> Metric:
-        metric = Metric(self.name, self.documentation, self.typ)
-        name = self.sample_name
-        metric.samples = [
-            Sample(name, dict(zip(lab.names, lab.values, strict=True)), float(value), None, None)
-            for lab, value in zip(self.labels, self.values, strict=True)
-        ]
-        return metric
-
-    def render(
-        self, out: list[bytes], openmetrics: bool, chunk: int = TEXT_CHUNK
-    ) -> Generator[None, None, None]:
-        """Appends the family's text to ``out``, encoded, yielding before every
-        ``chunk`` samples."""
-        if not self.values:
-            return
-        head = self.name if openmetrics or self.typ != "counter" else self.sample_name
-        doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {head} {doc}\n# TYPE {head} {self.typ}\n".encode())
-        if self.lines is not None:
-            out.extend(self.lines)
-            return
-        kept: list[bytes] | None = [] if self.still else None
-        name = self.sample_name
-        labels = self.labels
-        values = self.values
-        floats = values.typecode == "d"
-        for start in range(0, len(values), chunk):
-            yield
-            end = start + chunk
-            pairs = zip(labels[start:end], values[start:end], strict=True)
-            # One join over "name{labels} value" lines. An integer below 1e15 (every
-            # kernel counter in practice) is written "N.0" inline, a finite float as
-            # repr writes it ("0.5", "3.0", "1e+16"); only the rest take a call.
-            if floats:
-                lines = [
-                    f"{name}{lab.text} {v!r}\n"
-                    if -_INF < v < _INF
-                    else f"{name}{lab.text} {_float(v)}\n"
-                    for lab, v in pairs
-                ]
-            else:
-                lines = [
-                    f"{name}{lab.text} {v}.0\n" if v < _EXACT else f"{name}{lab.text} {_float(v)}\n"
-                    for lab, v in pairs
-                ]
-            part = "".join(lines).encode()
-            out.append(part)
-            if kept is not None:
-                kept.append(part)
-        self.lines = kept
-
-
-class StateCollector(Collector):
-    """Yields the families set by the latest :meth:`set` (nothing before the first).
-
-    :meth:`Metrics.exposition` renders these families itself, much faster than
-    prometheus_client would; meanwhile :meth:`hidden` keeps the registry from
-    rendering them a second time."""
-
-    def __init__(self) -> None:
-        self._families: list[_Family] = []
-        self._hidden = False
-
-    def set(self, families: list[_Family]) -> None:
-        self._families = families
-
-    def families(self) -> list[_Family]:
-        return self._families
-
-    @contextmanager
-    def hidden(self) -> Iterator[None]:
-        self._hidden = True
-        try:
-            yield
-        finally:
-            self._hidden = False
-
-    def collect(self) -> Iterable[Metric]:
-        if self._hidden:
-            return []
-        return [f.metric() for f in self._families if f.values]
-
-    def describe(self) -> Iterable[Metric]:
-        return []  # registered without names: the families vary with the config
-
-
-def _dest_families() -> dict[str, _Family]:
+def _dest_families() -> dict[str, MetricFamily]:
     k = "kernel: "
     return {
-        "active": _Family(
+        "active": MetricFamily(
             "lvsd_ipvs_backend_connections_active",
             "gauge",
             k + "active connections of the destination (ActiveConn)",
         ),
-        "inactive": _Family(
+        "inactive": MetricFamily(
             "lvsd_ipvs_backend_connections_inactive",
             "gauge",
             k + "inactive connections of the destination (InActConn)",
         ),
-        "persistent": _Family(
+        "persistent": MetricFamily(
             "lvsd_ipvs_backend_connections_persistent",
             "gauge",
             k + "persistence templates of the destination",
         ),
-        "conns": _Family(
+        "conns": MetricFamily(
             "lvsd_ipvs_backend_connections",
             "counter",
             k + "connections scheduled to the destination",
         ),
-        "pin": _Family(
+        "pin": MetricFamily(
             "lvsd_ipvs_backend_incoming_packets", "counter", k + "packets in to the destination"
         ),
-        "pout": _Family(
+        "pout": MetricFamily(
             "lvsd_ipvs_backend_outgoing_packets", "counter", k + "packets out of the destination"
         ),
-        "bin": _Family(
+        "bin": MetricFamily(
             "lvsd_ipvs_backend_incoming_bytes", "counter", k + "bytes in to the destination"
         ),
-        "bout": _Family(
+        "bout": MetricFamily(
             "lvsd_ipvs_backend_outgoing_bytes", "counter", k + "bytes out of the destination"
         ),
-        "weight": _Family(
+        "weight": MetricFamily(
             "lvsd_ipvs_backend_weight", "gauge", k + "weight of the destination in the table"
         ),
     }
 
 
-def _service_families() -> dict[str, _Family]:
+def _service_families() -> dict[str, MetricFamily]:
     k = "kernel: "
     return {
-        "active": _Family(
+        "active": MetricFamily(
             "lvsd_ipvs_service_connections_active",
             "gauge",
             k + "active connections of the service (sum over its destinations)",
         ),
-        "inactive": _Family(
+        "inactive": MetricFamily(
             "lvsd_ipvs_service_connections_inactive",
             "gauge",
             k + "inactive connections of the service (sum over its destinations)",
         ),
-        "persistent": _Family(
+        "persistent": MetricFamily(
             "lvsd_ipvs_service_connections_persistent",
             "gauge",
             k + "persistence templates of the service (sum over its destinations)",
         ),
-        "conns": _Family(
+        "conns": MetricFamily(
             "lvsd_ipvs_service_connections", "counter", k + "connections scheduled by the service"
         ),
-        "pin": _Family("lvsd_ipvs_service_incoming_packets", "counter", k + "packets in"),
-        "pout": _Family("lvsd_ipvs_service_outgoing_packets", "counter", k + "packets out"),
-        "bin": _Family("lvsd_ipvs_service_incoming_bytes", "counter", k + "bytes in"),
-        "bout": _Family("lvsd_ipvs_service_outgoing_bytes", "counter", k + "bytes out"),
-        "weight": _Family(
+        "pin": MetricFamily("lvsd_ipvs_service_incoming_packets", "counter", k + "packets in"),
+        "pout": MetricFamily("lvsd_ipvs_service_outgoing_packets", "counter", k + "packets out"),
+        "bin": MetricFamily("lvsd_ipvs_service_incoming_bytes", "counter", k + "bytes in"),
+        "bout": MetricFamily("lvsd_ipvs_service_outgoing_bytes", "counter", k + "bytes out"),
+        "weight": MetricFamily(
             "lvsd_ipvs_service_weight", "gauge", k + "sum of the weights of its destinations"
         ),
-        "dests": _Family(
+        "dests": MetricFamily(
             "lvsd_ipvs_service_destinations", "gauge", k + "destinations of the service"
         ),
     }
 
 
-def _lvsd_families() -> dict[str, _Family]:
+def _lvsd_families() -> dict[str, MetricFamily]:
     return {
-        "configured": _Family(
+        "configured": MetricFamily(
             "lvsd_real_server_configured_weight", "gauge", "weight of the real server in the config"
         ),
-        "effective": _Family(
+        "effective": MetricFamily(
             "lvsd_real_server_effective_weight",
             "gauge",
             "weight lvsd wants for the real server (configured x dynamic x slow start x drain; "
             "0 while down)",
         ),
-        "factor": _Family(
+        "factor": MetricFamily(
             "lvsd_real_server_weight_factor",
             "gauge",
             "factor of the real server's effective weight: dynamic (reported weight over "
@@ -327,53 +171,53 @@ def _lvsd_families() -> dict[str, _Family]:
             "effective = configured x dynamic x ramp x drain, rounded",
             "d",
         ),
-        "health": _Family(
+        "health": MetricFamily(
             "lvsd_real_server_health",
             "gauge",
             "health state of the real server: 0 down, 1 up, 2 held up by the panic guard, "
             "3 drained by the operator",
         ),
-        "age": _Family(
+        "age": MetricFamily(
             "lvsd_real_server_transition_age_seconds",
             "gauge",
             "seconds since the real server last went up or down (or since lvsd started)",
             "d",
         ),
-        "probe_age": _Family(
+        "probe_age": MetricFamily(
             "lvsd_real_server_probe_age_seconds",
             "gauge",
             "seconds since the stalest check of the real server last reported "
             "(absent until every check has reported once)",
             "d",
         ),
-        "sorry": _Family(
+        "sorry": MetricFamily(
             "lvsd_service_sorry_active",
             "gauge",
             "1 while the service's sorry server is in the table, else 0",
         ),
-        "quorum": _Family(
+        "quorum": MetricFamily(
             "lvsd_service_quorum_up",
             "gauge",
             "1 while the service has its quorum, 0 when lost (only services with a quorum)",
         ),
-        "panic": _Family(
+        "panic": MetricFamily(
             "lvsd_service_panic", "gauge", "1 while the panic guard holds downs back, else 0"
         ),
-        "servers": _Family(
+        "servers": MetricFamily(
             "lvsd_service_real_servers", "gauge", "configured real servers of the service"
         ),
-        "servers_up": _Family(
+        "servers_up": MetricFamily(
             "lvsd_service_real_servers_up",
             "gauge",
             "real servers of the service in state up or held",
         ),
-        "stale": _Family(
+        "stale": MetricFamily(
             "lvsd_service_checks_stale",
             "gauge",
             "checks of the service with no result in the last 3 intervals plus timeout plus 10 s "
             "(never reported counts as stale)",
         ),
-        "checks": _Family("lvsd_service_checks", "gauge", "configured checks of the service"),
+        "checks": MetricFamily("lvsd_service_checks", "gauge", "configured checks of the service"),
     }
 
 
@@ -524,7 +368,7 @@ class Metrics:
         finish(self.update_steps(snapshot, report))
 
     def update_steps(self, snapshot: Snapshot, report: StatusReport) -> Generator[None, None, None]:
-        """:meth:`update` in steps of about 160 destinations (see
+        """:meth:`update` in steps of :data:`UPDATE_CHUNK` destinations (see
         ``lvsd.observe.status.build_steps``); the new families show once it has finished."""
         families = yield from state_family_steps(snapshot, report, self._labels)
         previous = self.state.families()
@@ -538,29 +382,14 @@ class Metrics:
         return finish(self.exposition_steps(openmetrics))
 
     def exposition_steps(self, openmetrics: bool = False) -> Generator[None, None, bytes]:
-        """:meth:`exposition` in steps of about 800 lines; it renders the families
-        of the :meth:`update` finished before it started."""
+        """:meth:`exposition` in steps of ``lvsd.observe.exposition.TEXT_CHUNK`` lines;
+        it renders the families of the :meth:`update` finished before it started."""
         return b"".join((yield from self.exposition_parts(openmetrics)))
 
     def exposition_parts(self, openmetrics: bool = False) -> Generator[None, None, list[bytes]]:
         """:meth:`exposition_steps` without the final join: the text as consecutive
-        parts of at most about 800 lines (for a streamed answer, without copying
-        25 MB twice)."""
-        with self.state.hidden():
-            if openmetrics:
-                events: bytes = om_exposition.generate_latest(self.registry)  # type: ignore[no-untyped-call]  # untyped upstream
-            else:
-                events = generate_latest(self.registry)
-        eof = b"# EOF\n"
-        if openmetrics:
-            assert events.endswith(eof)
-            events = events[: -len(eof)]
-        out: list[bytes] = [events]
-        for family in self.state.families():
-            yield from family.render(out, openmetrics)
-        if openmetrics:
-            out.append(eof)
-        return out
+        parts (for a streamed answer, without copying it whole)."""
+        return render_parts(self.registry, self.state, openmetrics)
 
 
 #: The severities ``lvsd_preflight_problems`` counts, as its label ``level`` (not
@@ -582,8 +411,8 @@ class LabelCache:
         """Holds the label sets of ``config``'s services and real servers (and sorry
         servers), and of no other service. Built at start and reload, before the
         config's objects are frozen (:func:`lvsd.daemon.heap.freeze`), they are frozen with
-        them: a first scrape would otherwise make some 180,000 objects at 10,000
-        destinations, and the collections after it walk them all (~50 ms)."""
+        them: a first scrape would otherwise make them all, and the collections after it
+        walk them all."""
         kept = self._services
         self._services = {}
         for vs in config.services:
@@ -612,23 +441,23 @@ class _ServiceLabels:
     def __init__(self, name: str, key: ServiceKey) -> None:
         self.name = name
         self.local = service_labels(key)
-        self.labels = _Labels(SERVICE_LABELS, (name, *self.local))
-        self.dests: dict[DestKey, _Labels] = {}
-        self.factors: dict[DestKey, tuple[_Labels, ...]] = {}
+        self.labels = LabelSet(SERVICE_LABELS, (name, *self.local))
+        self.dests: dict[DestKey, LabelSet] = {}
+        self.factors: dict[DestKey, tuple[LabelSet, ...]] = {}
 
-    def dest(self, dkey: DestKey) -> _Labels:
+    def dest(self, dkey: DestKey) -> LabelSet:
         labels = self.dests.get(dkey)
         if labels is None:
             labels = self.dests[dkey] = _dest_labels(self.name, self.local, dkey)
         return labels
 
-    def factor(self, dkey: DestKey) -> tuple[_Labels, ...]:
+    def factor(self, dkey: DestKey) -> tuple[LabelSet, ...]:
         """The destination's label sets with ``factor`` added, in WEIGHT_FACTORS order."""
         labels = self.factors.get(dkey)
         if labels is None:
             dl = self.dests.get(dkey) or self.dest(dkey)
             labels = self.factors[dkey] = tuple(
-                _Labels(FACTOR_LABELS, (*dl.values, f), f'{dl.text[:-1]},factor="{f}"}}')
+                LabelSet(FACTOR_LABELS, (*dl.values, f), f'{dl.text[:-1]},factor="{f}"}}')
                 for f in WEIGHT_FACTORS
             )
         return labels
@@ -641,23 +470,16 @@ class _ServiceLabels:
             self.factors.clear()
 
 
-def state_families(
-    snapshot: Snapshot, report: StatusReport, cache: LabelCache | None = None
-) -> list[_Family]:
-    """The scrape-time families of one snapshot and one report (label sets from
-    ``cache``, filled as needed; a fresh one without)."""
-    return finish(state_family_steps(snapshot, report, cache))
-
-
 def state_family_steps(
     snapshot: Snapshot,
     report: StatusReport,
     cache: LabelCache | None = None,
     *,
     chunk: int = UPDATE_CHUNK,
-) -> Generator[None, None, list[_Family]]:
-    """:func:`state_families` in steps: yields after about every ``chunk``
-    destinations and real servers."""
+) -> Generator[None, None, list[MetricFamily]]:
+    """The scrape-time families of one snapshot and one report (label sets from
+    ``cache``, filled as needed; a fresh one without), in steps: yields after about
+    every ``chunk`` destinations and real servers."""
     if cache is None:
         cache = LabelCache()
     names = {s.key: s.name for s in report.services}
@@ -726,67 +548,20 @@ def state_family_steps(
     return [*dest.values(), *svc.values(), *own.values()]
 
 
-def reuse_labels(families: Sequence[_Family], previous: Sequence[_Family]) -> None:
-    """Gives each family a label list of ``previous`` (or of a family before it) that
-    holds the same label sets in the same order, in place of its own: the same list
-    then serves scrape after scrape (and all of a destination's families)."""
-    kept: dict[tuple[int, int, int], list[_Labels]] = {}
-
-    def shape(labels: list[_Labels]) -> tuple[int, int, int]:
-        return (len(labels), id(labels[0]), id(labels[-1]))
-
-    for old in previous:
-        if old.labels:
-            kept.setdefault(shape(old.labels), old.labels)
-    for family in families:
-        labels = family.labels
-        if not labels:
-            continue
-        same = kept.setdefault(shape(labels), labels)
-        if same is not labels and same == labels:
-            family.labels = same
-
-
-def reuse_text(families: Sequence[_Family], previous: Sequence[_Family]) -> None:
-    """Marks each family whose samples are those of the previous scrape's family of
-    the same name (the same label list, as :func:`reuse_labels` left it, and the same
-    values) as still, with that family's rendered lines if it kept them: a family that
-    holds still is rendered once more, then its lines serve every scrape until it
-    moves. At 10,000 destinations 8 of the 17 lines of each hold still between two
-    scrapes of a busy director (its connection and traffic counters and the ages do
-    not): the text then takes 15-20 ms instead of 35-50."""
-    before = {f.name: f for f in previous}
-    for family in families:
-        old = before.get(family.name)
-        if (
-            old is not None
-            and old.labels is family.labels
-            and old.values.typecode == family.values.typecode
-            and old.values.tobytes() == family.values.tobytes()  # floats too, bit for bit
-        ):
-            family.still = True
-            family.lines = old.lines
-
-
-def state_metrics(snapshot: Snapshot, report: StatusReport) -> list[Metric]:
-    """The scrape-time families as prometheus_client metrics."""
-    return [f.metric() for f in state_families(snapshot, report) if f.values]
-
-
-def _dest_labels(name: str, local: Sequence[str], dkey: DestKey) -> _Labels:
+def _dest_labels(name: str, local: Sequence[str], dkey: DestKey) -> LabelSet:
     # Addresses, ports, proto and mark never need escaping; only the service name may.
     port = str(dkey.port)
     text = (
-        f'{{service="{name.translate(_LABEL_ESCAPES)}",local_address="{local[0]}",'
+        f'{{service="{escape_label_value(name)}",local_address="{local[0]}",'
         f'local_port="{local[1]}",remote_address="{dkey.address}",remote_port="{port}",'
         f'proto="{local[2]}",local_mark="{local[3]}"}}'
     )
-    return _Labels(
+    return LabelSet(
         DEST_LABELS, (name, local[0], local[1], dkey.address, port, local[2], local[3]), text
     )
 
 
-def _add_stats(families: dict[str, _Family], labels: _Labels, stats: Stats) -> None:
+def _add_stats(families: dict[str, MetricFamily], labels: LabelSet, stats: Stats) -> None:
     families["conns"].add(labels, stats.connections)
     families["pin"].add(labels, stats.packets_in)
     families["pout"].add(labels, stats.packets_out)
@@ -795,7 +570,7 @@ def _add_stats(families: dict[str, _Family], labels: _Labels, stats: Stats) -> N
 
 
 def _add_service(
-    own: dict[str, _Family], s: ServiceReport, entry: _ServiceLabels, budget: int, chunk: int
+    own: dict[str, MetricFamily], s: ServiceReport, entry: _ServiceLabels, budget: int, chunk: int
 ) -> Generator[None, None, int]:
     """Adds one service's real servers and service samples; yields when ``budget``
     real servers are done (a new budget of ``chunk`` then) and returns what is left."""
@@ -851,17 +626,6 @@ def _add_service(
     return budget
 
 
-def health_values(metrics: Iterable[Metric]) -> Iterator[tuple[str, str, int, float]]:
-    """(service, remote_address, remote_port, value) of every ``lvsd_real_server_health``
-    sample: for tests and tools comparing /metrics with /status."""
-    for metric in metrics:
-        if metric.name != "lvsd_real_server_health":
-            continue
-        for sample in metric.samples:
-            lab = sample.labels
-            yield (lab["service"], lab["remote_address"], int(lab["remote_port"]), sample.value)
-
-
 __all__ = [
     "DEST_LABELS",
     "FACTOR_LABELS",
@@ -870,10 +634,6 @@ __all__ = [
     "WEIGHT_FACTORS",
     "LabelCache",
     "Metrics",
-    "StateCollector",
-    "health_values",
     "service_labels",
-    "state_families",
     "state_family_steps",
-    "state_metrics",
 ]

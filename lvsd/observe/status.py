@@ -25,13 +25,12 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple
 
 from lvsd.config.model import Config, SorryServer
 from lvsd.health.state import CheckStatus, HealthState, StatusRow, WeightFactors
 from lvsd.model import DestKey, Forward, RealServerId, ServiceKey, Table
-
-T = TypeVar("T")
+from lvsd.observe.steps import finish
 
 
 class HealthCode(IntEnum):
@@ -54,8 +53,8 @@ class CheckReport(NamedTuple):
 
     This and :class:`RealServerReport` are named tuples, not frozen dataclasses: a
     scrape builds one per check and per real server, and a frozen dataclass's
-    ``__init__`` (an ``object.__setattr__`` per field) took 2.5 us against 0.7, half
-    of the report's time at 10,000 real servers. They are as immutable."""
+    ``__init__`` (an ``object.__setattr__`` per field) is several times slower. They
+    are as immutable."""
 
     kind: str
     port: int | None
@@ -100,11 +99,6 @@ class RealServerReport(NamedTuple):
     #: Seconds since the stalest check last reported (None: no check, or one that
     #: never reported).
     probe_age: float | None = None
-
-    @property
-    def probed(self) -> bool:
-        """Every check of this real server has reported at least once."""
-        return all(c.last_ok is not None for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -195,15 +189,6 @@ class StatusReport:
     config_path: str
     services: tuple[ServiceReport, ...] = ()
     table_read: bool = True  # False when built without a kernel table
-
-    @property
-    def check_count(self) -> int:
-        return sum(len(r.checks) for s in self.services for r in s.real_servers)
-
-    @property
-    def all_probed(self) -> bool:
-        """Every check of every real server has reported at least once."""
-        return all(r.probed for s in self.services for r in s.real_servers)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -473,7 +458,7 @@ def _sorry(
     )
 
 
-#: Real servers :func:`build_steps` reports between two yields (about 0.3 ms).
+#: Real servers :func:`build_steps` reports between two yields.
 CHUNK = 40
 
 
@@ -500,10 +485,11 @@ def build_steps(
     chunk: int = CHUNK,
 ) -> Generator[None, None, StatusReport]:
     """:func:`build` in steps: yields after about every ``chunk`` real servers and
-    returns the report (``yield from``, or :func:`finish`). Whoever drives it may
-    let other work run between steps (``lvsd.observe.api`` lets the probes start); the
-    health state may then move on in between, so each real server is reported as it
-    was when its step ran (quorum and panic as at the first step)."""
+    returns the report (``yield from``, or :func:`lvsd.observe.steps.finish`). Whoever
+    drives it may let other work run between steps (``lvsd.observe.steps.drive`` lets
+    the probes start); the health state may then move on in between, so each real
+    server is reported as it was when its step ran (quorum and panic as at the first
+    step)."""
     quorum_lost = health.quorum_lost()
     panicking = health.panicking()
     services: list[ServiceReport] = []
@@ -556,16 +542,6 @@ def build_steps(
     )
 
 
-def finish(steps: Generator[None, Any, T]) -> T:
-    """Runs a step generator (:func:`build_steps`, ``Metrics.update_steps``) to its
-    end, with nothing in between, and returns its value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return cast("T", stop.value)
-
-
 __all__ = [
     "CheckReport",
     "HealthCode",
@@ -575,6 +551,5 @@ __all__ = [
     "StatusReport",
     "build",
     "build_steps",
-    "finish",
     "prepare",
 ]
