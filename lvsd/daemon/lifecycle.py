@@ -5,7 +5,8 @@ stop: the check :class:`~lvsd.checks.scheduler.CheckScheduler`, a batcher that h
 results gathered over a short window to :meth:`lvsd.engine.reconcile.Engine.results` (a burst
 of changes becomes one apply), a one-second timer (slow-start ramps, lingering real
 servers, a full reconcile after a failure), drift repair every
-``daemon.reconcile_interval`` seconds, the systemd watchdog, and the control socket.
+``daemon.reconcile_interval`` seconds, the systemd watchdog, the control socket and the
+API (their answers in ``lvsd.daemon.admin``).
 At start and after each successful reload it audits the host for the config
 (:func:`lvsd.preflight.audit`, what ``lvsd check --host`` prints): each problem is
 logged as ``preflight.finding`` and counted in ``lvsd_preflight_problems``.
@@ -21,7 +22,7 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,13 @@ from lvsd.checks.base import ProbeFactory, ProbeResult
 from lvsd.checks.scheduler import CheckScheduler, checks_from_config
 from lvsd.config.model import Config
 from lvsd.daemon import heap
+from lvsd.daemon.admin import Admin, ApiSource
 from lvsd.daemon.systemd import Notifier, NullNotifier
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.reconcile import Engine, Hooks, ReloadResult
-from lvsd.errors import ControlError, LvsdError
+from lvsd.errors import LvsdError
 from lvsd.health.state import CheckId
 from lvsd.ipvs.base import Backend
-from lvsd.model import DestKey, Table, parse_hostport
 from lvsd.observe import api, metrics, status
 from lvsd.preflight import Severity, audit
 
@@ -46,14 +47,6 @@ log = structlog.get_logger("lvsd.daemon.lifecycle")
 
 #: Seconds an apply may run before the watchdog stops being fed.
 APPLY_BOUND = 60.0
-
-
-def parse_realserver(text: str) -> DestKey:
-    """``10.0.0.2:80`` or ``[::1]:80`` as a key; ``LvsdError`` when malformed."""
-    try:
-        return DestKey.of(*parse_hostport(text))
-    except ValueError as exc:
-        raise LvsdError(f"bad real server: {exc}") from None
 
 
 class Daemon:
@@ -213,8 +206,9 @@ class Daemon:
                 rng=random.Random(),
             )
             await self.scheduler.update(checks_from_config(config))
+            admin = Admin(engine, self.reload, self.clock)
             server = await control.serve(
-                config.daemon.control_socket, self.handle, group=config.daemon.control_group
+                config.daemon.control_socket, admin.handle, group=config.daemon.control_group
             )
             runner = await self._start_api(config)
             tasks = [
@@ -284,7 +278,8 @@ class Daemon:
         if not listen or self.metrics is None:
             return None
         try:
-            runner = await api.start(listen, _Source(self), self.metrics)
+            source = ApiSource(self._engine, lambda: self.ready, self.clock)
+            runner = await api.start(listen, source, self.metrics)
         except (OSError, ValueError) as exc:
             raise LvsdError(f"cannot serve metrics on {listen}: {exc}") from exc
         self.api_port = int(api.bound_port(runner))
@@ -394,102 +389,6 @@ class Daemon:
             self.notifier.ready(self._status)
             return result
 
-    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The control socket's commands."""
-        command = request.get("command")
-        handler = self._commands.get(str(command))
-        if handler is None:
-            known = ", ".join(sorted(self._commands))
-            raise ControlError(f"unknown command {command!r} (known: {known})")
-        return await handler(self, request)
-
-    async def _cmd_reload(self, request: dict[str, Any]) -> dict[str, Any]:
-        result = await self.reload()
-        if not result.ok:
-            raise ControlError("reload failed, old config kept:\n" + "\n".join(result.errors))
-        return result.to_json()
-
-    async def _cmd_status(self, request: dict[str, Any]) -> dict[str, Any]:
-        return status_reply(self._engine, self.clock())
-
-    async def _drain(self, request: dict[str, Any], on: bool) -> dict[str, Any]:
-        service = str(request.get("service", ""))
-        realserver = parse_realserver(str(request.get("realserver", "")))
-        result = await self._engine.set_drain(service, realserver, on)
-        return {
-            "service": service,
-            "realserver": str(realserver),
-            "drained": on,
-            "ops": [str(op) for op in result.applied],
-        }
-
-    async def _cmd_drain(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await self._drain(request, True)
-
-    async def _cmd_undrain(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await self._drain(request, False)
-
-    async def _cmd_connections(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Active connections of one real server, from a fresh dump."""
-        engine = self._engine
-        service = str(request.get("service", ""))
-        realserver = parse_realserver(str(request.get("realserver", "")))
-        engine.find(service, realserver)
-        await engine.refresh()
-        return {
-            "service": service,
-            "realserver": str(realserver),
-            "active": engine.active_connections(service, realserver),
-        }
-
-    _commands: dict[str, Callable[[Daemon, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
-        "reload": _cmd_reload,
-        "status": _cmd_status,
-        "drain": _cmd_drain,
-        "undrain": _cmd_undrain,
-        "connections": _cmd_connections,
-    }
-
-
-class _Source:
-    """What ``lvsd.observe.api`` reads: a fresh dump, the status report, readiness."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-        self._ready = False
-
-    @property
-    def ready(self) -> bool:
-        """True once the daemon is up and every check has reported at least once."""
-        daemon = self._daemon
-        if not self._ready and daemon.ready and daemon.engine is not None:
-            statuses = daemon.engine.health.status(daemon.clock())
-            self._ready = all(cs.last_at is not None for s in statuses for _, cs in s.checks)
-        return self._ready and daemon.ready
-
-    async def snapshot(self) -> Any:
-        return await self._daemon._engine.counters()
-
-    def report(self, table: Table | None) -> Any:
-        engine = self._daemon._engine
-        return status.build(
-            engine.config, engine.health, table, engine.drained, self._daemon.clock()
-        )
-
-    def report_steps(self, table: Table | None) -> Any:
-        """:meth:`report` in steps (``lvsd.observe.status.build_steps``): ``lvsd.observe.api`` lets
-        the probes start between them."""
-        engine = self._daemon._engine
-        return status.build_steps(
-            engine.config, engine.health, table, engine.drained, self._daemon.clock()
-        )
-
-
-def status_reply(engine: Engine, now: float) -> dict[str, Any]:
-    """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people)."""
-    report = status.build(engine.config, engine.health, engine.table, engine.drained, now)
-    return {"status": report.to_json(), "text": report.render()}
-
 
 def run(config_path: str, *, dry_run: bool = False) -> int:
     """``lvsd run``: the only ``asyncio.run`` of lvsd."""
@@ -497,4 +396,4 @@ def run(config_path: str, *, dry_run: bool = False) -> int:
     return asyncio.run(daemon.serve())
 
 
-__all__ = ["Daemon", "run", "status_reply"]
+__all__ = ["Daemon", "run"]
