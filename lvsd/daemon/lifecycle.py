@@ -1,12 +1,9 @@
 """``lvsd run``: the one owner of the event loop.
 
 :class:`Daemon` wires the pieces together and runs them as tasks until it is told to
-stop: the check :class:`~lvsd.checks.scheduler.CheckScheduler`, a batcher that hands the
-results gathered over a short window to :meth:`lvsd.engine.reconcile.Engine.results` (a burst
-of changes becomes one apply), a one-second timer (slow-start ramps, lingering real
-servers, a full reconcile after a failure), drift repair every
-``daemon.reconcile_interval`` seconds, the systemd watchdog, the control socket and the
-API (their answers in ``lvsd.daemon.admin``).
+stop: the check :class:`~lvsd.checks.scheduler.CheckScheduler`, the loops of
+``lvsd.daemon.loops`` (the batcher, the one-second timer, drift repair, the systemd
+watchdog), the heap's tending, the control socket and the API (``lvsd.daemon.admin``).
 At start and after each successful reload it audits the host for the config
 (:func:`lvsd.preflight.audit`, what ``lvsd check --host`` prints): each problem is
 logged as ``preflight.finding`` and counted in ``lvsd_preflight_problems``.
@@ -29,24 +26,20 @@ from typing import Any
 import structlog
 
 from lvsd import control
-from lvsd.checks.base import ProbeFactory, ProbeResult
+from lvsd.checks.base import ProbeFactory
 from lvsd.checks.scheduler import CheckScheduler, checks_from_config
 from lvsd.config.model import Config
-from lvsd.daemon import heap
+from lvsd.daemon import heap, loops
 from lvsd.daemon.admin import Admin, ApiSource
 from lvsd.daemon.systemd import Notifier, NullNotifier
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.reconcile import Engine, Hooks, ReloadResult
 from lvsd.errors import LvsdError
-from lvsd.health.state import CheckId
 from lvsd.ipvs.base import Backend
 from lvsd.observe import api, metrics, status
 from lvsd.preflight import Severity, audit
 
 log = structlog.get_logger("lvsd.daemon.lifecycle")
-
-#: Seconds an apply may run before the watchdog stops being fed.
-APPLY_BOUND = 60.0
 
 
 class Daemon:
@@ -81,7 +74,6 @@ class Daemon:
         self.clock = clock
         self.notifier = notifier if notifier is not None else NullNotifier()
         self._signals = signals
-        self.batch_window = batch_window
         self.timer_interval = timer_interval
         self._load = load
         self.proc = proc
@@ -90,8 +82,8 @@ class Daemon:
         self.stop_requested = asyncio.Event()
         self.started = asyncio.Event()
         self.ready = False
-        self._batch: list[tuple[CheckId, ProbeResult]] = []
-        self._batch_ready = asyncio.Event()
+        self._batcher = loops.Batcher(batch_window)
+        self._status = loops.StatusLine(self.notifier)
         self._reload_lock = asyncio.Lock()
         self.engine: Engine | None = None
         self.scheduler: CheckScheduler | None = None
@@ -99,8 +91,6 @@ class Daemon:
         self.backend: Backend | None = None
         #: The metrics endpoint's port once it listens (tests use port 0).
         self.api_port: int | None = None
-        self._status = ""
-        self._changes_seen = 0
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -150,10 +140,6 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.preflight(findings)
 
-    def _on_result(self, cid: CheckId, result: ProbeResult, started: float) -> None:
-        self._batch.append((cid, result))
-        self._batch_ready.set()
-
     # -- running -------------------------------------------------------------------------
 
     async def serve(self) -> int:
@@ -196,33 +182,38 @@ class Daemon:
                 from lvsd.checks.registry import make_probe
 
                 factory = make_probe
-            self.scheduler = CheckScheduler(
+            scheduler = self.scheduler = CheckScheduler(
                 factory,
-                self._on_result,
+                self._batcher.add,
                 clock=self.clock,
                 sleep=asyncio.sleep,
                 max_concurrent=config.daemon.max_concurrent_probes,
                 max_exec=config.daemon.max_exec_probes,
                 rng=random.Random(),
             )
-            await self.scheduler.update(checks_from_config(config))
+            await scheduler.update(checks_from_config(config))
             admin = Admin(engine, self.reload, self.clock)
             server = await control.serve(
                 config.daemon.control_socket, admin.handle, group=config.daemon.control_group
             )
             runner = await self._start_api(config)
             tasks = [
-                asyncio.create_task(self.scheduler.run(), name="scheduler"),
-                asyncio.create_task(self._batches(), name="batches"),
-                asyncio.create_task(self._timer(), name="timer"),
-                asyncio.create_task(self._drift(), name="drift"),
-                asyncio.create_task(self._watchdog(), name="watchdog"),
+                asyncio.create_task(scheduler.run(), name="scheduler"),
+                asyncio.create_task(
+                    loops.batches(self._batcher, engine, self._status), name="batches"
+                ),
+                asyncio.create_task(
+                    loops.timer(engine, self.timer_interval, self.clock), name="timer"
+                ),
+                asyncio.create_task(loops.drift(engine), name="drift"),
+                asyncio.create_task(
+                    loops.watchdog(self.notifier, engine, scheduler, self.clock), name="watchdog"
+                ),
                 asyncio.create_task(heap.tend(), name="gc"),
             ]
             self._freeze(config)
             self.ready = True
-            summary = self._status = engine.summary()
-            self.notifier.ready(summary)
+            summary = self._status.ready(engine)
             log.info("daemon.ready", status=summary, dry_run=self.dry_run)
             self.started.set()
             await self._main(tasks)
@@ -294,78 +285,6 @@ class Daemon:
             status.prepare(config)
         heap.freeze()
 
-    async def _batches(self) -> None:
-        """Hand the results of one short window to the engine as one round."""
-        engine = self._engine
-        while True:
-            await self._batch_ready.wait()
-            size = -1
-            for _ in range(5):  # until the batch stops growing, at most 5 windows
-                if len(self._batch) == size:
-                    break
-                size = len(self._batch)
-                await asyncio.sleep(self.batch_window)
-            batch, self._batch = self._batch, []
-            self._batch_ready.clear()
-            await engine.results(batch)
-            self._say_status()
-
-    def _say_status(self) -> None:
-        """Tell systemd the summary line when health changed (it costs a walk of
-        every real server, so not after every round)."""
-        if self._engine.changes == self._changes_seen:
-            return
-        self._changes_seen = self._engine.changes
-        summary = self._engine.summary()
-        if summary != self._status:
-            self._status = summary
-            self.notifier.status(summary)
-
-    async def _timer(self) -> None:
-        """About every second: slow-start ramps, lingering servers, retry after failure."""
-        engine = self._engine
-        was_ramping = False
-        while True:
-            await asyncio.sleep(self.timer_interval)
-            ramping = engine.ramping(self.clock())
-            if ramping or was_ramping:  # one more tick writes the full weight
-                await engine.tick()
-            was_ramping = ramping
-            if engine.lingering:
-                await engine.check_lingering()
-            if engine.stale:
-                await engine.reconcile()
-
-    async def _drift(self) -> None:
-        engine = self._engine
-        while True:
-            await asyncio.sleep(engine.config.daemon.reconcile_interval)
-            await engine.repair()
-
-    async def _watchdog(self) -> None:
-        interval = self.notifier.watchdog_interval
-        if interval is None:
-            await asyncio.Event().wait()  # never set: no watchdog asked for
-            return
-        engine = self._engine
-        was_stalled = False
-        while True:
-            now = self.clock()
-            scheduler = self.scheduler
-            stalled = scheduler is not None and scheduler.stalled(now)
-            since = engine.applying_since
-            stuck = since is not None and now - since > APPLY_BOUND
-            # The scheduler must be found stalled at two checks in a row: after the whole
-            # host stalled (every task stops, this one too), this task may wake before the
-            # scheduler has fired its overdue runs. Checking three times per ping interval
-            # keeps one withheld ping from outlasting WatchdogSec.
-            if stuck or (stalled and was_stalled):
-                log.error("watchdog.withheld", scheduler_stalled=stalled, apply_stuck=stuck)
-            else:
-                self.notifier.watchdog()
-            was_stalled = stalled
-            await asyncio.sleep(interval / 3)
-
     @property
     def _engine(self) -> Engine:
         assert self.engine is not None, "daemon not started"
@@ -385,8 +304,7 @@ class Daemon:
                 self._freeze(engine.config)
             if result.ok:
                 await self._preflight(engine.config)  # the new config may need other settings
-            self._status = engine.summary()
-            self.notifier.ready(self._status)
+            self._status.ready(engine)
             return result
 
 

@@ -1,9 +1,9 @@
-"""The daemon end to end: fake probes, an in-memory table, the real control socket and
-short real intervals (0.05 s)."""
+"""The daemon end to end (``lvsd.daemon.lifecycle``): start-up, stop, signals, the host
+audit; fake probes, an in-memory table, the real control socket and short real
+intervals (0.05 s)."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import signal
@@ -19,23 +19,8 @@ from lvsd.daemon import heap
 from lvsd.daemon.lifecycle import Daemon
 from lvsd.errors import ControlError
 from lvsd.ipvs.memory import MemoryBackend
-from lvsd.model import (
-    Destination,
-    Forward,
-    Protocol,
-    ServiceKey,
-    VirtualService,
-)
-from tests.daemon.helpers import (
-    RS1,
-    RS2,
-    WEB,
-    RecordingNotifier,
-    config_text,
-    eventually,
-    running,
-    weight,
-)
+from lvsd.model import Protocol, ServiceKey, VirtualService
+from tests.daemon.helpers import WEB, config_text, running
 from tests.test_preflight import Host
 
 
@@ -51,32 +36,6 @@ async def test_start_applies_the_table_and_says_ready(short_dir: Path) -> None:
         assert ["READY=1\nSTATUS=1 service, 2/2 real servers up"] == r.notifier.sent
     assert "STOPPING=1" == r.notifier.sent[-1]
     assert not Path(r.socket).exists()  # noqa: ASYNC240 -- a stat of a local path, in a test
-
-
-async def test_failing_probe_quiesces_and_recovery_restores(short_dir: Path) -> None:
-    """A real server whose probe fails goes to weight 0; back up when it answers."""
-    async with running(short_dir, config_text(short_dir)) as r:
-        r.probes.down.add("10.0.0.2")
-        await eventually(lambda: weight(r.backend, RS1) == 0)
-        r.probes.down.clear()
-        await eventually(lambda: weight(r.backend, RS1) == 1)
-        assert 1 == weight(r.backend, RS2)
-        assert "STATUS=1 service, 1/2 real servers up" in r.notifier.sent
-        edits = [str(op) for op in r.backend.received[3:]]
-        assert [
-            "edit-dest tcp 192.168.3.108:80 -> 10.0.0.2:80 w=0 nat",
-            "edit-dest tcp 192.168.3.108:80 -> 10.0.0.2:80 w=1 nat",
-        ] == edits
-
-
-async def test_steady_health_writes_nothing(short_dir: Path) -> None:
-    """Many rounds of unchanged results issue no op and no dump."""
-    async with running(short_dir, config_text(short_dir)) as r:
-        received, dumps = len(r.backend.received), r.backend.dumps
-        await asyncio.sleep(0.3)
-        assert r.daemon.scheduler is not None
-        assert r.daemon.scheduler.stats().results >= 4
-        assert (received, dumps) == (len(r.backend.received), r.backend.dumps)
 
 
 async def test_restart_over_its_own_table_writes_nothing(short_dir: Path) -> None:
@@ -101,30 +60,6 @@ async def test_heap_is_frozen_at_start_and_after_a_reload(short_dir: Path) -> No
         r.path.write_text(config_text(short_dir, (("10.0.0.2", 4), ("10.0.0.3", 1))))
         await control.request(r.socket, {"command": "reload"})
         assert gc.get_freeze_count() > 0
-
-
-async def test_drift_repair_in_the_running_daemon(short_dir: Path) -> None:
-    """A hand edit is put back by the periodic drift repair; a hand-made service stays."""
-    async with running(short_dir, config_text(short_dir, reconcile=0.1)) as r:
-        table = r.backend.table
-        vs = table[WEB]
-        edited = Destination(address="10.0.0.2", port=80, weight=7, forward=Forward.NAT)
-        table[WEB] = VirtualService(
-            service=vs.service, destinations={**vs.destinations, RS1: edited}
-        )
-        other_key = ServiceKey.inet(Protocol.UDP, "192.168.3.109", 53)
-        other = VirtualService(service=vs.service.__class__(key=other_key), destinations={})
-        table[other_key] = other
-        r.backend.table = table
-        await eventually(lambda: weight(r.backend, RS1) == 1)
-        assert other == r.backend.table[other_key]
-
-
-async def test_watchdog_is_fed(short_dir: Path) -> None:
-    """With WATCHDOG_USEC set the daemon pings while the scheduler runs."""
-    notifier = RecordingNotifier(watchdog=0.05)
-    async with running(short_dir, config_text(short_dir), notifier=notifier):
-        await eventually(lambda: notifier.sent.count("WATCHDOG=1") >= 2)
 
 
 async def test_bad_config_stops_start_up(short_dir: Path) -> None:
@@ -271,50 +206,3 @@ async def test_quorum_command_is_bounded() -> None:
     expected = ["command.timeout", "command.failed", "command.failed", "command.done"]
     assert expected == [e["event"] for e in logs]
     assert 1 == logs[2]["status"]
-
-
-async def test_watchdog_is_withheld_while_stalled_or_stuck() -> None:
-    """No WATCHDOG=1 while the scheduler stays stalled (after the first check, which
-    may have woken before the scheduler) or an apply runs past its bound; pings resume
-    once both are fine."""
-    from types import SimpleNamespace
-
-    from lvsd.daemon.lifecycle import APPLY_BOUND
-
-    notifier = RecordingNotifier(watchdog=0.01)
-    daemon = Daemon("unused.toml", notifier=notifier, signals=False, clock=lambda: 1000.0)
-    stalled = {"now": True}
-    engine = SimpleNamespace(applying_since=None)
-    daemon.engine = engine  # type: ignore[assignment]
-    daemon.scheduler = SimpleNamespace(stalled=lambda now: stalled["now"])  # type: ignore[assignment]
-    task = asyncio.create_task(daemon._watchdog())
-    try:
-        await asyncio.sleep(0.05)
-        assert ["WATCHDOG=1"] == notifier.sent
-        notifier.sent.clear()
-        await asyncio.sleep(0.05)
-        assert [] == notifier.sent
-        stalled["now"] = False
-        engine.applying_since = 1000.0 - APPLY_BOUND - 1
-        await asyncio.sleep(0.05)
-        assert [] == notifier.sent
-        engine.applying_since = None
-        await eventually(lambda: "WATCHDOG=1" in notifier.sent)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def test_failed_op_is_retried_with_a_fresh_dump(short_dir: Path) -> None:
-    """An op the kernel refuses is retried by the timer after a fresh dump."""
-    from lvsd.errors import IpvsError
-
-    async with running(short_dir, config_text(short_dir)) as r:
-        r.backend.fail = lambda op: IpvsError(str(op), "no memory")
-        r.probes.down.add("10.0.0.2")
-        await eventually(lambda: len(r.backend.received) > 3)
-        assert 1 == weight(r.backend, RS1)
-        dumps = r.backend.dumps
-        r.backend.fail = None
-        await eventually(lambda: weight(r.backend, RS1) == 0)
-        assert r.backend.dumps > dumps
