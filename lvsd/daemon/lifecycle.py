@@ -21,7 +21,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import structlog
 
@@ -33,13 +33,21 @@ from lvsd.daemon import heap, loops
 from lvsd.daemon.admin import Admin, ApiSource
 from lvsd.daemon.systemd import Notifier, NullNotifier
 from lvsd.engine.drains import DrainStore
-from lvsd.engine.reconcile import Engine, Hooks, ReloadResult
+from lvsd.engine.reconcile import Engine, ReloadResult
 from lvsd.errors import LvsdError
 from lvsd.ipvs.base import Backend
-from lvsd.observe import api, metrics, status
+from lvsd.observe import api, status
+from lvsd.observe.metrics import Metrics
 from lvsd.preflight import Severity, audit
 
 log = structlog.get_logger("lvsd.daemon.lifecycle")
+
+
+class _Runner(Protocol):
+    """The API's ``aiohttp.web.AppRunner``, as the daemon stops it (only ``observe``
+    imports aiohttp)."""
+
+    async def cleanup(self) -> None: ...
 
 
 class Daemon:
@@ -87,10 +95,13 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self.engine: Engine | None = None
         self.scheduler: CheckScheduler | None = None
-        self.metrics: Any = None
+        self.metrics: Metrics | None = None
         self.backend: Backend | None = None
         #: The metrics endpoint's port once it listens (tests use port 0).
         self.api_port: int | None = None
+        self._server: control.Server | None = None
+        self._runner: _Runner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -112,33 +123,50 @@ class Daemon:
 
         return NetlinkBackend()
 
-    def _hooks(self) -> Hooks:
+    def _metrics(self) -> Metrics:
         from prometheus_client import CollectorRegistry
 
-        self.metrics = metrics.Metrics(CollectorRegistry())
-        hooks: Hooks = self.metrics
-        return hooks
+        self.metrics = Metrics(CollectorRegistry())
+        return self.metrics
 
-    async def _preflight(self, config: Config) -> None:
-        """Audit the host for ``config`` (only reads ``proc`` and ``modules_dir``; in a
-        thread, as the module lists can be large): log each warning or error, or one
-        line when all is well, and set ``lvsd_preflight_problems``."""
-        findings = await asyncio.to_thread(audit, config, self.proc, self.modules_dir)
-        problems = [f for f in findings if f.severity is not Severity.OK]
-        for f in problems:
-            say = log.error if f.severity is Severity.ERROR else log.warning
-            say(
-                "preflight.finding",
-                severity=str(f.severity),
-                setting=f.setting,
-                value=f.value,
-                consequence=f.consequence,
-                fix=f.fix,
-            )
-        if not problems:
-            log.info("preflight.ok", checked=len(findings))
-        if self.metrics is not None:
-            self.metrics.preflight(findings)
+    def _scheduler(self, config: Config) -> CheckScheduler:
+        if self._probe_factory is not None:
+            factory = self._probe_factory
+        else:
+            from lvsd.checks.registry import make_probe
+
+            factory = make_probe
+        self.scheduler = CheckScheduler(
+            factory,
+            self._batcher.add,
+            clock=self.clock,
+            sleep=asyncio.sleep,
+            max_concurrent=config.daemon.max_concurrent_probes,
+            max_exec=config.daemon.max_exec_probes,
+            rng=random.Random(),
+        )
+        return self.scheduler
+
+    async def _start_api(self, config: Config, engine: Engine) -> None:
+        listen = config.daemon.metrics_listen
+        if not listen or self.metrics is None:
+            return
+        source = ApiSource(engine, lambda: self.ready, self.clock)
+        try:
+            runner = await api.start(listen, source, self.metrics)
+        except (OSError, ValueError) as exc:
+            raise LvsdError(f"cannot serve metrics on {listen}: {exc}") from exc
+        self._runner = runner
+        self.api_port = int(api.bound_port(runner))
+        log.info("api.listening", listen=listen, port=self.api_port)
+
+    def _freeze(self, config: Config) -> None:
+        """The config's objects are built (with the label sets the scrapes will show,
+        when they are served): keep the collector off them (``lvsd.daemon.heap``)."""
+        if self.metrics is not None and config.daemon.metrics_listen:
+            self.metrics.prepare(config)
+            status.prepare(config)
+        heap.freeze()
 
     # -- running -------------------------------------------------------------------------
 
@@ -159,89 +187,51 @@ class Daemon:
 
     async def _serve(self) -> int:
         config = self.load()
-        self.backend = self._backend()
-        engine = Engine(
-            config,
-            self.backend,
-            clock=self.clock,
-            drains=DrainStore.in_dir(config.daemon.state_dir),
-            hooks=self._hooks(),
-        )
+        backend = self.backend = self._backend()
+        drains = DrainStore.in_dir(config.daemon.state_dir)
+        engine = Engine(config, backend, clock=self.clock, drains=drains, hooks=self._metrics())
         self.engine = engine
-        server: control.Server | None = None
-        runner: Any = None
-        tasks: list[asyncio.Task[Any]] = []
         try:
-            await engine.start()
-            if self.metrics is not None and hasattr(self.metrics, "loaded"):
-                self.metrics.loaded(time.time())
-            await self._preflight(config)  # after the first dump, which loads ip_vs
-            if self._probe_factory is not None:
-                factory = self._probe_factory
-            else:
-                from lvsd.checks.registry import make_probe
-
-                factory = make_probe
-            scheduler = self.scheduler = CheckScheduler(
-                factory,
-                self._batcher.add,
-                clock=self.clock,
-                sleep=asyncio.sleep,
-                max_concurrent=config.daemon.max_concurrent_probes,
-                max_exec=config.daemon.max_exec_probes,
-                rng=random.Random(),
-            )
-            await scheduler.update(checks_from_config(config))
-            admin = Admin(engine, self.reload, self.clock)
-            server = await control.serve(
-                config.daemon.control_socket, admin.handle, group=config.daemon.control_group
-            )
-            runner = await self._start_api(config)
-            tasks = [
-                asyncio.create_task(scheduler.run(), name="scheduler"),
-                asyncio.create_task(
-                    loops.batches(self._batcher, engine, self._status), name="batches"
-                ),
-                asyncio.create_task(
-                    loops.timer(engine, self.timer_interval, self.clock), name="timer"
-                ),
-                asyncio.create_task(loops.drift(engine), name="drift"),
-                asyncio.create_task(
-                    loops.watchdog(self.notifier, engine, scheduler, self.clock), name="watchdog"
-                ),
-                asyncio.create_task(heap.tend(), name="gc"),
-            ]
-            self._freeze(config)
-            self.ready = True
-            summary = self._status.ready(engine)
-            log.info("daemon.ready", status=summary, dry_run=self.dry_run)
-            self.started.set()
-            await self._main(tasks)
+            await self._start(config, engine)
+            await self._main()
         finally:
-            self.ready = False
-            self.notifier.stopping()
-            log.info("daemon.stopping")
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.scheduler is not None:
-                await self.scheduler.close()
-            if server is not None:
-                server.close()
-                await server.wait_closed()
-                control.remove_socket(config.daemon.control_socket)
-            if runner is not None:
-                with contextlib.suppress(Exception):
-                    await runner.cleanup()
-            if engine.config.daemon.remove_on_stop and engine.table is not None:
-                await engine.remove_all()
-            await engine.close()
-            await self.backend.close()
-            log.info("daemon.stopped")
+            await self._stop(config, engine, backend)
         return 0
 
-    async def _main(self, tasks: list[asyncio.Task[Any]]) -> None:
+    async def _start(self, config: Config, engine: Engine) -> None:
+        """The first apply, the host audit, the checks, the sockets, the loops; then
+        ``READY=1``. What has started is stopped by :meth:`_stop`, even on failure."""
+        await engine.start()
+        if self.metrics is not None:
+            self.metrics.loaded(time.time())
+        # after the first dump, which loads ip_vs
+        await preflight(config, self.proc, self.modules_dir, self.metrics)
+        scheduler = self._scheduler(config)
+        await scheduler.update(checks_from_config(config))
+        admin = Admin(engine, self.reload, self.clock)
+        self._server = await control.serve(
+            config.daemon.control_socket, admin.handle, group=config.daemon.control_group
+        )
+        await self._start_api(config, engine)
+        self._tasks = [
+            asyncio.create_task(scheduler.run(), name="scheduler"),
+            asyncio.create_task(loops.batches(self._batcher, engine, self._status), name="batches"),
+            asyncio.create_task(loops.timer(engine, self.timer_interval, self.clock), name="timer"),
+            asyncio.create_task(loops.drift(engine), name="drift"),
+            asyncio.create_task(
+                loops.watchdog(self.notifier, engine, scheduler, self.clock), name="watchdog"
+            ),
+            asyncio.create_task(heap.tend(), name="gc"),
+        ]
+        self._freeze(config)
+        self.ready = True
+        summary = self._status.ready(engine)
+        log.info("daemon.ready", status=summary, dry_run=self.dry_run)
+        self.started.set()
+
+    async def _main(self) -> None:
         """Wait for a reload or a stop; a task that dies (a bug) stops the daemon."""
+        tasks = self._tasks
         stop = asyncio.create_task(self.stop_requested.wait())
         try:
             while not self.stop_requested.is_set():
@@ -261,41 +251,39 @@ class Daemon:
         finally:
             stop.cancel()
 
+    async def _stop(self, config: Config, engine: Engine, backend: Backend) -> None:
+        """``STOPPING=1``, then stop what :meth:`_start` started (the loops first); with
+        ``remove_on_stop``, delete the managed services."""
+        self.ready = False
+        self.notifier.stopping()
+        log.info("daemon.stopping")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.scheduler is not None:
+            await self.scheduler.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            control.remove_socket(config.daemon.control_socket)
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.cleanup()
+        if engine.config.daemon.remove_on_stop and engine.table is not None:
+            await engine.remove_all()
+        await engine.close()
+        await backend.close()
+        log.info("daemon.stopped")
+
     def request_stop(self) -> None:
+        """What SIGTERM does (tests, which run without signal handlers)."""
         self.stop_requested.set()
-
-    async def _start_api(self, config: Config) -> Any:
-        listen = config.daemon.metrics_listen
-        if not listen or self.metrics is None:
-            return None
-        try:
-            source = ApiSource(self._engine, lambda: self.ready, self.clock)
-            runner = await api.start(listen, source, self.metrics)
-        except (OSError, ValueError) as exc:
-            raise LvsdError(f"cannot serve metrics on {listen}: {exc}") from exc
-        self.api_port = int(api.bound_port(runner))
-        log.info("api.listening", listen=listen, port=self.api_port)
-        return runner
-
-    def _freeze(self, config: Config) -> None:
-        """The config's objects are built (with the label sets the scrapes will show,
-        when they are served): keep the collector off them (``lvsd.daemon.heap``)."""
-        if self.metrics is not None and config.daemon.metrics_listen:
-            self.metrics.prepare(config)
-            status.prepare(config)
-        heap.freeze()
-
-    @property
-    def _engine(self) -> Engine:
-        assert self.engine is not None, "daemon not started"
-        return self.engine
-
-    # -- commands ------------------------------------------------------------------------
 
     async def reload(self) -> ReloadResult:
         """Reload the config file (SIGHUP and the control command)."""
         async with self._reload_lock:
-            engine = self._engine
+            assert self.engine is not None, "daemon not started"
+            engine = self.engine
             self.notifier.reloading()
             log.info("reload.start", path=self.config_path)
             result = await engine.reload(self.load)
@@ -303,9 +291,32 @@ class Daemon:
                 await self.scheduler.update(checks_from_config(engine.config))
                 self._freeze(engine.config)
             if result.ok:
-                await self._preflight(engine.config)  # the new config may need other settings
+                # the new config may need other settings
+                await preflight(engine.config, self.proc, self.modules_dir, self.metrics)
             self._status.ready(engine)
             return result
+
+
+async def preflight(config: Config, proc: Path, modules_dir: Path, metrics: Metrics | None) -> None:
+    """Audit the host for ``config`` (only reads ``proc`` and ``modules_dir``; in a
+    thread, as the module lists can be large): log each warning or error, or one
+    line when all is well, and set ``lvsd_preflight_problems``."""
+    findings = await asyncio.to_thread(audit, config, proc, modules_dir)
+    problems = [f for f in findings if f.severity is not Severity.OK]
+    for f in problems:
+        say = log.error if f.severity is Severity.ERROR else log.warning
+        say(
+            "preflight.finding",
+            severity=str(f.severity),
+            setting=f.setting,
+            value=f.value,
+            consequence=f.consequence,
+            fix=f.fix,
+        )
+    if not problems:
+        log.info("preflight.ok", checked=len(findings))
+    if metrics is not None:
+        metrics.preflight(findings)
 
 
 def run(config_path: str, *, dry_run: bool = False) -> int:
