@@ -4,9 +4,13 @@ the watchdog, in a running daemon and on their own."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
-from lvsd.daemon.loops import APPLY_BOUND, watchdog
+from lvsd.checks.base import ProbeResult
+from lvsd.config.model import CheckSpec, TcpOptions
+from lvsd.daemon.loops import APPLY_BOUND, MAX_WINDOWS, Batcher, StatusLine, batches, watchdog
+from lvsd.health.state import CheckId
 from lvsd.model import Destination, Forward, Protocol, ServiceKey, VirtualService
 from tests.daemon.helpers import (
     RS1,
@@ -108,6 +112,109 @@ async def test_watchdog_is_withheld_while_stalled_or_stuck() -> None:
         assert [] == notifier.sent
         engine.applying_since = None
         await eventually(lambda: "WATCHDOG=1" in notifier.sent)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+SPEC = CheckSpec(kind="tcp", options=TcpOptions(), interval=1.0, timeout=0.5)
+RESULT = ProbeResult(ok=True, detail="connected", duration=0.0)
+
+
+def cid(n: int) -> CheckId:
+    return CheckId(spec=SPEC, address=f"10.0.0.{n}", port=80)
+
+
+class Windows:
+    """A sleep for the batcher that records each window and runs ``during`` in it
+    (what the scheduler reports meanwhile)."""
+
+    def __init__(self, during: Callable[[int], None] = lambda n: None) -> None:
+        self.slept: list[float] = []
+        self._during = during
+
+    async def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self._during(len(self.slept))
+
+
+async def test_a_batch_waits_for_its_first_result() -> None:
+    """No window opens before the first result; then the batch is taken."""
+    windows = Windows()
+    batcher = Batcher(0.02, sleep=windows)
+    task = asyncio.create_task(batcher.next_batch())
+    await asyncio.sleep(0)
+    assert not task.done()
+    assert [] == windows.slept
+    batcher.add(cid(1), RESULT, 0.0)
+    assert [(cid(1), RESULT)] == await task
+    assert [0.02] == windows.slept  # one window, in which nothing more came
+
+
+def arriving(windows: int) -> tuple[Batcher, Windows]:
+    """A batcher holding one result, to which one more comes in each of its first
+    ``windows`` windows."""
+    batcher: Batcher
+
+    def during(n: int) -> None:
+        if n <= windows:
+            batcher.add(cid(n + 1), RESULT, 0.0)
+
+    sleep = Windows(during)
+    batcher = Batcher(0.02, sleep=sleep)
+    batcher.add(cid(1), RESULT, 0.0)
+    return batcher, sleep
+
+
+async def test_a_batch_ends_when_it_stops_growing() -> None:
+    """Windows follow one another while results arrive in them; the first in which
+    none does ends the batch."""
+    batcher, windows = arriving(2)
+    batch = await batcher.next_batch()
+    assert [cid(1), cid(2), cid(3)] == [c for c, _ in batch]
+    assert 3 == len(windows.slept)
+
+
+async def test_a_batch_waits_at_most_five_windows() -> None:
+    """A batch that keeps growing is taken after five windows; what comes later waits
+    for the next batch."""
+    batcher, windows = arriving(5)
+    batch = await batcher.next_batch()
+    assert MAX_WINDOWS == 5 == len(windows.slept)
+    assert [cid(n) for n in range(1, 7)] == [c for c, _ in batch]
+    batcher.add(cid(9), RESULT, 0.0)
+    assert [cid(9)] == [c for c, _ in await batcher.next_batch()]
+
+
+class RoundsEngine:
+    """The part of the engine :func:`batches` uses: it records each round."""
+
+    def __init__(self) -> None:
+        self.rounds: list[list[CheckId]] = []
+        self.changes = 0
+
+    async def results(self, batch: list[tuple[CheckId, ProbeResult]]) -> None:
+        self.rounds.append([c for c, _ in batch])
+        self.changes += 1
+
+    def summary(self) -> str:
+        return f"{len(self.rounds)} rounds"
+
+
+async def test_batches_make_one_engine_round_per_batch() -> None:
+    """Each batch is one ``Engine.results`` call, followed by the systemd status."""
+    batcher = Batcher(0.0)
+    engine = RoundsEngine()
+    notifier = RecordingNotifier()
+    task = asyncio.create_task(batches(batcher, engine, StatusLine(notifier)))  # type: ignore[arg-type]
+    try:
+        for n in (1, 2, 3):
+            batcher.add(cid(n), RESULT, 0.0)
+        await eventually(lambda: len(engine.rounds) == 1)
+        batcher.add(cid(4), RESULT, 0.0)
+        await eventually(lambda: len(engine.rounds) == 2)
+        assert [[cid(1), cid(2), cid(3)], [cid(4)]] == engine.rounds
+        assert ["STATUS=1 rounds", "STATUS=2 rounds"] == notifier.sent
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
