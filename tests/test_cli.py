@@ -10,7 +10,7 @@ import pytest
 
 from lvsd.cli import main
 from lvsd.model import DestKey, DestStats
-from tests.daemon.test_lifecycle import WEB, config_text, running
+from tests.daemon.helpers import WEB, config_text, running
 
 RS2 = DestKey.of("10.0.0.3", 80)
 

@@ -4,10 +4,9 @@ CPython's defaults run a full collection once ten collections of the middle
 generation have passed and the objects that survived into the oldest one have grown by
 a quarter. A daemon with 10,000 checks makes short-lived objects at every probe (tasks,
 futures, results) and at every scrape, so some always survive a young collection and
-feed the oldest generation: full collections came several times a second in
-``bench/probe_bench.py``, each walking every long-lived object (config, health state,
-probes, label sets) for up to ~100 ms, about a quarter of the process's CPU and most
-of its late probe starts (docs/performance.md).
+feed the oldest generation: full collections come often, each walking every
+long-lived object (config, health state, probes, label sets) while the probes due
+meanwhile wait (``bench/probe_bench.py``; figures in docs/performance.md).
 
 :func:`freeze` runs when the config's objects are built (start and each reload): one
 full collection, then ``gc.freeze()`` moves every object alive into a generation the
@@ -20,9 +19,9 @@ that a reload made garbage in reference cycles are collected.
 a middle one every ``MIDDLE_EVERY`` of those, a full one as CPython would. The
 collector starts on its own only when more objects were made than freed, but every
 probe run replaces objects (a check's status, a timer entry) that live one interval:
-in between, these piled up in the young generation by the ten thousand, for the first
-collection of a scrape (or any burst) to walk at once: 5-25 ms with every probe due
-meanwhile waiting. Tended, each collection walks what 50 ms of probing left.
+in between, these pile up in the young generation by the ten thousand, for the first
+collection of a scrape (or any burst) to walk at once while every probe due meanwhile
+waits. Tended, each collection walks what one ``TEND_EVERY`` of probing left.
 """
 
 from __future__ import annotations
