@@ -356,7 +356,8 @@ async def test_ended_run_frees_its_task(clock: FakeClock) -> None:
             return await super().probe()
 
     harness = Harness(clock)
-    harness.factory = lambda spec, t: Recording(clock, harness.log, "r", 0.01)  # type: ignore[method-assign] # a probe class of its own
+    # a probe class of its own
+    harness.factory = lambda spec, t: Recording(clock, harness.log, "r", 0.01)  # type: ignore[method-assign,assignment]
     async with running(harness) as sched:
         await sched.update({cid(1): (SPEC, target(1))})
         await clock.advance(1.5)  # a run or two, each ended well before the next

@@ -135,6 +135,7 @@ async def test_preflight_at_start_and_after_reload(short_dir: Path) -> None:
     before = files()
     with capture_logs() as logs:
         async with running(short_dir, config_text(short_dir), host=host) as r:
+            assert r.daemon.metrics is not None
             value = r.daemon.metrics.registry.get_sample_value
 
             def counts() -> list[float | None]:
@@ -170,6 +171,7 @@ async def test_preflight_says_ok_once_on_a_tuned_host(short_dir: Path) -> None:
         async with running(short_dir, config_text(short_dir)) as r:
             events = [e["event"] for e in logs if e["event"].startswith("preflight.")]
             assert ["preflight.ok"] == events
+            assert r.daemon.metrics is not None
             problems = r.daemon.metrics.registry.get_sample_value
             assert 0.0 == problems("lvsd_preflight_problems", {"level": "warn"})
             assert 0.0 == problems("lvsd_preflight_problems", {"level": "error"})

@@ -14,7 +14,7 @@ import socket
 from typing import Any
 
 import pytest
-from pyroute2.ipvs import IPVSDest, IPVSService
+from pyroute2.ipvs import AsyncIPVS, IPVSDest, IPVSService
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import ipvs as genl
 
@@ -347,7 +347,7 @@ def _draining(
 ) -> tuple[netlink.DrainingIPVS, list[bytes], _Protocol]:
     """A DrainingIPVS reading ``sock``, whose parent's enqueue records what it gets."""
     got: list[bytes] = []
-    monkeypatch.setattr(netlink.AsyncIPVS, "enqueue", lambda self, data, addr: got.append(data))
+    monkeypatch.setattr(AsyncIPVS, "enqueue", lambda self, data, addr: got.append(data))
     monkeypatch.setattr(netlink.DrainingIPVS, "socket", property(lambda self: sock))
     ipvs = object.__new__(netlink.DrainingIPVS)
     protocol = _Protocol()
