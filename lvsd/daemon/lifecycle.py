@@ -21,7 +21,6 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 
@@ -41,13 +40,6 @@ from lvsd.observe.metrics import Metrics
 from lvsd.preflight import Severity, audit
 
 log = structlog.get_logger("lvsd.daemon.lifecycle")
-
-
-class _Runner(Protocol):
-    """The API's ``aiohttp.web.AppRunner``, as the daemon stops it (only ``observe``
-    imports aiohttp)."""
-
-    async def cleanup(self) -> None: ...
 
 
 class Daemon:
@@ -100,7 +92,7 @@ class Daemon:
         #: The metrics endpoint's port once it listens (tests use port 0).
         self.api_port: int | None = None
         self._server: control.Server | None = None
-        self._runner: _Runner | None = None
+        self._runner: api.Runner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- wiring --------------------------------------------------------------------------

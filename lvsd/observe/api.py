@@ -183,7 +183,11 @@ def make_app(source: StatusSource, metrics: Metrics) -> web.Application:
     return app
 
 
-async def start(listen: str, source: StatusSource, metrics: Metrics) -> web.AppRunner:
+#: The running HTTP server, as the daemon holds it until it stops.
+Runner = web.AppRunner
+
+
+async def start(listen: str, source: StatusSource, metrics: Metrics) -> Runner:
     """Serve on ``listen`` (``"127.0.0.1:9475"``, ``"[::1]:9475"``). The caller stops
     it with ``await runner.cleanup()``. Raises ValueError for a bad address and
     OSError when the port cannot be bound."""
@@ -199,7 +203,7 @@ async def start(listen: str, source: StatusSource, metrics: Metrics) -> web.AppR
     return runner
 
 
-def bound_port(runner: web.AppRunner) -> int:
+def bound_port(runner: Runner) -> int:
     """The port a runner listens on (for ``listen`` with port 0)."""
     for address in runner.addresses:
         if isinstance(address, tuple):
