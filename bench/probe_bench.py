@@ -43,7 +43,7 @@ from lvsd.checks.base import ProbeFactory, ProbeResult, Target
 from lvsd.checks.scheduler import CheckScheduler
 from lvsd.config.model import CheckSpec, HttpOptions, TcpOptions
 from lvsd.daemon import heap
-from lvsd.health.state import CheckId
+from lvsd.health.check import CheckId
 
 LOOPBACK = "127.0.0.1"
 HTTP_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"

@@ -49,7 +49,8 @@ from lvsd.checks.base import Finish, Probe, ProbeResult, Target
 from lvsd.checks.scheduler import CheckScheduler, checks_from_config
 from lvsd.config.model import CheckSpec, Config
 from lvsd.daemon import heap
-from lvsd.health.state import CheckId, HealthState
+from lvsd.health.check import CheckId
+from lvsd.health.state import HealthState
 from lvsd.model import Snapshot, Table
 from lvsd.observe import api, status
 from lvsd.observe.metrics import Metrics

@@ -33,7 +33,7 @@ from typing import cast
 
 from lvsd.checks.base import Probe, ProbeFactory, ProbeResult, QuickProbe, Run, Target
 from lvsd.config.model import CheckSpec, Config
-from lvsd.health.state import CheckId, check_id
+from lvsd.health.check import CheckId, check_id
 
 OnResult = Callable[[CheckId, ProbeResult, float], None]
 

@@ -22,7 +22,7 @@ from lvsd.checks.base import ProbeResult
 from lvsd.checks.scheduler import CheckScheduler
 from lvsd.daemon.systemd import Notifier
 from lvsd.engine.reconcile import Engine
-from lvsd.health.state import CheckId
+from lvsd.health.check import CheckId
 
 log = structlog.get_logger("lvsd.daemon.loops")
 

@@ -33,7 +33,8 @@ from lvsd.config.model import Config
 from lvsd.desired import Overrides, ServerHealth, desired_table
 from lvsd.engine.drains import DrainStore
 from lvsd.errors import ConfigError, IpvsError, LvsdError
-from lvsd.health.state import CheckId, HealthState, Report
+from lvsd.health.check import CheckId
+from lvsd.health.state import HealthState, Report
 from lvsd.ipvs.base import Backend
 from lvsd.model import (
     ApplyResult,

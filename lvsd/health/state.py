@@ -1,4 +1,5 @@
-"""The shared health state machine: probe results in, up/down and weights out.
+"""The health of every real server of one config: probe results in, up/down and
+weights out, every change reported as a value.
 
 Pure: no I/O, no clock reads, no asyncio. Time comes in as ``now`` (monotonic
 seconds). Every probe kind feeds the same machine, so rise/fall, the initial
@@ -8,9 +9,10 @@ once (see ``docs/health.md``).
 Three levels:
 
 * a **check** (one CheckSpec of one real server of one service) has rise/fall
-  hysteresis: :func:`step` turns a :class:`CheckStatus` and a result into the next;
+  hysteresis: :func:`lvsd.health.check.step`;
 * a **real server** is up when all its checks are up; its weight is explained by
-  :class:`WeightFactors` (configured x dynamic x slow-start ramp x drain);
+  :class:`lvsd.health.weight.WeightFactors` (configured x dynamic x slow-start ramp
+  x drain);
 * a **service** has a quorum (sum of live weights, with hysteresis) and an optional
   fail-open panic guard.
 
@@ -21,276 +23,29 @@ results with :meth:`HealthState.round` and gets every change back as a value
 
 from __future__ import annotations
 
-import ipaddress
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
-from typing import Protocol
 
 from lvsd.config.model import (
     AgentOptions,
     CheckSpec,
     Config,
     ExecOptions,
-    InitialState,
     RealServer,
     VirtualServiceConfig,
 )
 from lvsd.desired import ServerHealth
-from lvsd.model import MAX_WEIGHT, DestKey, RealServerId, ServiceKey, format_hostport
-
-
-class ResultLike(Protocol):
-    """What the state machine needs from a probe result (``lvsd.checks.base.ProbeResult``
-    has it)."""
-
-    @property
-    def ok(self) -> bool: ...
-
-    @property
-    def detail(self) -> str: ...
-
-    @property
-    def reason(self) -> str: ...
-
-    @property
-    def weight(self) -> int | None: ...
-
-    @property
-    def drain(self) -> bool: ...
-
-
-# --- identities ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, order=False)
-class CheckId:
-    """What is probed: one spec against one address and port. Identical checks used
-    by several services share one id and are probed once.
-
-    ``scope`` is set only for exec checks whose command names the VIP (``{vip}`` or
-    ``{vport}``): those differ per service even on the same real server.
-    """
-
-    spec: CheckSpec
-    address: str  # compressed text form
-    port: int
-    scope: ServiceKey | None = None
-
-    def __str__(self) -> str:
-        text = f"{self.spec.kind} {format_hostport(ipaddress.ip_address(self.address), self.port)}"
-        if self.scope is not None:
-            text += f" for {self.scope}"
-        return text
-
-
-#: Where one check's state lives: (service name, real server, spec).
-CheckKey = tuple[str, DestKey, CheckSpec]
-
-
-def _names_vip(spec: CheckSpec) -> bool:
-    options = spec.options
-    if not isinstance(options, ExecOptions):
-        return False
-    return any("{vip}" in arg or "{vport}" in arg for arg in options.command)
-
-
-def check_id(service: VirtualServiceConfig, server: RealServer, spec: CheckSpec) -> CheckId:
-    """The probing identity of ``spec`` on ``server`` in ``service``."""
-    port = spec.port if spec.port is not None else server.port
-    scope = service.key if _names_vip(spec) else None
-    return CheckId(spec=spec, address=server.key.address, port=port, scope=scope)
-
-
-def check_subscriptions(config: Config) -> dict[CheckId, list[CheckKey]]:
-    """Every check id of ``config`` and the (service, real server, spec) using it,
-    in config order."""
-    subs: dict[CheckId, list[CheckKey]] = {}
-    for service in config.services:
-        for server in service.real_servers:
-            for spec in server.checks:
-                key: CheckKey = (service.name, server.key, spec)
-                subs.setdefault(check_id(service, server, spec), []).append(key)
-    return subs
-
-
-# --- one check -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckStatus:
-    """The state of one check of one real server.
-
-    ``alpha``: never been up yet, so one success brings it up (keepalived's alpha).
-    ``provisional``: adopted from the kernel at start, so the first result decides.
-    ``since`` is when ``up`` last changed (or when the state was created).
-    """
-
-    up: bool
-    since: float
-    alpha: bool = False
-    provisional: bool = False
-    successes: int = 0  # consecutive
-    failures: int = 0  # consecutive
-    last_ok: bool | None = None  # None: no result yet
-    last_at: float | None = None
-    detail: str = ""
-    reason: str = ""
-    weight: int | None = None  # latest dynamic weight (agent: a percentage; None: none)
-    drain: bool = False
-    total: int = 0
-    total_failures: int = 0
-
-    @classmethod
-    def initial(cls, state: InitialState, now: float, *, adopted: bool = False) -> CheckStatus:
-        """A check that has not been probed yet."""
-        if adopted:
-            return cls(up=True, since=now, provisional=True, detail="adopted from the kernel")
-        if state is InitialState.UP:
-            return cls(up=True, since=now, detail="initial state up")
-        return cls(up=False, since=now, alpha=True, detail="not checked yet")
-
-    def __str__(self) -> str:
-        state = "up" if self.up else "down"
-        return f"{state} ({self.detail})" if self.detail else state
-
-
-def step(status: CheckStatus, result: ResultLike, spec: CheckSpec, now: float) -> CheckStatus:
-    """The next state of a check after ``result``: rise/fall hysteresis.
-
-    Up goes down after ``spec.fall`` consecutive failures, down goes up after
-    ``spec.rise`` consecutive successes. Exceptions: a check that was never up goes
-    up on its first success, and an adopted one takes its first result as is.
-    """
-    ok = result.ok
-    successes = status.successes + 1 if ok else 0
-    failures = 0 if ok else status.failures + 1
-    if status.provisional:
-        up = ok
-    elif status.up:
-        up = failures < spec.fall
-    elif ok and status.alpha:
-        up = True
-    else:
-        up = successes >= spec.rise
-    # A dynamic weight of None is "no opinion": the last opinion stands.
-    weight = result.weight if result.weight is not None else status.weight
-    return CheckStatus(
-        up=up,
-        since=now if up != status.up else status.since,
-        alpha=status.alpha and not up,
-        provisional=False,
-        successes=successes,
-        failures=failures,
-        last_ok=ok,
-        last_at=now,
-        detail=result.detail,
-        reason=result.reason,
-        weight=weight,
-        drain=result.drain,
-        total=status.total + 1,
-        total_failures=status.total_failures + (0 if ok else 1),
-    )
-
-
-# --- weights -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WeightFactors:
-    """Why a real server has the weight it has: ``effective`` is the product of the
-    factors, rounded, at least 1 while up and neither drained nor configured 0, at
-    most MAX_WEIGHT.
-
-    ``dynamic`` is the dynamic weight over the configured one (1.0 without an
-    opinion); ``ramp`` is the slow-start factor (1.0 outside slow start); ``drain`` is
-    0.0 when drained (agent ``drain`` or a dynamic weight of 0), else 1.0.
-    """
-
-    configured: int
-    dynamic: float = 1.0
-    ramp: float = 1.0
-    drain: float = 1.0
-    effective: int
-
-    def __str__(self) -> str:
-        parts = [f"configured {self.configured}"]
-        if self.dynamic != 1.0:
-            parts.append(f"dynamic x{self.dynamic:.3g}")
-        if self.ramp != 1.0:
-            parts.append(f"slow start x{self.ramp:.3g}")
-        if self.drain != 1.0:
-            parts.append("drained x0")
-        return f"{self.effective} = " + " ".join(parts)
-
-
-def ramp_factor(target: float, up_since: float | None, slow_start: float, now: float) -> float:
-    """Slow start as a factor of ``target``: the weight goes linearly from 1 at
-    ``up_since`` to ``target`` at ``up_since + slow_start``. 1.0 when there is no
-    ramp (``up_since`` None, ``slow_start`` 0, or the ramp is over)."""
-    if up_since is None or slow_start <= 0 or target <= 1:
-        return 1.0
-    elapsed = now - up_since
-    if elapsed >= slow_start:
-        return 1.0
-    share = max(0.0, elapsed) / slow_start
-    return (1.0 + (target - 1.0) * share) / target
-
-
-def percent_weight(percent: int, weight: int) -> int:
-    """``percent`` of ``weight``, rounded; at least 1 unless ``percent`` is 0."""
-    if percent == 0:
-        return 0
-    return min(MAX_WEIGHT, max(1, round(weight * percent / 100)))
-
-
-def _round(value: float) -> int:
-    return math.floor(value + 0.5)
-
-
-def effective_weight(
-    configured: int,
-    *,
-    dynamic: int | None = None,
-    max_dynamic: int | None = None,
-    up_since: float | None = None,
-    slow_start: float = 0.0,
-    drain: bool = False,
-    now: float = 0.0,
-) -> WeightFactors:
-    """The weight of an up real server, with its factors.
-
-    ``dynamic`` is the latest weight reported by an exec check (or an agent's
-    percentage of ``configured``), bounded to ``0..max_dynamic`` (default: the
-    configured weight).
-    """
-    if configured <= 0:
-        return WeightFactors(configured=configured, effective=0)
-    dynamic_factor = 1.0
-    drain_factor = 0.0 if drain else 1.0
-    if dynamic is not None:
-        bound = max_dynamic if max_dynamic is not None else configured
-        bounded = min(max(dynamic, 0), bound, MAX_WEIGHT)
-        if bounded == 0:
-            drain_factor = 0.0
-        else:
-            dynamic_factor = bounded / configured
-    target = configured * dynamic_factor
-    ramp = ramp_factor(target, up_since, slow_start, now)
-    product = target * ramp * drain_factor
-    if drain_factor == 0.0:
-        effective = 0
-    else:
-        effective = min(MAX_WEIGHT, max(1, _round(product)))
-    return WeightFactors(
-        configured=configured,
-        dynamic=dynamic_factor,
-        ramp=ramp,
-        drain=drain_factor,
-        effective=effective,
-    )
-
+from lvsd.health.check import (
+    CheckId,
+    CheckKey,
+    CheckStatus,
+    ResultLike,
+    check_subscriptions,
+    step,
+)
+from lvsd.health.weight import WeightFactors, effective_weight, percent_weight, plain_factors
+from lvsd.model import DestKey, RealServerId
 
 # --- reported changes ---------------------------------------------------------------------
 
@@ -405,17 +160,6 @@ class _HashedKey(tuple[str, DestKey, CheckSpec]):
 StatusRow = tuple[
     str, DestKey, bool, float, bool, WeightFactors, tuple[tuple[CheckSpec, CheckStatus], ...]
 ]
-
-_PLAIN_FACTORS: dict[int, WeightFactors] = {}
-
-
-def _plain_factors(configured: int) -> WeightFactors:
-    """``effective_weight(configured)``, one shared value per weight."""
-    factors = _PLAIN_FACTORS.get(configured)
-    if factors is None:
-        factors = _PLAIN_FACTORS[configured] = effective_weight(configured)
-    return factors
-
 
 # --- the whole config ------------------------------------------------------------------------
 
@@ -785,7 +529,7 @@ class HealthState:
             return self._weight(service, server, now)
         # No dynamic weight, drain or ramp: the same factors for every server of a
         # weight (shared: they are frozen), which spares a scrape 10,000 objects.
-        return _plain_factors(server.config.weight)
+        return plain_factors(server.config.weight)
 
     def rows(self, now: float) -> list[StatusRow]:
         """What :meth:`status` says, as plain tuples (no object per real server; the

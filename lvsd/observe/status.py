@@ -28,7 +28,9 @@ from enum import IntEnum
 from typing import Any, NamedTuple
 
 from lvsd.config.model import Config, SorryServer
-from lvsd.health.state import CheckStatus, HealthState, StatusRow, WeightFactors
+from lvsd.health.check import CheckStatus
+from lvsd.health.state import HealthState, StatusRow
+from lvsd.health.weight import WeightFactors
 from lvsd.model import DestKey, Forward, RealServerId, ServiceKey, Table
 from lvsd.observe.steps import finish
 

@@ -25,7 +25,7 @@ from lvsd.config.model import (
     TcpOptions,
     VirtualServiceConfig,
 )
-from lvsd.health.state import CheckId
+from lvsd.health.check import CheckId
 from lvsd.model import Protocol, ServiceKey
 
 

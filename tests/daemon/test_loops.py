@@ -10,7 +10,7 @@ from pathlib import Path
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import CheckSpec, TcpOptions
 from lvsd.daemon.loops import APPLY_BOUND, MAX_WINDOWS, Batcher, StatusLine, batches, watchdog
-from lvsd.health.state import CheckId
+from lvsd.health.check import CheckId
 from lvsd.model import Destination, Forward, Protocol, ServiceKey, VirtualService
 from tests.daemon.helpers import (
     RS1,

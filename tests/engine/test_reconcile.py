@@ -15,7 +15,7 @@ from lvsd.config.model import Config
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.reconcile import Engine, adoptable
 from lvsd.errors import IpvsError, LvsdError
-from lvsd.health.state import CheckId
+from lvsd.health.check import CheckId
 from lvsd.ipvs.memory import MemoryBackend
 from lvsd.model import (
     Destination,

@@ -5,242 +5,25 @@ explicit ``now`` and no timers."""
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from lvsd.config.model import (
     AgentOptions,
     CheckSpec,
-    Config,
     ExecOptions,
     InitialState,
     PanicGuard,
     Quorum,
-    RealServer,
     TcpOptions,
     VirtualServiceConfig,
 )
 from lvsd.desired import ServerHealth
-from lvsd.health.state import (
-    CheckId,
-    CheckStatus,
-    HealthState,
-    WeightFactors,
-    check_id,
-    check_subscriptions,
-    effective_weight,
-    percent_weight,
-    ramp_factor,
-    step,
-)
-from lvsd.model import MAX_WEIGHT, DestKey, Protocol, ServiceKey
-
-
-@dataclass(frozen=True, slots=True)
-class R:
-    """A minimal probe result."""
-
-    ok: bool
-    detail: str = ""
-    reason: str = "ok"
-    weight: int | None = None
-    drain: bool = False
-
-
-OK = R(True, "connect: ok")
-FAIL = R(False, "connect 10.0.0.1:80: refused", "refused")
-
-TCP = CheckSpec(kind="tcp", options=TcpOptions(), rise=2, fall=3)
-TCP81 = CheckSpec(kind="tcp", options=TcpOptions(), rise=1, fall=1, port=81)
-
-
-def rs(n: int, *, weight: int = 1, checks: tuple[CheckSpec, ...] = (TCP,)) -> RealServer:
-    return RealServer(
-        address=ipaddress.ip_address(f"10.0.0.{n}"), port=80, weight=weight, checks=checks
-    )
-
-
-def service(name: str = "web", *servers: RealServer, **kw: object) -> VirtualServiceConfig:
-    return VirtualServiceConfig(
-        name=name,
-        key=ServiceKey.inet(Protocol.TCP, "192.0.2.1", 80),
-        real_servers=servers or (rs(1),),
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-def config(*services: VirtualServiceConfig) -> Config:
-    return Config(path="test.toml", services=services)
-
-
-def cid(svc: VirtualServiceConfig, n: int = 0, spec_index: int = 0) -> CheckId:
-    server = svc.real_servers[n]
-    return check_id(svc, server, server.checks[spec_index])
-
-
-def dest(n: int) -> DestKey:
-    return DestKey.of(f"10.0.0.{n}", 80)
-
-
-def run(status: CheckStatus, results: list[R], spec: CheckSpec) -> list[bool]:
-    states = []
-    for t, result in enumerate(results, start=1):
-        status = step(status, result, spec, float(t))
-        states.append(status.up)
-    return states
-
-
-# --- one check ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("initial", "results", "expected"),
-    [
-        # alpha: down until the first success, which brings it up at once
-        (InitialState.DOWN, [FAIL, FAIL, OK], [False, False, True]),
-        (InitialState.DOWN, [OK, FAIL, FAIL, FAIL], [True, True, True, False]),
-        # after the first up, rise applies
-        (InitialState.DOWN, [OK, FAIL, FAIL, FAIL, OK, OK], [True, True, True, False, False, True]),
-        # UP start: up until fall failures in a row
-        (InitialState.UP, [FAIL, FAIL, FAIL], [True, True, False]),
-        (InitialState.UP, [FAIL, FAIL, OK, FAIL, FAIL], [True, True, True, True, True]),
-        (
-            InitialState.UP,
-            [FAIL, FAIL, FAIL, OK, FAIL, OK, OK],
-            [True, True, False] + [False] * 3 + [True],
-        ),
-    ],
-)
-def test_rise_fall(initial: InitialState, results: list[R], expected: list[bool]) -> None:
-    """Rise/fall hysteresis with rise=2, fall=3 from either initial state."""
-    assert expected == run(CheckStatus.initial(initial, 0.0), results, TCP)
-
-
-def test_adopted_check_takes_first_result_as_is() -> None:
-    """An adopted check is up, and its first result decides: one failure is enough."""
-    assert [False] == run(CheckStatus.initial(InitialState.DOWN, 0.0, adopted=True), [FAIL], TCP)
-    assert [True, True, True, False] == run(
-        CheckStatus.initial(InitialState.DOWN, 0.0, adopted=True), [OK, FAIL, FAIL, FAIL], TCP
-    )
-
-
-def test_step_keeps_counters_detail_and_since() -> None:
-    """A step records the result's detail and reason, counts, and when the state changed."""
-    status = CheckStatus.initial(InitialState.UP, 0.0)
-    status = step(status, FAIL, TCP, 1.0)
-    status = step(status, FAIL, TCP, 2.0)
-    status = step(status, FAIL, TCP, 3.0)
-    expected = (False, 3.0, 0, 3, 3, 3, "refused", FAIL.detail, 3.0)
-    assert expected == (
-        status.up,
-        status.since,
-        status.successes,
-        status.failures,
-        status.total,
-        status.total_failures,
-        status.reason,
-        status.detail,
-        status.last_at,
-    )
-
-
-def test_dynamic_weight_none_keeps_last_opinion() -> None:
-    """A result without a weight keeps the weight reported before; drain follows the
-    latest result."""
-    status = CheckStatus.initial(InitialState.UP, 0.0)
-    status = step(status, R(True, weight=5, drain=True), TCP, 1.0)
-    status = step(status, R(True), TCP, 2.0)
-    assert (5, False) == (status.weight, status.drain)
-
-
-# --- weights ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("now", "expected"),
-    [(100.0, 1), (105.0, 6), (110.0, 11), (115.0, 15), (119.0, 19), (120.0, 20), (500.0, 20)],
-)
-def test_slow_start_ramp_values(now: float, expected: int) -> None:
-    """Weight 20 ramps linearly from 1 at up_since (100) to 20 over 20 seconds:
-    1 + 19 * elapsed / 20, rounded half up (5.75 -> 6, 10.5 -> 11, 15.25 -> 15)."""
-    factors = effective_weight(20, up_since=100.0, slow_start=20.0, now=now)
-    assert expected == factors.effective
-
-
-def test_ramp_factor_no_ramp_cases() -> None:
-    """No anchor, no slow start, or a target of 1 mean no ramp."""
-    assert [1.0, 1.0, 1.0] == [
-        ramp_factor(10, None, 20.0, 5.0),
-        ramp_factor(10, 0.0, 0.0, 5.0),
-        ramp_factor(1, 0.0, 20.0, 5.0),
-    ]
-
-
-def test_weight_factors_explain_the_weight() -> None:
-    """Configured 100, dynamic 50 (factor 0.5), halfway through slow start: the
-    factors multiply to the effective weight."""
-    factors = effective_weight(100, dynamic=50, up_since=0.0, slow_start=10.0, now=5.0)
-    product = factors.configured * factors.dynamic * factors.ramp * factors.drain
-    assert (0.5, 26) == (factors.dynamic, factors.effective)
-    assert pytest.approx(25.5) == product
-
-
-@pytest.mark.parametrize(
-    ("configured", "dynamic", "max_dynamic", "expected"),
-    [
-        (10, 5, None, 5),
-        (10, 50, None, 10),  # bounded by the configured weight
-        (10, 50, 40, 40),  # exec max_weight raises the bound
-        (10, -3, None, 0),  # negative = 0 = drained
-        (10, 0, None, 0),
-        (MAX_WEIGHT, 10**9, 10**9, MAX_WEIGHT),
-        (0, 5, None, 0),  # configured 0: quiesced by the admin
-    ],
-)
-def test_dynamic_weight_bounded(
-    configured: int, dynamic: int, max_dynamic: int | None, expected: int
-) -> None:
-    """Dynamic weights are bounded to 0..max_dynamic (default configured) and MAX_WEIGHT."""
-    assert (
-        expected == effective_weight(configured, dynamic=dynamic, max_dynamic=max_dynamic).effective
-    )
-
-
-@pytest.mark.parametrize(
-    ("percent", "weight", "expected"),
-    [(75, 4, 3), (50, 3, 2), (1, 10, 1), (0, 10, 0), (100, 7, 7), (200, 7, 14), (10, 1, 1)],
-)
-def test_percent_weight(percent: int, weight: int, expected: int) -> None:
-    """An agent's percentage of the configured weight, rounded, at least 1 unless 0%."""
-    assert expected == percent_weight(percent, weight)
-
-
-def test_drain_gives_zero() -> None:
-    """Drained: weight 0 with drain factor 0."""
-    assert WeightFactors(configured=7, drain=0.0, effective=0) == effective_weight(7, drain=True)
-
-
-@given(
-    configured=st.integers(min_value=1, max_value=MAX_WEIGHT),
-    dynamic=st.none() | st.integers(min_value=1, max_value=2 * MAX_WEIGHT),
-    elapsed=st.floats(min_value=0.0, max_value=100.0),
-    slow_start=st.floats(min_value=0.0, max_value=60.0),
-)
-def test_effective_weight_bounds(
-    configured: int, dynamic: int | None, elapsed: float, slow_start: float
-) -> None:
-    """Up and not drained: never 0, never above MAX_WEIGHT nor the bound."""
-    factors = effective_weight(
-        configured, dynamic=dynamic, up_since=0.0, slow_start=slow_start, now=elapsed
-    )
-    assert 1 <= factors.effective <= configured
-
-
-# --- the whole state -------------------------------------------------------------------------
+from lvsd.health.check import CheckId, check_subscriptions
+from lvsd.health.state import HealthState
+from lvsd.model import Protocol, ServiceKey
+from tests.health.helpers import FAIL, OK, TCP, TCP81, R, cid, config, dest, rs, service
 
 
 def test_alpha_start_and_transitions() -> None:
@@ -511,16 +294,6 @@ def test_shared_dynamic_weight_is_per_real_server(
     state.observe(cid(small), R(True, weight=reported), 1.0)
     health = state.server_health(1.0)
     assert expected == {name: h.weight for (name, _), h in health.items()}
-
-
-def test_exec_check_naming_the_vip_is_scoped_per_service() -> None:
-    """An exec check whose command uses {vip} is probed per service."""
-    spec = CheckSpec(kind="exec", options=ExecOptions(command=("check", "{vip}")))
-    a = service("a", rs(1, checks=(spec,)))
-    b = replace(
-        service("b", rs(1, checks=(spec,))), key=ServiceKey.inet(Protocol.TCP, "192.0.2.2", 80)
-    )
-    assert 2 == len(check_subscriptions(config(a, b)))
 
 
 def test_rebase_keeps_unchanged_state() -> None:

@@ -1,0 +1,174 @@
+"""One check: what is probed (:class:`CheckId`), where its state lives
+(:data:`CheckKey`) and its rise/fall state machine (:func:`step`).
+
+Pure: no I/O, no clock reads; time comes in as ``now`` (monotonic seconds).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Protocol
+
+from lvsd.config.model import (
+    CheckSpec,
+    Config,
+    ExecOptions,
+    InitialState,
+    RealServer,
+    VirtualServiceConfig,
+)
+from lvsd.model import DestKey, ServiceKey, format_hostport
+
+
+class ResultLike(Protocol):
+    """What the state machine needs from a probe result (``lvsd.checks.base.ProbeResult``
+    has it)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def detail(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def weight(self) -> int | None: ...
+
+    @property
+    def drain(self) -> bool: ...
+
+
+# --- identities ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=False)
+class CheckId:
+    """What is probed: one spec against one address and port. Identical checks used
+    by several services share one id and are probed once.
+
+    ``scope`` is set only for exec checks whose command names the VIP (``{vip}`` or
+    ``{vport}``): those differ per service even on the same real server.
+    """
+
+    spec: CheckSpec
+    address: str  # compressed text form
+    port: int
+    scope: ServiceKey | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.spec.kind} {format_hostport(ipaddress.ip_address(self.address), self.port)}"
+        if self.scope is not None:
+            text += f" for {self.scope}"
+        return text
+
+
+#: Where one check's state lives: (service name, real server, spec).
+CheckKey = tuple[str, DestKey, CheckSpec]
+
+
+def _names_vip(spec: CheckSpec) -> bool:
+    options = spec.options
+    if not isinstance(options, ExecOptions):
+        return False
+    return any("{vip}" in arg or "{vport}" in arg for arg in options.command)
+
+
+def check_id(service: VirtualServiceConfig, server: RealServer, spec: CheckSpec) -> CheckId:
+    """The probing identity of ``spec`` on ``server`` in ``service``."""
+    port = spec.port if spec.port is not None else server.port
+    scope = service.key if _names_vip(spec) else None
+    return CheckId(spec=spec, address=server.key.address, port=port, scope=scope)
+
+
+def check_subscriptions(config: Config) -> dict[CheckId, list[CheckKey]]:
+    """Every check id of ``config`` and the (service, real server, spec) using it,
+    in config order."""
+    subs: dict[CheckId, list[CheckKey]] = {}
+    for service in config.services:
+        for server in service.real_servers:
+            for spec in server.checks:
+                key: CheckKey = (service.name, server.key, spec)
+                subs.setdefault(check_id(service, server, spec), []).append(key)
+    return subs
+
+
+# --- one check -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckStatus:
+    """The state of one check of one real server.
+
+    ``alpha``: never been up yet, so one success brings it up (keepalived's alpha).
+    ``provisional``: adopted from the kernel at start, so the first result decides.
+    ``since`` is when ``up`` last changed (or when the state was created).
+    """
+
+    up: bool
+    since: float
+    alpha: bool = False
+    provisional: bool = False
+    successes: int = 0  # consecutive
+    failures: int = 0  # consecutive
+    last_ok: bool | None = None  # None: no result yet
+    last_at: float | None = None
+    detail: str = ""
+    reason: str = ""
+    weight: int | None = None  # latest dynamic weight (agent: a percentage; None: none)
+    drain: bool = False
+    total: int = 0
+    total_failures: int = 0
+
+    @classmethod
+    def initial(cls, state: InitialState, now: float, *, adopted: bool = False) -> CheckStatus:
+        """A check that has not been probed yet."""
+        if adopted:
+            return cls(up=True, since=now, provisional=True, detail="adopted from the kernel")
+        if state is InitialState.UP:
+            return cls(up=True, since=now, detail="initial state up")
+        return cls(up=False, since=now, alpha=True, detail="not checked yet")
+
+    def __str__(self) -> str:
+        state = "up" if self.up else "down"
+        return f"{state} ({self.detail})" if self.detail else state
+
+
+def step(status: CheckStatus, result: ResultLike, spec: CheckSpec, now: float) -> CheckStatus:
+    """The next state of a check after ``result``: rise/fall hysteresis.
+
+    Up goes down after ``spec.fall`` consecutive failures, down goes up after
+    ``spec.rise`` consecutive successes. Exceptions: a check that was never up goes
+    up on its first success, and an adopted one takes its first result as is.
+    """
+    ok = result.ok
+    successes = status.successes + 1 if ok else 0
+    failures = 0 if ok else status.failures + 1
+    if status.provisional:
+        up = ok
+    elif status.up:
+        up = failures < spec.fall
+    elif ok and status.alpha:
+        up = True
+    else:
+        up = successes >= spec.rise
+    # A dynamic weight of None is "no opinion": the last opinion stands.
+    weight = result.weight if result.weight is not None else status.weight
+    return CheckStatus(
+        up=up,
+        since=now if up != status.up else status.since,
+        alpha=status.alpha and not up,
+        provisional=False,
+        successes=successes,
+        failures=failures,
+        last_ok=ok,
+        last_at=now,
+        detail=result.detail,
+        reason=result.reason,
+        weight=weight,
+        drain=result.drain,
+        total=status.total + 1,
+        total_failures=status.total_failures + (0 if ok else 1),
+    )
