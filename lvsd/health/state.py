@@ -32,6 +32,7 @@ from lvsd.config.model import (
     CheckSpec,
     Config,
     ExecOptions,
+    PanicGuard,
     RealServer,
     VirtualServiceConfig,
 )
@@ -161,7 +162,8 @@ StatusRow = tuple[
     str, DestKey, bool, float, bool, WeightFactors, tuple[tuple[CheckSpec, CheckStatus], ...]
 ]
 
-# --- the whole config ------------------------------------------------------------------------
+
+# --- a real server, a service (internal) ---------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -200,6 +202,192 @@ def _max_dynamic(server: RealServer) -> int | None:
         if isinstance(s.options, ExecOptions) and s.options.max_weight is not None
     ]
     return max(bounds) if bounds else None
+
+
+# --- the panic guard and the quorum ----------------------------------------------------------
+
+
+def _panic_guard(
+    service: _Service, downs: list[_Server], now: float, panics: list[PanicTransition]
+) -> tuple[list[_Server], list[_Server]]:
+    """The panic guard over the servers whose checks just took them down: returns the
+    servers to bring back up (held) and those to take down.
+
+    It trips when more than its share of the pool went down within ``service.window``
+    up to ``now`` (these downs included), holds those servers up at their last good
+    weight, holds every further down, and lets go (the held servers then go down)
+    when the share of held servers is back at or under the threshold."""
+    guard = service.config.panic
+    total = len(service.servers)
+    rejoin: list[_Server] = []
+    if guard is not None and total >= guard.min_servers and total > 0 and downs:
+        if not service.panic:
+            rejoin = _trip(service, guard, downs, now, panics)
+        if service.panic:
+            for server in rejoin + downs:
+                server.held = True  # at its held_weight
+            downs = []
+    if service.panic:
+        downs += _let_go(service, guard, now, panics)
+    return rejoin, downs
+
+
+def _trip(
+    service: _Service,
+    guard: PanicGuard,
+    downs: list[_Server],
+    now: float,
+    panics: list[PanicTransition],
+) -> list[_Server]:
+    """Enter panic if ``downs`` and the downs of the window before them are more than
+    the guard's share of the pool; returns the servers of the window, which come back
+    (none if the guard does not trip)."""
+    total = len(service.servers)
+    # Those that went down within the window count too, and come back.
+    rejoin = [
+        s
+        for s in service.servers.values()
+        if not s.up and s.down_at is not None and now - s.down_at < service.window
+    ]
+    failing = rejoin + downs
+    if len(failing) / total <= guard.threshold:
+        return []
+    service.panic = True
+    panics.append(
+        PanicTransition(
+            service=service.config.name,
+            panic=True,
+            failing=len(failing),
+            total=total,
+            held=tuple(s.config.key for s in failing),
+            at=now,
+        )
+    )
+    return rejoin
+
+
+def _let_go(
+    service: _Service, guard: PanicGuard | None, now: float, panics: list[PanicTransition]
+) -> list[_Server]:
+    """Leave panic when the share of held servers is at or under the threshold (or
+    the guard no longer applies); returns the servers no longer held."""
+    total = len(service.servers)
+    held = [s for s in service.servers.values() if s.held]
+    share = len(held) / total if total else 0.0
+    if guard is not None and total >= guard.min_servers and share > guard.threshold:
+        return []
+    service.panic = False
+    for server in held:
+        server.held = False
+    panics.append(
+        PanicTransition(
+            service=service.config.name,
+            panic=False,
+            failing=len(held),
+            total=total,
+            at=now,
+        )
+    )
+    return held
+
+
+def _quorum(service: _Service, live: int, now: float) -> QuorumTransition | None:
+    """The service's quorum after its live weight is ``live``, with hysteresis: lost
+    under ``minimum - hysteresis``, regained at ``minimum + hysteresis``; the change,
+    if any."""
+    quorum = service.config.quorum
+    if quorum is None:
+        return None
+    if service.quorum_up and live < quorum.minimum - quorum.hysteresis:
+        service.quorum_up = False
+    elif not service.quorum_up and live >= quorum.minimum + quorum.hysteresis:
+        service.quorum_up = True
+    else:
+        return None
+    return QuorumTransition(
+        service=service.config.name,
+        up=service.quorum_up,
+        live_weight=live,
+        minimum=quorum.minimum,
+        at=now,
+    )
+
+
+# --- the transitions -----------------------------------------------------------------------
+
+
+def _flip(
+    service: _Service,
+    checks: Mapping[CheckKey, CheckStatus],
+    moves: tuple[list[_Server], list[_Server], list[_Server]],
+    now: float,
+    forced_reason: str | None,
+) -> list[Transition]:
+    """Move servers in the table, in this order: those the panic guard brings back
+    (``rejoin``), the ``downs``, the ``ups``; each transition says why (``forced_reason``
+    replaces the checks' reason words: a reload). The ups ramp (slow start) unless
+    they are the first up of a server present at start."""
+    rejoin, downs, ups = moves
+    name = service.config.name
+    held_up = ("panic", "held up by the panic guard at its last good weight", None)
+    transitions = [_transition(name, s, True, now, held_up) for s in rejoin]
+    for server in downs:
+        reason, detail, spec = _cause(checks, server, False)
+        transitions.append(
+            _transition(name, server, False, now, (forced_reason or reason, detail, spec))
+        )
+        server.up_since = None
+        server.may_ramp = True
+    for server in ups:
+        reason, detail, spec = _cause(checks, server, True)
+        transitions.append(
+            _transition(name, server, True, now, (forced_reason or reason, detail, spec))
+        )
+        server.up_since = now if server.may_ramp and service.config.slow_start > 0 else None
+        server.may_ramp = True
+    return transitions
+
+
+def _cause(
+    checks: Mapping[CheckKey, CheckStatus], server: _Server, up: bool
+) -> tuple[str, str, CheckSpec | None]:
+    """The reason, detail and check that explain a server's new state."""
+    for key in server.checks:
+        status = checks[key]
+        if status.up == up and (not up or status.last_at is not None):
+            spec = key[2]
+            return (
+                status.reason or ("ok" if up else "error"),
+                f"{spec}: {status.detail}",
+                spec,
+            )
+    return ("ok" if up else "error", "no checks" if not server.checks else "", None)
+
+
+def _transition(
+    service: str,
+    server: _Server,
+    up: bool,
+    now: float,
+    why: tuple[str, str, CheckSpec | None],
+) -> Transition:
+    """Move ``server`` to ``up`` in the table; ``why`` is the reason, detail and check."""
+    server.up = up
+    server.since = now
+    reason, detail, spec = why
+    return Transition(
+        service=service,
+        realserver=server.config.key,
+        old=not up,
+        new=up,
+        reason=reason,
+        detail=detail,
+        check=spec,
+        at=now,
+    )
+
+
+# --- the whole config ------------------------------------------------------------------------
 
 
 class HealthState:
@@ -328,19 +516,6 @@ class HealthState:
     def _checks_up(self, server: _Server) -> bool:
         return all(self._checks[k].up for k in server.checks)
 
-    def _cause(self, server: _Server, up: bool) -> tuple[str, str, CheckSpec | None]:
-        """The reason, detail and check that explain a server's new state."""
-        for key in server.checks:
-            status = self._checks[key]
-            if status.up == up and (not up or status.last_at is not None):
-                spec = key[2]
-                return (
-                    status.reason or ("ok" if up else "error"),
-                    f"{spec}: {status.detail}",
-                    spec,
-                )
-        return ("ok" if up else "error", "no checks" if not server.checks else "", None)
-
     def _decide(
         self,
         service: _Service,
@@ -350,10 +525,17 @@ class HealthState:
         forced_reason: str | None,
     ) -> list[Transition]:
         """Bring the table view of ``dests`` in line with their checks, through the
-        panic guard: it trips when more than its share of the pool went down within
-        ``service.window`` up to ``now`` (these downs included), holds those servers
-        up at their last good weight, holds every further down, and lets go when the
-        share of held servers is back at or under the threshold."""
+        panic guard (which reports to ``panics``): classify, guard, flip."""
+        ups, downs = self._classify(service, dests, now)
+        rejoin, downs = _panic_guard(service, downs, now, panics)
+        return _flip(service, self._checks, (rejoin, downs, ups), now, forced_reason)
+
+    def _classify(
+        self, service: _Service, dests: list[DestKey], now: float
+    ) -> tuple[list[_Server], list[_Server]]:
+        """The servers of ``dests`` whose checks now say up, and those whose checks
+        now say down (their last good weight and the time kept for the panic guard);
+        a held server whose checks recovered is simply no longer held."""
         ups: list[_Server] = []
         downs: list[_Server] = []
         for dest in dests:
@@ -367,86 +549,7 @@ class HealthState:
                 server.held_weight = self._weight(service, server, now).effective
                 server.down_at = now
                 downs.append(server)
-
-        guard = service.config.panic
-        total = len(service.servers)
-        rejoin: list[_Server] = []
-        if guard is not None and total >= guard.min_servers and total > 0 and downs:
-            if not service.panic:
-                # Those that went down within the window count too, and come back.
-                rejoin = [
-                    s
-                    for s in service.servers.values()
-                    if not s.up and s.down_at is not None and now - s.down_at < service.window
-                ]
-                failing = rejoin + downs
-                if len(failing) / total > guard.threshold:
-                    service.panic = True
-                    panics.append(
-                        PanicTransition(
-                            service=service.config.name,
-                            panic=True,
-                            failing=len(failing),
-                            total=total,
-                            held=tuple(s.config.key for s in failing),
-                            at=now,
-                        )
-                    )
-                else:
-                    rejoin = []
-            if service.panic:
-                for server in rejoin + downs:
-                    server.held = True  # at its held_weight
-                downs = []
-        if service.panic:
-            held = [s for s in service.servers.values() if s.held]
-            share = len(held) / total if total else 0.0
-            if guard is None or total < guard.min_servers or share <= guard.threshold:
-                service.panic = False
-                for server in held:
-                    server.held = False
-                downs += held
-                panics.append(
-                    PanicTransition(
-                        service=service.config.name,
-                        panic=False,
-                        failing=len(held),
-                        total=total,
-                        at=now,
-                    )
-                )
-
-        def flip(
-            server: _Server, up: bool, reason: str, detail: str, spec: CheckSpec | None
-        ) -> Transition:
-            server.up = up
-            server.since = now
-            return Transition(
-                service=service.config.name,
-                realserver=server.config.key,
-                old=not up,
-                new=up,
-                reason=reason,
-                detail=detail,
-                check=spec,
-                at=now,
-            )
-
-        transitions = [
-            flip(s, True, "panic", "held up by the panic guard at its last good weight", None)
-            for s in rejoin
-        ]
-        for server in downs:
-            reason, detail, spec = self._cause(server, False)
-            transitions.append(flip(server, False, forced_reason or reason, detail, spec))
-            server.up_since = None
-            server.may_ramp = True
-        for server in ups:
-            reason, detail, spec = self._cause(server, True)
-            transitions.append(flip(server, True, forced_reason or reason, detail, spec))
-            server.up_since = now if server.may_ramp and service.config.slow_start > 0 else None
-            server.may_ramp = True
-        return transitions
+        return ups, downs
 
     def _weight(self, service: _Service, server: _Server, now: float) -> WeightFactors:
         dynamic: int | None = None
@@ -480,23 +583,9 @@ class HealthState:
         return sum(self._table_weight(service, s, now) for s in service.servers.values())
 
     def _evaluate_quorum(self, service: _Service, now: float) -> QuorumTransition | None:
-        quorum = service.config.quorum
-        if quorum is None:
+        if service.config.quorum is None:
             return None
-        live = self._live_weight(service, now)
-        if service.quorum_up and live < quorum.minimum - quorum.hysteresis:
-            service.quorum_up = False
-        elif not service.quorum_up and live >= quorum.minimum + quorum.hysteresis:
-            service.quorum_up = True
-        else:
-            return None
-        return QuorumTransition(
-            service=service.config.name,
-            up=service.quorum_up,
-            live_weight=live,
-            minimum=quorum.minimum,
-            at=now,
-        )
+        return _quorum(service, self._live_weight(service, now), now)
 
     # -- reading -------------------------------------------------------------------------
 
