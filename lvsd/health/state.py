@@ -475,9 +475,6 @@ class HealthState:
 
     # -- feeding results -----------------------------------------------------------------
 
-    def subscribers(self, check: CheckId) -> Sequence[CheckKey]:
-        return self._subs.get(check, ())
-
     def check_ids(self) -> Mapping[CheckId, Sequence[CheckKey]]:
         """Every check to probe, and who uses it."""
         return self._subs
