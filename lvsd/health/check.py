@@ -1,5 +1,6 @@
 """One check: what is probed (:class:`CheckId`), where its state lives
-(:data:`CheckKey`) and its rise/fall state machine (:func:`step`).
+(:data:`CheckKey`), its rise/fall state machine (:func:`step`) and which check
+explains a real server's state (:func:`cause`).
 
 Pure: no I/O, no clock reads; time comes in as ``now`` (monotonic seconds).
 """
@@ -7,6 +8,7 @@ Pure: no I/O, no clock reads; time comes in as ``now`` (monotonic seconds).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -172,3 +174,35 @@ def step(status: CheckStatus, result: ResultLike, spec: CheckSpec, now: float) -
         total=status.total + 1,
         total_failures=status.total_failures + (0 if ok else 1),
     )
+
+
+# --- the deciding check ----------------------------------------------------------------
+
+
+def cause(
+    checks: Sequence[tuple[CheckSpec, CheckStatus]], up: bool
+) -> tuple[str, str, CheckSpec | None]:
+    """The reason word, detail and check that explain a real server being ``up`` (or
+    down), for its transitions and its status.
+
+    The deciding check is the first that agrees with the state and has a result; for
+    a down, a down check with no result yet counts too (it alone keeps the server
+    down). Failing that, the first up check (an up with no result yet: initial state
+    up, adopted). A check with no reason word of its own gives ``ok`` for an up,
+    ``error`` for a down and ``pending`` for a down not checked yet.
+    """
+    for spec, status in checks:
+        if status.up == up and (not up or status.last_at is not None):
+            return (status.reason or _reason(status, up), f"{spec}: {status.detail}", spec)
+    if up:
+        for spec, status in checks:
+            if status.up:
+                return (status.reason or _reason(status, up), f"{spec}: {status.detail}", spec)
+    return ("ok" if up else "error", "" if checks else "no checks", None)
+
+
+def _reason(status: CheckStatus, up: bool) -> str:
+    """The reason word of a check that has none of its own."""
+    if up:
+        return "ok"
+    return "error" if status.last_at is not None else "pending"

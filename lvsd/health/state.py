@@ -42,6 +42,7 @@ from lvsd.health.check import (
     CheckKey,
     CheckStatus,
     ResultLike,
+    cause,
     check_subscriptions,
     step,
 )
@@ -352,16 +353,7 @@ def _cause(
     checks: Mapping[CheckKey, CheckStatus], server: _Server, up: bool
 ) -> tuple[str, str, CheckSpec | None]:
     """The reason, detail and check that explain a server's new state."""
-    for key in server.checks:
-        status = checks[key]
-        if status.up == up and (not up or status.last_at is not None):
-            spec = key[2]
-            return (
-                status.reason or ("ok" if up else "error"),
-                f"{spec}: {status.detail}",
-                spec,
-            )
-    return ("ok" if up else "error", "no checks" if not server.checks else "", None)
+    return cause([(k[2], checks[k]) for k in server.checks], up)
 
 
 def _transition(

@@ -22,13 +22,13 @@ drained 3    the operator drained it: weight 0 whatever its checks say
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
 
 from lvsd.config.model import Config, SorryServer
-from lvsd.health.check import CheckStatus
+from lvsd.health.check import cause
 from lvsd.health.state import HealthState, StatusRow
 from lvsd.health.weight import WeightFactors
 from lvsd.model import DestKey, Forward, RealServerId, ServiceKey, Table
@@ -290,19 +290,6 @@ def _service_line(svc: ServiceReport) -> str:
     return "".join(parts)
 
 
-def _deciding(checks: Iterable[tuple[Any, CheckStatus]], up: bool) -> tuple[str, str]:
-    """The reason and detail that explain a real server's state: the first check that
-    agrees with it and has a result, else the first check."""
-    items = list(checks)
-    for spec, status in items:
-        if status.up == up and status.last_at is not None:
-            return (status.reason or ("ok" if up else "error"), f"{spec}: {status.detail}")
-    for spec, status in items:
-        reason = status.reason or ("ok" if status.up else "pending")
-        return (reason, f"{spec}: {status.detail}")
-    return ("ok" if up else "error", "no checks")
-
-
 class _Layout:
     """What :func:`build` derives from a config alone, kept between builds of the same
     config (it changes only on reload): per service its scheduler word, per real
@@ -373,16 +360,9 @@ def _real_server(
         code = HealthCode.UP
     else:
         code = HealthCode.DOWN
-    # The deciding check: the first that agrees with the state and has a result, else
-    # the first (spec names from the layout: the same specs, in the same order).
-    want = up and not held
-    reason = detail = ""
-    decided = False
     checks: list[CheckReport] = []
     probe_age: float | None = 0.0
-    for (spec_name, kind, port, interval, timeout), (_, status) in zip(
-        infos, statuses, strict=True
-    ):
+    for (_, kind, port, interval, timeout), (_, status) in zip(infos, statuses, strict=True):
         last_at = status.last_at
         if last_at is None:
             age = None
@@ -391,10 +371,6 @@ def _real_server(
             age = now - last_at
             if probe_age is not None and age > probe_age:
                 probe_age = age
-            if not decided and status.up == want:
-                decided = True
-                reason = status.reason or ("ok" if want else "error")
-                detail = f"{spec_name}: {status.detail}"
         checks.append(
             CheckReport(
                 kind=kind,
@@ -410,11 +386,8 @@ def _real_server(
         )
     if not checks:
         probe_age = None
-        reason, detail = ("ok" if want else "error", "no checks")
-    elif not decided:
-        first = statuses[0][1]
-        reason = first.reason or ("ok" if first.up else "pending")
-        detail = f"{infos[0][0]}: {first.detail}"
+    # The deciding check, by the rule the transitions in the logs use.
+    reason, detail, _ = cause(statuses, up and not held)
     if is_drained:
         reason = "drained"
     elif held:

@@ -1,5 +1,5 @@
-"""Tests of one check: its identity and its rise/fall state machine (``step``, with
-explicit ``now`` and no timers)."""
+"""Tests of one check: its identity, its rise/fall state machine (``step``, with
+explicit ``now`` and no timers) and which check explains a real server's state."""
 
 # The project's test style is `expected == actual`; ruff's SIM300 (Yoda) says otherwise.
 
@@ -10,9 +10,9 @@ from dataclasses import replace
 import pytest
 
 from lvsd.config.model import CheckSpec, ExecOptions, InitialState
-from lvsd.health.check import CheckStatus, check_subscriptions, step
+from lvsd.health.check import CheckStatus, cause, check_subscriptions, step
 from lvsd.model import Protocol, ServiceKey
-from tests.health.helpers import FAIL, OK, TCP, R, config, rs, service
+from tests.health.helpers import FAIL, OK, TCP, TCP81, R, config, rs, service
 
 
 def run(status: CheckStatus, results: list[R], spec: CheckSpec) -> list[bool]:
@@ -84,6 +84,40 @@ def test_dynamic_weight_none_keeps_last_opinion() -> None:
     status = step(status, R(True, weight=5, drain=True), TCP, 1.0)
     status = step(status, R(True), TCP, 2.0)
     assert (5, False) == (status.weight, status.drain)
+
+
+# --- the deciding check -------------------------------------------------------------------
+
+UP = CheckStatus.initial(InitialState.UP, 0.0)  # initial state up, no result yet
+PENDING = CheckStatus.initial(InitialState.DOWN, 0.0)  # not checked yet
+PASSED = step(PENDING, OK, TCP, 1.0)
+FAILED = step(UP, R(False, "timed out", ""), TCP81, 1.0)  # fall=1, no reason word
+
+
+@pytest.mark.parametrize(
+    ("checks", "up", "expected"),
+    [
+        (((TCP, PASSED),), True, ("ok", "tcp: connect: ok", TCP)),
+        (((TCP, UP), (TCP81, PASSED)), True, ("ok", "tcp port 81: connect: ok", TCP81)),
+        # an up with no result yet: the first check
+        (((TCP, UP), (TCP81, UP)), True, ("ok", "tcp: initial state up", TCP)),
+        (((TCP, PASSED), (TCP81, FAILED)), False, ("error", "tcp port 81: timed out", TCP81)),
+        # a down check with no result yet counts for a down
+        (((TCP, PENDING), (TCP81, FAILED)), False, ("pending", "tcp: not checked yet", TCP)),
+        ((), True, ("ok", "no checks", None)),
+        # no check agrees (a held server let go while its checks are up): none named
+        (((TCP, PASSED),), False, ("error", "", None)),
+    ],
+)
+def test_cause_names_the_deciding_check(
+    checks: tuple[tuple[CheckSpec, CheckStatus], ...],
+    up: bool,
+    expected: tuple[str, str, CheckSpec | None],
+) -> None:
+    """The first check that agrees with the state and has a result explains it (for a
+    down, one without a result counts too), else the first up check; reason words
+    default to ok, error, or pending for a check not run yet."""
+    assert expected == cause(checks, up)
 
 
 # --- identities ---------------------------------------------------------------------------

@@ -323,6 +323,18 @@ def test_rebase_new_check_on_kept_server_starts_initial() -> None:
     assert [("reload", False)] == [(t.reason, t.new) for t in report.transitions]
 
 
+def test_rebase_up_without_results_names_the_first_check() -> None:
+    """A down server that a reload brings up (its new check starts up, not run yet)
+    is reported with reason reload and that check's detail."""
+    svc = service("web", rs(1))
+    state = HealthState.from_config(config(svc), 0.0)
+    new_svc = service("web", rs(1, checks=(TCP81,)), initial_state=InitialState.UP)
+    report = state.rebase(config(new_svc), 1.0)
+    assert [("reload", True, "tcp port 81: initial state up", TCP81)] == [
+        (t.reason, t.new, t.detail, t.check) for t in report.transitions
+    ]
+
+
 def test_adoption_keeps_servers_up_until_first_result() -> None:
     """Adopted servers are up at start (initial state down); the first result decides."""
     svc = service("web", rs(1, weight=3), rs(2, weight=3))
