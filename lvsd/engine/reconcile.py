@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 import structlog
@@ -163,7 +163,6 @@ class _Cache:
     stale: bool = True
     #: What the last successful reconcile was computed from.
     inputs: _Inputs | None = None
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 #: Check kinds whose results carry a weight or a drain flag (the table may change
@@ -632,7 +631,6 @@ class Engine:
                 log.error("kernel.dump_failed", error=str(exc))
         table = snapshot.table if snapshot is not None else (self._cache.table or {})
         new_services = {s.key: s for s in new.services}
-        lingering: list[str] = []
         for svc in old.services:
             kept = new_services.get(svc.key)
             if kept is None:
@@ -646,7 +644,6 @@ class Engine:
                 self.lingering.setdefault(svc.key, {})[rs.key] = _Lingering(
                     dest=dest, deadline=now + new.daemon.drain_timeout
                 )
-                lingering.append(f"{svc.key} -> {rs.key}")
         # A real server listed again stops lingering.
         for svc in new.services:
             dests = self.lingering.get(svc.key)
