@@ -33,8 +33,9 @@ from lvsd.checks.scheduler import CheckScheduler, checks_from_config
 from lvsd.config.model import Config
 from lvsd.daemon import heap
 from lvsd.daemon.systemd import Notifier, NullNotifier
+from lvsd.engine.announce import Hooks
 from lvsd.engine.drains import DrainStore
-from lvsd.engine.reconcile import Engine, Hooks, ReloadResult
+from lvsd.engine.reconcile import Engine, ReloadResult
 from lvsd.errors import ControlError, LvsdError
 from lvsd.health.state import CheckId
 from lvsd.ipvs.base import Backend

@@ -20,7 +20,6 @@ The daemon (``lvsd.daemon.lifecycle``) wires it to the scheduler, signals and so
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ import structlog
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
 from lvsd.desired import Overrides, ServerHealth, desired_table
+from lvsd.engine.announce import Announcer, CommandRunner, Hooks, NullHooks
 from lvsd.engine.drains import DrainStore
 from lvsd.errors import ConfigError, IpvsError, LvsdError
 from lvsd.health.state import CheckId, HealthState, Report
@@ -51,21 +51,6 @@ from lvsd.plan import apply_ops, plan
 
 log = structlog.get_logger("lvsd.engine.reconcile")
 
-#: Seconds a quorum up/down command may run before it is killed.
-COMMAND_TIMEOUT = 30.0
-
-
-class Hooks(Protocol):
-    """What the engine tells the metrics (``lvsd.observe.metrics.Metrics`` fits)."""
-
-    def probe(self, kind: str, result: ProbeResult) -> None: ...
-    def transition(self, t: Any) -> None: ...
-    def reload(self, ok: bool, now_wall: float) -> None: ...
-    def netlink(self, op_kind: str, ok: bool) -> None: ...
-    def drift_repair(self, count: int) -> None: ...
-    def panic(self, service: str, on: bool) -> None: ...
-    def quorum(self, service: str, up: bool) -> None: ...
-
 
 @runtime_checkable
 class PartialDump(Protocol):
@@ -74,35 +59,6 @@ class PartialDump(Protocol):
     ``table`` and ``dest_stats`` for the services in ``keys``."""
 
     async def dump_services(self, keys: Collection[ServiceKey]) -> Snapshot: ...
-
-
-class NullHooks:
-    """Metrics that count nothing (no metrics module, or tests)."""
-
-    def probe(self, kind: str, result: ProbeResult) -> None:
-        pass
-
-    def transition(self, t: Any) -> None:
-        pass
-
-    def reload(self, ok: bool, now_wall: float) -> None:
-        pass
-
-    def netlink(self, op_kind: str, ok: bool) -> None:
-        pass
-
-    def drift_repair(self, count: int) -> None:
-        pass
-
-    def panic(self, service: str, on: bool) -> None:
-        pass
-
-    def quorum(self, service: str, up: bool) -> None:
-        pass
-
-
-#: Runs a quorum command (argv); the default starts a bounded subprocess.
-CommandRunner = Callable[[Sequence[str]], None]
 
 
 @dataclass(slots=True)
@@ -213,9 +169,8 @@ class Engine:
         self.lingering: dict[ServiceKey, dict[DestKey, _Lingering]] = {}
         self.retiring: frozenset[ServiceKey] = frozenset()
         self._cache = _Cache()
+        self._announcer = Announcer(self.hooks, run_command)
         self._lock = asyncio.Lock()
-        self._commands: set[asyncio.Task[None]] = set()
-        self._run_command = run_command or self._spawn
         #: Clock time an apply started, while one runs (for the watchdog).
         self.applying_since: float | None = None
         #: How many applies were issued (each one or more ops).
@@ -306,43 +261,10 @@ class Engine:
         return await self.reconcile()
 
     def handle(self, report: Report) -> None:
-        """Log every change, feed the metrics, run quorum commands."""
+        """Count a report with changes; log them, feed the metrics, run quorum commands."""
         if report:
             self.changes += 1
-        for t in report.transitions:
-            self.hooks.transition(t)
-            log.info(
-                t.event,
-                service=t.service,
-                realserver=str(t.realserver),
-                old="up" if t.old else "down",
-                new="up" if t.new else "down",
-                reason=t.reason,
-                detail=t.detail,
-            )
-        for p in report.panic:
-            self.hooks.panic(p.service, p.panic)
-            log.error(
-                p.event,
-                service=p.service,
-                failing=p.failing,
-                total=p.total,
-                held=[str(d) for d in p.held],
-            )
-        for q in report.quorum:
-            self.hooks.quorum(q.service, q.up)
-            log.warning(q.event, service=q.service, live_weight=q.live_weight, minimum=q.minimum)
-            svc = next((s for s in self.config.services if s.name == q.service), None)
-            if svc is None or svc.quorum is None:
-                continue
-            command = svc.quorum.up_command if q.up else svc.quorum.down_command
-            if command:
-                self._run_command(command)
-
-    def _spawn(self, argv: Sequence[str]) -> None:
-        task = asyncio.get_running_loop().create_task(_run_bounded(tuple(argv)))
-        self._commands.add(task)
-        task.add_done_callback(self._commands.discard)
+        self._announcer.report(report, self.config)
 
     # -- kernel --------------------------------------------------------------------------
 
@@ -729,48 +651,12 @@ class Engine:
             return await self._apply(ops)
 
     async def close(self) -> None:
-        for task in list(self._commands):
-            task.cancel()
-        await asyncio.gather(*self._commands, return_exceptions=True)
-
-
-async def _run_bounded(argv: tuple[str, ...], limit: float = COMMAND_TIMEOUT) -> None:
-    """Run a quorum command; kill it after ``limit`` seconds; log how it ended."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        log.error("command.failed", command=list(argv), error=str(exc))
-        return
-    try:
-        async with asyncio.timeout(limit):
-            code = await proc.wait()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        log.error("command.timeout", command=list(argv), timeout=limit)
-        return
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    if code == 0:
-        log.info("command.done", command=list(argv))
-    else:
-        log.error("command.failed", command=list(argv), status=code)
+        """Cancel the quorum commands still running."""
+        await self._announcer.close()
 
 
 __all__ = [
     "Engine",
-    "Hooks",
-    "NullHooks",
     "PartialDump",
     "ReloadResult",
     "adoptable",
