@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import structlog
 
@@ -32,7 +32,8 @@ from lvsd.config.model import Config
 from lvsd.desired import Overrides, ServerHealth, desired_table
 from lvsd.engine.announce import Announcer, CommandRunner, Hooks, NullHooks
 from lvsd.engine.drains import DrainStore
-from lvsd.errors import ConfigError, IpvsError, LvsdError
+from lvsd.engine.kernel import KernelView
+from lvsd.errors import ConfigError, LvsdError
 from lvsd.health.state import CheckId, HealthState, Report
 from lvsd.ipvs.base import Backend
 from lvsd.model import (
@@ -47,18 +48,9 @@ from lvsd.model import (
     Table,
     VirtualService,
 )
-from lvsd.plan import apply_ops, plan
+from lvsd.plan import plan
 
 log = structlog.get_logger("lvsd.engine.reconcile")
-
-
-@runtime_checkable
-class PartialDump(Protocol):
-    """A backend that can dump the destinations of some services only
-    (``NetlinkBackend.dump_services``): every service's key in ``service_stats``,
-    ``table`` and ``dest_stats`` for the services in ``keys``."""
-
-    async def dump_services(self, keys: Collection[ServiceKey]) -> Snapshot: ...
 
 
 @dataclass(slots=True)
@@ -112,15 +104,6 @@ def _changed_services(old: _Inputs, new: _Inputs) -> set[str] | None:
     return names
 
 
-@dataclass(slots=True)
-class _Cache:
-    table: Table | None = None
-    snapshot: Snapshot | None = None
-    stale: bool = True
-    #: What the last successful reconcile was computed from.
-    inputs: _Inputs | None = None
-
-
 #: Check kinds whose results carry a weight or a drain flag (the table may change
 #: without an up/down transition).
 _WEIGHING_KINDS = frozenset({"exec", "agent"})
@@ -168,13 +151,11 @@ class Engine:
         self.health = HealthState()
         self.lingering: dict[ServiceKey, dict[DestKey, _Lingering]] = {}
         self.retiring: frozenset[ServiceKey] = frozenset()
-        self._cache = _Cache()
+        self.kernel = KernelView(backend, self.hooks, clock)
         self._announcer = Announcer(self.hooks, run_command)
         self._lock = asyncio.Lock()
-        #: Clock time an apply started, while one runs (for the watchdog).
-        self.applying_since: float | None = None
-        #: How many applies were issued (each one or more ops).
-        self.applies = 0
+        #: What the last successful reconcile was computed from (None: plan it all).
+        self._basis: _Inputs | None = None
         #: How many health reports had a change (transitions, quorum, panic).
         self.changes = 0
 
@@ -183,7 +164,7 @@ class Engine:
     async def start(self) -> ApplyResult:
         """Dump, adopt what the kernel already runs, build the health, first reconcile."""
         now = self.clock()
-        snapshot = await self._dump()
+        snapshot = await self.kernel.dump()
         adopt = adoptable(self.config, snapshot.table) if self.config.daemon.adopt_up else ()
         self.health = HealthState.from_config(self.config, now, adopt=adopt)
         for svc in self.config.services:
@@ -202,17 +183,27 @@ class Engine:
     @property
     def table(self) -> Table | None:
         """The cached kernel table (last dump plus applied ops)."""
-        return self._cache.table
+        return self.kernel.table
 
     @property
     def stale(self) -> bool:
         """True when the cached table cannot be trusted (a failure since the last dump)."""
-        return self._cache.stale
+        return self.kernel.stale
 
     @property
     def snapshot(self) -> Snapshot | None:
         """The last dump."""
-        return self._cache.snapshot
+        return self.kernel.snapshot
+
+    @property
+    def applying_since(self) -> float | None:
+        """Clock time an apply started, while one runs (for the watchdog)."""
+        return self.kernel.applying_since
+
+    @property
+    def applies(self) -> int:
+        """How many applies were issued (each one or more ops)."""
+        return self.kernel.applies
 
     def overrides(self) -> Overrides:
         return Overrides(
@@ -251,7 +242,7 @@ class Engine:
             self.hooks.probe(cid.spec.kind, result)
         report = self.health.round(batch, now)
         self.handle(report)
-        if not report and not self._cache.stale and not any(_weighs(cid, r) for cid, r in batch):
+        if not report and not self.kernel.stale and not any(_weighs(cid, r) for cid, r in batch):
             return ApplyResult()  # counters moved, nothing that decides the table did
         return await self.reconcile()
 
@@ -268,34 +259,16 @@ class Engine:
 
     # -- kernel --------------------------------------------------------------------------
 
-    async def _dump(self) -> Snapshot:
-        try:
-            snapshot = await self.counters()
-        except IpvsError:
-            self._cache.stale = True
-            raise
-        self._cache.snapshot = snapshot
-        self._cache.table = snapshot.table
-        self._cache.stale = False
-        return snapshot
-
     async def refresh(self) -> Snapshot:
         """A fresh dump into the cache (for connection counts)."""
         async with self._lock:
-            return await self._dump()
+            return await self.kernel.dump()
 
     async def counters(self) -> Snapshot:
         """A fresh dump for a scrape: outside the lock, so that a slow scrape never
-        holds back the write of a health change (in a busy lab guest, one held the lock
-        for seconds while 19 real servers were reported down and still weighted in the
-        kernel), and not into the cache, which only the lock's holders change."""
-        try:
-            snapshot = await self.backend.dump()
-        except IpvsError:
-            self.hooks.netlink("dump", False)
-            raise
-        self.hooks.netlink("dump", True)
-        return snapshot
+        holds back the write of a health change, and not into the cache, which only
+        the lock's holders change."""
+        return await self.kernel.counters()
 
     async def reconcile(self, *, fresh: bool = False) -> ApplyResult:
         """Make the kernel match the desired table. Without ``fresh`` the cached table
@@ -308,15 +281,15 @@ class Engine:
         self, *, fresh: bool, also: frozenset[str] = frozenset()
     ) -> ApplyResult:
         """Reconcile under the lock. ``also``: services to replan besides those whose
-        inputs changed (a reload's changed services, when ``cache.inputs`` was carried
-        over to the new config)."""
+        inputs changed (a reload's changed services, when the basis was carried over
+        to the new config)."""
         now = self.clock()
-        cache = self._cache
+        kernel = self.kernel
         inputs = _Inputs(
             config=self.config, health=self.health.server_health(now), overrides=self.overrides()
         )
-        old = cache.inputs
-        if not fresh and not cache.stale and cache.table is not None and old is not None:
+        old = self._basis
+        if not fresh and not kernel.stale and kernel.table is not None and old is not None:
             names = _changed_services(old, inputs)
             if names is not None:
                 names |= also
@@ -328,16 +301,13 @@ class Engine:
                     self.config, services=tuple(s for s in self.config.services if s.name in names)
                 )
                 desired = desired_table(sub, inputs.health, inputs.overrides)
-                current = {k: cache.table[k] for k in desired if k in cache.table}
+                current = {k: kernel.table[k] for k in desired if k in kernel.table}
                 return await self._apply_planned(plan(current, desired, desired.keys()), inputs)
-        if fresh or cache.stale or cache.table is None:
-            try:
-                await self._dump()
-            except IpvsError as exc:
-                log.error("kernel.dump_failed", error=str(exc))
-                return ApplyResult()
+        dump = fresh or kernel.stale or kernel.table is None
+        if dump and await kernel.try_dump() is None:
+            return ApplyResult()
         desired = desired_table(self.config, inputs.health, inputs.overrides)
-        table: Table = cache.table if cache.table is not None else {}
+        table: Table = kernel.table if kernel.table is not None else {}
         return await self._apply_planned(plan(table, desired, self.managed), inputs)
 
     async def _apply_planned(self, ops: Sequence[Op], inputs: _Inputs) -> ApplyResult:
@@ -349,41 +319,12 @@ class Engine:
         have ended (``check_lingering``)."""
         if self._linger_sorry(ops):
             return await self._reconcile_locked(fresh=False)
-        cache = self._cache
-        result = await self._apply(ops)
+        result = await self.kernel.apply(ops)
         if result.failed:
-            cache.stale = True
-            cache.inputs = None
+            self._basis = None
         else:
-            cache.inputs = inputs
-            self.retiring = frozenset(k for k in self.retiring if k in (cache.table or {}))
-        return result
-
-    async def _apply(self, ops: Sequence[Op]) -> ApplyResult:
-        if not ops:
-            return ApplyResult()
-        cache = self._cache
-        self.applying_since = self.clock()
-        self.applies += 1
-        try:
-            result = await self.backend.apply(ops)
-        except IpvsError as exc:
-            log.error("kernel.apply_failed", error=str(exc), ops=len(ops))
-            self.hooks.netlink("apply", False)
-            cache.stale = True
-            return ApplyResult(failed=tuple((op, exc) for op in ops))
-        finally:
-            self.applying_since = None
-        for op in result.applied:
-            self.hooks.netlink(str(op.kind), True)
-            log.info("kernel.op", op=str(op))
-        for op, error in result.failed:
-            self.hooks.netlink(str(op.kind), False)
-            log.error("kernel.op_failed", op=str(op), error=error.reason)
-        try:
-            cache.table = apply_ops(cache.table or {}, result.applied)
-        except IpvsError:
-            cache.stale = True
+            self._basis = inputs
+            self.retiring = frozenset(k for k in self.retiring if k in (self.kernel.table or {}))
         return result
 
     async def repair(self) -> ApplyResult:
@@ -431,7 +372,7 @@ class Engine:
     def _expire_lingering(self, snapshot: Snapshot | None) -> list[str]:
         """Drop lingering entries whose connections are gone (per ``snapshot``, the
         last dump when None) or whose deadline passed. Returns what was dropped."""
-        snapshot = snapshot or self._cache.snapshot
+        snapshot = snapshot or self.kernel.snapshot
         now = self.clock()
         dropped: list[str] = []
         for key, dests in self.lingering.items():
@@ -460,12 +401,8 @@ class Engine:
         if not self.lingering:
             return ApplyResult()
         async with self._lock:
-            try:
-                snapshot = await self._dump()
-            except IpvsError as exc:
-                log.error("kernel.dump_failed", error=str(exc))
-                return ApplyResult()
-            if not self._expire_lingering(snapshot):
+            snapshot = await self.kernel.try_dump()
+            if snapshot is None or not self._expire_lingering(snapshot):
                 return ApplyResult()
             return await self._reconcile_locked(fresh=False)
 
@@ -505,53 +442,16 @@ class Engine:
         keys |= old_services.keys() - {s.key for s in new.services}
         return frozenset(keys | self.retiring | self.lingering.keys())
 
-    async def _dump_some(self, keys: frozenset[ServiceKey]) -> Snapshot | None:
-        """The cached table with the services in ``keys`` dumped afresh, when the
-        backend can do that and the cache is trusted; None otherwise (dump it all).
-
-        A cheap check guards the rest of the cache: the kernel's list of services
-        (outside ``keys``) must be the cached one. Destinations of the other services
-        are taken from the cache, as for a health change; drift there is the periodic
-        repair's (a full dump)."""
-        cache = self._cache
-        backend = self.backend
-        if cache.stale or cache.table is None or cache.snapshot is None:
-            return None
-        if not isinstance(backend, PartialDump):
-            return None
-        try:
-            part = await backend.dump_services(keys)
-        except IpvsError as exc:
-            self.hooks.netlink("dump", False)
-            log.error("kernel.dump_failed", error=str(exc))
-            return None
-        self.hooks.netlink("dump", True)
-        if part.service_stats.keys() - keys != cache.table.keys() - keys:
-            log.info("reload.full_dump", reason="services changed outside lvsd")
-            return None
-        table = {k: vs for k, vs in cache.table.items() if k not in keys}
-        table.update(part.table)
-        dest_stats = {k: v for k, v in cache.snapshot.dest_stats.items() if k[0] not in keys}
-        dest_stats.update(part.dest_stats)
-        snapshot = Snapshot(table=table, service_stats=part.service_stats, dest_stats=dest_stats)
-        cache.snapshot = snapshot
-        cache.table = table
-        return snapshot
-
     async def _switch(self, new: Config) -> ReloadResult:
         now = self.clock()
         old = self.config
-        old_inputs = self._cache.inputs
+        old_inputs = self._basis
         keys = self._reload_keys(new)
-        snapshot = await self._dump_some(keys)
+        snapshot = await self.kernel.dump_some(keys)
         partial = snapshot is not None
         if snapshot is None:
-            try:
-                snapshot = await self._dump()
-            except IpvsError as exc:
-                snapshot = None
-                log.error("kernel.dump_failed", error=str(exc))
-        table = snapshot.table if snapshot is not None else (self._cache.table or {})
+            snapshot = await self.kernel.try_dump()
+        table = snapshot.table if snapshot is not None else (self.kernel.table or {})
         new_services = {s.key: s for s in new.services}
         for svc in old.services:
             kept = new_services.get(svc.key)
@@ -578,7 +478,7 @@ class Engine:
         self.handle(self.health.rebase(new, now))
         self._expire_lingering(snapshot)
         lingering = [f"{key} -> {dk}" for key, dests in self.lingering.items() for dk in dests]
-        self._cache.inputs = None
+        self._basis = None
         also: frozenset[str] = frozenset()
         if (
             partial
@@ -590,7 +490,7 @@ class Engine:
             # The same services, some edited: the last reconcile's inputs still hold
             # for the others, so only the edited ones (and any whose health or
             # overrides moved) are replanned. Anything else replans the whole table.
-            self._cache.inputs = replace(old_inputs, config=new)
+            self._basis = replace(old_inputs, config=new)
             also = frozenset(s.name for s in new.services if s.key in keys)
         result = await self._reconcile_locked(fresh=snapshot is None, also=also)
         return ReloadResult(
@@ -631,7 +531,7 @@ class Engine:
 
     def active_connections(self, service: str, realserver: DestKey) -> int:
         svc = next(s for s in self.config.services if s.name == service)
-        snapshot = self._cache.snapshot
+        snapshot = self.kernel.snapshot
         if snapshot is None:
             return 0
         stats = snapshot.dest_stats.get((svc.key, realserver))
@@ -642,13 +542,10 @@ class Engine:
     async def remove_all(self) -> ApplyResult:
         """Delete every service lvsd manages (``remove_on_stop``)."""
         async with self._lock:
-            try:
-                snapshot = await self._dump()
-            except IpvsError as exc:
-                log.error("kernel.dump_failed", error=str(exc))
+            snapshot = await self.kernel.try_dump()
+            if snapshot is None:
                 return ApplyResult()
-            ops = plan(snapshot.table, {}, self.managed)
-            return await self._apply(ops)
+            return await self.kernel.apply(plan(snapshot.table, {}, self.managed))
 
     async def close(self) -> None:
         """Cancel the quorum commands still running."""
@@ -657,7 +554,6 @@ class Engine:
 
 __all__ = [
     "Engine",
-    "PartialDump",
     "ReloadResult",
     "adoptable",
 ]
