@@ -348,10 +348,16 @@ class Engine:
 
     def _linger_sorry(self, ops: Sequence[Op]) -> bool:
         """Turn the deletion of a serving sorry server (weight above 0) into a lingering
-        entry; True when one was."""
+        entry; True when one was. A sorry server at a real server's address and port
+        is that real server's entry (``lvsd.desired``): its deletion is the real
+        server's, and it does not linger (it would stay deleted: no end)."""
         if not any(op.kind is OpKind.DEL_DEST for op in ops):
             return False  # the common case: a health change edits weights
-        sorry = {s.key: s.sorry_server.key for s in self.config.services if s.sorry_server}
+        sorry = {
+            s.key: s.sorry_server.key
+            for s in self.config.services
+            if s.sorry_server and all(rs.key != s.sorry_server.key for rs in s.real_servers)
+        }
         deadline = self.clock() + self.config.daemon.drain_timeout
         found = False
         for op in ops:

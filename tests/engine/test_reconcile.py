@@ -388,6 +388,27 @@ async def test_sorry_server_needed_again_while_lingering_gets_its_weight_back(
     assert 5 == backend.table[WEB].destinations[SORRY].weight
 
 
+async def test_sorry_server_at_a_real_servers_address_is_that_real_server(
+    tmp_path: Path,
+) -> None:
+    """A sorry server at a configured real server's address and port is that real
+    server's entry: with ``on_failure = "remove"`` the real server going down is
+    deleted at once, as any other would be, and nothing lingers (it used to recurse
+    until the stack ran out)."""
+    from structlog.testing import capture_logs
+
+    extra = (
+        'on_failure = "remove"\n\n[services.web.sorry_server]\naddress = "10.0.0.2"\nport = 80\n'
+    )
+    engine, backend, _ = await started(tmp_path, config_text(service_extra=extra))
+    backend.dest_stats[(WEB, RS1)] = DestStats(active_connections=2)
+    with capture_logs() as logs:
+        result = await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
+    assert ["del-dest tcp 192.168.3.108:80 -> 10.0.0.2:80 w=1 nat"] == kinds(result.applied)
+    assert [] == [e for e in logs if e["event"] == "sorry_server.leaving"]
+    assert not engine.lingering
+
+
 async def test_remove_all_deletes_only_managed_services(tmp_path: Path) -> None:
     """remove_on_stop deletes lvsd's services and nothing else."""
     other = _unmanaged()
