@@ -1,9 +1,10 @@
 """The daemon's decisions, without the loop: health results in, kernel ops out.
 
 :class:`Engine` holds one config, its :class:`~lvsd.health.state.HealthState`, the operator's
-drains, the real servers lingering after a reload, and a cache of the kernel table
-(the last dump plus every op applied since). Every path that may change the kernel
-goes through :meth:`Engine.reconcile`, under one lock:
+drains, the destinations lingering at weight 0 (``lvsd.engine.linger``) and a
+:class:`~lvsd.engine.kernel.KernelView` (the kernel table cached: the last dump plus every
+op applied since). Every path that may change the kernel goes through
+:meth:`Engine.reconcile`, under one lock:
 
 * a batch of probe results (:meth:`Engine.results`) plans against the cache, so a
   health change costs no dump;
@@ -13,23 +14,26 @@ goes through :meth:`Engine.reconcile`, under one lock:
   health, drains removed real servers, then plans against a fresh dump;
 * a failed op or netlink error marks the cache stale: the next reconcile dumps.
 
-The engine owns no event loop and reads no clock of its own: ``clock`` is injected.
-The daemon (``lvsd.daemon.lifecycle``) wires it to the scheduler, signals and sockets.
+What a health report turns into (logs, metrics hooks, quorum commands) is
+``lvsd.engine.announce``'s. The engine owns no event loop and reads no clock of its
+own: ``clock`` is injected. The daemon (``lvsd.daemon.lifecycle``) wires it to the
+scheduler, signals and sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
 from lvsd.desired import Overrides, ServerHealth, desired_table
+from lvsd.engine import linger
 from lvsd.engine.announce import Announcer, CommandRunner, Hooks, NullHooks
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.kernel import KernelView
@@ -41,7 +45,6 @@ from lvsd.model import (
     Destination,
     DestKey,
     Op,
-    OpKind,
     RealServerId,
     ServiceKey,
     Snapshot,
@@ -51,15 +54,6 @@ from lvsd.model import (
 from lvsd.plan import plan
 
 log = structlog.get_logger("lvsd.engine.reconcile")
-
-
-@dataclass(slots=True)
-class _Lingering:
-    """A real server removed by a reload (or a sorry server no longer needed), kept at
-    weight 0 while its connections drain."""
-
-    dest: Destination
-    deadline: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +96,14 @@ def _changed_services(old: _Inputs, new: _Inputs) -> set[str] | None:
     names |= old.overrides.quorum_lost ^ new.overrides.quorum_lost
     names |= {rs[0] for rs, h in new.health.items() if old.health[rs] != h}
     return names
+
+
+class _Planning(NamedTuple):
+    """What ``plan`` is given."""
+
+    current: Table
+    desired: dict[ServiceKey, VirtualService]
+    managed: Collection[ServiceKey]
 
 
 #: Check kinds whose results carry a weight or a drain flag (the table may change
@@ -149,7 +151,8 @@ class Engine:
         self.drains = drains
         self.drained: frozenset[RealServerId] = drains.load() if drains is not None else frozenset()
         self.health = HealthState()
-        self.lingering: dict[ServiceKey, dict[DestKey, _Lingering]] = {}
+        #: Destinations kept at weight 0 until their connections end.
+        self.lingering: linger.LingeringTable = {}
         self.retiring: frozenset[ServiceKey] = frozenset()
         self.kernel = KernelView(backend, self.hooks, clock)
         self._announcer = Announcer(self.hooks, run_command)
@@ -208,11 +211,7 @@ class Engine:
     def overrides(self) -> Overrides:
         return Overrides(
             drained=self.drained,
-            lingering={
-                key: tuple(entry.dest for entry in dests.values())
-                for key, dests in self.lingering.items()
-                if dests
-            },
+            lingering=linger.destinations(self.lingering),
             quorum_lost=self.health.quorum_lost(),
         )
 
@@ -242,7 +241,7 @@ class Engine:
             self.hooks.probe(cid.spec.kind, result)
         report = self.health.round(batch, now)
         self.handle(report)
-        if not report and not self.kernel.stale and not any(_weighs(cid, r) for cid, r in batch):
+        if not report and not self.kernel.stale and not any(_weighs(c, r) for c, r in batch):
             return ApplyResult()  # counters moved, nothing that decides the table did
         return await self.reconcile()
 
@@ -282,43 +281,60 @@ class Engine:
     ) -> ApplyResult:
         """Reconcile under the lock. ``also``: services to replan besides those whose
         inputs changed (a reload's changed services, when the basis was carried over
-        to the new config)."""
-        now = self.clock()
+        to the new config).
+
+        A sorry server the plan would delete while it serves lingers at weight 0
+        instead, as a real server removed by a reload does: the requests it is
+        answering finish; it leaves once its connections have ended
+        (``check_lingering``). The lingering changed, so the whole table is planned."""
+        inputs = self._inputs()
+        names = self._changed(inputs, fresh=fresh)
+        if names is None:
+            kernel = self.kernel
+            dump = fresh or kernel.stale or kernel.table is None
+            if dump and await kernel.try_dump() is None:
+                return ApplyResult()
+            planning = self._whole(inputs)
+        else:
+            names |= also
+            if not names:
+                return ApplyResult()
+            planning = self._some(names, inputs)
+        while leaving := linger.sorry_leaving(self.config, planning.current, planning.desired):
+            self._linger_sorry(leaving)
+            inputs = self._inputs()
+            planning = self._whole(inputs)
+        ops = plan(planning.current, planning.desired, planning.managed)
+        return await self._apply_planned(ops, inputs)
+
+    def _inputs(self) -> _Inputs:
+        health = self.health.server_health(self.clock())
+        return _Inputs(config=self.config, health=health, overrides=self.overrides())
+
+    def _changed(self, inputs: _Inputs, *, fresh: bool) -> set[str] | None:
+        """The services whose inputs changed since the basis, when the cache can be
+        planned against service by service; None to plan the whole table."""
         kernel = self.kernel
-        inputs = _Inputs(
-            config=self.config, health=self.health.server_health(now), overrides=self.overrides()
-        )
-        old = self._basis
-        if not fresh and not kernel.stale and kernel.table is not None and old is not None:
-            names = _changed_services(old, inputs)
-            if names is not None:
-                names |= also
-                # Only the services whose inputs changed: desired_table and plan cost
-                # grow with the table, a health change touches one service.
-                if not names:
-                    return ApplyResult()
-                sub = replace(
-                    self.config, services=tuple(s for s in self.config.services if s.name in names)
-                )
-                desired = desired_table(sub, inputs.health, inputs.overrides)
-                current = {k: kernel.table[k] for k in desired if k in kernel.table}
-                return await self._apply_planned(plan(current, desired, desired.keys()), inputs)
-        dump = fresh or kernel.stale or kernel.table is None
-        if dump and await kernel.try_dump() is None:
-            return ApplyResult()
+        if fresh or kernel.stale or kernel.table is None or self._basis is None:
+            return None
+        return _changed_services(self._basis, inputs)
+
+    def _whole(self, inputs: _Inputs) -> _Planning:
         desired = desired_table(self.config, inputs.health, inputs.overrides)
-        table: Table = kernel.table if kernel.table is not None else {}
-        return await self._apply_planned(plan(table, desired, self.managed), inputs)
+        return _Planning(self.kernel.table or {}, desired, self.managed)
+
+    def _some(self, names: set[str], inputs: _Inputs) -> _Planning:
+        """Only the services in ``names``: desired_table and plan cost grow with the
+        table, a health change touches one service."""
+        services = tuple(s for s in self.config.services if s.name in names)
+        desired = desired_table(
+            replace(self.config, services=services), inputs.health, inputs.overrides
+        )
+        table = self.kernel.table or {}
+        return _Planning({k: table[k] for k in desired if k in table}, desired, desired.keys())
 
     async def _apply_planned(self, ops: Sequence[Op], inputs: _Inputs) -> ApplyResult:
-        """Apply ``ops``; remember ``inputs`` as the table's basis when all went in.
-
-        A sorry server that would be deleted while it serves lingers at weight 0
-        instead, as a real server removed by a reload does, and ``ops`` are planned
-        again: the requests it is answering finish; it leaves once its connections
-        have ended (``check_lingering``)."""
-        if self._linger_sorry(ops):
-            return await self._reconcile_locked(fresh=False)
+        """Apply ``ops``; remember ``inputs`` as the table's basis when all went in."""
         result = await self.kernel.apply(ops)
         if result.failed:
             self._basis = None
@@ -344,63 +360,30 @@ class Engine:
             self.hooks.drift_repair(len(ops))
         return result
 
-    # -- lingering real servers (removed by a reload) and sorry servers ----------------------
+    # -- lingering real servers (removed by a reload) and sorry servers ------------------
 
-    def _linger_sorry(self, ops: Sequence[Op]) -> bool:
-        """Turn the deletion of a serving sorry server (weight above 0) into a lingering
-        entry; True when one was. A sorry server at a real server's address and port
-        is that real server's entry (``lvsd.desired``): its deletion is the real
-        server's, and it does not linger (it would stay deleted: no end)."""
-        if not any(op.kind is OpKind.DEL_DEST for op in ops):
-            return False  # the common case: a health change edits weights
-        sorry = {
-            s.key: s.sorry_server.key
-            for s in self.config.services
-            if s.sorry_server and all(rs.key != s.sorry_server.key for rs in s.real_servers)
-        }
+    def _linger_sorry(self, leaving: Sequence[tuple[ServiceKey, Destination]]) -> None:
+        """The sorry servers of ``leaving`` linger from now on, until the drain timeout."""
         deadline = self.clock() + self.config.daemon.drain_timeout
-        found = False
-        for op in ops:
-            dest = op.dest
-            if (
-                op.kind is OpKind.DEL_DEST
-                and dest is not None
-                and dest.weight > 0
-                and sorry.get(op.service.key) == dest.key
-            ):
-                self.lingering.setdefault(op.service.key, {})[dest.key] = _Lingering(
-                    dest=dest, deadline=deadline
-                )
-                log.info("sorry_server.leaving", service=str(op.service.key), server=str(dest.key))
-                found = True
-        return found
+        self.lingering = linger.linger(self.lingering, leaving, deadline)
+        for key, dest in leaving:
+            log.info("sorry_server.leaving", service=str(key), server=str(dest.key))
 
-    def _expire_lingering(self, snapshot: Snapshot | None) -> list[str]:
+    def _expire_lingering(self, snapshot: Snapshot | None) -> bool:
         """Drop lingering entries whose connections are gone (per ``snapshot``, the
-        last dump when None) or whose deadline passed. Returns what was dropped."""
-        snapshot = snapshot or self.kernel.snapshot
-        now = self.clock()
-        dropped: list[str] = []
-        for key, dests in self.lingering.items():
-            for dest_key in list(dests):
-                entry = dests[dest_key]
-                active = 0
-                if snapshot is not None:
-                    stats = snapshot.dest_stats.get((key, dest_key))
-                    active = stats.active_connections if stats is not None else 0
-                if active == 0 or now >= entry.deadline:
-                    del dests[dest_key]
-                    reason = "drained" if active == 0 else "timeout"
-                    log.info(
-                        "realserver.removed",
-                        service=str(key),
-                        realserver=str(dest_key),
-                        reason=reason,
-                        active=active,
-                    )
-                    dropped.append(f"{key} -> {dest_key}")
-        self.lingering = {k: v for k, v in self.lingering.items() if v}
-        return dropped
+        last dump when None) or whose deadline passed. True when some were."""
+        if snapshot is None:
+            snapshot = self.kernel.snapshot
+        self.lingering, removed = linger.expire(self.lingering, snapshot, self.clock())
+        for r in removed:
+            log.info(
+                "realserver.removed",
+                service=str(r.service),
+                realserver=str(r.realserver),
+                reason=r.reason,
+                active=r.active,
+            )
+        return bool(removed)
 
     async def check_lingering(self) -> ApplyResult:
         """Dump, drop drained lingering servers, reconcile (deletes them)."""
@@ -449,61 +432,38 @@ class Engine:
         return frozenset(keys | self.retiring | self.lingering.keys())
 
     async def _switch(self, new: Config) -> ReloadResult:
+        """Move to ``new`` under the lock: read the kernel (the changed services only
+        when it can), linger removed real servers, rebase the health, reconcile."""
         now = self.clock()
-        old = self.config
-        old_inputs = self._basis
+        old, basis = self.config, self._basis
         keys = self._reload_keys(new)
         snapshot = await self.kernel.dump_some(keys)
         partial = snapshot is not None
         if snapshot is None:
             snapshot = await self.kernel.try_dump()
         table = snapshot.table if snapshot is not None else (self.kernel.table or {})
-        new_services = {s.key: s for s in new.services}
-        for svc in old.services:
-            kept = new_services.get(svc.key)
-            if kept is None:
-                continue
-            keep = {rs.key for rs in kept.real_servers}
-            live = table.get(svc.key)
-            for rs in svc.real_servers:
-                if rs.key in keep or live is None or rs.key not in live.destinations:
-                    continue
-                dest = live.destinations[rs.key]
-                self.lingering.setdefault(svc.key, {})[rs.key] = _Lingering(
-                    dest=dest, deadline=now + new.daemon.drain_timeout
-                )
-        # A real server listed again stops lingering.
-        for svc in new.services:
-            dests = self.lingering.get(svc.key)
-            if dests:
-                for rs in svc.real_servers:
-                    dests.pop(rs.key, None)
-        self.lingering = {k: v for k, v in self.lingering.items() if k in new_services and v}
-        self.retiring = (self.retiring | {s.key for s in old.services}) - new_services.keys()
+        self.lingering = linger.after_reload(self.lingering, old, new, table, now)
+        new_keys = {s.key for s in new.services}
+        self.retiring = (self.retiring | {s.key for s in old.services}) - new_keys
         self.config = new
         self.handle(self.health.rebase(new, now))
         self._expire_lingering(snapshot)
-        lingering = [f"{key} -> {dk}" for key, dests in self.lingering.items() for dk in dests]
         self._basis = None
         also: frozenset[str] = frozenset()
-        if (
-            partial
-            and old_inputs is not None
-            and old_inputs.config is old
-            and not self.retiring
-            and {s.key for s in old.services} == new_services.keys()
-        ):
+        same_services = not self.retiring and {s.key for s in old.services} == new_keys
+        if partial and basis is not None and basis.config is old and same_services:
             # The same services, some edited: the last reconcile's inputs still hold
             # for the others, so only the edited ones (and any whose health or
             # overrides moved) are replanned. Anything else replans the whole table.
-            self._basis = replace(old_inputs, config=new)
+            self._basis = replace(basis, config=new)
             also = frozenset(s.name for s in new.services if s.key in keys)
+        lingering = linger.names(self.lingering)
         result = await self._reconcile_locked(fresh=snapshot is None, also=also)
         return ReloadResult(
             ok=True,
             ops=tuple(str(op) for op in result.applied),
             failed=tuple(f"{op}: {err.reason}" for op, err in result.failed),
-            lingering=tuple(lingering),
+            lingering=lingering,
         )
 
     # -- operator drains -----------------------------------------------------------------
@@ -558,8 +518,4 @@ class Engine:
         await self._announcer.close()
 
 
-__all__ = [
-    "Engine",
-    "ReloadResult",
-    "adoptable",
-]
+__all__ = ["Engine", "ReloadResult", "adoptable"]
