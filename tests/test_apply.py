@@ -12,7 +12,7 @@ from lvsd.desired import ServerHealth
 from lvsd.errors import IpvsError
 from lvsd.ipvs.memory import MemoryBackend
 from lvsd.model import ApplyResult, DestKey, Op
-from tests.engine.test_reconcile import WEB, config_text, write
+from tests.engine.helpers import WEB, config_text, write
 
 
 async def test_apply_adds_everything_and_reports_each_op(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """The daemon's decisions, without the loop: health results in, kernel ops out.
 
 :class:`Engine` holds one config, its :class:`~lvsd.health.state.HealthState`, the operator's
-drains, the real servers lingering after a reload, and a cache of the kernel table
-(the last dump plus every op applied since). Every path that may change the kernel
-goes through :meth:`Engine.reconcile`, under one lock:
+drains, the destinations lingering at weight 0 (``lvsd.engine.linger``) and a
+:class:`~lvsd.engine.kernel.KernelView` (the kernel table cached: the last dump plus every
+op applied since). Every path that may change the kernel goes through
+:meth:`Engine.reconcile`, under one lock:
 
 * a batch of probe results (:meth:`Engine.results`) plans against the cache, so a
   health change costs no dump;
@@ -13,26 +14,30 @@ goes through :meth:`Engine.reconcile`, under one lock:
   health, drains removed real servers, then plans against a fresh dump;
 * a failed op or netlink error marks the cache stale: the next reconcile dumps.
 
-The engine owns no event loop and reads no clock of its own: ``clock`` is injected.
-The daemon (``lvsd.daemon.lifecycle``) wires it to the scheduler, signals and sockets.
+What a health report turns into (logs, metrics hooks, quorum commands) is
+``lvsd.engine.announce``'s. The engine owns no event loop and reads no clock of its
+own: ``clock`` is injected. The daemon (``lvsd.daemon.lifecycle``) wires it to the
+scheduler, signals and sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import structlog
 
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
 from lvsd.desired import Overrides, ServerHealth, desired_table
+from lvsd.engine import linger
+from lvsd.engine.announce import Announcer, CommandRunner, Hooks, NullHooks
 from lvsd.engine.drains import DrainStore
-from lvsd.errors import ConfigError, IpvsError, LvsdError
+from lvsd.engine.kernel import KernelView
+from lvsd.errors import ConfigError, LvsdError
 from lvsd.health.check import CheckId
 from lvsd.health.state import HealthState, Report
 from lvsd.ipvs.base import Backend
@@ -41,78 +46,15 @@ from lvsd.model import (
     Destination,
     DestKey,
     Op,
-    OpKind,
     RealServerId,
     ServiceKey,
     Snapshot,
     Table,
     VirtualService,
 )
-from lvsd.plan import apply_ops, plan
+from lvsd.plan import plan
 
 log = structlog.get_logger("lvsd.engine.reconcile")
-
-#: Seconds a quorum up/down command may run before it is killed.
-COMMAND_TIMEOUT = 30.0
-
-
-class Hooks(Protocol):
-    """What the engine tells the metrics (``lvsd.observe.metrics.Metrics`` fits)."""
-
-    def probe(self, kind: str, result: ProbeResult) -> None: ...
-    def transition(self, t: Any) -> None: ...
-    def reload(self, ok: bool, now_wall: float) -> None: ...
-    def netlink(self, op_kind: str, ok: bool) -> None: ...
-    def drift_repair(self, count: int) -> None: ...
-    def panic(self, service: str, on: bool) -> None: ...
-    def quorum(self, service: str, up: bool) -> None: ...
-
-
-@runtime_checkable
-class PartialDump(Protocol):
-    """A backend that can dump the destinations of some services only
-    (``NetlinkBackend.dump_services``): every service's key in ``service_stats``,
-    ``table`` and ``dest_stats`` for the services in ``keys``."""
-
-    async def dump_services(self, keys: Collection[ServiceKey]) -> Snapshot: ...
-
-
-class NullHooks:
-    """Metrics that count nothing (no metrics module, or tests)."""
-
-    def probe(self, kind: str, result: ProbeResult) -> None:
-        pass
-
-    def transition(self, t: Any) -> None:
-        pass
-
-    def reload(self, ok: bool, now_wall: float) -> None:
-        pass
-
-    def netlink(self, op_kind: str, ok: bool) -> None:
-        pass
-
-    def drift_repair(self, count: int) -> None:
-        pass
-
-    def panic(self, service: str, on: bool) -> None:
-        pass
-
-    def quorum(self, service: str, up: bool) -> None:
-        pass
-
-
-#: Runs a quorum command (argv); the default starts a bounded subprocess.
-CommandRunner = Callable[[Sequence[str]], None]
-
-
-@dataclass(slots=True)
-class _Lingering:
-    """A real server removed by a reload (or a sorry server no longer needed), kept at
-    weight 0 while its connections drain."""
-
-    dest: Destination
-    deadline: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,14 +99,12 @@ def _changed_services(old: _Inputs, new: _Inputs) -> set[str] | None:
     return names
 
 
-@dataclass(slots=True)
-class _Cache:
-    table: Table | None = None
-    snapshot: Snapshot | None = None
-    stale: bool = True
-    #: What the last successful reconcile was computed from.
-    inputs: _Inputs | None = None
-    extra: dict[str, int] = field(default_factory=dict)
+class _Planning(NamedTuple):
+    """What ``plan`` is given."""
+
+    current: Table
+    desired: dict[ServiceKey, VirtualService]
+    managed: Collection[ServiceKey]
 
 
 #: Check kinds whose results carry a weight or a drain flag (the table may change
@@ -212,16 +152,14 @@ class Engine:
         self.drains = drains
         self.drained: frozenset[RealServerId] = drains.load() if drains is not None else frozenset()
         self.health = HealthState()
-        self.lingering: dict[ServiceKey, dict[DestKey, _Lingering]] = {}
+        #: Destinations kept at weight 0 until their connections end.
+        self.lingering: linger.LingeringTable = {}
         self.retiring: frozenset[ServiceKey] = frozenset()
-        self._cache = _Cache()
+        self.kernel = KernelView(backend, self.hooks, clock)
+        self._announcer = Announcer(self.hooks, run_command)
         self._lock = asyncio.Lock()
-        self._commands: set[asyncio.Task[None]] = set()
-        self._run_command = run_command or self._spawn
-        #: Clock time an apply started, while one runs (for the watchdog).
-        self.applying_since: float | None = None
-        #: How many applies were issued (each one or more ops).
-        self.applies = 0
+        #: What the last successful reconcile was computed from (None: plan it all).
+        self._basis: _Inputs | None = None
         #: How many health reports had a change (transitions, quorum, panic).
         self.changes = 0
 
@@ -230,7 +168,7 @@ class Engine:
     async def start(self) -> ApplyResult:
         """Dump, adopt what the kernel already runs, build the health, first reconcile."""
         now = self.clock()
-        snapshot = await self._dump()
+        snapshot = await self.kernel.dump()
         adopt = adoptable(self.config, snapshot.table) if self.config.daemon.adopt_up else ()
         self.health = HealthState.from_config(self.config, now, adopt=adopt)
         for svc in self.config.services:
@@ -249,26 +187,32 @@ class Engine:
     @property
     def table(self) -> Table | None:
         """The cached kernel table (last dump plus applied ops)."""
-        return self._cache.table
+        return self.kernel.table
 
     @property
     def stale(self) -> bool:
         """True when the cached table cannot be trusted (a failure since the last dump)."""
-        return self._cache.stale
+        return self.kernel.stale
 
     @property
     def snapshot(self) -> Snapshot | None:
         """The last dump."""
-        return self._cache.snapshot
+        return self.kernel.snapshot
+
+    @property
+    def applying_since(self) -> float | None:
+        """Clock time an apply started, while one runs (for the watchdog)."""
+        return self.kernel.applying_since
+
+    @property
+    def applies(self) -> int:
+        """How many applies were issued (each one or more ops)."""
+        return self.kernel.applies
 
     def overrides(self) -> Overrides:
         return Overrides(
             drained=self.drained,
-            lingering={
-                key: tuple(entry.dest for entry in dests.values())
-                for key, dests in self.lingering.items()
-                if dests
-            },
+            lingering=linger.destinations(self.lingering),
             quorum_lost=self.health.quorum_lost(),
         )
 
@@ -298,7 +242,7 @@ class Engine:
             self.hooks.probe(cid.spec.kind, result)
         report = self.health.round(batch, now)
         self.handle(report)
-        if not report and not self._cache.stale and not any(_weighs(cid, r) for cid, r in batch):
+        if not report and not self.kernel.stale and not any(_weighs(c, r) for c, r in batch):
             return ApplyResult()  # counters moved, nothing that decides the table did
         return await self.reconcile()
 
@@ -308,74 +252,23 @@ class Engine:
         return await self.reconcile()
 
     def handle(self, report: Report) -> None:
-        """Log every change, feed the metrics, run quorum commands."""
+        """Count a report with changes; log them, feed the metrics, run quorum commands."""
         if report:
             self.changes += 1
-        for t in report.transitions:
-            self.hooks.transition(t)
-            log.info(
-                t.event,
-                service=t.service,
-                realserver=str(t.realserver),
-                old="up" if t.old else "down",
-                new="up" if t.new else "down",
-                reason=t.reason,
-                detail=t.detail,
-            )
-        for p in report.panic:
-            self.hooks.panic(p.service, p.panic)
-            log.error(
-                p.event,
-                service=p.service,
-                failing=p.failing,
-                total=p.total,
-                held=[str(d) for d in p.held],
-            )
-        for q in report.quorum:
-            self.hooks.quorum(q.service, q.up)
-            log.warning(q.event, service=q.service, live_weight=q.live_weight, minimum=q.minimum)
-            svc = next((s for s in self.config.services if s.name == q.service), None)
-            if svc is None or svc.quorum is None:
-                continue
-            command = svc.quorum.up_command if q.up else svc.quorum.down_command
-            if command:
-                self._run_command(command)
-
-    def _spawn(self, argv: Sequence[str]) -> None:
-        task = asyncio.get_running_loop().create_task(_run_bounded(tuple(argv)))
-        self._commands.add(task)
-        task.add_done_callback(self._commands.discard)
+        self._announcer.report(report, self.config)
 
     # -- kernel --------------------------------------------------------------------------
-
-    async def _dump(self) -> Snapshot:
-        try:
-            snapshot = await self.counters()
-        except IpvsError:
-            self._cache.stale = True
-            raise
-        self._cache.snapshot = snapshot
-        self._cache.table = snapshot.table
-        self._cache.stale = False
-        return snapshot
 
     async def refresh(self) -> Snapshot:
         """A fresh dump into the cache (for connection counts)."""
         async with self._lock:
-            return await self._dump()
+            return await self.kernel.dump()
 
     async def counters(self) -> Snapshot:
         """A fresh dump for a scrape: outside the lock, so that a slow scrape never
-        holds back the write of a health change (in a busy lab guest, one held the lock
-        for seconds while 19 real servers were reported down and still weighted in the
-        kernel), and not into the cache, which only the lock's holders change."""
-        try:
-            snapshot = await self.backend.dump()
-        except IpvsError:
-            self.hooks.netlink("dump", False)
-            raise
-        self.hooks.netlink("dump", True)
-        return snapshot
+        holds back the write of a health change, and not into the cache, which only
+        the lock's holders change."""
+        return await self.kernel.counters()
 
     async def reconcile(self, *, fresh: bool = False) -> ApplyResult:
         """Make the kernel match the desired table. Without ``fresh`` the cached table
@@ -388,82 +281,67 @@ class Engine:
         self, *, fresh: bool, also: frozenset[str] = frozenset()
     ) -> ApplyResult:
         """Reconcile under the lock. ``also``: services to replan besides those whose
-        inputs changed (a reload's changed services, when ``cache.inputs`` was carried
-        over to the new config)."""
-        now = self.clock()
-        cache = self._cache
-        inputs = _Inputs(
-            config=self.config, health=self.health.server_health(now), overrides=self.overrides()
-        )
-        old = cache.inputs
-        if not fresh and not cache.stale and cache.table is not None and old is not None:
-            names = _changed_services(old, inputs)
-            if names is not None:
-                names |= also
-                # Only the services whose inputs changed: desired_table and plan cost
-                # grow with the table, a health change touches one service.
-                if not names:
-                    return ApplyResult()
-                sub = replace(
-                    self.config, services=tuple(s for s in self.config.services if s.name in names)
-                )
-                desired = desired_table(sub, inputs.health, inputs.overrides)
-                current = {k: cache.table[k] for k in desired if k in cache.table}
-                return await self._apply_planned(plan(current, desired, desired.keys()), inputs)
-        if fresh or cache.stale or cache.table is None:
-            try:
-                await self._dump()
-            except IpvsError as exc:
-                log.error("kernel.dump_failed", error=str(exc))
+        inputs changed (a reload's changed services, when the basis was carried over
+        to the new config).
+
+        A sorry server the plan would delete while it serves lingers at weight 0
+        instead, as a real server removed by a reload does: the requests it is
+        answering finish; it leaves once its connections have ended
+        (``check_lingering``). The lingering changed, so the whole table is planned."""
+        inputs = self._inputs()
+        names = self._changed(inputs, fresh=fresh)
+        if names is None:
+            kernel = self.kernel
+            dump = fresh or kernel.stale or kernel.table is None
+            if dump and await kernel.try_dump() is None:
                 return ApplyResult()
+            planning = self._whole(inputs)
+        else:
+            names |= also
+            if not names:
+                return ApplyResult()
+            planning = self._some(names, inputs)
+        while leaving := linger.sorry_leaving(self.config, planning.current, planning.desired):
+            self._linger_sorry(leaving)
+            inputs = self._inputs()
+            planning = self._whole(inputs)
+        ops = plan(planning.current, planning.desired, planning.managed)
+        return await self._apply_planned(ops, inputs)
+
+    def _inputs(self) -> _Inputs:
+        health = self.health.server_health(self.clock())
+        return _Inputs(config=self.config, health=health, overrides=self.overrides())
+
+    def _changed(self, inputs: _Inputs, *, fresh: bool) -> set[str] | None:
+        """The services whose inputs changed since the basis, when the cache can be
+        planned against service by service; None to plan the whole table."""
+        kernel = self.kernel
+        if fresh or kernel.stale or kernel.table is None or self._basis is None:
+            return None
+        return _changed_services(self._basis, inputs)
+
+    def _whole(self, inputs: _Inputs) -> _Planning:
         desired = desired_table(self.config, inputs.health, inputs.overrides)
-        table: Table = cache.table if cache.table is not None else {}
-        return await self._apply_planned(plan(table, desired, self.managed), inputs)
+        return _Planning(self.kernel.table or {}, desired, self.managed)
+
+    def _some(self, names: set[str], inputs: _Inputs) -> _Planning:
+        """Only the services in ``names``: desired_table and plan cost grow with the
+        table, a health change touches one service."""
+        services = tuple(s for s in self.config.services if s.name in names)
+        desired = desired_table(
+            replace(self.config, services=services), inputs.health, inputs.overrides
+        )
+        table = self.kernel.table or {}
+        return _Planning({k: table[k] for k in desired if k in table}, desired, desired.keys())
 
     async def _apply_planned(self, ops: Sequence[Op], inputs: _Inputs) -> ApplyResult:
-        """Apply ``ops``; remember ``inputs`` as the table's basis when all went in.
-
-        A sorry server that would be deleted while it serves lingers at weight 0
-        instead, as a real server removed by a reload does, and ``ops`` are planned
-        again: the requests it is answering finish; it leaves once its connections
-        have ended (``check_lingering``)."""
-        if self._linger_sorry(ops):
-            return await self._reconcile_locked(fresh=False)
-        cache = self._cache
-        result = await self._apply(ops)
+        """Apply ``ops``; remember ``inputs`` as the table's basis when all went in."""
+        result = await self.kernel.apply(ops)
         if result.failed:
-            cache.stale = True
-            cache.inputs = None
+            self._basis = None
         else:
-            cache.inputs = inputs
-            self.retiring = frozenset(k for k in self.retiring if k in (cache.table or {}))
-        return result
-
-    async def _apply(self, ops: Sequence[Op]) -> ApplyResult:
-        if not ops:
-            return ApplyResult()
-        cache = self._cache
-        self.applying_since = self.clock()
-        self.applies += 1
-        try:
-            result = await self.backend.apply(ops)
-        except IpvsError as exc:
-            log.error("kernel.apply_failed", error=str(exc), ops=len(ops))
-            self.hooks.netlink("apply", False)
-            cache.stale = True
-            return ApplyResult(failed=tuple((op, exc) for op in ops))
-        finally:
-            self.applying_since = None
-        for op in result.applied:
-            self.hooks.netlink(str(op.kind), True)
-            log.info("kernel.op", op=str(op))
-        for op, error in result.failed:
-            self.hooks.netlink(str(op.kind), False)
-            log.error("kernel.op_failed", op=str(op), error=error.reason)
-        try:
-            cache.table = apply_ops(cache.table or {}, result.applied)
-        except IpvsError:
-            cache.stale = True
+            self._basis = inputs
+            self.retiring = frozenset(k for k in self.retiring if k in (self.kernel.table or {}))
         return result
 
     async def repair(self) -> ApplyResult:
@@ -483,69 +361,38 @@ class Engine:
             self.hooks.drift_repair(len(ops))
         return result
 
-    # -- lingering real servers (removed by a reload) and sorry servers ----------------------
+    # -- lingering real servers (removed by a reload) and sorry servers ------------------
 
-    def _linger_sorry(self, ops: Sequence[Op]) -> bool:
-        """Turn the deletion of a serving sorry server (weight above 0) into a lingering
-        entry; True when one was."""
-        if not any(op.kind is OpKind.DEL_DEST for op in ops):
-            return False  # the common case: a health change edits weights
-        sorry = {s.key: s.sorry_server.key for s in self.config.services if s.sorry_server}
+    def _linger_sorry(self, leaving: Sequence[tuple[ServiceKey, Destination]]) -> None:
+        """The sorry servers of ``leaving`` linger from now on, until the drain timeout."""
         deadline = self.clock() + self.config.daemon.drain_timeout
-        found = False
-        for op in ops:
-            dest = op.dest
-            if (
-                op.kind is OpKind.DEL_DEST
-                and dest is not None
-                and dest.weight > 0
-                and sorry.get(op.service.key) == dest.key
-            ):
-                self.lingering.setdefault(op.service.key, {})[dest.key] = _Lingering(
-                    dest=dest, deadline=deadline
-                )
-                log.info("sorry_server.leaving", service=str(op.service.key), server=str(dest.key))
-                found = True
-        return found
+        self.lingering = linger.linger(self.lingering, leaving, deadline)
+        for key, dest in leaving:
+            log.info("sorry_server.leaving", service=str(key), server=str(dest.key))
 
-    def _expire_lingering(self, snapshot: Snapshot | None) -> list[str]:
+    def _expire_lingering(self, snapshot: Snapshot | None) -> bool:
         """Drop lingering entries whose connections are gone (per ``snapshot``, the
-        last dump when None) or whose deadline passed. Returns what was dropped."""
-        snapshot = snapshot or self._cache.snapshot
-        now = self.clock()
-        dropped: list[str] = []
-        for key, dests in self.lingering.items():
-            for dest_key in list(dests):
-                entry = dests[dest_key]
-                active = 0
-                if snapshot is not None:
-                    stats = snapshot.dest_stats.get((key, dest_key))
-                    active = stats.active_connections if stats is not None else 0
-                if active == 0 or now >= entry.deadline:
-                    del dests[dest_key]
-                    reason = "drained" if active == 0 else "timeout"
-                    log.info(
-                        "realserver.removed",
-                        service=str(key),
-                        realserver=str(dest_key),
-                        reason=reason,
-                        active=active,
-                    )
-                    dropped.append(f"{key} -> {dest_key}")
-        self.lingering = {k: v for k, v in self.lingering.items() if v}
-        return dropped
+        last dump when None) or whose deadline passed. True when some were."""
+        if snapshot is None:
+            snapshot = self.kernel.snapshot
+        self.lingering, removed = linger.expire(self.lingering, snapshot, self.clock())
+        for r in removed:
+            log.info(
+                "realserver.removed",
+                service=str(r.service),
+                realserver=str(r.realserver),
+                reason=r.reason,
+                active=r.active,
+            )
+        return bool(removed)
 
     async def check_lingering(self) -> ApplyResult:
         """Dump, drop drained lingering servers, reconcile (deletes them)."""
         if not self.lingering:
             return ApplyResult()
         async with self._lock:
-            try:
-                snapshot = await self._dump()
-            except IpvsError as exc:
-                log.error("kernel.dump_failed", error=str(exc))
-                return ApplyResult()
-            if not self._expire_lingering(snapshot):
+            snapshot = await self.kernel.try_dump()
+            if snapshot is None or not self._expire_lingering(snapshot):
                 return ApplyResult()
             return await self._reconcile_locked(fresh=False)
 
@@ -585,101 +432,39 @@ class Engine:
         keys |= old_services.keys() - {s.key for s in new.services}
         return frozenset(keys | self.retiring | self.lingering.keys())
 
-    async def _dump_some(self, keys: frozenset[ServiceKey]) -> Snapshot | None:
-        """The cached table with the services in ``keys`` dumped afresh, when the
-        backend can do that and the cache is trusted; None otherwise (dump it all).
-
-        A cheap check guards the rest of the cache: the kernel's list of services
-        (outside ``keys``) must be the cached one. Destinations of the other services
-        are taken from the cache, as for a health change; drift there is the periodic
-        repair's (a full dump)."""
-        cache = self._cache
-        backend = self.backend
-        if cache.stale or cache.table is None or cache.snapshot is None:
-            return None
-        if not isinstance(backend, PartialDump):
-            return None
-        try:
-            part = await backend.dump_services(keys)
-        except IpvsError as exc:
-            self.hooks.netlink("dump", False)
-            log.error("kernel.dump_failed", error=str(exc))
-            return None
-        self.hooks.netlink("dump", True)
-        if part.service_stats.keys() - keys != cache.table.keys() - keys:
-            log.info("reload.full_dump", reason="services changed outside lvsd")
-            return None
-        table = {k: vs for k, vs in cache.table.items() if k not in keys}
-        table.update(part.table)
-        dest_stats = {k: v for k, v in cache.snapshot.dest_stats.items() if k[0] not in keys}
-        dest_stats.update(part.dest_stats)
-        snapshot = Snapshot(table=table, service_stats=part.service_stats, dest_stats=dest_stats)
-        cache.snapshot = snapshot
-        cache.table = table
-        return snapshot
-
     async def _switch(self, new: Config) -> ReloadResult:
+        """Move to ``new`` under the lock: read the kernel (the changed services only
+        when it can), linger removed real servers, rebase the health, reconcile."""
         now = self.clock()
-        old = self.config
-        old_inputs = self._cache.inputs
+        old, basis = self.config, self._basis
         keys = self._reload_keys(new)
-        snapshot = await self._dump_some(keys)
+        snapshot = await self.kernel.dump_some(keys)
         partial = snapshot is not None
         if snapshot is None:
-            try:
-                snapshot = await self._dump()
-            except IpvsError as exc:
-                snapshot = None
-                log.error("kernel.dump_failed", error=str(exc))
-        table = snapshot.table if snapshot is not None else (self._cache.table or {})
-        new_services = {s.key: s for s in new.services}
-        lingering: list[str] = []
-        for svc in old.services:
-            kept = new_services.get(svc.key)
-            if kept is None:
-                continue
-            keep = {rs.key for rs in kept.real_servers}
-            live = table.get(svc.key)
-            for rs in svc.real_servers:
-                if rs.key in keep or live is None or rs.key not in live.destinations:
-                    continue
-                dest = live.destinations[rs.key]
-                self.lingering.setdefault(svc.key, {})[rs.key] = _Lingering(
-                    dest=dest, deadline=now + new.daemon.drain_timeout
-                )
-                lingering.append(f"{svc.key} -> {rs.key}")
-        # A real server listed again stops lingering.
-        for svc in new.services:
-            dests = self.lingering.get(svc.key)
-            if dests:
-                for rs in svc.real_servers:
-                    dests.pop(rs.key, None)
-        self.lingering = {k: v for k, v in self.lingering.items() if k in new_services and v}
-        self.retiring = (self.retiring | {s.key for s in old.services}) - new_services.keys()
+            snapshot = await self.kernel.try_dump()
+        table = snapshot.table if snapshot is not None else (self.kernel.table or {})
+        self.lingering = linger.after_reload(self.lingering, old, new, table, now)
+        new_keys = {s.key for s in new.services}
+        self.retiring = (self.retiring | {s.key for s in old.services}) - new_keys
         self.config = new
         self.handle(self.health.rebase(new, now))
         self._expire_lingering(snapshot)
-        lingering = [f"{key} -> {dk}" for key, dests in self.lingering.items() for dk in dests]
-        self._cache.inputs = None
+        self._basis = None
         also: frozenset[str] = frozenset()
-        if (
-            partial
-            and old_inputs is not None
-            and old_inputs.config is old
-            and not self.retiring
-            and {s.key for s in old.services} == new_services.keys()
-        ):
+        same_services = not self.retiring and {s.key for s in old.services} == new_keys
+        if partial and basis is not None and basis.config is old and same_services:
             # The same services, some edited: the last reconcile's inputs still hold
             # for the others, so only the edited ones (and any whose health or
             # overrides moved) are replanned. Anything else replans the whole table.
-            self._cache.inputs = replace(old_inputs, config=new)
+            self._basis = replace(basis, config=new)
             also = frozenset(s.name for s in new.services if s.key in keys)
+        lingering = linger.names(self.lingering)
         result = await self._reconcile_locked(fresh=snapshot is None, also=also)
         return ReloadResult(
             ok=True,
             ops=tuple(str(op) for op in result.applied),
             failed=tuple(f"{op}: {err.reason}" for op, err in result.failed),
-            lingering=tuple(lingering),
+            lingering=lingering,
         )
 
     # -- operator drains -----------------------------------------------------------------
@@ -713,7 +498,7 @@ class Engine:
 
     def active_connections(self, service: str, realserver: DestKey) -> int:
         svc = next(s for s in self.config.services if s.name == service)
-        snapshot = self._cache.snapshot
+        snapshot = self.kernel.snapshot
         if snapshot is None:
             return 0
         stats = snapshot.dest_stats.get((svc.key, realserver))
@@ -724,58 +509,14 @@ class Engine:
     async def remove_all(self) -> ApplyResult:
         """Delete every service lvsd manages (``remove_on_stop``)."""
         async with self._lock:
-            try:
-                snapshot = await self._dump()
-            except IpvsError as exc:
-                log.error("kernel.dump_failed", error=str(exc))
+            snapshot = await self.kernel.try_dump()
+            if snapshot is None:
                 return ApplyResult()
-            ops = plan(snapshot.table, {}, self.managed)
-            return await self._apply(ops)
+            return await self.kernel.apply(plan(snapshot.table, {}, self.managed))
 
     async def close(self) -> None:
-        for task in list(self._commands):
-            task.cancel()
-        await asyncio.gather(*self._commands, return_exceptions=True)
+        """Cancel the quorum commands still running."""
+        await self._announcer.close()
 
 
-async def _run_bounded(argv: tuple[str, ...], limit: float = COMMAND_TIMEOUT) -> None:
-    """Run a quorum command; kill it after ``limit`` seconds; log how it ended."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        log.error("command.failed", command=list(argv), error=str(exc))
-        return
-    try:
-        async with asyncio.timeout(limit):
-            code = await proc.wait()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        log.error("command.timeout", command=list(argv), timeout=limit)
-        return
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    if code == 0:
-        log.info("command.done", command=list(argv))
-    else:
-        log.error("command.failed", command=list(argv), status=code)
-
-
-__all__ = [
-    "Engine",
-    "Hooks",
-    "NullHooks",
-    "PartialDump",
-    "ReloadResult",
-    "adoptable",
-]
+__all__ = ["Engine", "ReloadResult", "adoptable"]

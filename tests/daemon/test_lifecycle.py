@@ -196,7 +196,7 @@ async def test_quorum_command_is_bounded() -> None:
     """A quorum command that hangs is killed at its limit; one that fails is logged."""
     from structlog.testing import capture_logs
 
-    from lvsd.engine.reconcile import _run_bounded
+    from lvsd.engine.announce import _run_bounded
 
     started = time.monotonic()
     with capture_logs() as logs:

@@ -1,124 +1,40 @@
-"""The engine: health results, reloads, drains and drift against an in-memory table."""
+"""The engine: start, health results, reloads, drift repair, drains and stop against an
+in-memory table."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from lvsd.checks.base import ProbeResult
 from lvsd.checks.scheduler import checks_from_config
 from lvsd.config import load
-from lvsd.config.model import Config
 from lvsd.engine.drains import DrainStore
-from lvsd.engine.reconcile import Engine, adoptable
-from lvsd.errors import IpvsError, LvsdError
-from lvsd.health.check import CheckId
+from lvsd.engine.reconcile import adoptable
+from lvsd.errors import LvsdError
 from lvsd.ipvs.memory import MemoryBackend
 from lvsd.model import (
     Destination,
-    DestKey,
-    DestStats,
     Forward,
-    Op,
-    OpKind,
     Protocol,
     Scheduler,
     Service,
     ServiceKey,
     VirtualService,
 )
-
-WEB = ServiceKey.inet(Protocol.TCP, "192.168.3.108", 80)
-RS1 = DestKey.of("10.0.0.2", 80)
-RS2 = DestKey.of("10.0.0.3", 80)
-RS3 = DestKey.of("10.0.0.4", 80)
-
-
-def config_text(
-    servers: Sequence[tuple[str, int]] = (("10.0.0.2", 1), ("10.0.0.3", 1)),
-    *,
-    initial: str = "up",
-    service_extra: str = "",
-    state_dir: str = "/nonexistent",
-) -> str:
-    """A one-service config with a tcp check (rise 1, fall 1) per real server."""
-    text = f"""
-[daemon]
-state_dir = "{state_dir}"
-metrics_listen = ""
-drain_timeout = 60.0
-
-[services.web]
-address = "192.168.3.108"
-port = 80
-protocol = "tcp"
-initial_state = "{initial}"
-{service_extra}
-
-[[services.web.checks]]
-kind = "tcp"
-interval = 1.0
-timeout = 0.5
-rise = 1
-fall = 1
-"""
-    for address, weight in servers:
-        text += f"""
-[[services.web.real_servers]]
-address = "{address}"
-port = 80
-weight = {weight}
-"""
-    return text
-
-
-def write(tmp_path: Path, text: str, name: str = "lvsd.toml") -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
-
-
-class Clock:
-    """A clock moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def cid(config: Config, address: str) -> CheckId:
-    """The check id probing ``address``."""
-    (found,) = [c for c in checks_from_config(config) if c.address == address]
-    return found
-
-
-def ok() -> ProbeResult:
-    return ProbeResult(ok=True, detail="connected", duration=0.001)
-
-
-def fail() -> ProbeResult:
-    return ProbeResult(ok=False, detail="connect: refused", duration=0.001, reason="refused")
-
-
-def kinds(ops: Sequence[Op]) -> list[str]:
-    """Ops rendered, for comparisons."""
-    return [str(op) for op in ops]
-
-
-async def started(
-    tmp_path: Path, text: str, backend: MemoryBackend | None = None, **kw: object
-) -> tuple[Engine, MemoryBackend, Clock]:
-    config = load(write(tmp_path, text))
-    backend = backend if backend is not None else MemoryBackend()
-    clock = Clock()
-    engine = Engine(config, backend, clock=clock, **kw)  # type: ignore[arg-type]
-    await engine.start()
-    return engine, backend, clock
+from tests.engine.helpers import (
+    RS1,
+    RS2,
+    RS3,
+    WEB,
+    cid,
+    config_text,
+    fail,
+    kinds,
+    ok,
+    started,
+    write,
+)
 
 
 async def test_start_issues_the_expected_ops(tmp_path: Path) -> None:
@@ -150,44 +66,12 @@ async def test_failing_probe_quiesces_and_recovery_restores(tmp_path: Path) -> N
     assert 1 == backend.table[WEB].destinations[RS1].weight
 
 
-async def test_burst_of_changes_is_one_apply(tmp_path: Path) -> None:
-    """Two servers failing in one round make one apply with two ops."""
-    engine, _, _ = await started(tmp_path, config_text())
-    applies = engine.applies
-    batch = [(cid(engine.config, "10.0.0.2"), fail()), (cid(engine.config, "10.0.0.3"), fail())]
-    result = await engine.results(batch)
-    assert 2 == len(result.applied)
-    assert applies + 1 == engine.applies
-
-
 async def test_no_write_when_nothing_changed(tmp_path: Path) -> None:
     """Successes on up servers write nothing and dump nothing."""
     engine, backend, _ = await started(tmp_path, config_text())
     received, dumps = len(backend.received), backend.dumps
     await engine.results([(cid(engine.config, "10.0.0.2"), ok())] * 3)
     assert (received, dumps) == (len(backend.received), backend.dumps)
-
-
-async def test_health_change_plans_against_the_cache(tmp_path: Path) -> None:
-    """A health change costs no dump."""
-    engine, backend, _ = await started(tmp_path, config_text())
-    dumps = backend.dumps
-    await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
-    assert dumps == backend.dumps
-
-
-async def test_failed_op_makes_the_next_reconcile_dump(tmp_path: Path) -> None:
-    """After a refused op the cache is stale; the next reconcile dumps and retries."""
-    engine, backend, _ = await started(tmp_path, config_text())
-    backend.fail = lambda op: IpvsError(str(op), "no memory")
-    result = await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
-    assert 1 == len(result.failed)
-    assert engine.stale
-    backend.fail = None
-    dumps = backend.dumps
-    result = await engine.reconcile()
-    assert dumps + 1 == backend.dumps
-    assert ["edit-dest tcp 192.168.3.108:80 -> 10.0.0.2:80 w=0 nat"] == kinds(result.applied)
 
 
 async def test_restart_adoption_issues_no_write(tmp_path: Path) -> None:
@@ -238,48 +122,6 @@ async def test_broken_reload_keeps_the_old_config(tmp_path: Path) -> None:
     assert "protocol" in result.errors[0]
     assert old is engine.config
     assert received == len(backend.received)
-
-
-async def test_removed_real_server_is_drained_then_deleted(tmp_path: Path) -> None:
-    """A real server removed by a reload keeps weight 0 while it has active
-    connections, and is deleted once they reach 0."""
-    engine, backend, _ = await started(tmp_path, config_text())
-    backend.dest_stats[(WEB, RS2)] = DestStats(active_connections=3)
-    path = write(tmp_path, config_text((("10.0.0.2", 1),)))
-    result = await engine.reload(lambda: load(path))
-    assert ("edit-dest tcp 192.168.3.108:80 -> 10.0.0.3:80 w=0 nat",) == result.ops
-    assert ("tcp 192.168.3.108:80 -> 10.0.0.3:80",) == result.lingering
-    still = await engine.check_lingering()
-    assert () == still.applied
-    backend.dest_stats[(WEB, RS2)] = DestStats(active_connections=0)
-    gone = await engine.check_lingering()
-    assert ["del-dest tcp 192.168.3.108:80 -> 10.0.0.3:80 w=0 nat"] == kinds(gone.applied)
-    assert [RS1] == list(backend.table[WEB].destinations)
-
-
-async def test_lingering_server_is_deleted_at_the_drain_timeout(tmp_path: Path) -> None:
-    """Connections that never end are cut at drain_timeout."""
-    engine, backend, clock = await started(tmp_path, config_text())
-    backend.dest_stats[(WEB, RS2)] = DestStats(active_connections=3)
-    path = write(tmp_path, config_text((("10.0.0.2", 1),)))
-    await engine.reload(lambda: load(path))
-    clock.now += 61.0
-    gone = await engine.check_lingering()
-    assert 1 == len(gone.applied)
-    assert OpKind.DEL_DEST is gone.applied[0].kind
-
-
-async def test_removed_idle_server_and_service_are_deleted_at_once(tmp_path: Path) -> None:
-    """Without connections a removed real server is deleted by the reload itself;
-    a removed service is deleted too."""
-    engine, backend, _ = await started(tmp_path, config_text())
-    path = write(tmp_path, config_text((("10.0.0.2", 1),)))
-    result = await engine.reload(lambda: load(path))
-    assert ("del-dest tcp 192.168.3.108:80 -> 10.0.0.3:80 w=1 nat",) == result.ops
-    empty = write(tmp_path, '[daemon]\nmetrics_listen = ""\n', "empty.toml")
-    result = await engine.reload(lambda: load(empty))
-    assert ("del-service tcp 192.168.3.108:80 wrr",) == result.ops
-    assert {} == backend.table
 
 
 def _unmanaged() -> VirtualService:
@@ -334,58 +176,6 @@ async def test_drain_of_an_unknown_server_is_refused(tmp_path: Path) -> None:
         await engine.set_drain("web", RS3, True)
     with pytest.raises(LvsdError, match="no service named 'db'"):
         await engine.set_drain("db", RS1, True)
-
-
-async def test_quorum_loss_runs_the_down_command(tmp_path: Path) -> None:
-    """Losing the quorum runs down_command once; regaining it runs up_command."""
-    extra = """
-[services.web.quorum]
-minimum = 2
-down_command = ["/bin/echo", "down"]
-up_command = ["/bin/echo", "up"]
-"""
-    ran: list[tuple[str, ...]] = []
-    engine, _, _ = await started(
-        tmp_path, config_text(service_extra=extra), run_command=lambda argv: ran.append(tuple(argv))
-    )
-    await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
-    await engine.results([(cid(engine.config, "10.0.0.2"), ok())])
-    assert [("/bin/echo", "down"), ("/bin/echo", "up")] == ran
-
-
-SORRY = DestKey.of("10.0.0.100", 80)
-
-
-async def test_sorry_server_appears_when_all_are_down(tmp_path: Path) -> None:
-    """With every real server down the sorry server is added; on recovery it drops to
-    weight 0 (no new connections) and is deleted once its connections have ended."""
-    extra = '\n[services.web.sorry_server]\naddress = "10.0.0.100"\nport = 80\n'
-    engine, backend, _ = await started(tmp_path, config_text(service_extra=extra))
-    batch = [(cid(engine.config, "10.0.0.2"), fail()), (cid(engine.config, "10.0.0.3"), fail())]
-    await engine.results(batch)
-    assert 1 == backend.table[WEB].destinations[SORRY].weight
-    backend.dest_stats[(WEB, SORRY)] = DestStats(active_connections=2)
-    await engine.results([(cid(engine.config, "10.0.0.2"), ok())])
-    assert 0 == backend.table[WEB].destinations[SORRY].weight
-    assert [] == kinds((await engine.check_lingering()).applied)  # still answering
-    backend.dest_stats[(WEB, SORRY)] = DestStats(active_connections=0)
-    gone = ["del-dest tcp 192.168.3.108:80 -> 10.0.0.100:80 w=0 nat"]
-    assert gone == kinds((await engine.check_lingering()).applied)
-    assert SORRY not in backend.table[WEB].destinations
-
-
-async def test_sorry_server_needed_again_while_lingering_gets_its_weight_back(
-    tmp_path: Path,
-) -> None:
-    extra = '\n[services.web.sorry_server]\naddress = "10.0.0.100"\nport = 80\nweight = 5\n'
-    engine, backend, _ = await started(tmp_path, config_text(service_extra=extra))
-    down = [(cid(engine.config, "10.0.0.2"), fail()), (cid(engine.config, "10.0.0.3"), fail())]
-    await engine.results(down)
-    backend.dest_stats[(WEB, SORRY)] = DestStats(active_connections=1)
-    await engine.results([(cid(engine.config, "10.0.0.2"), ok())])
-    assert 0 == backend.table[WEB].destinations[SORRY].weight
-    await engine.results(down[:1])
-    assert 5 == backend.table[WEB].destinations[SORRY].weight
 
 
 async def test_remove_all_deletes_only_managed_services(tmp_path: Path) -> None:
@@ -497,36 +287,3 @@ port = 5432
     received = len(backend.received)
     await engine.repair()
     assert received == len(backend.received)
-
-
-async def test_panic_holds_a_round_of_failures_and_logs_at_error(tmp_path: Path) -> None:
-    """Most of the pool failing in one round trips the panic guard: weights are kept
-    (no op) and ``service.panic`` is logged at error level."""
-    from structlog.testing import capture_logs
-
-    extra = "\n[services.web.panic]\nthreshold = 0.5\nmin_servers = 3\n"
-    servers = (("10.0.0.2", 1), ("10.0.0.3", 1), ("10.0.0.4", 1))
-    engine, backend, _ = await started(tmp_path, config_text(servers, service_extra=extra))
-    received = len(backend.received)
-    batch = [(cid(engine.config, a), fail()) for a, _ in servers]
-    with capture_logs() as logs:
-        await engine.results(batch)
-    assert received == len(backend.received)
-    panics = [e for e in logs if e["event"] == "service.panic"]
-    assert [("error", "web", 3, 3)] == [
-        (e["log_level"], e["service"], e["failing"], e["total"]) for e in panics
-    ]
-
-
-async def test_counters_for_a_scrape_neither_wait_for_the_lock_nor_change_the_cache(
-    tmp_path: Path,
-) -> None:
-    """A scrape's dump runs while a reconcile holds the lock (a slow scrape never holds
-    back a health change's write) and leaves the cached table to the lock's holders."""
-    engine, backend, _ = await started(tmp_path, config_text())
-    cached = engine.snapshot
-    backend.dest_stats[(WEB, RS2)] = DestStats(active_connections=4)
-    async with engine._lock:
-        snapshot = await asyncio.wait_for(engine.counters(), 1.0)
-    assert 4 == snapshot.dest_stats[(WEB, RS2)].active_connections
-    assert cached is engine.snapshot

@@ -1,0 +1,155 @@
+"""What the engine tells the world: metrics hooks, and what a health report turns into.
+
+A :class:`~lvsd.health.state.Report` becomes one log event per change
+(``realserver.up``/``realserver.down``, ``service.panic``, ``quorum.down``...), the
+matching :class:`Hooks` calls, and the service's quorum up/down command, run as a
+bounded subprocess (killed after :data:`COMMAND_TIMEOUT`) that never blocks the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from lvsd.checks.base import ProbeResult
+from lvsd.config.model import Config
+from lvsd.health.state import Report, Transition
+
+log = structlog.get_logger(__name__)
+
+#: Seconds a quorum up/down command may run before it is killed.
+COMMAND_TIMEOUT = 30.0
+
+#: Runs a quorum command (argv); the default starts a bounded subprocess.
+CommandRunner = Callable[[Sequence[str]], None]
+
+
+class Hooks(Protocol):
+    """What the engine tells the metrics (``lvsd.observe.metrics.Metrics`` fits)."""
+
+    def probe(self, kind: str, result: ProbeResult) -> None: ...
+    def transition(self, t: Transition) -> None: ...
+    def reload(self, ok: bool, now_wall: float) -> None: ...
+    def netlink(self, op_kind: str, ok: bool) -> None: ...
+    def drift_repair(self, count: int) -> None: ...
+    def panic(self, service: str, on: bool) -> None: ...
+    def quorum(self, service: str, up: bool) -> None: ...
+
+
+class NullHooks:
+    """Metrics that count nothing (no metrics module, or tests)."""
+
+    def probe(self, kind: str, result: ProbeResult) -> None:
+        pass
+
+    def transition(self, t: Transition) -> None:
+        pass
+
+    def reload(self, ok: bool, now_wall: float) -> None:
+        pass
+
+    def netlink(self, op_kind: str, ok: bool) -> None:
+        pass
+
+    def drift_repair(self, count: int) -> None:
+        pass
+
+    def panic(self, service: str, on: bool) -> None:
+        pass
+
+    def quorum(self, service: str, up: bool) -> None:
+        pass
+
+
+class Announcer:
+    """Turns health reports into log events, hooks and quorum commands; owns the
+    commands still running (``close`` cancels them)."""
+
+    def __init__(self, hooks: Hooks, run_command: CommandRunner | None = None) -> None:
+        self.hooks = hooks
+        self._run_command = run_command or self._spawn
+        self._commands: set[asyncio.Task[None]] = set()
+
+    def report(self, report: Report, config: Config) -> None:
+        """Log every change of ``report``, feed the hooks, run ``config``'s quorum
+        commands."""
+        for t in report.transitions:
+            self.hooks.transition(t)
+            log.info(
+                t.event,
+                service=t.service,
+                realserver=str(t.realserver),
+                old="up" if t.old else "down",
+                new="up" if t.new else "down",
+                reason=t.reason,
+                detail=t.detail,
+            )
+        for p in report.panic:
+            self.hooks.panic(p.service, p.panic)
+            log.error(
+                p.event,
+                service=p.service,
+                failing=p.failing,
+                total=p.total,
+                held=[str(d) for d in p.held],
+            )
+        for q in report.quorum:
+            self.hooks.quorum(q.service, q.up)
+            log.warning(q.event, service=q.service, live_weight=q.live_weight, minimum=q.minimum)
+            svc = next((s for s in config.services if s.name == q.service), None)
+            if svc is None or svc.quorum is None:
+                continue
+            command = svc.quorum.up_command if q.up else svc.quorum.down_command
+            if command:
+                self._run_command(command)
+
+    def _spawn(self, argv: Sequence[str]) -> None:
+        task = asyncio.get_running_loop().create_task(_run_bounded(tuple(argv)))
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    async def close(self) -> None:
+        """Cancel (and kill) the commands still running."""
+        for task in list(self._commands):
+            task.cancel()
+        await asyncio.gather(*self._commands, return_exceptions=True)
+
+
+async def _run_bounded(argv: tuple[str, ...], limit: float = COMMAND_TIMEOUT) -> None:
+    """Run a quorum command; kill it after ``limit`` seconds; log how it ended."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.error("command.failed", command=list(argv), error=str(exc))
+        return
+    try:
+        async with asyncio.timeout(limit):
+            code = await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        log.error("command.timeout", command=list(argv), timeout=limit)
+        return
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    if code == 0:
+        log.info("command.done", command=list(argv))
+    else:
+        log.error("command.failed", command=list(argv), status=code)
+
+
+__all__ = ["COMMAND_TIMEOUT", "Announcer", "CommandRunner", "Hooks", "NullHooks"]
