@@ -190,21 +190,3 @@ async def test_remove_on_stop_deletes_managed_services_only(short_dir: Path) -> 
         r.backend.table = table
     assert [other_key] == list(backend.table)
     assert "del-service tcp 192.168.3.108:80 wrr" == str(backend.received[-1])
-
-
-async def test_quorum_command_is_bounded() -> None:
-    """A quorum command that hangs is killed at its limit; one that fails is logged."""
-    from structlog.testing import capture_logs
-
-    from lvsd.engine.announce import _run_bounded
-
-    started = time.monotonic()
-    with capture_logs() as logs:
-        await _run_bounded(("sleep", "10"), limit=0.1)
-        await _run_bounded(("/nonexistent/command",), limit=1)
-        await _run_bounded(("false",), limit=1)
-        await _run_bounded(("true",), limit=1)
-    assert time.monotonic() - started < 5
-    expected = ["command.timeout", "command.failed", "command.failed", "command.done"]
-    assert expected == [e["event"] for e in logs]
-    assert 1 == logs[2]["status"]

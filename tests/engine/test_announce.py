@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from lvsd.checks.base import ProbeResult
 from lvsd.config import load
-from lvsd.engine.announce import Announcer, Hooks, NullHooks
+from lvsd.engine.announce import Announcer, Hooks, NullHooks, _run_bounded
 from lvsd.health.state import PanicTransition, QuorumTransition, Report, Transition
 from tests.engine.helpers import RS1, RS2, cid, config_text, fail, ok, started, write
 
@@ -177,3 +177,17 @@ async def test_close_kills_a_command_still_running(tmp_path: Path) -> None:
     started = time.monotonic()
     await asyncio.wait_for(announcer.close(), 10.0)
     assert time.monotonic() - started < 5
+
+
+async def test_quorum_command_is_bounded() -> None:
+    """A quorum command that hangs is killed at its limit; one that fails is logged."""
+    started = time.monotonic()
+    with capture_logs() as logs:
+        await _run_bounded(("sleep", "10"), limit=0.1)
+        await _run_bounded(("/nonexistent/command",), limit=1)
+        await _run_bounded(("false",), limit=1)
+        await _run_bounded(("true",), limit=1)
+    assert time.monotonic() - started < 5
+    expected = ["command.timeout", "command.failed", "command.failed", "command.done"]
+    assert expected == [e["event"] for e in logs]
+    assert 1 == logs[2]["status"]
