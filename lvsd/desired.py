@@ -15,7 +15,7 @@ Rules, per service of the config:
   the config lists the same address and port again;
 * the sorry server is present (with its configured weight) while no real server is
   up or the service has lost its quorum, and absent otherwise (once it has served,
-  ``lvsd.engine.reconcile`` makes it linger at weight 0 until its connections end); when its
+  ``lvsd.engine.linger`` makes it linger at weight 0 until its connections end); when its
   address and port are a configured real server's, the real server owns that entry.
 """
 
