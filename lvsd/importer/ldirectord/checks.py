@@ -169,9 +169,8 @@ def _network_check(out: Sink, p: Probe, checktype: str, where: Where, *, negotia
                 "a fwmark service needs checkport (or a known "
                 "service) so lvsd knows which port to check",
             )
-            # remove() drops the first *equal* table: an earlier real server's
-            # identical check (one with its own port), if there is one (a known fault)
-            out.doc.tables.remove(table)
+            # by identity: an earlier real server's check may be an equal table
+            out.doc.tables[:] = [t for t in out.doc.tables if t is not table]
             return
         table.set("port", default, f"ldirectord's port for service={p.kind}")
 

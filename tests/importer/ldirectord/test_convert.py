@@ -253,3 +253,12 @@ def test_masq_real_server_without_port_gets_a_comment(tmp_path: Path) -> None:
     real = next(t for t in result.document.tables if t.path[-1:] == ("real_servers",))
     assert any("port 0" in c for c in real.comments)
     assert 80 == loads_back(result, tmp_path).services[0].real_servers[0].port
+
+
+def test_fwmark_check_skipped_for_one_server_keeps_the_others(tmp_path: Path) -> None:
+    """A fwmark real server whose check has no port loses only its own check, not an
+    earlier server's equal one."""
+    text = "virtual=7\n\tchecktype=connect\n\treal=10.0.1.1:80 masq\n\treal=10.0.1.2 masq\n"
+    _, tree = converted("ldirectord", _cf(tmp_path, text))
+    servers = next(iter(tree["services"].values()))["real_servers"]
+    assert [("checks" in s) for s in servers] == [True, False]
