@@ -209,21 +209,26 @@ def _max_dynamic(server: RealServer) -> int | None:
 
 
 def _panic_guard(
-    service: _Service, downs: list[_Server], now: float, panics: list[PanicTransition]
+    service: _Service,
+    moves: tuple[list[_Server], list[_Server]],
+    now: float,
+    panics: list[PanicTransition],
 ) -> tuple[list[_Server], list[_Server]]:
     """The panic guard over the servers whose checks just took them down: returns the
-    servers to bring back up (held) and those to take down.
+    servers to bring back up (held) and those to take down. ``moves`` are the ups and
+    downs the checks ask for this round.
 
     It trips when more than its share of the pool went down within ``service.window``
     up to ``now`` (these downs included), holds those servers up at their last good
     weight, holds every further down, and lets go (the held servers then go down)
     when the share of held servers is back at or under the threshold."""
+    downs = moves[1]
     guard = service.config.panic
     total = len(service.servers)
     rejoin: list[_Server] = []
     if guard is not None and total >= guard.min_servers and total > 0 and downs:
         if not service.panic:
-            rejoin = _trip(service, guard, downs, now, panics)
+            rejoin = _trip(service, guard, moves, now, panics)
         if service.panic:
             for server in rejoin + downs:
                 server.held = True  # at its held_weight
@@ -236,19 +241,25 @@ def _panic_guard(
 def _trip(
     service: _Service,
     guard: PanicGuard,
-    downs: list[_Server],
+    moves: tuple[list[_Server], list[_Server]],
     now: float,
     panics: list[PanicTransition],
 ) -> list[_Server]:
     """Enter panic if ``downs`` and the downs of the window before them are more than
     the guard's share of the pool; returns the servers of the window, which come back
-    (none if the guard does not trip)."""
+    (none if the guard does not trip). Of ``moves`` (ups, downs), the ups recover on
+    their own and do not count."""
+    ups, downs = moves
     total = len(service.servers)
-    # Those that went down within the window count too, and come back.
+    recovering = {id(s) for s in ups}
+    # Those that went down within the window and are still down count too, and come back.
     rejoin = [
         s
         for s in service.servers.values()
-        if not s.up and s.down_at is not None and now - s.down_at < service.window
+        if not s.up
+        and s.down_at is not None
+        and now - s.down_at < service.window
+        and id(s) not in recovering
     ]
     failing = rejoin + downs
     if len(failing) / total <= guard.threshold:
@@ -516,7 +527,7 @@ class HealthState:
         """Bring the table view of ``dests`` in line with their checks, through the
         panic guard (which reports to ``panics``): classify, guard, flip."""
         ups, downs = self._classify(service, dests, now)
-        rejoin, downs = _panic_guard(service, downs, now, panics)
+        rejoin, downs = _panic_guard(service, (ups, downs), now, panics)
         return _flip(service, self._checks, (rejoin, downs, ups), now, forced_reason)
 
     def _classify(

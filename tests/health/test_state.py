@@ -219,6 +219,20 @@ def test_panic_brings_back_the_downs_of_the_window_at_their_last_good_weight() -
     assert [7, 7, 7, 7] == [h.weight for h in state.server_health(1.5).values()]
 
 
+def test_panic_trip_leaves_a_server_recovering_in_that_round_to_its_checks() -> None:
+    """A server that went down in the window and whose checks recover in the round
+    that trips the guard comes up once, for its checks, and is not held."""
+    svc = _pool(4, panic=PanicGuard(threshold=0.5, min_servers=3))
+    state = HealthState.from_config(config(svc), 0.0)
+    state.round([(cid(svc, 0), FAIL), (cid(svc, 1), FAIL)], 1.0)  # 2/4: not yet
+    report = state.round([(cid(svc, 1), OK), (cid(svc, 2), FAIL), (cid(svc, 3), FAIL)], 1.5)
+    assert [(dest(1), "panic"), (dest(2), "ok")] == sorted(
+        (t.realserver, t.reason) for t in report.transitions
+    )
+    assert [(True, 3)] == [(p.panic, p.failing) for p in report.panic]
+    assert {dest(1), dest(3), dest(4)} == {s.realserver for s in state.status(1.5) if s.held}
+
+
 def test_panic_guard_off_lets_everything_go_down() -> None:
     """Without a guard, a mass failure takes every server down."""
     svc = _pool(10)
