@@ -25,7 +25,7 @@ SCHED_FLAG_WORDS = {"sh-fallback", "sh-port", "mh-fallback", "mh-port"}
 MAIL_ADVICE = "lvsd sends no mail: alert on its logs or Prometheus metrics"
 NOTIFY_ADVICE = (
     "lvsd has no per-server hooks: it logs realserver.up / realserver.down events and "
-    "exports lvsd_realserver_up; act on those, or use quorum up_command/down_command"
+    "exports lvsd_real_server_health; act on those, or use quorum up_command/down_command"
 )
 
 

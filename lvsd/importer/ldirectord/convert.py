@@ -50,7 +50,7 @@ GLOBAL_ADVICE = {
     "smtp": "lvsd sends no mail: alert on its logs or Prometheus metrics",
     "callback": "lvsd has no callback; watch its realserver.up/down log events",
     "fallbackcommand": "lvsd has no fallback command; use quorum up_command/down_command",
-    "maintenancedir": "use `lvsd ctl drain` / `lvsd ctl disable` for maintenance",
+    "maintenancedir": "use `lvsd drain SERVICE ADDRESS:PORT` (and `lvsd undrain`) for maintenance",
     "readdquiescent": "lvsd keeps quiesced real servers in the table already",
     "checkcount": "deprecated in ldirectord; use failurecount (lvsd's fall)",
 }
