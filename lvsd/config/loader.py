@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import gc
 import glob
+import grp
 import os
+import stat
 
 from lvsd.config.document import Document, Tree
 from lvsd.config.ini import parse_ini
 from lvsd.config.locate import KeyPath, render_path
 from lvsd.config.model import Config
-from lvsd.config.schema import build
+from lvsd.config.schema import Locate, build
 from lvsd.config.toml import parse_toml
 from lvsd.config.values import show
 from lvsd.errors import ConfigError, Problem
 
 TOML_SUFFIXES = (".toml",)
 INI_SUFFIXES = (".ini", ".conf", ".cf")
+#: Bounds on what one load reads: far above any real config, low enough that a
+#: hostile or mistaken file can't exhaust memory, the stack or the file table.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_FILES = 1024
+MAX_DEPTH = 32
 
 
 def load(path: str) -> Config:
@@ -49,10 +56,11 @@ def _load(path: str) -> Config:
     if root is None:
         raise ConfigError(loader.problems)
     loader.origins[()] = root
+    loader.seen.add(os.path.realpath(path))
     tree: Tree = {}
     loader.merge_document(root, tree, stack=(os.path.realpath(path),))
     config, problems = build(tree, path, loader.locate)
-    problems = loader.problems + problems
+    problems = loader.problems + problems + _host_problems(config, loader.locate)
     if problems or config is None:
         raise ConfigError(_in_file_order(problems))
     return config
@@ -81,6 +89,8 @@ class _Loader:
         self.problems: list[Problem] = []
         #: which document each subtree of the merged tree came from
         self.origins: dict[KeyPath, Document] = {}
+        self.files = 0  # files read (or tried), for MAX_FILES
+        self.seen: set[str] = set()  # real paths read: each file is read once
 
     def locate(self, path: KeyPath) -> tuple[str, int | None]:
         for end in range(len(path), -1, -1):
@@ -90,10 +100,13 @@ class _Loader:
         raise AssertionError("the root document has no origin")  # set by load()
 
     def read(self, file: str) -> Document | None:
+        self.files += 1
+        if self.files > MAX_FILES:
+            self.problems.append(Problem(file, "", f"more than {MAX_FILES} config files"))
+            return None
         try:
-            with open(file, encoding="utf-8") as handle:
-                text = handle.read()
-        except (OSError, UnicodeDecodeError) as exc:
+            text = _read_text(file)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.problems.append(Problem(file, "", f"cannot read the file: {reason}"))
             return None
@@ -101,6 +114,12 @@ class _Loader:
             document = parse(file, text)
         except ConfigError as exc:
             self.problems.extend(exc.problems)
+            return None
+        except RecursionError:
+            document = None
+        if document is None or _deeper_than(document.tree, MAX_DEPTH):
+            message = f"values nested more than {MAX_DEPTH} deep"
+            self.problems.append(Problem(file, "", message))
             return None
         self.problems.extend(document.problems)
         return document
@@ -140,6 +159,11 @@ class _Loader:
                 if real in stack:
                     self._problem(document, where, f"include {show(match)} includes itself")
                     continue
+                if real in self.seen:
+                    message = f"include {show(match)}: the file is already included"
+                    self._problem(document, where, message)
+                    continue
+                self.seen.add(real)
                 included = self.read(match)
                 if included is not None:
                     self.merge_document(included, tree, (*stack, real))
@@ -165,3 +189,47 @@ class _Loader:
         self.problems.append(
             Problem(document.file, render_path(path), message, document.line(path))
         )
+
+
+def _read_text(file: str) -> str:
+    """The text of ``file``, a regular file of at most :data:`MAX_FILE_BYTES` (opened
+    without blocking, so a FIFO or device is refused rather than waited on)."""
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError("not a regular file")
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    return data.decode("utf-8")
+
+
+def _deeper_than(tree: Tree, limit: int) -> bool:
+    """Whether tables and arrays in ``tree`` nest more than ``limit`` deep (walked
+    without recursion: the check must hold for any input)."""
+    stack: list[tuple[object, int]] = [(tree, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
+
+
+def _host_problems(config: Config | None, locate: Locate) -> list[Problem]:
+    """What the daemon would refuse on this host: a control socket group that does not
+    exist (``check`` runs as the unit's ExecStartPre, on the same host as ``run``)."""
+    group = config.daemon.control_group if config is not None else None
+    if group is None:
+        return []
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        path: KeyPath = ("daemon", "control_group")
+        file, line = locate(path)
+        return [Problem(file, render_path(path), f"group {show(group)} does not exist", line)]
+    return []

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 PathPart = str | int
 KeyPath = tuple[PathPart, ...]
+#: Key path parts a line lookup looks at (the loader refuses deeper trees anyway).
+MAX_PARTS = 40
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -40,11 +42,14 @@ class LineMap:
     lines: dict[KeyPath, int] = field(default_factory=dict)
 
     def add(self, path: KeyPath, line: int) -> None:
-        """Record ``path`` (and every prefix not yet known) at ``line``; first one wins."""
+        """Record ``path`` (and every prefix not yet known) at ``line``; first one wins.
+        Only the first :data:`MAX_PARTS` parts count, so a long key costs linear time."""
+        path = path[:MAX_PARTS]
         for end in range(1, len(path) + 1):
             self.lines.setdefault(path[:end], line)
 
     def line(self, path: KeyPath) -> int | None:
+        path = path[:MAX_PARTS]
         for end in range(len(path), 0, -1):
             found = self.lines.get(path[:end])
             if found is not None:

@@ -1,5 +1,5 @@
-"""Check options that only a library can judge: DNS names, types, rcodes and answers
-(dnspython), and ``body_regex`` (:mod:`re`).
+"""Check options that need more than a type to judge: DNS names, types, rcodes and
+answers (dnspython), ``body_regex`` (:mod:`re`), and HTTP text that goes on the wire.
 
 Pure functions of the option values, shared by the config validator (which reports
 each problem at its key) and by the probes (which fail with it, for a spec built by
@@ -18,7 +18,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from lvsd.config.model import DnsOptions
+from lvsd.config.model import DnsOptions, HttpOptions
 
 #: Record types named in a message about an unknown one (any type dnspython knows,
 #: or TYPEnnn, is accepted).
@@ -27,6 +27,10 @@ COMMON_TYPES = ("A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT")
 RCODES = tuple(code.name for code in dns.rcode.Rcode)
 #: Every record type name dnspython knows, for suggestions.
 TYPES = tuple(t.name for t in dns.rdatatype.RdataType)
+#: An HTTP token (RFC 9110): methods and header names.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: What may not appear in a request line or header value: controls (CR, LF, NUL...).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,24 @@ def dns_option_problems(options: DnsOptions) -> list[OptionProblem]:
     return problems
 
 
+def http_option_problems(options: HttpOptions) -> list[OptionProblem]:
+    """Request text that can't go on the wire as written (CR/LF would inject headers)."""
+    problems = []
+    if not _TOKEN.fullmatch(options.method):
+        problems.append(OptionProblem("method", options.method, "bad method", "an HTTP token"))
+    for field, text in (("path", options.path), ("host", options.host), ("sni", options.sni)):
+        if text is not None and (not text or _CONTROL.search(text) or " " in text or "\t" in text):
+            expected = "text without spaces or control characters"
+            problems.append(OptionProblem(field, text, f"bad {field}", expected))
+    for name, value in options.headers:
+        if not _TOKEN.fullmatch(name):
+            problems.append(OptionProblem("headers", name, "bad header name", "an HTTP token"))
+        elif _CONTROL.search(value):
+            expected = "a value without control characters (CR, LF...)"
+            problems.append(OptionProblem("headers", value, f"bad value of {name}", expected))
+    return problems
+
+
 def dns_problems(options: DnsOptions) -> list[str]:
     """What is wrong with ``options`` (empty when a probe can be built from them)."""
     return [problem.text for problem in dns_option_problems(options)]
@@ -105,4 +127,10 @@ def regex_problem(pattern: str) -> str | None:
     return None
 
 
-__all__ = ["OptionProblem", "dns_option_problems", "dns_problems", "regex_problem"]
+__all__ = [
+    "OptionProblem",
+    "dns_option_problems",
+    "dns_problems",
+    "http_option_problems",
+    "regex_problem",
+]

@@ -30,6 +30,7 @@ from lvsd.config.model import (
     DaemonConfig,
     DnsOptions,
     FailureAction,
+    HttpOptions,
     InitialState,
     PanicGuard,
     Quorum,
@@ -37,15 +38,17 @@ from lvsd.config.model import (
     SorryServer,
     VirtualServiceConfig,
 )
-from lvsd.config.options import dns_option_problems
+from lvsd.config.options import OptionProblem, dns_option_problems, http_option_problems
 from lvsd.config.values import (
     MAX_FWMARK,
     MAX_PORT,
     MAX_U32,
+    MIN_INTERVAL,
     Invalid,
     by_type,
     did_you_mean,
     show,
+    to_abs_path,
     to_bool,
     to_command,
     to_enum,
@@ -53,6 +56,7 @@ from lvsd.config.values import (
     to_int,
     to_ip,
     to_listen,
+    to_socket_path,
     to_str,
     to_str_list,
 )
@@ -272,11 +276,13 @@ class _Builder:
         table.allow(names, "[daemon]")
         hints = get_type_hints(DaemonConfig)
         limits: dict[str, Callable[[object], Any]] = {
-            "reconcile_interval": lambda v: to_float(v, 0.0, strict=True),
+            "reconcile_interval": lambda v: to_float(v, MIN_INTERVAL),
             "drain_timeout": lambda v: to_float(v, 0.0),
             "max_concurrent_probes": lambda v: to_int(v, 1, None),
             "max_exec_probes": lambda v: to_int(v, 1, None),
             "metrics_listen": to_listen,
+            "control_socket": to_socket_path,
+            "state_dir": to_abs_path,
         }
         kwargs = {}
         for name in names:
@@ -625,7 +631,7 @@ class _Builder:
 
     def _timing(self, table: _Table) -> dict[str, Any]:
         converters: dict[str, Callable[[object], Any]] = {
-            "interval": lambda v: to_float(v, 0.0, strict=True),
+            "interval": lambda v: to_float(v, MIN_INTERVAL),
             "timeout": lambda v: to_float(v, 0.0, strict=True),
             "rise": lambda v: to_int(v, 1, None),
             "fall": lambda v: to_int(v, 1, None),
@@ -721,23 +727,24 @@ class _Builder:
         return options if self._option_rules(table, options) else None
 
     def _option_rules(self, table: _Table, options: CheckOptions) -> bool:
-        """The rules that span options (DNS answers parse for the DNS type); True when
-        ``options`` pass them."""
-        problems = 0
+        """The rules beyond each option's type (DNS answers parse for the DNS type, HTTP
+        text fits on the wire); True when ``options`` pass them."""
+        found: list[OptionProblem] = []
         if isinstance(options, DnsOptions):
-            for problem in dns_option_problems(options):
-                problems += 1
-                where = table.at(problem.field)
-                if problem.index is not None and isinstance(table.data.get(problem.field), list):
-                    where = (*where, problem.index)
-                reason = f" ({problem.reason})" if problem.reason else ""
-                hint = did_you_mean(problem.value.upper(), problem.choices)
-                self.error(
-                    where,
-                    f"{problem.what} {show(problem.value)}{reason}{hint}; "
-                    f"expected {problem.expected}",
-                )
-        return problems == 0
+            found = dns_option_problems(options)
+        elif isinstance(options, HttpOptions):
+            found = http_option_problems(options)
+        for problem in found:
+            where = table.at(problem.field)
+            if problem.index is not None and isinstance(table.data.get(problem.field), list):
+                where = (*where, problem.index)
+            reason = f" ({problem.reason})" if problem.reason else ""
+            hint = did_you_mean(problem.value.upper(), problem.choices)
+            self.error(
+                where,
+                f"{problem.what} {show(problem.value)}{reason}{hint}; expected {problem.expected}",
+            )
+        return not found
 
 
 def build(tree: Tree, path: str, locate: Locate) -> tuple[Config | None, list[Problem]]:

@@ -45,6 +45,9 @@ def parse_toml(file: str, text: str) -> Document:
                 line = text.count("\n") + 1
                 message += ", at the end of the file"
         raise ConfigError([Problem(file, "", f"TOML syntax error: {message}", line)]) from exc
+    except ValueError as exc:  # tomllib's own limits, like Python's integer digit limit
+        reason = "an integer with too many digits" if "digits" in str(exc) else str(exc)
+        raise ConfigError([Problem(file, "", f"TOML value refused: {reason}")]) from exc
     return Document(file=file, tree=tree, lines=_LazyLines(text))
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import math
+import os
 import re
 import shlex
 import types
@@ -29,6 +31,13 @@ MAX_PORT = 65535
 #: The largest value of a kernel u32 field (fwmark, persistence timeout, thresholds).
 MAX_U32 = 2**32 - 1
 MAX_FWMARK = MAX_U32
+#: The shortest check or drift-repair interval: shorter ones would only spin the loop.
+MIN_INTERVAL = 0.01
+#: The longest control socket path: AF_UNIX holds 107 bytes, and the daemon binds a
+#: temporary name beside it first (".NAME.PID", up to 9 bytes longer).
+MAX_SOCKET_PATH = 107 - 9
+#: The longest duration any setting takes (30 days): finite, and far above any real use.
+MAX_SECONDS = 30 * 86400.0
 
 #: Options that take a command line (a list, or a string split like a shell does).
 _COMMAND_OPTIONS = frozenset({"command"})
@@ -58,6 +67,8 @@ def show(value: object) -> str:
         return "a table"
     if isinstance(value, list):
         return "a list" if value else "an empty list"
+    if isinstance(value, int) and not -(10**30) < value < 10**30:
+        return "an integer of more than 30 digits"
     return str(value)
 
 
@@ -85,9 +96,12 @@ def to_int(value: object, low: int, high: int | None) -> int:
             raise Invalid(f"expected an integer, got {show(value)}") from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise Invalid(f"expected an integer, got {show(value)}")
-    if value < low or (high is not None and value > high):
-        bound = f"{low}..{high}" if high is not None else f">= {low}"
-        raise Invalid(f"{value} is out of range (expected {bound})")
+    if value < low or value > (MAX_U32 if high is None else high):
+        if high is not None:
+            bound = f"{low}..{high}"
+        else:
+            bound = f">= {low}" if value < low else f"at most {MAX_U32}"
+        raise Invalid(f"{show(value)} is out of range (expected {bound})")
     return value
 
 
@@ -101,12 +115,21 @@ def to_float(
             raise Invalid(f"expected a number, got {show(value)}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Invalid(f"expected a number, got {show(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise Invalid(f"expected a finite number, got {show(value)}")
     too_low = number <= low if strict else number < low
     if too_low or (high is not None and number > high):
         low_text = f"> {low:g}" if strict else f">= {low:g}"
         bound = f"{low_text} and <= {high:g}" if high is not None else low_text
-        raise Invalid(f"{value} is out of range (expected {bound})")
+        raise Invalid(f"{show(value)} is out of range (expected {bound})")
+    if number > MAX_SECONDS:  # every other float is a duration
+        raise Invalid(
+            f"{show(value)} is out of range (expected at most {MAX_SECONDS:.0f}, 30 days)"
+        )
     return number
 
 
@@ -270,6 +293,23 @@ def by_type(hint: object, name: str) -> Callable[[object], Any]:
         if get_origin(element) is tuple:
             return to_headers
     raise TypeError(f"no converter for field {name}: {hint}")  # a bug in the model
+
+
+def to_socket_path(value: object) -> str:
+    text = to_str(value)
+    size = len(os.fsencode(text))
+    if not os.path.isabs(text) or size > MAX_SOCKET_PATH:
+        raise Invalid(
+            f"expected an absolute path of at most {MAX_SOCKET_PATH} bytes, got {show(value)}"
+        )
+    return text
+
+
+def to_abs_path(value: object) -> str:
+    text = to_str(value)
+    if not os.path.isabs(text) or "\0" in text:
+        raise Invalid(f"expected an absolute path, got {show(value)}")
+    return text
 
 
 def to_listen(value: object) -> str:

@@ -16,7 +16,7 @@ from tests.config.helpers import load_text, problems, where, write
 RICH_TOML = r"""
 [daemon]
 state_dir = "/srv/lvsd"
-control_group = "lvsd"
+control_group = "adm"
 metrics_listen = "[::1]:9475"
 reconcile_interval = 12.5
 remove_on_stop = true
@@ -119,7 +119,7 @@ require_reply = true
 RICH_INI = r"""
 [daemon]
 state_dir = /srv/lvsd
-control_group = lvsd
+control_group = adm
 metrics_listen = [::1]:9475
 reconcile_interval = 12.5
 remove_on_stop = yes

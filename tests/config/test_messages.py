@@ -58,7 +58,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, str]]]] = [
             ("daemon.max_concurrent_probes", 4, "0 is out of range (expected >= 1)"),
             ("defaults.scheduler", 6, f'unknown scheduler "robin"; expected one of {SCHEDULERS}'),
             ("defaults.slow_start", 7, "-1 is out of range (expected >= 0)"),
-            ("defaults.check.interval", 9, "0 is out of range (expected > 0)"),
+            ("defaults.check.interval", 9, "0 is out of range (expected >= 0.01)"),
             ("defaults.check.rise", 10, "0 is out of range (expected >= 1)"),
         ],
     ),
