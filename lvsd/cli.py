@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +49,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # A SIGHUP before the loop's handler is in (while the daemon's modules import)
+    # would kill the process: until then it is moot, as the config is not read yet.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from lvsd.daemon.lifecycle import run
 
     return run(args.config, dry_run=args.dry_run)

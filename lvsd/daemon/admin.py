@@ -43,18 +43,23 @@ class Admin:
         engine: Engine,
         reload: Callable[[], Awaitable[ReloadResult]],
         clock: Callable[[], float],
+        serving: Callable[[], bool] = lambda: True,
     ) -> None:
         self._engine = engine
         self._reload = reload
         self._clock = clock
+        self._serving = serving
 
     async def handle(self, request: Message) -> Message:
-        """Answer one request (``lvsd.control.Handler``)."""
+        """Answer one request (``lvsd.control.Handler``); none before the daemon serves
+        (the socket is claimed before the first kernel write)."""
         command = request.get("command")
         handler = COMMANDS.get(str(command))
         if handler is None:
             known = ", ".join(sorted(COMMANDS))
             raise ControlError(f"unknown command {command!r} (known: {known})")
+        if not self._serving():
+            raise ControlError("lvsd is starting or stopping; try again")
         return await handler(self, request)
 
     async def _cmd_reload(self, request: Message) -> Message:

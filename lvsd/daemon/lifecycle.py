@@ -191,8 +191,14 @@ class Daemon:
         return 0
 
     async def _start(self, config: Config, engine: Engine) -> None:
-        """The first apply, the host audit, the checks, the sockets, the loops; then
+        """The sockets (so a second instance, or a port in use, stops here before any
+        kernel write), the first apply, the host audit, the checks, the loops; then
         ``READY=1``. What has started is stopped by :meth:`_stop`, even on failure."""
+        admin = Admin(engine, self.reload, self.clock, lambda: self.ready)
+        self._server = await control.serve(
+            config.daemon.control_socket, admin.handle, group=config.daemon.control_group
+        )
+        await self._start_api(config, engine)
         await engine.start()
         if self.metrics is not None:
             self.metrics.loaded(time.time())
@@ -200,11 +206,6 @@ class Daemon:
         await preflight(config, self.proc, self.modules_dir, self.metrics)
         scheduler = self._scheduler(config)
         await scheduler.update(checks_from_config(config))
-        admin = Admin(engine, self.reload, self.clock)
-        self._server = await control.serve(
-            config.daemon.control_socket, admin.handle, group=config.daemon.control_group
-        )
-        await self._start_api(config, engine)
         self._tasks = [
             asyncio.create_task(scheduler.run(), name="scheduler"),
             asyncio.create_task(loops.batches(self._batcher, engine, self._status), name="batches"),
