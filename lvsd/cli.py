@@ -75,7 +75,8 @@ def _request(args: argparse.Namespace, payload: dict[str, Any], timeout: float =
 
 
 def _cmd_reload(args: argparse.Namespace) -> int:
-    answer = _request(args, {"command": "reload"}, timeout=args.timeout)
+    request = {"command": "reload", "force": True} if args.force else {"command": "reload"}
+    answer = _request(args, request, timeout=args.timeout)
     ops = answer.get("ops", [])
     for op in ops:
         print(op)
@@ -171,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     reload = sub.add_parser("reload", help="make the running daemon re-read its config")
     _client_args(reload)
     reload.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
+    reload.add_argument(
+        "--force", action="store_true", help="apply even what the reload guard refuses"
+    )
     reload.set_defaults(func=_cmd_reload)
 
     status = sub.add_parser("status", help="show services, real servers, health, weights")

@@ -252,6 +252,9 @@ class DaemonConfig:
     max_concurrent_probes: int = 1000
     max_exec_probes: int = 32
     drain_timeout: float = 300.0  # removed real servers: wait this long for connections
+    # a reload may remove at most this share of the real servers (of all, and of each
+    # service it keeps) without `lvsd reload --force`; 1.0 turns the guard off
+    reload_max_removed: float = 0.5
     remove_on_stop: bool = False
     adopt_up: bool = True  # real servers found with weight > 0 count as up until probed
 

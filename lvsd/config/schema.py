@@ -278,6 +278,7 @@ class _Builder:
         limits: dict[str, Callable[[object], Any]] = {
             "reconcile_interval": lambda v: to_float(v, MIN_INTERVAL),
             "drain_timeout": lambda v: to_float(v, 0.0),
+            "reload_max_removed": lambda v: to_float(v, 0.0, high=1.0),
             "max_concurrent_probes": lambda v: to_int(v, 1, None),
             "max_exec_probes": lambda v: to_int(v, 1, None),
             "metrics_listen": to_listen,

@@ -41,7 +41,7 @@ class Admin:
     def __init__(
         self,
         engine: Engine,
-        reload: Callable[[], Awaitable[ReloadResult]],
+        reload: Callable[[bool], Awaitable[ReloadResult]],
         clock: Callable[[], float],
         serving: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -63,7 +63,7 @@ class Admin:
         return await handler(self, request)
 
     async def _cmd_reload(self, request: Message) -> Message:
-        result = await self._reload()
+        result = await self._reload(request.get("force") is True)
         if not result.ok:
             raise ControlError("reload failed, old config kept:\n" + "\n".join(result.errors))
         return result.to_json()

@@ -272,21 +272,29 @@ class Daemon:
         """What SIGTERM does (tests, which run without signal handlers)."""
         self.stop_requested.set()
 
-    async def reload(self) -> ReloadResult:
-        """Reload the config file (SIGHUP and the control command)."""
+    async def reload(self, force: bool = False) -> ReloadResult:
+        """Reload the config file (SIGHUP and the control command); the reload guard
+        (``daemon.reload_max_removed``) applies unless ``force``. Whatever goes wrong,
+        the daemon keeps running and tells systemd it is ready again."""
         async with self._reload_lock:
             assert self.engine is not None, "daemon not started"
             engine = self.engine
             self.notifier.reloading()
             log.info("reload.start", path=self.config_path)
-            result = await engine.reload(self.load)
-            if result.ok and self.scheduler is not None:
-                await self.scheduler.update(checks_from_config(engine.config))
-                self._freeze(engine.config)
-            if result.ok:
-                # the new config may need other settings
-                await preflight(engine.config, self.proc, self.modules_dir, self.metrics)
-            self._status.ready(engine)
+            guard = None if force else engine.config.daemon.reload_max_removed
+            try:
+                result = await engine.reload(self.load, max_removed=guard)
+                if result.ok and self.scheduler is not None:
+                    await self.scheduler.update(checks_from_config(engine.config))
+                    self._freeze(engine.config)
+                if result.ok:
+                    # the new config may need other settings
+                    await preflight(engine.config, self.proc, self.modules_dir, self.metrics)
+            except Exception as exc:  # a bug: logged, the daemon keeps serving
+                log.exception("reload.error")
+                result = ReloadResult(ok=False, errors=(f"{type(exc).__name__}: {exc}",))
+            finally:
+                self._status.ready(engine)
             return result
 
 

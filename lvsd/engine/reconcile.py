@@ -36,6 +36,7 @@ from lvsd.desired import Overrides, ServerHealth, desired_table
 from lvsd.engine import linger
 from lvsd.engine.announce import Announcer, CommandRunner, Hooks, NullHooks
 from lvsd.engine.drains import DrainStore
+from lvsd.engine.guard import too_destructive
 from lvsd.engine.kernel import KernelView
 from lvsd.errors import ConfigError, LvsdError
 from lvsd.health.check import CheckId
@@ -398,24 +399,29 @@ class Engine:
 
     # -- reload --------------------------------------------------------------------------
 
-    async def reload(self, load: Callable[[], Config]) -> ReloadResult:
-        """Load a new config with ``load``; on success move to it and apply only the
-        difference. A bad config changes nothing and reports every problem."""
+    async def reload(
+        self, load: Callable[[], Config], *, max_removed: float | None = None
+    ) -> ReloadResult:
+        """Load a new config with ``load`` (in a thread: probes run on meanwhile); on
+        success move to it and apply only the difference. A bad config, any error while
+        loading, or a reload removing more than ``max_removed`` (the guard, when given)
+        changes nothing and says why."""
         try:
-            new = load()
+            new = await asyncio.to_thread(load)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload.problem", problem=str(problem))
-            log.error("reload.failed", problems=len(exc.problems))
-            self.hooks.reload(False, self.wall_clock())
-            return ReloadResult(ok=False, errors=tuple(str(p) for p in exc.problems))
-        except LvsdError as exc:
-            log.error("reload.failed", error=str(exc))
-            self.hooks.reload(False, self.wall_clock())
-            return ReloadResult(ok=False, errors=(str(exc),))
+            return self._refused("failure", tuple(str(p) for p in exc.problems))
+        except Exception as exc:  # a bug or the host's trouble: never a dead daemon
+            log.exception("reload.error")
+            return self._refused("failure", (f"{type(exc).__name__}: {exc}",))
+        why = None if max_removed is None else too_destructive(self.config, new, max_removed)
+        if why is not None:
+            message = f"reload refused: {why}; `lvsd reload --force` applies it"
+            return self._refused("refused", (message,))
         async with self._lock:
             result = await self._switch(new)
-        self.hooks.reload(result.ok, self.wall_clock())
+        self.hooks.reload("success" if result.ok else "failure", self.wall_clock())
         log.info(
             "reload.done",
             ops=len(result.ops),
@@ -423,6 +429,12 @@ class Engine:
             lingering=len(result.lingering),
         )
         return result
+
+    def _refused(self, result: str, errors: tuple[str, ...]) -> ReloadResult:
+        """A reload that changes nothing: counted, logged, the old config kept."""
+        log.error(f"reload.{result}", errors=list(errors))
+        self.hooks.reload(result, self.wall_clock())
+        return ReloadResult(ok=False, errors=errors)
 
     def _reload_keys(self, new: Config) -> frozenset[ServiceKey]:
         """The services a reload to ``new`` must read afresh: those added, removed or

@@ -254,7 +254,7 @@ class Metrics:
         )
         self.reloads = Counter(
             "lvsd_config_reloads",
-            "configuration reloads by result (success, failure)",
+            "configuration reloads by result (success, failure, refused)",
             ["result"],
             registry=registry,
         )
@@ -299,7 +299,7 @@ class Metrics:
             ["service", "to"],
             registry=registry,
         )
-        for result in ("success", "failure"):
+        for result in ("success", "failure", "refused"):
             self.reloads.labels(result)
         self.preflight_problems = Gauge(
             "lvsd_preflight_problems",
@@ -325,8 +325,10 @@ class Metrics:
     def transition(self, t: Transition) -> None:
         self.transitions.labels(t.service, "up" if t.new else "down", t.reason).inc()
 
-    def reload(self, ok: bool, now_wall: float) -> None:
-        self.reloads.labels("success" if ok else "failure").inc()
+    def reload(self, result: str, now_wall: float) -> None:
+        """A reload's ``result``: success, failure (a bad config) or refused (the guard)."""
+        ok = result == "success"
+        self.reloads.labels(result).inc()
         self.last_reload_ok.set(1 if ok else 0)
         if ok:
             self.last_reload_time.set(now_wall)

@@ -22,8 +22,8 @@ async def test_a_second_instance_writes_nothing_to_the_kernel(short_dir: Path) -
     async with running(short_dir, config_text(short_dir)) as first:
         before = list(first.backend.received)
         second = MemoryBackend()
+        (short_dir / "two").mkdir()
         with pytest.raises(ControlError, match="already running"):
-            (short_dir / "two").mkdir()
             async with running(short_dir / "two", config_text(short_dir), backend=second):
                 pass
         assert ([], before) == (second.received, first.backend.received)

@@ -67,8 +67,8 @@ class Recorder:
     def transition(self, t: Transition) -> None:
         self.calls.append(("transition", t))
 
-    def reload(self, ok: bool, now_wall: float) -> None:
-        self.calls.append(("reload", ok))
+    def reload(self, result: str, now_wall: float) -> None:
+        self.calls.append(("reload", result))
 
     def netlink(self, op_kind: str, ok: bool) -> None:
         self.calls.append(("netlink", (op_kind, ok)))

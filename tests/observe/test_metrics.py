@@ -230,8 +230,8 @@ def test_event_hooks() -> None:
     metrics.transition(
         Transition(service="web", realserver=A, old=True, new=False, reason="refused", detail="x")
     )
-    metrics.reload(True, 1700000000.0)
-    metrics.reload(False, 1700000100.0)
+    metrics.reload("success", 1700000000.0)
+    metrics.reload("failure", 1700000100.0)
     metrics.netlink("add-dest", True)
     metrics.netlink("add-dest", False)
     metrics.drift_repair(2)
@@ -378,7 +378,7 @@ def test_promtool_check_metrics() -> None:
     """promtool lints a full scrape (state and events) without a complaint."""
     metrics, _ = scraped()
     metrics.probe("http", ProbeResult(ok=True, detail="", duration=0.01))
-    metrics.reload(True, 1.0)
+    metrics.reload("success", 1.0)
     metrics.netlink("edit-dest", True)
     w = world()
     metrics.update(w.snapshot, w.report())
@@ -431,7 +431,7 @@ def test_dashboard_and_rules_use_only_metrics_lvsd_exports() -> None:
     metrics.transition(
         Transition(service="web", realserver=A, old=False, new=True, reason="ok", detail="")
     )
-    metrics.reload(True, 1.0)
+    metrics.reload("success", 1.0)
     metrics.netlink("add-dest", False)
     metrics.panic("web", True)
     metrics.quorum("web", True)
