@@ -72,35 +72,35 @@ def flap200(g: Guest) -> None:
         return
 
 
-def _flap_run(g: Guest, server: FaultServer, addrs: list[str]) -> dict[str, Any]:
-    """One run of ``flap200``, from ``systemctl start lvsd``: its record's fields."""
-    from lvsd import control
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else 0.0
 
-    t0 = time.time()
-    sh("systemctl", "start", "lvsd")
-    ready_s = round(time.time() - t0, 2)
-    all_up = wait_for(lambda: sum(1 for w in polled().values() if w == 1) == MANY, 90)
-    flappers = addrs[::FLAP_EVERY]
-    status_ms: list[float] = []
-    metrics_ms: list[float] = []
-    # each answer's time that was lvsd's own (``own_time``)
-    status_ran_ms: list[float] = []
-    metrics_ran_ms: list[float] = []
-    metrics_errors: list[str] = []
-    metrics_stalled: list[float] = []  # seconds the guest stood still, per scrape
-    unexcused: list[str] = []
-    status_errors: list[str] = []
-    status_unexcused: list[str] = []  # as ``unexcused``, for status
-    counts: dict[str, int] = {}
-    mismatches: list[dict[str, Any]] = []
-    samples = 0
 
-    pid = unit_property("MainPID")
-    waits: list[float] = []  # seconds lvsd waited for the CPU, per answer
+class _Answers:
+    """lvsd's answers during the flapping minute (status over the control socket,
+    /metrics scrapes): how long each took, how much of it was lvsd's own time
+    (``own_time``), the errors and which of them are lvsd's (not excused)."""
 
-    def status() -> dict[str, Any]:
+    def __init__(self, g: Guest, pid: str) -> None:
+        self.g = g
+        self.pid = pid
+        self.status_ms: list[float] = []
+        self.metrics_ms: list[float] = []
+        # each answer's time that was lvsd's own (``own_time``)
+        self.status_ran_ms: list[float] = []
+        self.metrics_ran_ms: list[float] = []
+        self.metrics_errors: list[str] = []
+        self.metrics_stalled: list[float] = []  # seconds the guest stood still, per scrape
+        self.unexcused: list[str] = []
+        self.status_errors: list[str] = []
+        self.status_unexcused: list[str] = []  # as ``unexcused``, for status
+        self.waits: list[float] = []  # seconds lvsd waited for the CPU, per answer
+
+    def status(self) -> dict[str, Any]:
         """The status report; {} (nothing judged) when lvsd did not answer."""
-        t, wall, delay = time.monotonic(), time.time(), run_delay(pid)
+        from lvsd import control
+
+        t, wall, delay = time.monotonic(), time.time(), run_delay(self.pid)
         answer: dict[str, Any] = {}
         failed = ""
         try:
@@ -108,22 +108,73 @@ def _flap_run(g: Guest, server: FaultServer, addrs: list[str]) -> dict[str, Any]
         except ControlError as exc:
             failed = str(exc)
         elapsed = time.monotonic() - t
-        status_ms.append(round(elapsed * 1000, 1))
-        waits.append(run_delay(pid) - delay)
-        ran = own_time(elapsed, g.stalls.between(wall, time.time()), waits[-1])
-        status_ran_ms.append(round(ran * 1000, 1))
+        self.status_ms.append(round(elapsed * 1000, 1))
+        self.waits.append(run_delay(self.pid) - delay)
+        ran = own_time(elapsed, self.g.stalls.between(wall, time.time()), self.waits[-1])
+        self.status_ran_ms.append(round(ran * 1000, 1))
         if failed:
-            status_errors.append(failed)
+            self.status_errors.append(failed)
             if ran >= ANSWER_WITHIN:
-                status_unexcused.append(failed)
+                self.status_unexcused.append(failed)
         report: dict[str, Any] = answer.get("status", {})
         return report
 
-    start = time.monotonic()
+    def scrape(self) -> None:
+        """One /metrics scrape, timed."""
+        t, wall, delay = time.monotonic(), time.time(), run_delay(self.pid)
+        lines = metrics("lvsd_service_real_servers_up")
+        elapsed = time.monotonic() - t
+        stalled = self.g.stalls.between(wall, time.time())
+        self.waits.append(run_delay(self.pid) - delay)
+        if lines and lines[0].startswith("# /metrics unavailable"):
+            self.metrics_errors.append(lines[0])
+            if not excused(elapsed, max(stalled, self.waits[-1])):
+                self.unexcused.append(lines[0])
+        self.metrics_ms.append(round(elapsed * 1000, 1))
+        self.metrics_ran_ms.append(round(own_time(elapsed, stalled, self.waits[-1]) * 1000, 1))
+        self.metrics_stalled.append(round(stalled, 2))
+
+    def figures(self) -> dict[str, Any]:
+        """The record's status and metrics fields (but ``metrics_ms_median``)."""
+        late = ANSWER_WITHIN * 1000
+        return {
+            "status_answers": len(self.status_ms),
+            "status_ms_max": max(self.status_ms, default=0.0),
+            "status_ms_median": _median(self.status_ms),
+            "status_over_1s": sum(1 for ms in self.status_ms if ms >= 1000),
+            "status_errors": sorted(set(self.status_errors)),
+            "status_errors_unexcused": sorted(set(self.status_unexcused)),
+            "status_ran_ms_median": _median(self.status_ran_ms),
+            # answers that took ANSWER_WITHIN or more of lvsd's own time (``own_time``)
+            "status_late": sum(1 for ms in self.status_ran_ms if ms >= late),
+            "status_ran_ms_max": max(self.status_ran_ms, default=0.0),
+            "metrics_scrapes": len(self.metrics_ms),
+            "metrics_over_1s": sum(1 for ms in self.metrics_ms if ms >= 1000),
+            "metrics_late": sum(1 for ms in self.metrics_ran_ms if ms >= late),
+            "metrics_ran_ms_max": max(self.metrics_ran_ms, default=0.0),
+            "metrics_ran_ms_median": _median(self.metrics_ran_ms),
+            "lvsd_cpu_wait_ms_max": round(max(self.waits, default=0.0) * 1000, 1),
+            "metrics_ok": not self.metrics_errors,
+            "metrics_errors": sorted(set(self.metrics_errors)),
+            # errors of scrapes the guest ran for ANSWER_WITHIN or more (lvsd's own)
+            "metrics_errors_unexcused": sorted(set(self.unexcused)),
+            "metrics_guest_stalled_s_max": max(self.metrics_stalled, default=0.0),
+            "metrics_ms_max": max(self.metrics_ms, default=0.0),
+        }
+
+
+def _flap_minute(
+    answers: _Answers, server: FaultServer, flappers: list[str], start: float
+) -> tuple[int, dict[str, int], list[dict[str, Any]], dict[str, float]]:
+    """Flap ``flappers`` for FLAP_SECONDS under traffic, sampling health against the
+    kernel and scraping /metrics, from ``start`` (monotonic); samples, counts,
+    mismatches and the CPU used."""
+    counts: dict[str, int] = {}
+    mismatches: list[dict[str, Any]] = []
+    samples = 0
     phase = -1
-    proc = g.traffic(FLAP_SECONDS, rate=20)
     # Who used the guest's CPU during the flapping minute.
-    pids = {"lvsd": pid, "real_servers": server.pidfile().read_text()}
+    pids = {"lvsd": answers.pid, "real_servers": server.pidfile().read_text()}
     cpu_before = {name: process_cpu(pid) for name, pid in pids.items()}
     cpu_before["driver"] = time.process_time()
     while time.monotonic() - start < FLAP_SECONDS:
@@ -134,30 +185,35 @@ def _flap_run(g: Guest, server: FaultServer, addrs: list[str]) -> dict[str, Any]
                 faults.set_mode(MODES, a, "500" if phase % 2 == 0 else "ok")
         # The health as reported, the kernel table (ipvsadm), the health again.
         t = time.monotonic()
-        first = status()
+        first = answers.status()
         table = kernel_table(ipvsadm())
-        second = status()
+        second = answers.status()
         got, bad = health_vs_kernel(first, table, second, elapsed=time.monotonic() - t)
         for key, n in got.items():
             counts[key] = counts.get(key, 0) + n
         mismatches += bad
         samples += 1
-        t, wall, delay = time.monotonic(), time.time(), run_delay(pid)
-        lines = metrics("lvsd_service_real_servers_up")
-        elapsed = time.monotonic() - t
-        stalled = g.stalls.between(wall, time.time())
-        waits.append(run_delay(pid) - delay)
-        if lines and lines[0].startswith("# /metrics unavailable"):
-            metrics_errors.append(lines[0])
-            if not excused(elapsed, max(stalled, waits[-1])):
-                unexcused.append(lines[0])
-        metrics_ms.append(round(elapsed * 1000, 1))
-        metrics_ran_ms.append(round(own_time(elapsed, stalled, waits[-1]) * 1000, 1))
-        metrics_stalled.append(round(stalled, 2))
+        answers.scrape()
         time.sleep(SAMPLE_PAUSE)
     cpu_s = {name: round(process_cpu(pid) - cpu_before[name], 1) for name, pid in pids.items()}
     cpu_s["driver"] = round(time.process_time() - cpu_before["driver"], 1)
     cpu_s["minute"] = round(time.monotonic() - start, 1)
+    return samples, counts, mismatches, cpu_s
+
+
+def _flap_run(g: Guest, server: FaultServer, addrs: list[str]) -> dict[str, Any]:
+    """One run of ``flap200``, from ``systemctl start lvsd``: its record's fields."""
+    from lvsd import control
+
+    t0 = time.time()
+    sh("systemctl", "start", "lvsd")
+    ready_s = round(time.time() - t0, 2)
+    all_up = wait_for(lambda: sum(1 for w in polled().values() if w == 1) == MANY, 90)
+    flappers = addrs[::FLAP_EVERY]
+    answers = _Answers(g, unit_property("MainPID"))
+    start = time.monotonic()
+    proc = g.traffic(FLAP_SECONDS, rate=20)
+    samples, counts, mismatches, cpu_s = _flap_minute(answers, server, flappers, start)
     for a in flappers:
         faults.set_mode(MODES, a, "ok")
     requests = g.finish(proc)
@@ -184,38 +240,13 @@ def _flap_run(g: Guest, server: FaultServer, addrs: list[str]) -> dict[str, Any]
         "health_skipped_settling": counts.get("skipped", 0),
         "health_mismatches": len(mismatches),
         "health_mismatch_examples": mismatches[:10],
-        "status_answers": len(status_ms),
-        "status_ms_max": max(status_ms, default=0.0),
-        "status_ms_median": sorted(status_ms)[len(status_ms) // 2] if status_ms else 0.0,
-        "status_over_1s": sum(1 for ms in status_ms if ms >= 1000),
-        "status_errors": sorted(set(status_errors)),
-        "status_errors_unexcused": sorted(set(status_unexcused)),
-        "status_ran_ms_median": sorted(status_ran_ms)[len(status_ran_ms) // 2]
-        if status_ran_ms
-        else 0.0,
-        # answers that took ANSWER_WITHIN or more of lvsd's own time (``own_time``)
-        "status_late": sum(1 for ms in status_ran_ms if ms >= ANSWER_WITHIN * 1000),
-        "status_ran_ms_max": max(status_ran_ms, default=0.0),
-        "metrics_scrapes": len(metrics_ms),
-        "metrics_over_1s": sum(1 for ms in metrics_ms if ms >= 1000),
-        "metrics_late": sum(1 for ms in metrics_ran_ms if ms >= ANSWER_WITHIN * 1000),
-        "metrics_ran_ms_max": max(metrics_ran_ms, default=0.0),
-        "metrics_ran_ms_median": sorted(metrics_ran_ms)[len(metrics_ran_ms) // 2]
-        if metrics_ran_ms
-        else 0.0,
-        "lvsd_cpu_wait_ms_max": round(max(waits, default=0.0) * 1000, 1),
-        "metrics_ok": not metrics_errors,
-        "metrics_errors": sorted(set(metrics_errors)),
-        # errors of scrapes the guest ran for ANSWER_WITHIN or more (lvsd's own)
-        "metrics_errors_unexcused": sorted(set(unexcused)),
-        "metrics_guest_stalled_s_max": max(metrics_stalled, default=0.0),
-        "metrics_ms_max": max(metrics_ms, default=0.0),
+        **answers.figures(),
         # dumps and applies of a second or more, and how long each waited for a dump
         "slow_kernel_calls": [
             {k: e.get(k) for k in ("timestamp", "call", "seconds", "waited", "ops")}
             for e in events(time.time() - FLAP_SECONDS - 30, time.time(), "kernel.slow")
         ],
-        "metrics_ms_median": sorted(metrics_ms)[len(metrics_ms) // 2] if metrics_ms else 0.0,
+        "metrics_ms_median": _median(answers.metrics_ms),
         "settled_after_s": settled,
         "final_reported": len(final_servers),
         "final_up": sum(1 for rs in final_servers if rs["up"]),
