@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return demo_main(args.real_servers, args.requests, args.keep)
         if args.command == "e2e":
-            from lab.e2e import main as e2e_main
+            from lab.e2e.host import main as e2e_main
 
             return e2e_main(args.out, args.keep)
         return _run(args)

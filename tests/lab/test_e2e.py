@@ -1,6 +1,6 @@
 """End to end: lvsd under systemd in the lab, real traffic through the VIP, faults.
 
-One boot runs every scenario of ``lab.e2e`` in turn (``Guest.run``); the tests
+One boot runs every scenario of ``lab.e2e`` in turn (``lab.e2e.run``); the tests
 read its records. The first tests run on the host only: the traffic generator against
 the fault server on loopback, the summary and the report.
 """
@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from lab import e2e, faults, traffic
+from lab import faults, traffic
+from lab.e2e import host, settings, tools
 from lab.topology import NatTopology
 from lab.traffic import Request
 from tests.lab.conftest import Lab
@@ -123,11 +124,11 @@ def test_downs_reads_the_other_servers_down_events(monkeypatch: pytest.MonkeyPat
         asked.append(argv)
         return "\n".join(lines)
 
-    monkeypatch.setattr(e2e, "sh", sh)
-    assert ["10.0.0.3"] == e2e.downs(10.0, 20.5, ["10.0.0.3", "10.0.0.4"])
+    monkeypatch.setattr(tools, "sh", sh)
+    assert ["10.0.0.3"] == tools.downs(10.0, 20.5, ["10.0.0.3", "10.0.0.4"])
     assert {"--since=@10.000", "--until=@20.500"} <= set(asked[0])
     expected = [("10.0.0.3", "GET /: status 500"), ("10.0.0.2", ""), ("10.0.0.3", "")]
-    assert expected == e2e.down_events(0, 1)
+    assert expected == tools.down_events(0, 1)
 
 
 def test_agreement_with_ipvsadm_is_judged_on_a_stable_table(
@@ -138,12 +139,12 @@ def test_agreement_with_ipvsadm_is_judged_on_a_stable_table(
     listing = "  -> 10.0.0.2:80                  Masq    {}      0          0\n"
     reads = iter([{"10.0.0.2": 1}, {"10.0.0.2": 5}, {"10.0.0.2": 5}, {"10.0.0.2": 5}])
     listed = iter([listing.format(1), listing.format(5)])
-    monkeypatch.setattr(e2e, "polled", lambda: next(reads))
-    monkeypatch.setattr(e2e, "ipvsadm", lambda: next(listed))
-    assert e2e.agrees_with_ipvsadm()
+    monkeypatch.setattr(tools, "polled", lambda: next(reads))
+    monkeypatch.setattr(tools, "ipvsadm", lambda: next(listed))
+    assert tools.agrees_with_ipvsadm()
     reads = iter([{"10.0.0.2": 5}] * 2)
     listed = iter([listing.format(3)])
-    assert not e2e.agrees_with_ipvsadm()
+    assert not tools.agrees_with_ipvsadm()
 
 
 def test_table_shape_and_weights_ignore_counters() -> None:
@@ -151,8 +152,8 @@ def test_table_shape_and_weights_ignore_counters() -> None:
     shape; weights are read per real server."""
     a = LISTING
     b = a.replace("3          120", "0          99")
-    assert e2e.table_shape(a) == e2e.table_shape(b)
-    assert {"10.0.0.2": 5, "10.0.0.3": 0} == e2e.weights(a)
+    assert tools.table_shape(a) == tools.table_shape(b)
+    assert {"10.0.0.2": 5, "10.0.0.3": 0} == tools.weights(a)
 
 
 def test_kernel_table_parses_ipvsadm() -> None:
@@ -170,7 +171,7 @@ FWM  42 wrr
         "TCP 192.168.3.108:80": {"10.0.0.2:80": 1, "10.0.0.3:80": 0},
         "FWM 42": {"10.0.0.3:80": 4},
     }
-    assert expected == e2e.kernel_table(text)
+    assert expected == tools.kernel_table(text)
 
 
 def test_polled_weights_read_the_kernels_listing() -> None:
@@ -183,14 +184,14 @@ TCP  C0A8036C:0050 wrr
   -> 0A000003:0050      Masq    0      0          7
   -> 0A000002:0050      Masq    5      3          120
 """
-    assert {"10.0.0.2": 5, "10.0.0.3": 0} == e2e.polled(proc) == e2e.weights(LISTING)
+    assert {"10.0.0.2": 5, "10.0.0.3": 0} == tools.polled(proc) == tools.weights(LISTING)
 
 
 def test_busy_share_of_two_readings() -> None:
     """The busy share is the busy ticks over all ticks between the readings; no time
     passed gives None."""
-    assert 0.25 == e2e.busy_share((100, 1000), (150, 1200))
-    assert e2e.busy_share((100, 1000), (100, 1000)) is None
+    assert 0.25 == tools.busy_share((100, 1000), (150, 1200))
+    assert tools.busy_share((100, 1000), (100, 1000)) is None
 
 
 def _report(*servers: tuple[str, str, float, int]) -> dict[str, Any]:
@@ -199,7 +200,7 @@ def _report(*servers: tuple[str, str, float, int]) -> dict[str, Any]:
         "services": [
             {
                 "protocol": "tcp",
-                "address": e2e.VIP,
+                "address": settings.VIP,
                 "port": 80,
                 "fwmark": None,
                 "real_servers": [
@@ -222,7 +223,7 @@ def test_health_vs_kernel_judges_only_settled_servers() -> None:
     sample plus the settle margin: up wants its effective weight, down wants 0. A
     server that changed between the reports, or too recently, is skipped."""
     kernel = {
-        f"TCP {e2e.VIP}:80": {
+        f"TCP {settings.VIP}:80": {
             "10.0.0.2:80": 1,  # up, right
             "10.0.0.3:80": 0,  # down, right
             "10.0.0.4:80": 1,  # down, wrong
@@ -246,7 +247,7 @@ def test_health_vs_kernel_judges_only_settled_servers() -> None:
         ("10.0.0.6", "up", 0.9, 1),
         ("10.0.0.7", "up", 9.3, 1),
     )
-    counts, bad = e2e.health_vs_kernel(first, kernel, second, elapsed=0.3, settle=1.0)
+    counts, bad = tools.health_vs_kernel(first, kernel, second, elapsed=0.3, settle=1.0)
     assert {"compared": 4, "skipped": 2, "compared_up": 2, "compared_down": 2} == counts
     assert [("10.0.0.4:80", 0, 1), ("10.0.0.7:80", 1, None)] == [
         (m["realserver"], m["expected"], m["kernel"]) for m in bad
@@ -260,24 +261,24 @@ def test_expected_weight_follows_the_failure_action() -> None:
     held = {"state": "held", "weight": {"effective": 2}}
     down = {"state": "down", "weight": {"effective": 3}}
     drained = {"state": "drained", "weight": {"effective": 0}}
-    assert [3, 2, 0, 0] == [e2e.expected_weight(r) for r in (up, held, down, drained)]
-    assert e2e.expected_weight(down, "remove") is None
+    assert [3, 2, 0, 0] == [tools.expected_weight(r) for r in (up, held, down, drained)]
+    assert tools.expected_weight(down, "remove") is None
 
 
 def test_topology_has_three_real_servers_and_a_sorry_server() -> None:
     """The e2e boot's topology puts rs1..rs3 at the scenarios' addresses and the sorry
     server in its own namespace at its own address."""
-    topology = NatTopology(real_servers=len(e2e.RS), extra=(e2e.SORRY[0],))
-    assert {**e2e.RS, e2e.SORRY[0]: e2e.SORRY[1]} == topology.hosts()
-    assert f"ip -n sorry addr add {e2e.SORRY[1]}/24 dev eth0" in topology.shell()
+    topology = NatTopology(real_servers=len(settings.RS), extra=(settings.SORRY[0],))
+    assert {**settings.RS, settings.SORRY[0]: settings.SORRY[1]} == topology.hosts()
+    assert f"ip -n sorry addr add {settings.SORRY[1]}/24 dev eth0" in topology.shell()
     with pytest.raises(ValueError):
         NatTopology(real_servers=2, extra=("rs2",))
 
 
 def test_reload_weights_split_rs1_one_to_three() -> None:
     """The reload's weights give rs1 exactly 25% and rs2 + rs3 75% under wrr."""
-    rs1, *rest = e2e.RELOAD_WEIGHTS
-    assert 3 == len(e2e.RELOAD_WEIGHTS)
+    rs1, *rest = settings.RELOAD_WEIGHTS
+    assert 3 == len(settings.RELOAD_WEIGHTS)
     assert 3 * rs1 == sum(rest)
 
 
@@ -288,7 +289,7 @@ def test_report_has_a_table_per_scenario() -> None:
         {"name": "kill", "summary": {"sent": 10, "failed": 1}, "ipvsadm_after": "TCP x"},
         {"name": "sorry", "sorry_in_after_s": 1.2, "journal": ['{"event": "x"}']},
     ]
-    text = e2e.report(records)
+    text = host.report(records)
     assert "## kill" in text
     assert "| summary | sent: 10, failed: 1 |" in text
     assert "| sorry_in_after_s | 1.2 |" in text
@@ -298,8 +299,8 @@ def test_report_has_a_table_per_scenario() -> None:
 def test_config_is_valid_and_broken_config_is_not(tmp_path: Path) -> None:
     """The scenarios' config passes ``lvsd check``; the broken one fails it."""
     good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
-    good.write_text(e2e.config_text())
-    bad.write_text(e2e.config_text(broken=True))
+    good.write_text(settings.config_text())
+    bad.write_text(settings.config_text(broken=True))
     lvsd = [sys.executable, "-m", "lvsd", "check", "-c"]
     assert 0 == subprocess.run([*lvsd, str(good)], capture_output=True, check=False).returncode
     assert 0 != subprocess.run([*lvsd, str(bad)], capture_output=True, check=False).returncode
@@ -313,7 +314,7 @@ def records(module_lab: Lab) -> dict[str, dict[str, Any]]:
     """The one boot: every scenario, by name."""
     work = module_lab.work / "e2e"
     work.mkdir()
-    result = e2e.run_boot(work)
+    result = host.run_boot(work)
     path = result.results / "e2e.json"
     assert path.exists(), result.log() + result.console[-3000:]
     return {r["name"]: r for r in json.loads(path.read_text())}
@@ -336,7 +337,7 @@ SLACK = 1.0
 
 
 def _bound(rec: dict[str, Any]) -> float:
-    return float(e2e.BOUND + SLACK + rec["stalled_s"])
+    return float(settings.BOUND + SLACK + rec["stalled_s"])
 
 
 def _fault_checks(rec: dict[str, Any]) -> None:
@@ -350,7 +351,7 @@ def _fault_checks(rec: dict[str, Any]) -> None:
     assert set(rec["others"]) == set(rec["after_settled"]["servers"])
     assert 0 == rec["after_restore"]["failed"], _why(rec, "after_restore")
     ramp = [w for _, w in rec["back_ramp"]]
-    assert e2e.WEIGHT == ramp[-1]
+    assert settings.WEIGHT == ramp[-1]
     assert ramp == sorted(ramp)
 
 
@@ -405,7 +406,7 @@ def test_drain_then_restart_loses_nothing(records: dict[str, dict[str, Any]]) ->
     rec = _record(records, "drain")
     assert "no active connections left" in rec["drain_output"]
     assert 0 == rec["summary"]["failed"], _why(rec, "summary")
-    assert e2e.WEIGHT == rec["back_ramp"][-1][1]
+    assert settings.WEIGHT == rec["back_ramp"][-1][1]
 
 
 @pytest.mark.lab
@@ -484,9 +485,9 @@ def test_lvsd_unit_starts_under_systemd(records: dict[str, dict[str, Any]]) -> N
     start`` returns once READY=1 came, as the dynamic user, and ``systemctl status``
     shows the STATUS line (which follows health, so it may have moved on). The waits'
     listing (``/proc/net/ip_vs``) then agrees with ``ipvsadm -Ln``. The director runs
-    with the IPVS settings the operations guide suggests (``e2e.DIRECTOR_SYSCTLS``)."""
+    with the IPVS settings the operations guide suggests (``tools.DIRECTOR_SYSCTLS``)."""
     rec = _record(records, "start")
-    assert e2e.DIRECTOR_SYSCTLS == rec["director_sysctls"]
+    assert tools.DIRECTOR_SYSCTLS == rec["director_sysctls"]
     assert "active (running) as lvsd" == rec["state"]
     assert rec["main_start_to_active_s"] > 0
     assert rec["status_at_ready"].startswith("1 service, ")
@@ -519,7 +520,7 @@ def flapping(module_lab: Lab) -> dict[str, Any]:
     judged: a later one when lvsd was starved of the CPU, ``flap200.disturbed``)."""
     work = module_lab.work / "flap"
     work.mkdir()
-    result = e2e.run_boot(work, ["flap200"])
+    result = host.run_boot(work, ["flap200"])
     path = result.results / "e2e.json"
     assert path.exists(), result.log() + result.console[-3000:]
     runs = {r["name"]: r for r in json.loads(path.read_text())}
@@ -539,7 +540,7 @@ def test_200_servers_flapping_status_answers_and_table_matches(
     flapping: dict[str, Any],
 ) -> None:
     """With 200 real servers and 20% flapping, lvsd answers every status request over
-    the control socket within 1 s of its own time (``e2e.own_time``: less the host's
+    the control socket within 1 s of its own time (``tools.own_time``: less the host's
     stall, or lvsd's wait for the guest's one CPU); the kernel table ends matching the
     reported health, and every server is back at weight 1 once the flapping stops."""
     figures = _flap_figures(flapping)
@@ -547,7 +548,7 @@ def test_200_servers_flapping_status_answers_and_table_matches(
     assert [] == flapping["status_errors_unexcused"], figures
     assert 0 == flapping["status_late"], figures
     assert flapping["settled_after_s"] is not None
-    assert e2e.MANY == flapping["final_reported"] == flapping["final_up"]
+    assert settings.MANY == flapping["final_reported"] == flapping["final_up"]
     assert [] == flapping["final_health_mismatch"]
 
 
@@ -555,9 +556,9 @@ def test_a_failed_scrape_is_excused_only_by_the_guest_standing_still() -> None:
     """A scrape that failed after 10 s is the host's doing when the guest stood still
     for more than 9 s of them, lvsd's when the guest ran for 1 s or more."""
     assert [True, False, False] == [
-        e2e.excused(10.0, 9.5),
-        e2e.excused(10.0, 9.0),
-        e2e.excused(10.0, 0.0),
+        tools.excused(10.0, 9.5),
+        tools.excused(10.0, 9.0),
+        tools.excused(10.0, 0.0),
     ]
 
 
@@ -565,19 +566,19 @@ def test_own_time_takes_off_the_longer_of_stall_and_cpu_wait() -> None:
     """The host's stall and lvsd's wait for the CPU may overlap: only the longer is
     taken off an answer's time; the run-queue wait is read from /proc."""
     assert [1.5, 1.2, 0.5] == [
-        e2e.own_time(2.0, 0.5, 0.3),
-        e2e.own_time(2.0, 0.0, 0.8),
-        e2e.own_time(2.0, 1.5, 1.5),
+        tools.own_time(2.0, 0.5, 0.3),
+        tools.own_time(2.0, 0.0, 0.8),
+        tools.own_time(2.0, 1.5, 1.5),
     ]
-    assert 0 <= e2e.run_delay(os.getpid())
+    assert 0 <= tools.run_delay(os.getpid())
 
 
 @pytest.mark.lab
 def test_200_servers_flapping_metrics_answer(flapping: dict[str, Any]) -> None:
     """Every /metrics scrape during the flapping is answered within 1 s of lvsd's own
-    time (``e2e.own_time``). A scrape that failed while the guest stood still, or lvsd
+    time (``tools.own_time``). A scrape that failed while the guest stood still, or lvsd
     waited for the CPU, for all but a second of it is not lvsd's doing
-    (``e2e.excused``); it is recorded, and only it is let pass."""
+    (``tools.excused``); it is recorded, and only it is let pass."""
     figures = _flap_figures(flapping)
     assert [] == flapping["metrics_errors_unexcused"], figures
     assert 0 == flapping["metrics_late"], figures
@@ -594,6 +595,6 @@ def test_200_servers_flapping_kernel_always_matches_reported_health(
     assert flapping["samples"] >= 20, _flap_figures(flapping)
     assert [] == flapping["health_mismatch_examples"]
     assert 0 == flapping["health_mismatches"]
-    assert flapping["health_compared"] >= e2e.MANY // 2 * flapping["samples"]
+    assert flapping["health_compared"] >= settings.MANY // 2 * flapping["samples"]
     assert flapping["health_compared_down"] >= flapping["samples"]
     assert flapping["health_compared_up"] > 0
