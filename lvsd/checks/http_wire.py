@@ -119,6 +119,7 @@ class Exchange(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
         self._head_bytes = 0
+        self._header_bytes = 0
         self.status = 0
         self.headers: dict[bytes, bytes] = {}
         self._name = b""
@@ -141,6 +142,10 @@ class Exchange(asyncio.Protocol):
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:  # a limit, raised by on_header
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, BadResponse) else BadResponse(str(exc)))
+            return
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(_parser_text(exc)))
             return
@@ -167,6 +172,9 @@ class Exchange(asyncio.Protocol):
     # --- httptools callbacks -----------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > HEADER_LIMIT:
+            raise BadResponse(f"headers exceed {HEADER_LIMIT} bytes")
         key = name.lower()
         self.headers[key] = value
         if key in (b"content-length", b"transfer-encoding"):
