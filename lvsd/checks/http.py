@@ -6,8 +6,9 @@ The request goes straight to the real server's address (no DNS), with ``Host`` s
 reused while the server allows it). Redirects are not followed. The status must be in
 one of ``options.status``; the body (the first 1 MiB of it, decoded with the
 response's charset, else UTF-8) must match ``options.body_regex`` (``re.search``) and
-its MD5 must be ``options.body_digest`` when those are set. Without either, the body
-is not read. A header, method or path with a line break is refused, never sent.
+its MD5 must be ``options.body_digest`` when those are set. The body is read to its
+end (up to 1 MiB without a digest), Content-Length, chunked or until close. A header,
+method or path with a line break is refused, never sent; headers past 64 KiB fail.
 
 TLS (``https``, or ``tls = true``) verifies the certificate by default, against
 ``options.ca_file`` or the system store, for the name ``options.sni``, else
