@@ -8,8 +8,15 @@ p50/p99/max, and RSS. Traffic goes only to 127.0.0.1.
     python bench/probe_bench.py --checks 10000 --seconds 20 --probe tcp
 
 ``--probe null`` measures the scheduler alone (a probe that returns at once).
-``tcp`` and ``http`` build probes through ``lvsd.checks.registry.make_probe`` and
-need it; the loopback servers run in a child process, so their CPU is not counted.
+``tcp``, ``http`` and ``https`` build probes through ``lvsd.checks.registry.make_probe``
+and need it; the loopback servers run in a child process, so their CPU is not counted.
+``https`` verifies a throwaway certificate (made with the openssl CLI) for 127.0.0.1.
+``--http-from REV`` probes http/https with ``lvsd/checks/http.py`` as it was at git
+revision REV (e.g. the aiohttp probe), to compare runs of old and new in turn:
+
+    for i in 1 2 3; do for rev in 6c5ad9a~1 HEAD; do
+        python bench/probe_bench.py --checks 1000 --seconds 20 --probe https --http-from $rev
+    done; done
 With ``tcp``, ``connect_floor_s_per_1000`` is what 1,000 bare blocking connects to the
 same servers cost this process (the kernel's loopback work for both ends, charged to
 the connecting side), and ``cpu_s_per_1000_probes_above_floor`` lvsd's cost beyond it.
@@ -30,10 +37,14 @@ import random
 import resource
 import selectors
 import socket
+import ssl
 import statistics
 import struct
+import subprocess
 import sys
+import tempfile
 import time
+import types
 from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -67,6 +78,9 @@ def serve(count: int, kind: str, conn: Connection) -> None:
     Sends the list of ports on ``conn``; then answers ``"count"`` with the number of
     connections accepted so far, and returns on anything else."""
     _raise_nofile()
+    if kind == "https":
+        asyncio.run(_serve_tls(count, conn, _throwaway_cert()))
+        return
     sel = selectors.DefaultSelector()
     listeners: list[socket.socket] = []
     for _ in range(count):
@@ -114,6 +128,49 @@ def serve(count: int, kind: str, conn: Connection) -> None:
             sock.close()
 
 
+def _throwaway_cert() -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key (files)."""
+    certdir = tempfile.mkdtemp(prefix="probe-bench-")
+    cert, key = f"{certdir}/cert.pem", f"{certdir}/key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=bench", "-addext",
+         f"subjectAltName=IP:{LOOPBACK}", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def _serve_tls(count: int, conn: Connection, pem: tuple[str, str]) -> None:
+    """As :func:`serve` for ``https``: asyncio servers with TLS (the cert travels first)."""
+    cert, key = pem
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    accepted = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(HTTP_REPLY)
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        writer.close()
+
+    servers = [await asyncio.start_server(answer, LOOPBACK, 0, ssl=context, backlog=256)
+               for _ in range(count)]  # fmt: skip
+    conn.send(cert)
+    conn.send([server.sockets[0].getsockname()[1] for server in servers])
+    loop = asyncio.get_running_loop()
+    while True:
+        message = await loop.run_in_executor(None, conn.recv)
+        if message != "count":
+            return
+        conn.send(accepted)
+
+
 # --- probes --------------------------------------------------------------------------------
 
 
@@ -127,9 +184,24 @@ class NullProbe:
         return None
 
 
-def _factory(kind: str) -> ProbeFactory:
+def _http_from(rev: str) -> ProbeFactory:
+    """The ``HttpProbe`` of ``lvsd/checks/http.py`` at git revision ``rev``."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:lvsd/checks/http.py"], check=True, capture_output=True, text=True
+    ).stdout
+    module = types.ModuleType(f"lvsd.checks.http_at_{rev}")
+    exec(
+        compile(source, module.__name__, "exec"), module.__dict__
+    )  # our own file, at a revision the user names
+    factory: ProbeFactory = module.HttpProbe
+    return factory
+
+
+def _factory(kind: str, http_from: str | None = None) -> ProbeFactory:
     if kind == "null":
         return lambda spec, target: NullProbe()
+    if http_from is not None and kind in ("http", "https"):
+        return _http_from(http_from)
     try:
         registry = importlib.import_module("lvsd.checks.registry")
     except ModuleNotFoundError:
@@ -142,9 +214,10 @@ def _factory(kind: str) -> ProbeFactory:
     return make_probe
 
 
-def _spec(kind: str, interval: float) -> CheckSpec:
-    if kind == "http":
-        return CheckSpec(kind="http", options=HttpOptions(), interval=interval, timeout=0.9)
+def _spec(kind: str, interval: float, ca_file: str | None = None) -> CheckSpec:
+    if kind in ("http", "https"):
+        options = HttpOptions(ca_file=ca_file)
+        return CheckSpec(kind=kind, options=options, interval=interval, timeout=0.9)
     return CheckSpec(kind="tcp", options=TcpOptions(), interval=interval, timeout=0.9)
 
 
@@ -200,7 +273,7 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
             counts["fail"] += 1
             reasons[result.reason] = reasons.get(result.reason, 0) + 1
 
-    spec = _spec(args.probe, args.interval)
+    spec = _spec(args.probe, args.interval, args.ca_file)
     checks: dict[CheckId, tuple[CheckSpec, Target]] = {}
     for i in range(args.checks):
         port = ports[i % len(ports)] if ports else 10_000 + i
@@ -215,7 +288,7 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
         return await _bench_tasks(args, checks, on_result, counts)
     clock: Callable[[], float] = loop.time
     sched = CheckScheduler(
-        _factory(args.probe),
+        _factory(args.probe, args.http_from),
         on_result,
         clock=clock,
         sleep=asyncio.sleep,
@@ -251,6 +324,7 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
         "driver": "heap",
         "gc": args.gc,
         "probe": args.probe,
+        "http_from": args.http_from,
         "checks": args.checks,
         "interval_s": args.interval,
         "seconds": round(wall, 2),
@@ -290,7 +364,7 @@ async def _bench_tasks(
 ) -> dict[str, Any]:
     """The design we did not take, for comparison: one sleeping task per check."""
     loop = asyncio.get_running_loop()
-    factory = _factory(args.probe)
+    factory = _factory(args.probe, args.http_from)
     rng = random.Random(1)
     lateness: list[float] = []
     runs = 0
@@ -325,6 +399,7 @@ async def _bench_tasks(
     return {
         "driver": "tasks",
         "probe": args.probe,
+        "http_from": args.http_from,
         "checks": args.checks,
         "seconds": round(wall, 2),
         "runs": runs,
@@ -346,7 +421,10 @@ def main() -> None:
     parser.add_argument("--checks", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--interval", type=float, default=1.0)
-    parser.add_argument("--probe", choices=["null", "tcp", "http"], default="null")
+    parser.add_argument("--probe", choices=["null", "tcp", "http", "https"], default="null")
+    parser.add_argument(
+        "--http-from", metavar="REV", help="http/https: lvsd/checks/http.py as at git REV"
+    )
     parser.add_argument("--max-concurrent", type=int, default=1000)
     parser.add_argument(
         "--servers", type=int, default=0, help="listening ports (default: one per check)"
@@ -369,6 +447,7 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    args.ca_file = None
     _raise_nofile()
 
     ports: list[int] = []
@@ -382,6 +461,8 @@ def main() -> None:
             target=serve, args=(count, args.probe, child_conn), daemon=True
         )
         child.start()
+        if args.probe == "https":
+            args.ca_file = parent_conn.recv()
         ports = parent_conn.recv()
     try:
         figures = asyncio.run(bench(args, ports))

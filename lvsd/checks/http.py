@@ -1,54 +1,53 @@
-"""The ``http`` and ``https`` kinds (aiohttp client).
+"""The ``http`` and ``https`` kinds (one HTTP/1.1 exchange, parsed by httptools).
 
 The request goes straight to the real server's address (no DNS), with ``Host`` set to
 ``options.host`` when given (a virtual host), the extra ``options.headers``, and
-``Connection: close`` unless ``options.keepalive``. Redirects are not followed. The
-status must be in one of ``options.status``; the body (the first 1 MiB of it, decoded
-with the response's charset, else UTF-8) must match ``options.body_regex``
-(``re.search``) and its MD5 must be ``options.body_digest`` when those are set.
+``Connection: close`` unless ``options.keepalive`` (then one connection is kept and
+reused while the server allows it). Redirects are not followed. The status must be in
+one of ``options.status``; the body (the first 1 MiB of it, decoded with the
+response's charset, else UTF-8) must match ``options.body_regex`` (``re.search``) and
+its MD5 must be ``options.body_digest`` when those are set. The body is read to its
+end (up to 1 MiB without a digest), Content-Length, chunked or until close. A header,
+method or path with a line break is refused, never sent; headers past 64 KiB fail.
 
 TLS (``https``, or ``tls = true``) verifies the certificate by default, against
 ``options.ca_file`` or the system store, for the name ``options.sni``, else
 ``options.host``, else the address (which is also the SNI sent); ``client_cert`` and
 ``client_key`` present a client certificate; ``verify = false`` turns checking off.
-
-Each probe owns one ``ClientSession``, made on the first run inside the running loop
-and closed by :meth:`HttpProbe.close`. TLS contexts are shared by probes with the same
-TLS options.
+TLS contexts are shared by probes with the same TLS options.
 
 Details: ``"connect 10.0.0.2:80: refused"``, ``"GET /health: status 503, want 200-299"``,
 ``"GET /: body does not match 'ok'"``, ``"GET /: body digest 9e10..., want 0cc1..."``,
 ``"TLS: certificate verify failed: self-signed certificate"``,
-``"GET /: timeout after 1.0s"``, ``"GET /: server disconnected"``.
+``"GET /: timeout after 1.0s"``, ``"GET /: server disconnected"``,
+``"GET /: bad response: invalid HTTP status line"``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import re
 import ssl
-from types import SimpleNamespace
-
-import aiohttp
 
 from lvsd.checks.base import ProbeResult, Target
-from lvsd.checks.net import (
-    Fail,
-    Progress,
-    Verdict,
-    describe_os_error,
-    hostport,
-    local_addr,
-    run_timed,
+from lvsd.checks.http_wire import (
+    BadResponse,
+    CutShort,
+    Disconnected,
+    Exchange,
+    build_request,
+    connect,
 )
+from lvsd.checks.net import Fail, Progress, Verdict, describe_os_error, hostport, run_timed
 from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import CheckSpec, HttpOptions
 
 #: Bytes of the body kept for ``body_regex`` (the digest covers the whole body).
 BODY_LIMIT = 1 << 20
 
-_CHUNK = 65536
+_DEFAULT_PORT = {"http": 80, "https": 443}
 
 
 @functools.lru_cache(maxsize=64)
@@ -65,189 +64,175 @@ def tls_context(
     return context
 
 
-async def _on_connect_start(
-    session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    _params: aiohttp.TraceConnectionCreateStartParams,
-) -> None:
-    progress = context.trace_request_ctx
-    if isinstance(progress, _HttpProgress):
-        progress.step = progress.connect_step
-
-
-async def _on_connect_end(
-    session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    _params: aiohttp.TraceConnectionCreateEndParams,
-) -> None:
-    progress = context.trace_request_ctx
-    if isinstance(progress, _HttpProgress):
-        progress.step = progress.request_step
-
-
-@functools.cache
-def _trace_config() -> aiohttp.TraceConfig:
-    """One trace config for every session: it names the step (connect or request)."""
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_start.append(_on_connect_start)
-    trace.on_connection_create_end.append(_on_connect_end)
-    return trace
-
-
-class _HttpProgress(Progress):
-    __slots__ = ("connect_step", "request_step")
-
-    def __init__(self, connect_step: str, request_step: str) -> None:
-        super().__init__(request_step)
-        self.connect_step = connect_step
-        self.request_step = request_step
-
-
 class HttpProbe(ProbeBase[HttpOptions]):
     """Ask the real server for a page and judge status and body (kinds http and https)."""
 
-    __slots__ = ("_regex", "_session", "_url")
+    __slots__ = (
+        "_connect_step",
+        "_exchange",
+        "_regex",
+        "_request",
+        "_request_step",
+        "_tls",
+        "_url",
+    )
     options_type = HttpOptions
 
     def __init__(self, spec: CheckSpec, target: Target) -> None:
         super().__init__(spec, target)
         options = self._options
         scheme = "https" if options.tls or spec.kind == "https" else "http"
+        self._tls = scheme == "https"
         path = options.path if options.path.startswith("/") else "/" + options.path
-        self._url = f"{scheme}://{hostport(target.address, self._port)}{path}"
+        where = hostport(target.address, self._port)
+        self._url = f"{scheme}://{where}{path}"
+        self._connect_step = f"connect {where}"
+        self._request_step = f"{options.method} {options.path}"
+        host = options.host
+        if host is None:
+            host = (
+                where if self._port != _DEFAULT_PORT[scheme] else hostport(target.address, 0)[:-2]
+            )
+        self._request = build_request(
+            options.method, path, host, options.headers, close=not options.keepalive
+        )
         self._regex: re.Pattern[str] | str | None = None
         if options.body_regex is not None:
             try:
                 self._regex = re.compile(options.body_regex)
             except re.error as exc:
                 self._regex = f"bad body_regex {options.body_regex!r}: {exc}"
-        self._session: aiohttp.ClientSession | None = None
+        self._exchange: Exchange | None = None
 
     @property
     def url(self) -> str:
         return self._url
 
-    def _make_session(self) -> aiohttp.ClientSession:
-        options = self._options
-        tls: ssl.SSLContext | bool = False
-        if self._url.startswith("https:"):
-            tls = tls_context(
-                options.verify, options.ca_file, options.client_cert, options.client_key
-            )
-        connector = aiohttp.TCPConnector(
-            ssl=tls,
-            local_addr=local_addr(self._spec),
-            force_close=not options.keepalive,
-            limit=1,
-            use_dns_cache=False,
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trace_configs=[_trace_config()],
-            timeout=aiohttp.ClientTimeout(total=None),
-            trust_env=False,
-        )
-
-    def _headers(self) -> dict[str, str]:
-        headers = dict(self._options.headers)
-        if self._options.host is not None:
-            headers["Host"] = self._options.host
-        if not self._options.keepalive:
-            headers["Connection"] = "close"
-        return headers
-
     async def probe(self) -> ProbeResult:
-        request = f"{self._options.method} {self._options.path}"
-        connect = f"connect {hostport(self._target.address, self._port)}"
-        progress = _HttpProgress(connect, request)
+        progress = Progress(self._request_step)
         return await run_timed(self._spec.timeout, progress, lambda: self._run(progress))
 
-    async def _run(self, progress: _HttpProgress) -> Verdict:
+    async def _run(self, progress: Progress) -> Verdict:
+        step = self._request_step
         if isinstance(self._regex, str):
-            raise Fail(f"{progress.request_step}: {self._regex}", "error")
-        if self._session is None:
+            raise Fail(f"{step}: {self._regex}", "error")
+        if isinstance(self._request, str):
+            raise Fail(f"{step}: {self._request}", "error")
+        exchange = self._exchange
+        self._exchange = None
+        if exchange is None or exchange.closed:
+            progress.step = self._connect_step
+            exchange = await self._open()
+            progress.step = step
+        try:
+            verdict = await self._ask(exchange, progress)
+        except (BadResponse, Disconnected, CutShort, ssl.SSLError) as exc:
+            raise _translate(exc, progress.step) from exc
+        finally:
+            if self._options.keepalive and exchange.keep_alive():
+                self._exchange = exchange
+            else:
+                exchange.close()
+        return verdict
+
+    async def _open(self) -> Exchange:
+        """A new connection (TLS handshake included) with its response parser."""
+        options = self._options
+        context: ssl.SSLContext | None = None
+        if self._tls:
             try:
-                self._session = self._make_session()
+                context = tls_context(
+                    options.verify, options.ca_file, options.client_cert, options.client_key
+                )
             except (OSError, ValueError) as exc:  # unreadable ca_file / client cert
                 raise Fail(f"TLS: cannot load certificates: {exc}", "error") from exc
+        sock = await connect(self._spec, self._target, self._port)
+        loop = asyncio.get_running_loop()
+        name = options.sni or options.host or str(self._target.address)
         try:
-            return await self._request(self._session, progress)
-        except aiohttp.ClientConnectorCertificateError as exc:
-            cert_error = exc.certificate_error
-            text = getattr(cert_error, "verify_message", None) or str(cert_error)
+            _, exchange = await loop.create_connection(
+                Exchange, sock=sock, ssl=context, server_hostname=name if context else None
+            )
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            text = exc.verify_message or str(exc)
             raise Fail(f"TLS: certificate verify failed: {text}", "tls") from exc
-        except aiohttp.ClientSSLError as exc:
+        except ssl.SSLError as exc:
+            sock.close()
             raise Fail(f"TLS: {_ssl_text(exc)}", "tls") from exc
-        except aiohttp.ClientConnectorError as exc:
-            text, reason = describe_os_error(exc.os_error)
-            raise Fail(f"{progress.connect_step}: {text}", reason) from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            raise Fail(f"{progress.step}: server disconnected", "reset") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise Fail(f"{progress.step}: body cut short: {exc}", "reset") from exc
-        except aiohttp.ClientResponseError as exc:
-            raise Fail(f"{progress.step}: bad response: {exc.message}", "protocol") from exc
-        except aiohttp.ClientOSError as exc:
-            text, reason = describe_os_error(exc)
-            raise Fail(f"{progress.step}: {text}", reason) from exc
-        except aiohttp.ClientError as exc:
-            raise Fail(f"{progress.step}: {type(exc).__name__}: {exc}", "error") from exc
+        except BaseException:
+            sock.close()
+            raise
+        return exchange
 
-    async def _request(self, session: aiohttp.ClientSession, progress: _HttpProgress) -> Verdict:
+    async def _ask(self, exchange: Exchange, progress: Progress) -> Verdict:
         options = self._options
-        step = progress.request_step
-        server_hostname = options.sni or options.host
-        async with session.request(
-            options.method,
-            self._url,
-            headers=self._headers(),
-            allow_redirects=False,
-            server_hostname=server_hostname if self._url.startswith("https:") else None,
-            trace_request_ctx=progress,
-        ) as response:
-            status = response.status
-            if not any(status in wanted for wanted in options.status):
-                want = ", ".join(str(wanted) for wanted in options.status)
-                raise Fail(f"{step}: status {status}, want {want}", "status")
-            progress.step = f"{step}: body"
-            digest = hashlib.md5(usedforsecurity=False) if options.body_digest else None
-            kept = bytearray()
-            async for chunk in response.content.iter_chunked(_CHUNK):
-                if digest is not None:
-                    digest.update(chunk)
-                if len(kept) < BODY_LIMIT:
-                    kept += chunk[: BODY_LIMIT - len(kept)]
-                elif digest is None:
-                    break
-            if isinstance(self._regex, re.Pattern):
-                text = _decode(bytes(kept), response)
-                if self._regex.search(text) is None:
-                    raise Fail(f"{step}: body does not match {self._regex.pattern!r}", "body")
-            if digest is not None and options.body_digest is not None:
-                got = digest.hexdigest()
-                if got != options.body_digest.lower():
-                    raise Fail(
-                        f"{step}: body digest {got}, want {options.body_digest.lower()}", "body"
-                    )
-            return Verdict(ok=True, detail=f"{step}: status {status}")
+        step = self._request_step
+        assert isinstance(self._request, bytes)
+        assert exchange.transport is not None
+        exchange.reset(head_only=options.method.upper() == "HEAD")
+        digest = hashlib.md5(usedforsecurity=False) if options.body_digest else None
+        kept = bytearray()
+
+        def consume(chunk: bytes) -> bool:
+            if digest is not None:
+                digest.update(chunk)
+            if len(kept) < BODY_LIMIT:
+                kept.extend(chunk[: BODY_LIMIT - len(kept)])
+            return digest is not None or len(kept) < BODY_LIMIT
+
+        exchange.consume = consume
+        exchange.transport.write(self._request)
+        await exchange.wait(lambda: exchange.head_done)
+        status = exchange.status
+        if not any(status in wanted for wanted in options.status):
+            want = ", ".join(str(wanted) for wanted in options.status)
+            raise Fail(f"{step}: status {status}, want {want}", "status")
+        progress.step = f"{step}: body"
+        await exchange.wait(lambda: exchange.message_done)
+        if isinstance(self._regex, re.Pattern):
+            text = _decode(bytes(kept), exchange.headers.get(b"content-type", b""))
+            if self._regex.search(text) is None:
+                raise Fail(f"{step}: body does not match {self._regex.pattern!r}", "body")
+        if digest is not None and options.body_digest is not None:
+            got = digest.hexdigest()
+            if got != options.body_digest.lower():
+                raise Fail(f"{step}: body digest {got}, want {options.body_digest.lower()}", "body")
+        return Verdict(ok=True, detail=f"{step}: status {status}")
 
     async def close(self) -> None:
-        """Close the session (and its connection), if one was made."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        """Close the kept connection, if any."""
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.close()
 
 
-def _decode(body: bytes, response: aiohttp.ClientResponse) -> str:
+def _translate(exc: Exception, step: str) -> Fail:
+    """The failure a broken exchange means, named by the step it broke in."""
+    if isinstance(exc, Disconnected):
+        return Fail(f"{step}: server disconnected", "reset")
+    if isinstance(exc, CutShort):
+        return Fail(f"{step}: body cut short: {exc}", "reset")
+    if isinstance(exc, BadResponse):
+        return Fail(f"{step}: bad response: {exc}", "protocol")
+    assert isinstance(exc, OSError)
+    text, reason = describe_os_error(exc)
+    return Fail(f"{step}: {text}", reason)
+
+
+_CHARSET = re.compile(rb"""charset\s*=\s*["']?([-\w.:]+)""", re.IGNORECASE)
+
+
+def _decode(body: bytes, content_type: bytes) -> str:
+    found = _CHARSET.search(content_type)
+    charset = found.group(1).decode("ascii") if found else "utf-8"
     try:
-        return body.decode(response.get_encoding(), "replace")
+        return body.decode(charset, "replace")
     except LookupError:  # a charset Python does not know
         return body.decode("utf-8", "replace")
 
 
-def _ssl_text(exc: aiohttp.ClientSSLError) -> str:
-    os_error = exc.os_error
-    if isinstance(os_error, ssl.SSLError) and os_error.reason:
-        return os_error.reason.lower().replace("_", " ")  # WRONG_VERSION_NUMBER
-    return str(os_error)
+def _ssl_text(exc: ssl.SSLError) -> str:
+    if exc.reason:
+        return exc.reason.lower().replace("_", " ")  # WRONG_VERSION_NUMBER
+    return str(exc)

@@ -354,3 +354,99 @@ async def test_close_without_probe_is_harmless(net: Loopback) -> None:
     await probe.close()
     await probe.close()
     assert "http://" + format_hostport(net.address, 80) + "/" == probe.url
+
+
+# --- the response parser ----------------------------------------------------------------
+
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+async def test_chunked_body(net: Loopback) -> None:
+    """A chunked body is put together before the regex and the digest see it."""
+    body = b"all " + b"ok here"
+    port = await _raw(net, CHUNKED + b"4\r\nall \r\n7;ext=1\r\nok here\r\n0\r\n\r\n")
+    good = hashlib.md5(body, usedforsecurity=False).hexdigest()
+    assert (True, "GET /: status 200", "ok") == await _get(
+        net, port, body_regex="all ok", body_digest=good
+    )
+
+
+async def test_chunked_cut_short(net: Loopback) -> None:
+    """A chunked body that ends before its last chunk is down."""
+    port = await _raw(net, CHUNKED + b"10\r\nonly this")
+    ok, detail, reason = await _get(net, port, body_regex="only")
+    assert (False, "reset") == (ok, reason)
+    assert detail.startswith("GET /: body: body cut short: "), detail
+
+
+async def test_body_until_close(net: Loopback) -> None:
+    """A body without Content-Length or chunks ends with the connection."""
+    port = await _raw(net, b"HTTP/1.0 200 OK\r\n\r\nall ok here")
+    assert (True, "GET /: status 200", "ok") == await _get(net, port, body_regex="ok here$")
+
+
+async def _endless(net: Loopback) -> int:
+    """A server that answers with a chunked body that never ends."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(CHUNKED + b"5\r\nfirst\r\n")
+        chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+        while not net.stop.is_set():
+            writer.write(chunk)
+            await writer.drain()
+
+    return await net.tcp(handler)
+
+
+async def test_oversize_body_read_is_bounded(net: Loopback) -> None:
+    """An endless body is read only up to the 1 MiB the regex sees: the probe ends
+    (up, the match is in the first MiB; down, it is not) rather than timing out."""
+    port = await _endless(net)
+    assert (True, "GET /: status 200", "ok") == await _get(net, port, body_regex="^first")
+    assert (False, "GET /: body does not match 'never'", "body") == await _get(
+        net, port, body_regex="never"
+    )
+
+
+async def test_malformed_status_line(net: Loopback) -> None:
+    """A status line that is not HTTP/1.x is a protocol error naming the parser's reason."""
+    port = await _raw(net, b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n")
+    ok, detail, reason = await _get(net, port)
+    assert (False, "protocol") == (ok, reason)
+    assert detail.startswith("GET /: bad response: "), detail
+
+
+async def test_folded_response_header_refused(net: Loopback) -> None:
+    """A response header folded onto a second line (obsolete, a smuggling vector) is
+    a protocol error."""
+    port = await _raw(net, b"HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 0\r\n\r\n")
+    ok, detail, reason = await _get(net, port)
+    assert (False, "protocol") == (ok, reason), detail
+
+
+async def test_oversize_headers_refused(net: Loopback) -> None:
+    """Headers beyond the parser's limit are refused, not buffered for ever."""
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(1000))
+    port = await _raw(net, b"HTTP/1.1 200 OK\r\n" + many + b"\r\n")
+    ok, detail, reason = await _get(net, port)
+    assert (False, "protocol") == (ok, reason)
+    assert detail.startswith("GET /: bad response: headers exceed "), detail
+
+
+async def test_header_with_line_break_is_not_sent(net: Loopback, start_web: StartWeb) -> None:
+    """A configured header value with CR/LF (request splitting) fails the probe and
+    nothing is sent to the server."""
+    seen: list[web.Request] = []
+    port = await start_web(seen)
+    ok, detail, reason = await _get(net, port, path="/ok", headers=(("X-Check", "a\r\nX-Evil: 1"),))
+    assert (False, "error") == (ok, reason)
+    assert detail.startswith("GET /ok: bad header "), detail
+    assert [] == seen
+
+
+async def test_head_with_content_length(net: Loopback) -> None:
+    """A HEAD answer announces a body it does not send: the probe does not wait for it."""
+    port = await _raw(net, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    assert (True, "HEAD /: status 200", "ok") == await _get(net, port, method="HEAD")
