@@ -2,10 +2,12 @@
 
 Placeholders ``{vip}``, ``{vport}``, ``{rip}``, ``{rport}`` in each argument are
 replaced by the VIP, virtual port, real server address and probed port. The command
-runs in its own session (so in its own process group), with stdin from /dev/null,
-as ``options.user`` when set, in that user's primary and supplementary groups. On
-timeout the whole group is killed (SIGKILL) and the child reaped: nothing is left
-behind.
+runs through :func:`lvsd.child.run`: its own session, stdin from /dev/null, no
+descriptor of lvsd's, no capability (unprivileged), as ``options.user`` when set (in
+that user's groups; ``options.group`` instead of its primary group). When the run ends
+(exit, timeout, cancel) its whole process group is killed (SIGKILL) and it is reaped:
+nothing is left behind. Its exit status decides, even when a child of it still holds
+its output open.
 
 Exit 0: up. Exit 1: down. Exit 2..255: up with weight ``code - 2`` (bounded by
 ``options.max_weight``, else the configured weight) when ``options.dynamic``, else
@@ -18,13 +20,12 @@ Details: ``"exec ['/bin/check', '10.0.0.2']: exit 1: <first line of output>"``,
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import grp
 import os
 import pwd
 import signal
-import subprocess
 
+from lvsd import child
 from lvsd.checks.base import ProbeResult, Target
 from lvsd.checks.net import Fail, Progress, Verdict, run_timed
 from lvsd.checks.probe import ProbeBase
@@ -67,20 +68,6 @@ def verdict_of_exit(code: int, options: ExecOptions, weight: int) -> tuple[bool,
     return False, f"exit {code}", None
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-async def _first_output(stream: asyncio.StreamReader) -> bytes:
-    """Keep the first OUTPUT_LIMIT bytes of ``stream``, read the rest to EOF."""
-    kept = b""
-    while chunk := await stream.read(4096):
-        if len(kept) < OUTPUT_LIMIT:
-            kept = (kept + chunk)[:OUTPUT_LIMIT]
-    return kept
-
-
 class ExecProbe(ProbeBase[ExecOptions]):
     """Run the configured command against the target."""
 
@@ -103,48 +90,40 @@ class ExecProbe(ProbeBase[ExecOptions]):
     async def _run(self, progress: Progress) -> Verdict:
         if not self._argv:
             raise Fail("exec []: empty command", "error")
-        user = self._options.user
-        uid = gid = groups = None
-        if user is not None:
-            try:
-                entry = pwd.getpwnam(user)
-            except (KeyError, ValueError):
-                raise Fail(f"{progress.step}: no such user {user!r}", "error") from None
-            # The user's own groups too, or the command keeps root's gid 0 and groups.
-            uid, gid = entry.pw_uid, entry.pw_gid
-            groups = os.getgrouplist(entry.pw_name, gid)
+        identity = _identity(self._options, progress)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                user=uid,
-                group=gid,
-                extra_groups=groups,
+            exited = await child.run(
+                self._argv, output_limit=OUTPUT_LIMIT, identity=identity, unprivileged=True
             )
         except FileNotFoundError:
             raise Fail(f"{progress.step}: not found", "error") from None
         except PermissionError:
             raise Fail(f"{progress.step}: permission denied", "error") from None
-        finished = False
-        try:
-            assert proc.stdout is not None  # stdout=PIPE above
-            output = await _first_output(proc.stdout)
-            code = await proc.wait()
-            finished = True
-        finally:
-            if not finished:
-                # Timed out or cancelled: the command, or a child of it still holding
-                # its output open, is alive. Kill the whole group, then reap.
-                _kill_group(proc.pid)
-                await proc.wait()
-        ok, text, weight = verdict_of_exit(code, self._options, self._target.weight)
+        ok, text, weight = verdict_of_exit(exited.code, self._options, self._target.weight)
         detail = f"{progress.step}: {text}"
-        first_line = output.decode("utf-8", "replace").strip().split("\n", 1)[0].strip()
+        first_line = exited.output.decode("utf-8", "replace").strip().split("\n", 1)[0].strip()
         if first_line:
             detail += f": {first_line}"
         if ok:
             return Verdict(ok=True, detail=detail, weight=weight)
         return Verdict.fail(detail, "exit")
+
+
+def _identity(options: ExecOptions, progress: Progress) -> child.Identity:
+    """``options.user`` in its own primary and supplementary groups (or root's gid 0
+    and groups stay), ``options.group`` instead of the primary group."""
+    uid = gid = groups = None
+    if options.user is not None:
+        try:
+            entry = pwd.getpwnam(options.user)
+        except (KeyError, ValueError):
+            raise Fail(f"{progress.step}: no such user {options.user!r}", "error") from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+        groups = tuple(os.getgrouplist(entry.pw_name, gid))
+    if options.group is not None:
+        try:
+            gid = grp.getgrnam(options.group).gr_gid
+        except (KeyError, ValueError):
+            raise Fail(f"{progress.step}: no such group {options.group!r}", "error") from None
+        groups = (gid,) if groups is None else (gid, *groups)
+    return child.Identity(uid=uid, gid=gid, groups=groups)

@@ -84,6 +84,7 @@ class ExecOptions:
 
     command: tuple[str, ...]
     user: str | None = None
+    group: str | None = None  # instead of the user's primary group
     dynamic: bool = False
     max_weight: int | None = None  # bound for dynamic weights (default: configured weight)
 

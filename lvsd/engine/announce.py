@@ -3,18 +3,19 @@
 A :class:`~lvsd.health.state.Report` becomes one log event per change
 (``realserver.up``/``realserver.down``, ``service.panic``, ``quorum.down``...), the
 matching :class:`Hooks` calls, and the service's quorum up/down command, run as a
-bounded subprocess (killed after :data:`COMMAND_TIMEOUT`) that never blocks the engine.
+bounded subprocess (killed with its process group after :data:`COMMAND_TIMEOUT`)
+that never blocks the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import structlog
 
+from lvsd import child
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
 from lvsd.health.state import Report, Transition
@@ -120,36 +121,21 @@ class Announcer:
 
 
 async def _run_bounded(argv: tuple[str, ...], limit: float = COMMAND_TIMEOUT) -> None:
-    """Run a quorum command; kill it after ``limit`` seconds; log how it ended."""
+    """Run a quorum command (lvsd's identity); after ``limit`` seconds kill it with its
+    whole process group; log how it ended."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        async with asyncio.timeout(limit):
+            exited = await child.run(argv, kill_group=False)
+    except TimeoutError:
+        log.error("command.timeout", command=list(argv), timeout=limit)
+        return
     except OSError as exc:
         log.error("command.failed", command=list(argv), error=str(exc))
         return
-    try:
-        async with asyncio.timeout(limit):
-            code = await proc.wait()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        log.error("command.timeout", command=list(argv), timeout=limit)
-        return
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    if code == 0:
+    if exited.code == 0:
         log.info("command.done", command=list(argv))
     else:
-        log.error("command.failed", command=list(argv), status=code)
+        log.error("command.failed", command=list(argv), status=exited.code)
 
 
 __all__ = ["COMMAND_TIMEOUT", "Announcer", "CommandRunner", "Hooks", "NullHooks"]
