@@ -33,6 +33,7 @@ from typing import Any
 
 import structlog
 
+from lvsd.config.values import MAX_SOCKET_PATH
 from lvsd.errors import ControlError, LvsdError
 
 #: What the daemon supplies: a request in, the fields of the answer out. Raising
@@ -45,8 +46,6 @@ BACKLOG = 100
 REQUEST_LIMIT = 1 << 20
 #: Largest answer line a client reads (a status dump of a big table), in bytes.
 RESPONSE_LIMIT = 64 << 20
-#: Longest socket path the kernel takes (``sun_path`` is 108 bytes with its NUL).
-MAX_PATH = 107
 
 log = structlog.get_logger(__name__)
 
@@ -75,8 +74,8 @@ async def serve(
     server and then calls :func:`remove_socket`.
     """
     target = Path(path)
-    if len(os.fsencode(path)) > MAX_PATH - 12:  # room for the temporary name's suffix
-        raise ControlError(f"control socket path too long (max {MAX_PATH - 12} bytes): {path}")
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:  # room for the temporary name's suffix
+        raise ControlError(f"control socket path too long (max {MAX_SOCKET_PATH} bytes): {path}")
     gid = _group_id(group)
     mode = 0o660 if gid is not None else 0o600
     try:

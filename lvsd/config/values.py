@@ -34,8 +34,8 @@ MAX_FWMARK = MAX_U32
 #: The shortest check or drift-repair interval: shorter ones would only spin the loop.
 MIN_INTERVAL = 0.01
 #: The longest control socket path: AF_UNIX holds 107 bytes, and the daemon binds a
-#: temporary name beside it first (".NAME.PID", up to 9 bytes longer).
-MAX_SOCKET_PATH = 107 - 9
+#: temporary name beside it first (".NAME.PID": room for 12 bytes more).
+MAX_SOCKET_PATH = 107 - 12
 #: The longest duration any setting takes (30 days): finite, and far above any real use.
 MAX_SECONDS = 30 * 86400.0
 
