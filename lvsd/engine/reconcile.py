@@ -432,7 +432,8 @@ class Engine:
 
     def _refused(self, result: str, errors: tuple[str, ...]) -> ReloadResult:
         """A reload that changes nothing: counted, logged, the old config kept."""
-        log.error(f"reload.{result}", errors=list(errors))
+        event = "reload.refused" if result == "refused" else "reload.failed"
+        log.error(event, problems=len(errors), errors=list(errors))
         self.hooks.reload(result, self.wall_clock())
         return ReloadResult(ok=False, errors=errors)
 
