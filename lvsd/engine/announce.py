@@ -39,6 +39,7 @@ class Hooks(Protocol):
     def drift_repair(self, count: int) -> None: ...
     def panic(self, service: str, on: bool) -> None: ...
     def quorum(self, service: str, up: bool) -> None: ...
+    def state_set_aside(self, name: str) -> None: ...
 
 
 class NullHooks:
@@ -63,6 +64,9 @@ class NullHooks:
         pass
 
     def quorum(self, service: str, up: bool) -> None:
+        pass
+
+    def state_set_aside(self, name: str) -> None:
         pass
 
 

@@ -8,9 +8,10 @@ health says, until it is undrained. Drains live in ``<state_dir>/drains.json``::
 
 Writes are atomic (a temporary file in the same directory, fsync, ``os.replace``, fsync
 of the directory), so a crash leaves the old file or the new one, never half of one.
-A file that cannot be read is an :class:`~lvsd.errors.LvsdError` naming it, and the
-store then refuses to write until the operator has looked: silently replacing it would
-undrain servers somebody took out on purpose.
+A file that cannot be read is an :class:`~lvsd.errors.LvsdError` naming it from
+:meth:`DrainStore.load`; the daemon starts through :meth:`DrainStore.recover` instead,
+which sets a corrupt file aside (renamed, logged) and keeps the entries it could read:
+a bad state file never stops health checking.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,8 @@ class DrainStore:
         self.path = Path(path)
         self._drains: frozenset[RealServerId] = frozenset()
         self._loaded = False
+        #: Where :meth:`recover` moved a corrupt file (None: nothing set aside).
+        self.set_aside: Path | None = None
 
     @classmethod
     def in_dir(cls, state_dir: str | os.PathLike[str]) -> DrainStore:
@@ -66,6 +70,39 @@ class DrainStore:
             raise LvsdError(f"{self.path}: cannot read drain state: {exc}") from exc
         self._drains = _parse(self.path, text)
         self._loaded = True
+        return self._drains
+
+    def recover(self) -> frozenset[RealServerId]:
+        """:meth:`load`, but a corrupt or unreadable file is set aside, never fatal.
+
+        The file is renamed to ``drains.json.corrupt-<UTC time>`` and the entries that
+        could be read are kept (and written back), so the daemon health-checks with the
+        drains it can trust. When even the rename fails, the store starts empty and
+        refuses to write (each drain command says why) rather than replace the file.
+        """
+        try:
+            return self.load()
+        except LvsdError as exc:
+            problem = str(exc)
+        kept = _salvage(self.path)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            log.error("state.unusable", path=str(self.path), problem=problem, error=str(exc))
+            return frozenset()
+        self.set_aside = aside
+        log.error(
+            "state.set_aside",
+            path=str(self.path),
+            moved_to=str(aside),
+            problem=problem,
+            drains_kept=len(kept),
+        )
+        self._drains, self._loaded = frozenset(), True
+        if kept:
+            self._write(kept)
         return self._drains
 
     def drained(self) -> frozenset[RealServerId]:
@@ -132,6 +169,22 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _salvage(path: Path) -> frozenset[RealServerId]:
+    """The well-formed entries of a corrupt file (none when it is not a JSON object)."""
+    try:
+        document: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return frozenset()
+    entries = document.get("drains") if isinstance(document, dict) else None
+    kept: set[RealServerId] = set()
+    for entry in entries if isinstance(entries, list) else ():
+        try:
+            kept |= _parse(path, json.dumps({"version": VERSION, "drains": [entry]}))
+        except (LvsdError, ValueError, RecursionError):
+            continue
+    return frozenset(kept)
+
+
 def _parse(path: Path, text: str) -> frozenset[RealServerId]:
     def bad(message: str) -> LvsdError:
         return LvsdError(
@@ -141,8 +194,8 @@ def _parse(path: Path, text: str) -> frozenset[RealServerId]:
 
     try:
         document: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise bad(f"not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or nested too deep
+        raise bad(f"not JSON ({exc or 'nested too deep'})") from exc
     if not isinstance(document, dict):
         raise bad("expected a JSON object")
     version = document.get("version")

@@ -151,7 +151,11 @@ class Engine:
         self.wall_clock = wall_clock or time.time
         self.hooks: Hooks = hooks or NullHooks()
         self.drains = drains
-        self.drained: frozenset[RealServerId] = drains.load() if drains is not None else frozenset()
+        self.drained: frozenset[RealServerId] = (
+            drains.recover() if drains is not None else frozenset()
+        )
+        if drains is not None and drains.set_aside is not None:
+            self.hooks.state_set_aside(drains.path.name)
         self.health = HealthState()
         #: Destinations kept at weight 0 until their connections end.
         self.lingering: linger.LingeringTable = {}

@@ -258,6 +258,13 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        self.state_set_asides = Counter(
+            "lvsd_state_files_set_aside",
+            "state files found corrupt at start and renamed aside (the daemon went on "
+            "with the entries it could read), by file",
+            ["file"],
+            registry=registry,
+        )
         self.last_reload_ok = Gauge(
             "lvsd_config_last_reload_successful",
             "1 if the latest configuration reload succeeded (or none was tried), else 0",
@@ -351,6 +358,9 @@ class Metrics:
 
     def quorum(self, service: str, up: bool) -> None:
         self.quorums.labels(service, "up" if up else "down").inc()
+
+    def state_set_aside(self, name: str) -> None:
+        self.state_set_asides.labels(name).inc()
 
     def preflight(self, findings: Iterable[Finding]) -> None:
         """The latest host audit's findings: count the warnings and errors."""

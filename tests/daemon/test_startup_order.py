@@ -14,7 +14,7 @@ from lvsd.daemon.admin import Admin
 from lvsd.engine.reconcile import Engine
 from lvsd.errors import ControlError, LvsdError
 from lvsd.ipvs.memory import MemoryBackend
-from tests.daemon.helpers import config_text, running
+from tests.daemon.helpers import RS1, RS2, config_text, eventually, running, weight
 
 
 async def test_a_second_instance_writes_nothing_to_the_kernel(short_dir: Path) -> None:
@@ -71,3 +71,18 @@ def test_a_sighup_while_the_daemon_starts_does_not_kill_it() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert (0, b"") == (done.returncode, done.stderr)
+
+
+async def test_a_corrupt_drain_file_is_set_aside_and_checking_goes_on(short_dir: Path) -> None:
+    """A drains.json with a string port once stopped start-up; now the good entry stays
+    drained, the file is kept beside, and the other server is health-checked in."""
+    state = short_dir / "state"
+    state.mkdir()
+    (state / "drains.json").write_text(
+        '{"version": 1, "drains": [{"service": "web", "address": "10.0.0.2", "port": 80},'
+        ' {"service": "web", "address": "10.0.0.3", "port": "80"}]}'
+    )
+    async with running(short_dir, config_text(short_dir)) as r:
+        await eventually(lambda: weight(r.backend, RS2) == 1)
+        assert 0 == weight(r.backend, RS1)
+        assert [] != list(state.glob("drains.json.corrupt-*"))

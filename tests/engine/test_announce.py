@@ -82,6 +82,9 @@ class Recorder:
     def quorum(self, service: str, up: bool) -> None:
         self.calls.append(("quorum", (service, up)))
 
+    def state_set_aside(self, name: str) -> None:
+        self.calls.append(("state_set_aside", name))
+
 
 QUORUM = """
 [services.web.quorum]

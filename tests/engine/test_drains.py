@@ -169,3 +169,74 @@ def test_unwritable_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LvsdError, match="cannot save drain state"):
         store.drain("web", RS1)
     assert frozenset() == store.drained()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{garbage",
+        '{"version": 2, "drains": []}',
+        '{"version": 1, "drains": [{"service": "w", "address": "10.0.0.2", "port": "80"}]}',
+        "[" * 100_000,
+    ],
+)
+def test_recover_sets_a_corrupt_file_aside(tmp_path: Path, content: str) -> None:
+    """Start-up never stops on a bad drains.json: it is renamed aside, nothing is lost."""
+    path = tmp_path / DRAINS_FILE
+    path.write_text(content)
+    store = DrainStore(path)
+
+    assert frozenset() == store.recover()
+    assert store.set_aside is not None
+    assert store.set_aside.name.startswith("drains.json.corrupt-")
+    assert content == store.set_aside.read_text()
+    assert not path.exists()
+    assert store.drain("web", RS1)
+    assert frozenset({("web", RS1)}) == DrainStore(path).load()
+
+
+def test_recover_keeps_the_entries_it_can_read(tmp_path: Path) -> None:
+    """One malformed entry costs only itself: the good drains stay in force and on disk."""
+    path = tmp_path / DRAINS_FILE
+    path.write_text(
+        '{"version": 1, "drains": [{"service": "web", "address": "10.0.0.2", "port": 80},'
+        ' {"service": "web", "address": "10.0.0.3", "port": "80"}, 7]}'
+    )
+    store = DrainStore(path)
+
+    kept = store.recover()
+
+    assert frozenset({("web", RS1)}) == kept
+    assert kept == DrainStore(path).load()
+    assert store.set_aside is not None
+    assert store.set_aside.exists()
+
+
+def test_recover_of_a_good_file_sets_nothing_aside(tmp_path: Path) -> None:
+    path = tmp_path / DRAINS_FILE
+    DrainStore(path).drain("web", RS1)
+    store = DrainStore(path)
+
+    assert frozenset({("web", RS1)}) == store.recover()
+    assert store.set_aside is None
+    assert [DRAINS_FILE] == [p.name for p in tmp_path.iterdir()]
+
+
+def test_recover_that_cannot_rename_refuses_to_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the file cannot even be moved, the daemon starts without drains and refuses
+    drain commands instead of replacing the operator's file."""
+    path = tmp_path / DRAINS_FILE
+    path.write_text("{garbage")
+
+    def refuse(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("lvsd.engine.drains.os.replace", refuse)
+    store = DrainStore(path)
+    assert frozenset() == store.recover()
+    assert store.set_aside is None
+    with pytest.raises(LvsdError, match="corrupt"):
+        store.drain("web", RS1)
+    assert "{garbage" == path.read_text()
