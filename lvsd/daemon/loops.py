@@ -109,7 +109,7 @@ async def timer(engine: Engine, interval: float, clock: Callable[[], float]) -> 
         was_ramping = ramping
         if engine.lingering:
             await engine.check_lingering()
-        if engine.stale:
+        if engine.retry_due():  # a stale cache, or a refused op's backoff has passed
             await engine.reconcile()
 
 

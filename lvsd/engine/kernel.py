@@ -7,11 +7,16 @@ cache and costs no dump. A netlink error or a failed op marks the cache ``stale`
 next reconcile dumps. Every dump and op is counted in the hooks; a failed dump is
 logged here as ``kernel.dump_failed``. Its callers hold the engine's lock, except for
 :meth:`KernelView.counters`, which leaves the cache alone.
+
+A failed op is retried with backoff (:data:`RETRY_FIRST` doubling to :data:`RETRY_MAX`):
+until then the same op is held back, reported failed without a netlink call, so a
+kernel that keeps refusing costs one error line per change of cause, not one per round.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import structlog
@@ -23,6 +28,22 @@ from lvsd.model import ApplyResult, Op, ServiceKey, Snapshot, Table
 from lvsd.plan import apply_ops
 
 log = structlog.get_logger(__name__)
+
+#: Seconds before the first retry of a failed op; the delay doubles per failure.
+RETRY_FIRST = 1.0
+
+#: Longest delay between two tries of an op the kernel keeps refusing, in seconds.
+RETRY_MAX = 30.0
+
+
+@dataclass(slots=True)
+class _Failing:
+    """An op the kernel refused: its last error, when to try again, tries so far."""
+
+    error: IpvsError
+    retry_at: float
+    delay: float
+    tries: int = 1
 
 
 @runtime_checkable
@@ -51,6 +72,21 @@ class KernelView:
         self.applying_since: float | None = None
         #: How many applies were issued (each one or more ops).
         self.applies = 0
+        #: Ops the kernel refused, held back until their retry time.
+        self.failing: dict[Op, _Failing] = {}
+
+    def retry_due(self) -> bool:
+        """True when a refused op's retry time has come, or the cache is stale with no
+        op waiting (the timer then reconciles)."""
+        now = self.clock()
+        if any(f.retry_at <= now for f in self.failing.values()):
+            return True
+        return self.stale and not self.failing
+
+    def forget_except(self, ops: Collection[Op]) -> None:
+        """Drop the refused ops a whole-table plan no longer asks for."""
+        for op in [op for op in self.failing if op not in ops]:
+            del self.failing[op]
 
     # -- dumps ---------------------------------------------------------------------------
 
@@ -122,32 +158,59 @@ class KernelView:
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
         """Apply ``ops``, log and count each one, and play the applied ones on the
         cached table."""
+        now = self.clock()
+        held = tuple(
+            (op, f.error) for op in ops if (f := self.failing.get(op)) and now < f.retry_at
+        )
+        if held:  # not sent: the cache stays true
+            ops = [op for op in ops if op not in self.failing or now >= self.failing[op].retry_at]
         if not ops:
-            return ApplyResult()
-        self.applying_since = self.clock()
+            return ApplyResult(failed=held)
+        self.applying_since = now
         self.applies += 1
         try:
             result = await self.backend.apply(ops)
-        except IpvsError as exc:
-            log.error("kernel.apply_failed", error=str(exc), ops=len(ops))
+        except IpvsError as exc:  # the whole call failed (the socket, not one op)
+            new = [op for op in ops if self._failed(op, exc, now, quiet=True)]
+            if new:
+                log.error("kernel.apply_failed", error=str(exc), ops=len(ops))
             self.hooks.netlink("apply", False)
             self.stale = True
-            return ApplyResult(failed=tuple((op, exc) for op in ops))
+            return ApplyResult(failed=(*held, *((op, exc) for op in ops)))
         finally:
             self.applying_since = None
         for op in result.applied:
             self.hooks.netlink(str(op.kind), True)
             log.info("kernel.op", op=str(op))
+            if (was := self.failing.pop(op, None)) is not None:
+                log.info("kernel.op_recovered", op=str(op), tries=was.tries + 1)
         for op, error in result.failed:
             self.hooks.netlink(str(op.kind), False)
-            log.error("kernel.op_failed", op=str(op), error=error.reason)
+            self._failed(op, error, now)
         if result.failed:
             self.stale = True
+            result = ApplyResult(applied=result.applied, failed=(*held, *result.failed))
+        elif held:
+            result = ApplyResult(applied=result.applied, failed=held)
         try:
             self.table = apply_ops(self.table or {}, result.applied)
         except IpvsError:
             self.stale = True
         return result
+
+    def _failed(self, op: Op, error: IpvsError, now: float, *, quiet: bool = False) -> bool:
+        """Hold ``op`` back until its next try; log it when its cause is new (True)."""
+        was = self.failing.get(op)
+        if was is None or was.error.reason != error.reason:
+            if not quiet:
+                log.error("kernel.op_failed", op=str(op), error=error.reason, retry_in=RETRY_FIRST)
+            self.failing[op] = _Failing(error, now + RETRY_FIRST, RETRY_FIRST)
+            return True
+        delay = min(RETRY_MAX, was.delay * 2)
+        if not quiet:
+            log.debug("kernel.op_failed", op=str(op), error=error.reason, retry_in=delay)
+        self.failing[op] = _Failing(error, now + delay, delay, was.tries + 1)
+        return False
 
 
 def _dump_failed(exc: IpvsError) -> None:

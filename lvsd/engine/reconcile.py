@@ -199,6 +199,10 @@ class Engine:
         """True when the cached table cannot be trusted (a failure since the last dump)."""
         return self.kernel.stale
 
+    def retry_due(self) -> bool:
+        """True when the timer should reconcile: a stale cache, or a refused op's retry."""
+        return self.kernel.retry_due()
+
     @property
     def snapshot(self) -> Snapshot | None:
         """The last dump."""
@@ -311,6 +315,8 @@ class Engine:
             inputs = self._inputs()
             planning = self._whole(inputs)
         ops = plan(planning.current, planning.desired, planning.managed)
+        if names is None:
+            self.kernel.forget_except(ops)
         return await self._apply_planned(ops, inputs)
 
     def _inputs(self) -> _Inputs:

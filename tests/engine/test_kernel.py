@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from structlog.testing import capture_logs
 
 from lvsd.engine.announce import NullHooks
-from lvsd.engine.kernel import KernelView, PartialDump
+from lvsd.engine.kernel import RETRY_FIRST, RETRY_MAX, KernelView, PartialDump
 from lvsd.errors import IpvsError
 from lvsd.ipvs.memory import MemoryBackend
 from lvsd.model import (
@@ -47,17 +48,65 @@ async def test_health_change_plans_against_the_cache(tmp_path: Path) -> None:
 
 
 async def test_failed_op_makes_the_next_reconcile_dump(tmp_path: Path) -> None:
-    """After a refused op the cache is stale; the next reconcile dumps and retries."""
-    engine, backend, _ = await started(tmp_path, config_text())
+    """After a refused op the cache is stale; the retry dumps and sends it again."""
+    engine, backend, clock = await started(tmp_path, config_text())
     backend.fail = lambda op: IpvsError(str(op), "no memory")
     result = await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
     assert 1 == len(result.failed)
     assert engine.stale
     backend.fail = None
+    clock.now += RETRY_FIRST
+    assert engine.retry_due()
     dumps = backend.dumps
     result = await engine.reconcile()
     assert dumps + 1 == backend.dumps
     assert ["edit-dest tcp 192.168.3.108:80 -> 10.0.0.2:80 w=0 nat"] == kinds(result.applied)
+
+
+async def test_a_refused_op_is_retried_with_backoff_and_logged_once(tmp_path: Path) -> None:
+    """A kernel that keeps refusing one op: it is sent again only when its delay has
+    passed (doubling to RETRY_MAX), one error line for the cause, a recovery line."""
+    engine, backend, clock = await started(tmp_path, config_text())
+    backend.fail = lambda op: IpvsError(str(op), "no memory")
+    sent: list[float] = []
+    with capture_logs() as logs:
+        await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
+        sent.append(clock.now)
+        for _ in range(200):  # 100 s of rounds every 0.5 s, the timer's and results'
+            clock.now += 0.5
+            before = len(backend.received)
+            if engine.retry_due():
+                await engine.reconcile()
+            await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
+            if len(backend.received) > before:
+                sent.append(clock.now)
+        backend.fail = None
+        clock.now += RETRY_MAX
+        assert engine.retry_due()
+        await engine.reconcile()
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0] == gaps[:7]
+    assert 1 == sum(
+        1 for e in logs if e["event"] == "kernel.op_failed" and e["log_level"] == "error"
+    )
+    assert ["kernel.op_recovered"] == [e["event"] for e in logs if "recovered" in e["event"]]
+    assert 0 == backend.table[WEB].destinations[RS1].weight
+    assert not engine.retry_due()
+
+
+async def test_a_new_cause_is_logged_and_restarts_the_backoff(tmp_path: Path) -> None:
+    engine, backend, clock = await started(tmp_path, config_text())
+    backend.fail = lambda op: IpvsError(str(op), "no memory")
+    with capture_logs() as logs:
+        await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
+        clock.now += RETRY_FIRST
+        backend.fail = lambda op: IpvsError(str(op), "no such destination")
+        await engine.reconcile()
+    errors = [e["error"] for e in logs if e["event"] == "kernel.op_failed"]
+    assert ["no memory", "no such destination"] == errors
+    assert not engine.retry_due()
+    clock.now += RETRY_FIRST
+    assert engine.retry_due()
 
 
 async def test_counters_for_a_scrape_neither_wait_for_the_lock_nor_change_the_cache(
