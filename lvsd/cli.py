@@ -84,6 +84,8 @@ def _cmd_reload(args: argparse.Namespace) -> int:
         print(f"failed: {failed}", file=sys.stderr)
     for linger in answer.get("lingering", []):
         print(f"draining: {linger}")
+    for key in answer.get("restart_needed", []):
+        print(f"restart needed: {key} changed; it takes effect when lvsd restarts")
     print(f"reloaded: {len(ops)} op{'s' if len(ops) != 1 else ''}")
     return EXIT_FAILED if answer.get("failed") else EXIT_OK
 

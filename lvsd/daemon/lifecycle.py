@@ -20,6 +20,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -27,7 +28,7 @@ import structlog
 from lvsd import control
 from lvsd.checks.base import ProbeFactory
 from lvsd.checks.scheduler import CheckScheduler, checks_from_config
-from lvsd.config.model import Config
+from lvsd.config.model import Config, DaemonConfig
 from lvsd.daemon import heap, loops
 from lvsd.daemon.admin import Admin, ApiSource
 from lvsd.daemon.systemd import Notifier, NullNotifier
@@ -282,8 +283,12 @@ class Daemon:
             self.notifier.reloading()
             log.info("reload.start", path=self.config_path)
             guard = None if force else engine.config.daemon.reload_max_removed
+            before = engine.config.daemon
             try:
                 result = await engine.reload(self.load, max_removed=guard)
+                if result.ok and (later := restart_needed(before, engine.config.daemon)):
+                    log.warning("reload.restart_needed", settings=list(later))
+                    result = replace(result, restart_needed=later)
                 if result.ok and self.scheduler is not None:
                     await self.scheduler.update(checks_from_config(engine.config))
                     self._freeze(engine.config)
@@ -296,6 +301,23 @@ class Daemon:
             finally:
                 self._status.ready(engine)
             return result
+
+
+#: ``[daemon]`` settings used only at start (sockets, the state file, the probe pools):
+#: a reload that changes them says so, and they take effect at the next restart.
+START_ONLY = (
+    "state_dir",
+    "control_socket",
+    "control_group",
+    "metrics_listen",
+    "max_concurrent_probes",
+    "max_exec_probes",
+)
+
+
+def restart_needed(old: DaemonConfig, new: DaemonConfig) -> tuple[str, ...]:
+    """The ``daemon.`` keys among :data:`START_ONLY` whose value differs."""
+    return tuple(f"daemon.{k}" for k in START_ONLY if getattr(old, k) != getattr(new, k))
 
 
 async def preflight(config: Config, proc: Path, modules_dir: Path, metrics: Metrics | None) -> None:

@@ -67,6 +67,8 @@ class ReloadResult:
     failed: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     lingering: tuple[str, ...] = ()
+    #: ``[daemon]`` settings that changed but take effect only at the next start.
+    restart_needed: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class ReloadResult:
             "failed": list(self.failed),
             "errors": list(self.errors),
             "lingering": list(self.lingering),
+            "restart_needed": list(self.restart_needed),
         }
 
 

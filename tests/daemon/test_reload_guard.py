@@ -58,3 +58,23 @@ def test_the_guard_is_off_at_one(share: float, tmp_path: Path) -> None:
     old, new = load(str(tmp_path / "a.toml")), load(str(tmp_path / "b.toml"))
     assert too_destructive(old, new, share) is not None
     assert too_destructive(old, new, 1.0) is None
+
+
+async def test_a_reload_names_the_daemon_settings_that_wait_for_a_restart(
+    short_dir: Path,
+) -> None:
+    """``state_dir`` or ``max_exec_probes`` changed by a reload: applied, and the answer
+    says they take effect at the next start; a setting read live needs no restart."""
+    async with running(short_dir, config_text(short_dir)) as r:
+        text = config_text(short_dir, reconcile=20.0)
+        r.path.write_text(text)
+        assert () == (await r.daemon.reload()).restart_needed
+        r.path.write_text(
+            text.replace(f'"{short_dir}/state"', f'"{short_dir}/elsewhere"').replace(
+                "[daemon]", "[daemon]\nmax_exec_probes = 4"
+            )
+        )
+        result = await r.daemon.reload()
+        assert result.ok
+        assert ("daemon.state_dir", "daemon.max_exec_probes") == result.restart_needed
+        assert ["daemon.state_dir", "daemon.max_exec_probes"] == result.to_json()["restart_needed"]
