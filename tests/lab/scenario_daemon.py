@@ -20,6 +20,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -167,6 +168,36 @@ def lvsd(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def second_instances(config: Path) -> list[dict[str, Any]]:
+    """Start ``lvsd run`` twice beside the running daemon: with the same config (the
+    control socket is taken) and with its own socket but a metrics port in use. Each
+    exits non-zero; ``ipvsadm -Ln`` is the same before and after, its log has no op."""
+    found = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        other = RUN / "second.toml"
+        other.write_text(
+            config.read_text()
+            .replace('control.sock"', 'second.sock"')
+            .replace(
+                'metrics_listen = ""', f'metrics_listen = "127.0.0.1:{taken.getsockname()[1]}"'
+            )
+        )
+        for path in (config, other):
+            before = ipvsadm()
+            done = lvsd("--log-level", "info", "run", "-c", str(path))
+            found.append(
+                {
+                    "status": done.returncode,
+                    "output": (done.stdout + done.stderr)[-2000:],
+                    "ops": (done.stdout + done.stderr).count("kernel.op"),
+                    "same_table": before == ipvsadm(),
+                }
+            )
+    return found
+
+
 def main() -> int:
     RUN.mkdir(parents=True, exist_ok=True)
     config = RUN / "lvsd.toml"
@@ -235,6 +266,10 @@ def main() -> int:
             check=False,
         )
         out["status"] = status.stdout
+
+        # a second `lvsd run` (same config; then its own socket but a metrics port in
+        # use) stops before its first kernel write: the table is not touched
+        out["second"] = second_instances(config)
 
         sock = str(RUN / "control.sock")
         drain = lvsd("drain", "web", rs2, "--socket", sock)

@@ -129,3 +129,13 @@ def test_stop_leaves_the_table(record: dict[str, Any]) -> None:
     """SIGTERM: exit 0, and the kernel table is left as it was."""
     assert 0 == record["exit_status"]
     assert record["before_stop_table"] == record["after_stop_table"]
+
+
+def test_a_second_instance_writes_nothing_to_the_kernel(record: dict[str, Any]) -> None:
+    """A second ``lvsd run`` beside the first (the control socket taken), and one whose
+    metrics port is in use, exit 1 before any kernel write: ``ipvsadm -Ln`` unchanged."""
+    same, port = record["second"]
+    assert (1, 0, True) == (same["status"], same["ops"], same["same_table"]), same["output"]
+    assert "already running" in same["output"]
+    assert (1, 0, True) == (port["status"], port["ops"], port["same_table"]), port["output"]
+    assert "cannot serve metrics" in port["output"]
