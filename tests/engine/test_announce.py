@@ -13,6 +13,7 @@ from lvsd.checks.base import ProbeResult
 from lvsd.config import load
 from lvsd.engine.announce import Announcer, Hooks, NullHooks, _run_bounded
 from lvsd.health.state import PanicTransition, QuorumTransition, Report, Transition
+from tests.checks.test_exec import _gone
 from tests.engine.helpers import RS1, RS2, cid, config_text, fail, ok, started, write
 
 
@@ -180,6 +181,22 @@ async def test_close_kills_a_command_still_running(tmp_path: Path) -> None:
     started = time.monotonic()
     await asyncio.wait_for(announcer.close(), 10.0)
     assert time.monotonic() - started < 5
+
+
+async def test_a_timed_out_quorum_command_takes_its_children_with_it(tmp_path: Path) -> None:
+    """A hanging quorum script and the children it started are killed together at the
+    limit (its whole process group), none left running."""
+    pids = tmp_path / "pids"
+    script = (
+        f'sleep 3061 & echo $! > "{pids}"; sleep 3062 >/dev/null 2>&1 & echo $! >> "{pids}"; wait'
+    )
+    with capture_logs() as logs:
+        await _run_bounded(("/bin/sh", "-c", script), limit=2.0)
+    assert ["command.timeout"] == [e["event"] for e in logs]
+    children = [int(pid) for pid in pids.read_text().split()]
+    assert 2 == len(children)
+    for pid in children:
+        assert await _gone(pid), pid
 
 
 async def test_quorum_command_is_bounded() -> None:
