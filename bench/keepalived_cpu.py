@@ -5,7 +5,7 @@ Run on the host (boots the user-mode-Linux lab once)::
     .venv/bin/python bench/keepalived_cpu.py [--checks 1000] [--seconds 20]
 
 Inside the guest, on its loopback only, one process holds ``--checks`` listening
-sockets (``probe_bench.serve``: one epoll selector, accept and close, counting the
+sockets (``loopback_servers.serve``: one epoll selector, accept and close, counting the
 connections). Then, one after the other over the same servers:
 
 1. keepalived (Debian's 2.2.7, checker process only: ``-C``) with one virtual server
@@ -74,7 +74,7 @@ def _ticks(pid: int) -> tuple[int, int]:
 
 
 def _count(conn: Connection) -> int:
-    conn.send("count")
+    conn.send(("count",))
     value: int = conn.recv()
     return value
 
@@ -98,7 +98,6 @@ def guest(checks: int, seconds: float, warmup: float, out: Path) -> dict[str, An
     import probe_bench
 
     tick = os.sysconf("SC_CLK_TCK")
-    probe_bench._raise_nofile()
     parent, child = multiprocessing.Pipe()
     server = multiprocessing.Process(
         target=probe_bench.serve, args=(checks, "tcp", child), daemon=True
@@ -168,7 +167,7 @@ def guest(checks: int, seconds: float, warmup: float, out: Path) -> dict[str, An
     cpu = lvsd["cpu_s"]
     lvsd["cpu_s_per_1000_probes"] = round(cpu / max(probes, 1) * 1000, 4)
     figures["lvsd"] = lvsd
-    parent.send("stop")
+    parent.send(("quit",))
     server.join(10)
     return figures
 

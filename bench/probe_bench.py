@@ -33,9 +33,9 @@ import importlib
 import ipaddress
 import json
 import multiprocessing
+import os
 import random
 import resource
-import selectors
 import socket
 import ssl
 import statistics
@@ -56,76 +56,26 @@ from lvsd.config.model import CheckSpec, HttpOptions, TcpOptions
 from lvsd.daemon import heap
 from lvsd.health.check import CheckId
 
-LOOPBACK = "127.0.0.1"
-HTTP_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback_servers
 
-
-def _raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+LOOPBACK = loopback_servers.LOOPBACK
+HTTP_REPLY = loopback_servers.HTTP_REPLY
 
 
 # --- loopback servers (child process) ---------------------------------------------------
 
 
 def serve(count: int, kind: str, conn: Connection) -> None:
-    """``count`` listening sockets in one process, driven by one epoll selector with
-    plain socket calls (no asyncio transports), so the server side costs little CPU
-    and runs off the probing process's core. ``tcp``: accept and close. ``http``:
-    accept, read the request, send a fixed 200 answer, close.
-
-    Sends the list of ports on ``conn``; then answers ``"count"`` with the number of
-    connections accepted so far, and returns on anything else."""
-    _raise_nofile()
+    """``count`` loopback servers in this (child) process: ``loopback_servers.serve``
+    for tcp and http (one epoll selector, cheap and off the probing process's core),
+    asyncio TLS servers for https. Sends the ports on ``conn``, answers ``("count",)``
+    with the connections accepted so far, returns on ``("quit",)``."""
+    loopback_servers.raise_nofile()
     if kind == "https":
         asyncio.run(_serve_tls(count, conn, _throwaway_cert()))
         return
-    sel = selectors.DefaultSelector()
-    listeners: list[socket.socket] = []
-    for _ in range(count):
-        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lsock.bind((LOOPBACK, 0))
-        lsock.listen(256)
-        lsock.setblocking(False)
-        sel.register(lsock, selectors.EVENT_READ, True)
-        listeners.append(lsock)
-    conn.send([s.getsockname()[1] for s in listeners])
-    sel.register(conn.fileno(), selectors.EVENT_READ, None)
-    http = kind == "http"
-    accepted = 0
-    while True:
-        for key, _ in sel.select():
-            data = key.data
-            if data is None:
-                if conn.recv() == "count":
-                    conn.send(accepted)
-                    continue
-                return
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            if data is True:
-                while True:
-                    try:
-                        client, _addr = sock.accept()
-                    except (BlockingIOError, ConnectionAbortedError):
-                        break
-                    accepted += 1
-                    if http:
-                        client.setblocking(False)
-                        sel.register(client, selectors.EVENT_READ, False)
-                    else:
-                        client.close()
-                continue
-            try:
-                request = sock.recv(4096)
-                if request:
-                    sock.send(HTTP_REPLY)
-            except OSError:
-                pass
-            sel.unregister(sock)
-            sock.close()
+    loopback_servers.serve(count, kind, conn)
 
 
 def _throwaway_cert() -> tuple[str, str]:
@@ -166,7 +116,7 @@ async def _serve_tls(count: int, conn: Connection, pem: tuple[str, str]) -> None
     loop = asyncio.get_running_loop()
     while True:
         message = await loop.run_in_executor(None, conn.recv)
-        if message != "count":
+        if message != ("count",):
             return
         conn.send(accepted)
 
@@ -448,7 +398,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     args.ca_file = None
-    _raise_nofile()
+    loopback_servers.raise_nofile()
 
     ports: list[int] = []
     child = None
@@ -468,7 +418,7 @@ def main() -> None:
         figures = asyncio.run(bench(args, ports))
     finally:
         if child is not None and parent_conn is not None:
-            parent_conn.send("stop")
+            parent_conn.send(("quit",))
             child.join(5)
             if child.is_alive():
                 child.terminate()
