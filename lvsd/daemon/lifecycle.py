@@ -119,7 +119,7 @@ class Daemon:
     def _metrics(self) -> Metrics:
         from prometheus_client import CollectorRegistry
 
-        self.metrics = Metrics(CollectorRegistry())
+        self.metrics = Metrics(CollectorRegistry(), process=True)
         return self.metrics
 
     def _scheduler(self, config: Config) -> CheckScheduler:

@@ -25,7 +25,14 @@ import platform
 from collections.abc import Generator, Iterable, Sequence
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 import lvsd
 from lvsd.checks.base import ProbeResult
@@ -46,6 +53,9 @@ from lvsd.observe.steps import finish
 from lvsd.preflight import Finding, Severity
 
 #: Labels of a kernel service (node_exporter's, plus ``service``).
+#: No ``*_created`` series: nobody queries them and they double every counter's lines.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
 SERVICE_LABELS: Final = ("service", "local_address", "local_port", "proto", "local_mark")
 #: Labels of a destination / real server (node_exporter's backend labels, plus ``service``).
 DEST_LABELS: Final = (
@@ -178,15 +188,15 @@ def _lvsd_families() -> dict[str, MetricFamily]:
             "3 drained by the operator",
         ),
         "age": MetricFamily(
-            "lvsd_real_server_transition_age_seconds",
+            "lvsd_real_server_last_transition_timestamp_seconds",
             "gauge",
-            "seconds since the real server last went up or down (or since lvsd started)",
+            "Unix time the real server last went up or down (or lvsd started)",
             "d",
         ),
         "probe_age": MetricFamily(
-            "lvsd_real_server_probe_age_seconds",
+            "lvsd_real_server_last_probe_timestamp_seconds",
             "gauge",
-            "seconds since the stalest check of the real server last reported "
+            "Unix time the stalest check of the real server last reported "
             "(absent until every check has reported once)",
             "d",
         ),
@@ -224,8 +234,10 @@ def _lvsd_families() -> dict[str, MetricFamily]:
 class Metrics:
     """Every lvsd metric, on ``registry``. One per daemon."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, process: bool = False) -> None:
         self.registry = registry
+        if process:  # process_*: CPU, RSS, open and maximum descriptors (fd exhaustion)
+            ProcessCollector(registry=registry)
         self.build_info = Gauge(
             "lvsd_build_info",
             "lvsd version and Python version; always 1",
@@ -555,8 +567,10 @@ def state_family_steps(
         svc["weight"].add(labels, weight)
         svc["dests"].add(labels, len(vs.destinations))
     own = _lvsd_families()
+    wall = report.wall  # the report's ages become timestamps, as Prometheus wants them
     for s in report.services:
-        budget = yield from _add_service(own, s, cache.service(s.name, s.key), budget, chunk)
+        entry = cache.service(s.name, s.key)
+        budget = yield from _add_service(own, s, entry, budget, chunk, wall)
     return [*dest.values(), *svc.values(), *own.values()]
 
 
@@ -582,7 +596,12 @@ def _add_stats(families: dict[str, MetricFamily], labels: LabelSet, stats: Stats
 
 
 def _add_service(
-    own: dict[str, MetricFamily], s: ServiceReport, entry: _ServiceLabels, budget: int, chunk: int
+    own: dict[str, MetricFamily],
+    s: ServiceReport,
+    entry: _ServiceLabels,
+    budget: int,
+    chunk: int,
+    wall: float,
 ) -> Generator[None, None, int]:
     """Adds one service's real servers and service samples; yields when ``budget``
     real servers are done (a new budget of ``chunk`` then) and returns what is left."""
@@ -613,10 +632,10 @@ def _add_service(
         l_health(dl)
         v_health(int(rs.state))
         l_age(dl)
-        v_age(rs.since)
+        v_age(wall - rs.since)
         if (age := rs.probe_age) is not None:
             l_probe(dl)
-            v_probe(age)
+            v_probe(wall - age)
         if rs.up and not rs.drained:
             up += 1
         for c in rs.checks:

@@ -22,8 +22,9 @@ drained 3    the operator drained it: weight 0 whatever its checks say
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -191,6 +192,9 @@ class StatusReport:
     config_path: str
     services: tuple[ServiceReport, ...] = ()
     table_read: bool = True  # False when built without a kernel table
+    #: Unix time the report was made (its ages become timestamps in the metrics);
+    #: time.time is looked up per report, so tests can fix it.
+    wall: float = field(default_factory=lambda: time.time(), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -104,6 +104,8 @@ async def test_metrics_endpoint_serves_the_daemon(short_dir: Path) -> None:
             body = await response.text()
         assert "lvsd_ipvs_backend_weight{" in body
         assert "lvsd_real_server_health{" in body
+        assert "\nprocess_open_fds " in body  # fd exhaustion is visible before it bites
+        assert "_created" not in body
         async with http.get(f"{base}/status") as response:
             assert 200 == response.status
         assert "lvsd_config_last_reload_successful 1.0" in body

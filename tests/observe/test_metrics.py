@@ -29,6 +29,7 @@ from lvsd.model import DestKey, Family, Protocol, ServiceKey, Snapshot
 from lvsd.observe.metrics import Metrics, service_labels, state_family_steps
 from lvsd.observe.status import StatusReport, build
 from lvsd.observe.steps import finish
+from tests.observe.conftest import WALL
 from tests.observe.test_status import MARK, OK, REFUSED, WEB, A, feed, rs, world
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -144,20 +145,20 @@ def test_kernel_service_metrics() -> None:
 
 
 def test_real_server_metrics() -> None:
-    """Configured and effective weight, health code, seconds since the last
-    transition and since the stalest probe."""
+    """Configured and effective weight, health code, Unix times of the last transition
+    and of the stalest probe (the report's time less their ages)."""
     _, got = scraped()
     rows = {
-        "10.0.1.1": (3.0, 3.0, 1.0, 90.0, 2.0),
-        "10.0.1.2": (1.0, 0.0, 0.0, 80.0, 80.0),
-        "10.0.1.3": (1.0, 1.0, 3.0, 90.0, 1.0),
+        "10.0.1.1": (3.0, 3.0, 1.0, WALL - 90.0, WALL - 2.0),
+        "10.0.1.2": (1.0, 0.0, 0.0, WALL - 80.0, WALL - 80.0),
+        "10.0.1.3": (1.0, 1.0, 3.0, WALL - 90.0, WALL - 1.0),
     }
     names = (
         "lvsd_real_server_configured_weight",
         "lvsd_real_server_effective_weight",
         "lvsd_real_server_health",
-        "lvsd_real_server_transition_age_seconds",
-        "lvsd_real_server_probe_age_seconds",
+        "lvsd_real_server_last_transition_timestamp_seconds",
+        "lvsd_real_server_last_probe_timestamp_seconds",
     )
     actual = {addr: tuple(got[(n, dest("web", WEB_L, addr, 80))] for n in names) for addr in rows}
     assert rows == actual
