@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from lvsd.cli import (
     control_socket,
     main,
 )
+from lvsd.cli_docs import subparsers
 from lvsd.model import DestKey, DestStats
 from tests.daemon.helpers import WEB, config_text, running
 
@@ -125,11 +125,6 @@ def test_run_with_a_bad_config_exits_1(tmp_path: Path, capsys: pytest.CaptureFix
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def subcommands() -> dict[str, argparse.ArgumentParser]:
-    [action] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return dict(action.choices)
-
-
 def test_bare_lvsd_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     """Like git, ``lvsd`` alone shows the help (on stderr) and fails with the usage
     status, instead of argparse's one-line error."""
@@ -141,7 +136,7 @@ def test_bare_lvsd_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str
 
 def test_every_subcommand_has_a_one_line_description_and_the_exit_codes() -> None:
     """``lvsd X --help`` says what X does in one line and lists the exit statuses."""
-    parsers = subcommands()
+    parsers = subparsers(build_parser())
     assert set(COMMANDS) == set(parsers)
     for name, parser in parsers.items():
         assert parser.description, name
