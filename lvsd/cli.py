@@ -27,7 +27,8 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES = f"""exit status:
   {EXIT_OK}    success
   {EXIT_FAILED}    the command ran and failed: a config with problems, ops that failed,
-       the daemon refused (reload, drain), lvsd not running, drain --wait timed out
+       the daemon refused (reload, drain), lvsd not running, drain --wait timed
+       out, apply not confirmed
   {EXIT_USAGE}    usage error: no or an unknown command, a bad option
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 """
