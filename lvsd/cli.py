@@ -58,9 +58,9 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     from lvsd.apply import main as apply_main
 
     if not args.dry_run:
-        print(APPLY_WARNING, file=sys.stderr)
+        complain(APPLY_WARNING, WARNING)
         if not args.yes and _interactive() and not _confirm("apply? [y/N] "):
-            print("lvsd apply: nothing changed", file=sys.stderr)
+            complain("lvsd apply: nothing changed")
             return EXIT_FAILED
     return apply_main(args.config, args.dry_run)
 
@@ -128,6 +128,21 @@ def control_socket(config_path: str) -> str | None:
     return found[0] if found and found[0] else None
 
 
+#: syslog priorities of what :func:`complain` writes (sd-daemon(3)).
+ERROR, WARNING = 3, 4
+
+
+def complain(text: str, priority: int = ERROR) -> None:
+    """``text`` on stderr, each line with its syslog priority when stderr is the
+    journal (``lvsd check`` as ExecStartPre, ``lvsd reload`` as ExecReload), so
+    ``journalctl -p warning`` shows why a start or reload failed."""
+    from lvsd.log import to_journal
+
+    prefix = f"<{priority}>" if to_journal(sys.stderr) else ""
+    for line in text.splitlines() or [""]:
+        print(prefix + line, file=sys.stderr)
+
+
 def plural(n: int, noun: str) -> str:
     """``1 service``, ``2 services``."""
     return f"{n} {noun}{'s' if n != 1 else ''}"
@@ -146,7 +161,7 @@ def _cmd_reload(args: argparse.Namespace) -> int:
     for op in ops:
         print(op)
     for failed in answer.get("failed", []):
-        print(f"failed: {failed}", file=sys.stderr)
+        complain(f"failed: {failed}")
     for linger in answer.get("lingering", []):
         print(f"draining: {linger}")
     print(f"reloaded: {plural(len(ops), 'op')}")
@@ -184,7 +199,7 @@ def _cmd_drain(args: argparse.Namespace) -> int:
             return EXIT_OK
         if time.monotonic() >= deadline:
             left = plural(active, "active connection")
-            print(f"lvsd: {left} left after {args.timeout:g} s", file=sys.stderr)
+            complain(f"lvsd: {left} left after {args.timeout:g} s")
             return EXIT_FAILED
         time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
 
@@ -320,11 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.func(args)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{plural(len(exc.problems), 'problem')} found", file=sys.stderr)
+            complain(str(problem))
+        complain(f"{plural(len(exc.problems), 'problem')} found")
         return EXIT_FAILED
     except LvsdError as exc:
-        print(f"lvsd: {exc}", file=sys.stderr)
+        complain(f"lvsd: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

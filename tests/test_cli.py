@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -318,3 +320,35 @@ def test_apply_yes_or_dry_run_does_not_ask(
     err = capsys.readouterr().err
     assert "apply? [y/N]" not in err
     assert (APPLY_WARNING in err) == ("--dry-run" not in argv)
+
+
+# -- errors in the journal ---------------------------------------------------------------
+
+
+def test_errors_to_the_journal_carry_the_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lvsd check`` as ExecStartPre (stderr is the journal): every problem line starts
+    with ``<3>``, so ``journalctl -p err`` shows why the start failed."""
+    config = tmp_path / "lvsd.toml"
+    config.write_text("[services.web]\nport = 'x'\nscheduler = 'nope'\n")
+    journal = tmp_path / "journal"
+    with journal.open("w") as err:
+        st = os.fstat(err.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        monkeypatch.setattr(sys, "stderr", err)
+        assert 1 == main(["check", "-c", str(config)])
+    lines = journal.read_text().splitlines()
+    assert "<3>2 problems found" == lines[-1]
+    assert len(lines) >= 3
+    assert all(line.startswith("<3>") for line in lines)
+
+
+def test_errors_elsewhere_have_no_prefix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a terminal or in a pipe the same lines come without ``<N>``."""
+    config = tmp_path / "lvsd.toml"
+    config.write_text("[services.web]\nport = 'x'\n")
+    assert 1 == main(["check", "-c", str(config)])
+    assert not any(line.startswith("<") for line in capsys.readouterr().err.splitlines())

@@ -204,10 +204,12 @@ def test_reload_of_a_good_config_succeeds_and_applies_it(reloaded: LabResult) ->
 
 @pytest.mark.lab
 def test_journal_priorities_separate_warnings_from_info(reloaded: LabResult) -> None:
-    """journald sees lvsd's levels: ``-p warning`` shows the failed reload and not the
-    routine events, which ``-p info`` shows."""
+    """journald sees lvsd's levels: ``-p warning`` shows the failed reload (the daemon's
+    event and ``lvsd reload``'s own message as ExecReload) and not the routine events,
+    which ``-p info`` shows."""
     warnings, info = reloaded.text("warnings.txt"), reloaded.text("info.txt")
     assert "reload.failed" in warnings
+    assert "lvsd: reload failed, old config kept:" in warnings
     assert "daemon.ready" not in warnings
     assert "reload.failed" in info
     assert "daemon.ready" in info
