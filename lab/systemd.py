@@ -73,7 +73,7 @@ TimeoutStartSec=infinity
 #: The lab's drop-in for ``lvsd.service``. Every line differs from the shipped unit
 #: only where the lab needs it:
 #:
-#: * ExecStartPre/ExecStart: the venv's ``lvsd`` by absolute path and the test's
+#: * ExecStartPre/ExecStart/ExecReload: the venv's ``lvsd`` by absolute path and the test's
 #:   config, bound read-only on ``/etc/lvsd/lvsd.toml`` (the test folder itself is
 #:   mode 0700, unreadable for the dynamic user).
 #: * ``ProtectHome=tmpfs`` + ``BindReadOnlyPaths=<python prefix>``, only when the
@@ -89,6 +89,8 @@ BindReadOnlyPaths={config}:/etc/lvsd/lvsd.toml
 ExecStartPre={lvsd} check -c /etc/lvsd/lvsd.toml
 ExecStart=
 ExecStart={lvsd} run -c /etc/lvsd/lvsd.toml
+ExecReload=
+ExecReload={lvsd} reload -c /etc/lvsd/lvsd.toml
 {extra}"""
 
 

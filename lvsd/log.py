@@ -1,19 +1,32 @@
 """Logging set-up, in one place: :func:`configure`.
 
-lvsd logs events, not sentences: ``log.info("realserver.down", service="web",
+lvsd logs events, not sentences: ``log.warning("realserver.down", service="web",
 realserver="10.0.0.2:80", detail="connect: refused")``. Event names are stable (alerts
 and dashboards match on them), written ``<subject>.<what happened>`` in lower case;
 keys are snake_case. Every line carries ``timestamp`` (ISO 8601, UTC), ``level`` and
-``event``.
+``event``. ``service`` is always the service's name in the config; events that know
+only the virtual service's key carry it as ``vip`` (``tcp 192.168.3.108:80``).
 
-Output goes to stdout, one event per line:
+Output goes to stderr (the command line passes it), one event per line:
 
-* JSON when stdout is not a terminal or when running under systemd (``$JOURNAL_STREAM``
+* JSON when stderr is not a terminal or when running under systemd (``$JOURNAL_STREAM``
   or ``$INVOCATION_ID`` set), so the journal and log shippers get structured fields;
 * a readable, aligned console format on a terminal.
 
+When stderr *is* the journal (``$JOURNAL_STREAM`` names its device and inode), each
+line starts with its syslog priority, ``<4>`` for warning and so on (sd-daemon(3)):
+journald strips it and files the line at that priority, so ``journalctl -p warning``
+works.
+
 Records from the standard library's :mod:`logging` (asyncio, aiohttp, pyroute2) go
 through the same renderer, so one process writes one format.
+
+Levels say what an operator must do: ``error`` (act now) for lvsd's own failures (a
+kernel write or dump failed, a reload failed or was refused, a quorum command failed,
+the watchdog withheld) and for a whole service in trouble (``quorum.down``,
+``service.panic``); ``warning`` (look soon) for one real server down
+(``realserver.down``), ``drift.repaired``, ``kernel.slow``; ``info`` for the rest,
+among them every recovery (``realserver.up``, ``quorum.up``, ``service.panic_over``).
 
 Event names used by the lifecycle modules (others are documented beside their code):
 
@@ -41,6 +54,9 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 
 _ALIASES = {"warn": "warning", "fatal": "critical"}
 
+#: syslog priority of each level (sd-daemon(3)'s ``<N>`` prefixes).
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
 
 def parse_level(level: str) -> int:
     """The :mod:`logging` number of a level name (case-insensitive; ``warn`` works)."""
@@ -56,6 +72,30 @@ def under_systemd(environ: Mapping[str, str] | None = None) -> bool:
     """True when systemd started us (its journal is our stdout, or it set an invocation)."""
     env = os.environ if environ is None else environ
     return bool(env.get("JOURNAL_STREAM") or env.get("INVOCATION_ID"))
+
+
+def to_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``stream`` is the journal: ``$JOURNAL_STREAM`` is its ``DEVICE:INODE``
+    (systemd sets it for the stream it connects; a redirected stderr no longer matches)."""
+    env = os.environ if environ is None else environ
+    device, _, inode = env.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(stream.fileno())
+        return (int(device), int(inode)) == (st.st_dev, st.st_ino)
+    except (AttributeError, ValueError, OSError):  # no file behind it, or a bad variable
+        return False
+
+
+def with_priority(renderer: Processor) -> Processor:
+    """``renderer``'s line prefixed with the event's syslog priority (``<4>{...}``)."""
+
+    def render(logger: object, name: str, event: structlog.typing.EventDict) -> str:
+        priority = PRIORITIES.get(str(event.get("level", "")), 6)
+        line = renderer(logger, name, event)
+        text = line.decode() if isinstance(line, bytes) else str(line)
+        return f"<{priority}>{text}"
+
+    return render
 
 
 def want_json(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
@@ -79,11 +119,11 @@ def configure(
 
     ``level`` is one of :data:`LEVELS` (``--log-level``); events below it are dropped
     cheaply. ``json`` forces the format; None chooses with :func:`want_json`.
-    ``stream`` defaults to ``sys.stdout``; ``environ`` to ``os.environ``.
+    ``stream`` defaults to ``sys.stderr``; ``environ`` to ``os.environ``.
     Calling it again replaces the previous set-up.
     """
     number = parse_level(level)
-    out = sys.stdout if stream is None else stream
+    out = sys.stderr if stream is None else stream
     as_json = want_json(out, environ) if json is None else json
 
     shared: list[Processor] = [
@@ -103,6 +143,8 @@ def configure(
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=_colors(out))
+    if to_journal(out, environ):
+        renderer = with_priority(renderer)
 
     structlog.configure(
         processors=[*shared, renderer],

@@ -35,6 +35,7 @@ PARTS = {
     "lvsd.importer": "importer",
     "lvsd.apply": "apply",
     "lvsd.cli": "cli",
+    "lvsd.cli_docs": "cli",
     "lvsd.__main__": "cli",
 }
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -186,3 +188,69 @@ def test_unknown_level_names_the_choices() -> None:
     """An unknown level is rejected with the accepted names in the message."""
     with pytest.raises(ValueError, match="debug, info, warning, error, critical"):
         log.configure("loud", json=True, stream=io.StringIO(), environ={})
+
+
+def journal_env(path: Path) -> dict[str, str]:
+    """``$JOURNAL_STREAM`` as systemd sets it for the file at ``path``."""
+    st = os.stat(path)
+    return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+
+
+@pytest.mark.parametrize(
+    ("method", "priority"),
+    [("debug", 7), ("info", 6), ("warning", 4), ("error", 3), ("exception", 3), ("critical", 2)],
+)
+def test_lines_to_the_journal_carry_the_syslog_priority(
+    tmp_path: Path, method: str, priority: int
+) -> None:
+    """When the stream is the journal, each line starts with ``<N>`` for its level and
+    the rest is the usual JSON (journald strips the prefix)."""
+    path = tmp_path / "journal"
+    with path.open("w") as out:
+        log.configure("debug", json=None, stream=out, environ=journal_env(path))
+        getattr(structlog.get_logger(), method)("realserver.down", service="web")
+    line = path.read_text()
+
+    assert f"<{priority}>" == line[: len(str(priority)) + 2]
+    assert "realserver.down" == json.loads(line[len(str(priority)) + 2 :])["event"]
+
+
+def test_stdlib_records_to_the_journal_carry_the_priority(tmp_path: Path) -> None:
+    """aiohttp's warning reaches the journal at priority 4 as well."""
+    path = tmp_path / "journal"
+    with path.open("w") as out:
+        log.configure("info", json=None, stream=out, environ=journal_env(path))
+        logging.getLogger("aiohttp.server").warning("Error handling request")
+
+    assert path.read_text().startswith('<4>{"event": "Error handling request"')
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{}, {"JOURNAL_STREAM": "1:2"}, {"JOURNAL_STREAM": "garbage"}, {"INVOCATION_ID": "abc"}],
+)
+def test_no_priority_prefix_unless_the_stream_is_the_journal(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    """Another file, a redirected stderr (the variable names another inode) or a bad
+    variable: plain lines, no ``<N>``."""
+    path = tmp_path / "log"
+    with path.open("w") as out:
+        log.configure("info", json=True, stream=out, environ=environ)
+        structlog.get_logger().warning("realserver.down")
+
+    assert "realserver.down" == json.loads(path.read_text())["event"]
+
+
+def test_a_stream_without_a_file_is_not_the_journal() -> None:
+    """A StringIO (tests, no fileno) is never taken for the journal."""
+    assert not log.to_journal(io.StringIO(), {"JOURNAL_STREAM": "1:2"})
+
+
+def test_default_stream_is_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    """lvsd logs to stderr (stdout is for command output), as the docs say."""
+    log.configure("info", json=True, environ={})
+    structlog.get_logger().info("daemon.ready")
+
+    captured = capsys.readouterr()
+    assert ("", "daemon.ready") == (captured.out, json.loads(captured.err)["event"])

@@ -49,11 +49,10 @@ def test_parser_keeps_repeated_keys() -> None:
     assert {"Service": {"A": ["1", "2"]}, "Install": {"B": ["x y"]}} == parsed
 
 
-def test_notify_type_reload_and_watchdog(service: dict[str, list[str]]) -> None:
-    """The daemon talks sd_notify, reloads on SIGHUP and is watched."""
+def test_notify_type_and_watchdog(service: dict[str, list[str]]) -> None:
+    """The daemon talks sd_notify, is watched and restarted on failure."""
     assert ["notify"] == service["Type"]
     assert ["main"] == service["NotifyAccess"]
-    assert ["/bin/kill -HUP $MAINPID"] == service["ExecReload"]
     assert ["30s"] == service["WatchdogSec"]
     assert ["on-failure"] == service["Restart"]
     assert ["mixed"] == service["KillMode"]
@@ -63,6 +62,22 @@ def test_commands_use_the_default_config(service: dict[str, list[str]]) -> None:
     """ExecStartPre validates and ExecStart runs the config the CLI defaults to."""
     assert [f"/usr/bin/lvsd check -c {DEFAULT_CONFIG}"] == service["ExecStartPre"]
     assert [f"/usr/bin/lvsd run -c {DEFAULT_CONFIG}"] == service["ExecStart"]
+
+
+def test_reload_waits_for_the_daemons_answer(service: dict[str, list[str]]) -> None:
+    """``systemctl reload`` runs ``lvsd reload`` (it waits and exits 1 when the daemon
+    refuses the config), not a SIGHUP that always succeeds."""
+    assert [f"/usr/bin/lvsd reload -c {DEFAULT_CONFIG}"] == service["ExecReload"]
+
+
+def test_reload_answers_within_the_units_timeout(service: dict[str, list[str]]) -> None:
+    """``lvsd reload`` gives up before systemd kills it (a reload job is bounded by
+    TimeoutStartSec=), so a slow daemon shows lvsd's message, not a timeout."""
+    from lvsd.cli import build_parser
+
+    [timeout] = service["TimeoutStartSec"]
+    args = build_parser().parse_args(["reload"])
+    assert args.timeout < float(timeout.removesuffix("s"))
 
 
 def test_directories_match_daemon_defaults(service: dict[str, list[str]]) -> None:

@@ -66,6 +66,20 @@ def _load(path: str) -> Config:
     return config
 
 
+def read_tree(path: str) -> Tree | None:
+    """``path`` and its includes merged into one tree, not validated, whatever problems
+    they have; None when ``path`` itself cannot be read or parsed. For readers that
+    need one key of a config that may be broken (the client commands' socket path)."""
+    loader = _Loader()
+    root = loader.read(path)
+    if root is None:
+        return None
+    loader.origins[()] = root
+    tree: Tree = {}
+    loader.merge_document(root, tree, stack=(os.path.realpath(path),))
+    return tree
+
+
 def parse(file: str, text: str) -> Document:
     """Parse ``text`` as the format ``file``'s extension names."""
     lowered = file.lower()

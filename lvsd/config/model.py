@@ -275,10 +275,12 @@ class Config:
         return sum(len(r.checks) for s in self.services for r in s.real_servers)
 
     def summary(self) -> str:
-        return (
-            f"{self.path}: {len(self.services)} services, "
-            f"{self.real_server_count} real servers, {self.check_count} checks"
+        counts = (
+            (len(self.services), "service"),
+            (self.real_server_count, "real server"),
+            (self.check_count, "check"),
         )
+        return f"{self.path}: " + ", ".join(f"{n} {w}{'s' if n != 1 else ''}" for n, w in counts)
 
 
 __all__ = [

@@ -74,11 +74,13 @@ class Admin:
     async def _drain(self, request: Message, on: bool) -> Message:
         service = str(request.get("service", ""))
         realserver = parse_realserver(str(request.get("realserver", "")))
+        was_drained = (service, realserver) in self._engine.drained
         result = await self._engine.set_drain(service, realserver, on)
         return {
             "service": service,
             "realserver": str(realserver),
             "drained": on,
+            "was_drained": was_drained,
             "ops": [str(op) for op in result.applied],
         }
 

@@ -84,7 +84,9 @@ class Announcer:
         commands."""
         for t in report.transitions:
             self.hooks.transition(t)
-            log.info(
+            # trouble in the pool is a warning (see lvsd.log); a recovery is routine
+            say = log.info if t.new else log.warning
+            say(
                 t.event,
                 service=t.service,
                 realserver=str(t.realserver),
@@ -95,7 +97,8 @@ class Announcer:
             )
         for p in report.panic:
             self.hooks.panic(p.service, p.panic)
-            log.error(
+            say = log.error if p.panic else log.info
+            say(
                 p.event,
                 service=p.service,
                 failing=p.failing,
@@ -104,7 +107,8 @@ class Announcer:
             )
         for q in report.quorum:
             self.hooks.quorum(q.service, q.up)
-            log.warning(q.event, service=q.service, live_weight=q.live_weight, minimum=q.minimum)
+            say = log.info if q.up else log.error
+            say(q.event, service=q.service, live_weight=q.live_weight, minimum=q.minimum)
             svc = next((s for s in config.services if s.name == q.service), None)
             if svc is None or svc.quorum is None:
                 continue

@@ -382,7 +382,13 @@ class Engine:
         deadline = self.clock() + self.config.daemon.drain_timeout
         self.lingering = linger.linger(self.lingering, leaving, deadline)
         for key, dest in leaving:
-            log.info("sorry_server.leaving", service=str(key), server=str(dest.key))
+            log.info("sorry_server.leaving", **self._service_fields(key), server=str(dest.key))
+
+    def _service_fields(self, key: ServiceKey) -> dict[str, str]:
+        """A log event's ``service`` (the name, when the config still has the service)
+        and ``vip`` (the key, ``tcp 192.168.3.108:80``): see ``lvsd.log``."""
+        names = [s.name for s in self.config.services if s.key == key]
+        return {"service": names[0], "vip": str(key)} if names else {"vip": str(key)}
 
     def _expire_lingering(self, snapshot: Snapshot | None) -> bool:
         """Drop lingering entries whose connections are gone (per ``snapshot``, the
@@ -393,7 +399,7 @@ class Engine:
         for r in removed:
             log.info(
                 "realserver.removed",
-                service=str(r.service),
+                **self._service_fields(r.service),
                 realserver=str(r.realserver),
                 reason=r.reason,
                 active=r.active,

@@ -124,7 +124,7 @@ def test_a_report_is_logged_and_told_to_the_hooks(tmp_path: Path) -> None:
     expected = [
         {
             "event": "realserver.down",
-            "log_level": "info",
+            "log_level": "warning",
             "service": "web",
             "realserver": "10.0.0.2:80",
             "old": "up",
@@ -142,7 +142,7 @@ def test_a_report_is_logged_and_told_to_the_hooks(tmp_path: Path) -> None:
         },
         {
             "event": "quorum.down",
-            "log_level": "warning",
+            "log_level": "error",
             "service": "web",
             "live_weight": 1,
             "minimum": 2,
@@ -150,6 +150,24 @@ def test_a_report_is_logged_and_told_to_the_hooks(tmp_path: Path) -> None:
     ]
     assert expected == logs
     assert [("/bin/echo", "down")] == ran
+
+
+def test_recoveries_are_logged_at_info(tmp_path: Path) -> None:
+    """A real server back, the quorum regained, the panic over: routine, at info (the
+    losses are at warning and error, see ``lvsd.log``)."""
+    config = load(write(tmp_path, config_text(service_extra=QUORUM)))
+    announcer = Announcer(Recorder(), lambda argv: None)
+    up = Transition(service="web", realserver=RS1, old=False, new=True, reason="ok", detail="ok")
+    calm = PanicTransition(service="web", panic=False, failing=0, total=2)
+    quorum = QuorumTransition(service="web", up=True, live_weight=2, minimum=2)
+    with capture_logs() as logs:
+        announcer.report(Report(transitions=(up,), quorum=(quorum,), panic=(calm,)), config)
+    expected = [
+        ("realserver.up", "info"),
+        ("service.panic_over", "info"),
+        ("quorum.up", "info"),
+    ]
+    assert expected == [(e["event"], e["log_level"]) for e in logs]
 
 
 def test_no_command_without_one_configured(tmp_path: Path) -> None:

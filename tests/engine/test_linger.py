@@ -154,13 +154,13 @@ async def test_removed_real_servers_are_logged_with_why_they_left(tmp_path: Path
         clock.now += 61.0
         await engine.check_lingering()
     removed = [
-        (e["service"], e["realserver"], e["reason"], e["active"])
+        (e["service"], e["vip"], e["realserver"], e["reason"], e["active"])
         for e in logs
         if e["event"] == "realserver.removed"
     ]
     expected = [
-        ("tcp 192.168.3.108:80", "10.0.0.4:80", "drained", 0),
-        ("tcp 192.168.3.108:80", "10.0.0.3:80", "timeout", 3),
+        ("web", "tcp 192.168.3.108:80", "10.0.0.4:80", "drained", 0),
+        ("web", "tcp 192.168.3.108:80", "10.0.0.3:80", "timeout", 3),
     ]
     assert expected == removed
     assert not engine.lingering
@@ -182,7 +182,7 @@ async def test_serving_sorry_server_leaving_is_logged_once(tmp_path: Path) -> No
         if e["event"] in ("sorry_server.leaving", "kernel.op")
     ]
     expected = [
-        ("sorry_server.leaving", "tcp 192.168.3.108:80", "10.0.0.100:80"),
+        ("sorry_server.leaving", "web", "10.0.0.100:80"),
         ("kernel.op", None, "edit-dest tcp 192.168.3.108:80 -> 10.0.0.2:80 w=1 nat"),
         ("kernel.op", None, "edit-dest tcp 192.168.3.108:80 -> 10.0.0.100:80 w=0 nat"),
     ]

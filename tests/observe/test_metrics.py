@@ -449,7 +449,7 @@ def test_promtool_check_rules() -> None:
         ["promtool", "check", "rules", str(RULES)], capture_output=True, check=False
     )
     assert 0 == out.returncode, out.stdout + out.stderr
-    assert b"SUCCESS: 10 rules found" in out.stdout
+    assert b"SUCCESS: 12 rules found" in out.stdout
 
 
 @needs_promtool
