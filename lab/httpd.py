@@ -4,7 +4,8 @@ Kept to the socket and threading modules so it starts fast in the (slow) guest. 
 connection has its own thread, so a client holding a connection open (up to 30 s)
 does not hold up the health checks::
 
-    ip netns exec rs1 $LAB_PYTHON -m lab.httpd rs1 80 &
+    ip netns exec rs1 $LAB_PYTHON -m lab.httpd rs1 80 &       # IPv4
+    ip netns exec rs1 $LAB_PYTHON -m lab.httpd rs1 80 :: &    # IPv6 and IPv4
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ def serve(name: str, port: int, host: str = "0.0.0.0") -> None:
         "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as srv:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as srv:
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # "::" serves IPv4 too
+            srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         srv.bind((host, port))
         srv.listen(64)
         while True:
@@ -40,4 +44,5 @@ def _answer(conn: socket.socket, answer: bytes) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 80)
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 80
+    serve(sys.argv[1], port, sys.argv[3] if len(sys.argv) > 3 else "0.0.0.0")
