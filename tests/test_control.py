@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -582,3 +583,71 @@ async def test_client_gives_up_on_a_backlog_that_stays_full(sock_dir: Path) -> N
             await asyncio.to_thread(control.request_sync, path, {"command": "x"}, 0.3)
     finally:
         door.close()
+
+
+#: Run in a child process: a control server whose process is out of descriptors until
+#: a second after its first failed accept; prints the log events as JSON lines.
+OUT_OF_FDS = """
+import asyncio, json, os, resource, sys
+from structlog.testing import capture_logs
+from lvsd import control
+
+async def ping(request):
+    return {}
+
+async def main(path):
+    with capture_logs() as logs:
+        srv = await control.serve(path, ping, group=None)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        spare = []
+        try:
+            while True:
+                spare.append(os.dup(0))
+        except OSError:
+            pass
+        print("ready", flush=True)
+        async with asyncio.timeout(30):
+            while not any(e["event"] == "control.accept_failed" for e in logs):
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.0)
+            for fd in spare:
+                os.close(fd)
+            while not any(e["event"] == "control.accept_resumed" for e in logs):
+                await asyncio.sleep(0.01)
+        srv.close()
+        await srv.wait_closed()
+    for event in logs:
+        print(json.dumps(event, default=str))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_a_real_fd_exhaustion_backs_off(sock_dir: Path) -> None:
+    """A server process at its descriptor limit (RLIMIT_NOFILE, real EMFILE) tries to
+    accept a few times a second, not on every turn of its loop; it logs one warning,
+    and the waiting client is answered once descriptors are free again."""
+    path = str(sock_dir / "fd.sock")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", OUT_OF_FDS, path, stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    try:
+        assert b"ready\n" == await asyncio.wait_for(child.stdout.readline(), 30)
+        answer = await control.request(path, {"command": "ping"}, timeout=30)
+        out, _ = await asyncio.wait_for(child.communicate(), 30)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    events = [json.loads(line) for line in out.splitlines()]
+    warned = [e for e in events if e["event"] == "control.accept_failed"]
+    resumed = [e["count"] for e in events if e["event"] == "control.accept_resumed"]
+    assert (0, True, 1, "Too many open files") == (
+        child.returncode,
+        answer["ok"],
+        len(warned),
+        warned[0]["error"].split("] ")[-1],
+    )
+    assert 2 <= resumed[0] <= 10  # in about a second: 0.1 s, 0.2 s, 0.4 s... apart
