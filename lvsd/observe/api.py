@@ -71,6 +71,9 @@ KEEPALIVE_TIMEOUT = 15.0
 #: Seconds from a request's headers to the last byte of its answer (the client
 #: must read it); past it the connection is cut.
 ANSWER_TIMEOUT = 30.0
+#: Headers a request may have (aiohttp's default is 128, of up to 8190 bytes each:
+#: what a connection may buffer before its header deadline).
+MAX_HEADERS = 32
 #: zlib level of a gzip answer: level 1 is 3-4 times faster than 6 for 10 % more bytes.
 GZIP_LEVEL = 1
 
@@ -279,6 +282,7 @@ async def start(listen: str, source: StatusSource, metrics: Metrics) -> Runner:
         access_log=None,
         logger=QuietLog(),
         keepalive_timeout=KEEPALIVE_TIMEOUT,
+        max_headers=MAX_HEADERS,
     )
     await runner.setup()
     site = _Site(runner, host or None, port, connection_limit())

@@ -496,9 +496,10 @@ async def test_a_client_that_does_not_read_is_cut(monkeypatch: pytest.MonkeyPatc
     [
         b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 10_000 + b"\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(40)) + b"\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,
     ],
-    ids=["long-header", "bad-length", "tls-hello"],
+    ids=["long-header", "bad-length", "40-headers", "tls-hello"],
 )
 async def test_bad_requests_are_answered_and_logged_quietly(
     caplog: pytest.LogCaptureFixture, request_bytes: bytes
