@@ -29,7 +29,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
-log = structlog.get_logger("lvsd.observe.api")
+log = structlog.get_logger("lvsd.observe.limits")
 
 #: Connections served at once (at most an eighth of the descriptor limit); one more
 #: is closed at once.
@@ -139,6 +139,8 @@ class Gate:
 
 
 class Refused(asyncio.Protocol):
+    """A connection past the cap: closed as soon as it is made, nothing read."""
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.close()
 
