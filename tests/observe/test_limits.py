@@ -10,6 +10,7 @@ import contextlib
 import logging
 import resource
 import socket
+import sys
 from collections.abc import Callable, Generator
 
 import aiohttp
@@ -184,3 +185,79 @@ async def test_bad_requests_are_answered_and_logged_quietly(
     loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     loud += [e["event"] for e in logs if e["log_level"] not in ("debug", "info")]
     assert (True, []) == (answer.startswith(b"HTTP/1.0 400 Bad Request"), loud)
+
+
+#: Run in a child process at 128 descriptors: the HTTP port (port 0, no header deadline
+#: within the test) of a FakeSource; prints the port, waits for a line on stdin, then
+#: opens 64 sockets (as probes would) and prints how many it got.
+AT_128_FDS = """
+import asyncio, resource, socket, sys
+from prometheus_client import CollectorRegistry
+from lvsd.observe import limits
+from lvsd.observe.api import bound_port, start
+from lvsd.observe.metrics import Metrics
+from tests.observe.test_api import FakeSource
+
+async def main():
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+    limits.HEADER_TIMEOUT = 600.0
+    runner = await start("127.0.0.1:0", FakeSource(), Metrics(CollectorRegistry()))
+    print("port", bound_port(runner), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    probes = []
+    try:
+        for _ in range(64):
+            probes.append(socket.socket())
+    except OSError:
+        pass
+    print("sockets", len(probes), flush=True)
+    await runner.cleanup()
+
+asyncio.run(main())
+"""
+
+
+async def said(stdout: asyncio.StreamReader, word: str) -> int:
+    """The number after ``word`` on the child's next line that starts with it."""
+    async with asyncio.timeout(30):
+        while not (line := (await stdout.readline()).decode()).startswith(word):
+            assert line, f"the child ended before saying {word!r}"
+    return int(line.split()[1])
+
+
+async def test_idle_connections_leave_descriptors_for_the_probes() -> None:
+    """At 128 descriptors, 150 idle connections to the port (the issue's case) get 16
+    places; the others are closed at once, and the process can still open 64 sockets
+    for its probes (without the cap the connections took every descriptor)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        AT_128_FDS,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    clients: list[asyncio.StreamWriter] = []
+    readers: list[asyncio.Task[bytes]] = []
+    try:
+        port = await said(child.stdout, "port")
+        for _ in range(150):
+            reader, writer = await raw(port)
+            readers.append(asyncio.create_task(reader.read(1)))
+            clients.append(writer)
+        await eventually(lambda: sum(task.done() for task in readers) >= 150 - 16, within=30)
+        await asyncio.sleep(0.1)  # one more would show up here
+        closed = sum(task.done() for task in readers)
+        child.stdin.write(b"go\n")
+        sockets = await said(child.stdout, "sockets")
+    finally:
+        for task in readers:
+            task.cancel()
+        for writer in clients:
+            writer.close()
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
+    assert (150 - 16, 64) == (closed, sockets)
