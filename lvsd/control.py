@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import grp
 import json
 import os
@@ -27,7 +28,7 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,24 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 #: Clients the server accepts at once (the listen backlog).
 BACKLOG = 100
-#: Largest request line the server reads, in bytes.
-REQUEST_LIMIT = 1 << 20
+#: Clients served at once; one more is answered "busy" and closed.
+MAX_CLIENTS = 64
+#: Largest request line the server reads, in bytes (memory: MAX_CLIENTS times this).
+REQUEST_LIMIT = 64 << 10
+#: Seconds a client has to send its request, and to take its answer.
+READ_TIMEOUT = 10.0
+SEND_TIMEOUT = 10.0
+#: Pauses of the accept loop when the process is out of descriptors or memory: the
+#: first, doubling up to the last, in seconds.
+ACCEPT_BACKOFF = (0.1, 1.0)
+#: What accept may fail with that waiting can cure (the process's or host's resources).
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Seconds between two log lines of one streak of failed accepts or refused clients.
+LOG_EVERY = 60.0
 #: Largest answer line a client reads (a status dump of a big table), in bytes.
 RESPONSE_LIMIT = 64 << 20
+#: Seconds a client keeps trying to connect while the daemon's backlog is full.
+CONNECT_RETRY = 3.0
 
 log = structlog.get_logger(__name__)
 
@@ -63,15 +78,17 @@ async def serve(
     handler: Handler,
     *,
     group: str | None,
-    read_timeout: float = 10.0,
+    read_timeout: float = READ_TIMEOUT,
+    send_timeout: float = SEND_TIMEOUT,
 ) -> Server:
     """Listen on ``path`` and answer each request with ``handler``.
 
     Creates the parent directory (mode 0755) if needed, replaces a stale socket, and
     refuses to start when another process answers on ``path`` or ``path`` is not a
-    socket. The socket's mode is 0600, or 0660 with group ``group``. A client that
-    sends nothing for ``read_timeout`` seconds is disconnected. The caller closes the
-    server and then calls :func:`remove_socket`.
+    socket. The socket's mode is 0600, or 0660 with group ``group``. A client whose
+    request is not in within ``read_timeout`` seconds is answered with an error; one
+    that does not take its answer within ``send_timeout`` is dropped. The caller
+    closes the server and then calls :func:`remove_socket`.
     """
     target = Path(path)
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:  # room for the temporary name's suffix
@@ -87,7 +104,7 @@ async def serve(
     sock = _bind(target, mode, gid)
     try:
         sock.listen(BACKLOG)
-        server = Server(sock, handler, read_timeout)
+        server = Server(sock, handler, read_timeout, send_timeout)
     except BaseException:
         sock.close()
         raise
@@ -99,16 +116,24 @@ class Server:
     """The listening socket. Its reader callback accepts every waiting client and
     starts the client's task there and then, which answers in its first step when the
     request is already in: few turns of a loop busy with probes stand between a client
-    and its answer (docs/performance.md). :meth:`close` stops listening and cancels
-    unanswered clients."""
+    and its answer (docs/performance.md). Past MAX_CLIENTS a client is told "busy";
+    when accept runs out of descriptors the reader pauses (ACCEPT_BACKOFF) instead of
+    spinning. :meth:`close` stops listening and cancels unanswered clients."""
 
-    def __init__(self, sock: socket.socket, handler: Handler, read_timeout: float) -> None:
+    def __init__(
+        self, sock: socket.socket, handler: Handler, read_timeout: float, send_timeout: float
+    ) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._handler = handler
         self._read_timeout = read_timeout
+        self._send_timeout = send_timeout
         self._loop = asyncio.get_running_loop()
         self._clients: set[asyncio.Task[None]] = set()
+        self._delay = ACCEPT_BACKOFF[0]
+        self._retry: asyncio.TimerHandle | None = None
+        self._failed = Streak("control.accept_failed", "control.accept_resumed")
+        self._busy = Streak("control.busy", "control.not_busy")
         self._loop.add_reader(sock.fileno(), self._accept)
 
     def _accept(self) -> None:
@@ -116,18 +141,48 @@ class Server:
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # out of file descriptors: the client waits its turn
-                log.warning("control.accept_failed", error=str(exc))
-                return
-            conn.setblocking(False)
-            task = self._loop.create_task(
-                _serve_client(conn, self._handler, self._read_timeout), name="control-client"
-            )
-            self._clients.add(task)
-            task.add_done_callback(self._clients.discard)
+                break
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRNOS:
+                    self._back_off(exc)
+                    return
+                log.debug("control.accept_error", error=str(exc))  # the client left first
+                continue
+            self._admit(conn)
+        self._delay = ACCEPT_BACKOFF[0]
+        self._failed.end(self._loop.time())
+
+    def _admit(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        now = self._loop.time()
+        if len(self._clients) >= MAX_CLIENTS:
+            self._busy.note(now, limit=MAX_CLIENTS)
+            with conn, contextlib.suppress(OSError):  # an empty buffer takes one line
+                conn.send(encode(_failure(f"lvsd is busy ({MAX_CLIENTS} clients); try again")))
+            return
+        self._busy.end(now)
+        task = self._loop.create_task(
+            _serve_client(conn, self._handler, self._read_timeout, self._send_timeout),
+            name="control-client",
+        )
+        self._clients.add(task)
+        task.add_done_callback(self._clients.discard)
+
+    def _back_off(self, exc: OSError) -> None:
+        """Stop reading the socket for a while: the waiting clients stay queued."""
+        self._failed.note(self._loop.time(), error=str(exc), retry_in=self._delay)
+        self._loop.remove_reader(self._sock.fileno())
+        self._retry = self._loop.call_later(self._delay, self._resume)
+        self._delay = min(self._delay * 2, ACCEPT_BACKOFF[1])
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self._sock.fileno() >= 0:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
 
     def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
         if self._sock.fileno() >= 0:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
@@ -136,6 +191,28 @@ class Server:
 
     async def wait_closed(self) -> None:
         await asyncio.gather(*self._clients, return_exceptions=True)
+
+
+class Streak:
+    """A run of the same trouble, logged as a warning when it starts, then at most
+    every LOG_EVERY seconds (with the count so far), and once when it ends."""
+
+    def __init__(self, event: str, ended: str) -> None:
+        self._event = event
+        self._ended = ended
+        self.count = 0
+        self._logged = 0.0
+
+    def note(self, now: float, **fields: object) -> None:
+        self.count += 1
+        if self.count == 1 or now - self._logged >= LOG_EVERY:
+            log.warning(self._event, count=self.count, **fields)
+            self._logged = now
+
+    def end(self, now: float) -> None:
+        if self.count:
+            log.info(self._ended, count=self.count)
+            self.count = 0
 
 
 def remove_socket(path: str) -> None:
@@ -190,7 +267,9 @@ def _bind(target: Path, mode: int, gid: int | None) -> socket.socket:
     return sock
 
 
-async def _serve_client(conn: socket.socket, handler: Handler, read_timeout: float) -> None:
+async def _serve_client(
+    conn: socket.socket, handler: Handler, read_timeout: float, send_timeout: float
+) -> None:
     loop = asyncio.get_running_loop()
     with conn:
         try:
@@ -202,10 +281,13 @@ async def _serve_client(conn: socket.socket, handler: Handler, read_timeout: flo
             except ValueError:  # the line is longer than REQUEST_LIMIT
                 response = _failure(f"request longer than {REQUEST_LIMIT} bytes")
             else:
-                if not line.strip():
+                if not line:
                     return  # the client left without asking
                 response = await _answer(line, handler, _peer(conn))
-            await loop.sock_sendall(conn, encode(response))
+            async with asyncio.timeout(send_timeout):
+                await loop.sock_sendall(conn, _encode_answer(response))
+        except TimeoutError:
+            log.debug("control.send_timeout", timeout=send_timeout)  # the client does not read
         except ConnectionError:
             pass  # the client went away; nobody to answer
 
@@ -229,20 +311,41 @@ async def _read_line(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> by
 async def _answer(line: bytes, handler: Handler, peer: dict[str, int]) -> dict[str, Any]:
     try:
         request: Any = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, int digit limit
         return _failure(f"bad request: not JSON ({exc})")
+    except RecursionError:
+        return _failure("bad request: JSON nested too deeply")
     if not isinstance(request, dict):
         return _failure("bad request: expected a JSON object")
     command = request.get("command")
-    log.info("control.request", command=command, **peer)
+    log.info("control.request", command=printable(command), **peer)
     try:
         result = await handler(request)
     except LvsdError as exc:
         return _failure(str(exc))
     except Exception as exc:
-        log.exception("control.failed", command=command, error=str(exc))
+        log.exception("control.failed", command=printable(command), error=str(exc))
         return _failure(f"internal error: {type(exc).__name__}: {exc}")
     return {"ok": True, "error": "", **result}
+
+
+def printable(value: object, limit: int = 64) -> str:
+    """A request's value for a log line or an error: a string cut to ``limit``
+    characters, anything else by its JSON type (a client's 5,000-digit number or
+    deeply nested list is never rendered)."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "..."
+    kinds = {dict: "object", list: "array", bool: "boolean", str: "string"}
+    return "a JSON " + kinds.get(type(value), "null" if value is None else "number")
+
+
+def _encode_answer(response: dict[str, Any]) -> bytes:
+    """The answer's line; a handler's answer JSON cannot hold is an error answer."""
+    try:
+        return encode(response)
+    except (ValueError, TypeError, RecursionError) as exc:
+        log.error("control.unencodable", error=str(exc))
+        return encode(_failure(f"internal error: answer not encodable: {exc}"))
 
 
 def _failure(error: str) -> dict[str, Any]:
@@ -274,24 +377,20 @@ async def request(
     Raises :class:`ControlError` when the daemon cannot be reached or does not answer
     within ``timeout`` seconds, and (with ``check``) when it answers ``ok: false``.
     """
+    loop = asyncio.get_running_loop()
+    answer = _AnswerBuffer()
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(path, limit=RESPONSE_LIMIT)
-            try:
-                writer.write(encode(payload))
-                await writer.drain()
-                line = await reader.readline()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+            with await _connect(path, min(timeout / 2, CONNECT_RETRY)) as sock:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    await loop.sock_sendall(sock, encode(payload))  # it may have answered first
+                while not answer.add(await loop.sock_recv(sock, 65536)):
+                    pass
     except TimeoutError as exc:
         raise _timed_out(path, timeout) from exc
     except OSError as exc:
         raise _unreachable(path, exc) from exc
-    except ValueError as exc:
-        raise ControlError(f"answer from lvsd longer than {RESPONSE_LIMIT} bytes") from exc
-    return _decode(line, check)
+    return _decode(answer.line(), check)
 
 
 def request_sync(
@@ -299,33 +398,93 @@ def request_sync(
 ) -> dict[str, Any]:
     """:func:`request` for synchronous callers (the command line), without an event loop."""
     deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    size = 0
+    answer = _AnswerBuffer()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(encode(payload))
+            _connect_sync(sock, path, min(timeout / 2, CONNECT_RETRY))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(encode(payload))  # a busy daemon answers before it reads
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
                 sock.settimeout(remaining)
-                chunk = sock.recv(65536)
-                if not chunk:
+                if answer.add(sock.recv(65536)):
                     break
-                chunks.append(chunk)
-                size += len(chunk)
-                if b"\n" in chunk:
-                    break
-                if size > RESPONSE_LIMIT:
-                    raise ControlError(f"answer from lvsd longer than {RESPONSE_LIMIT} bytes")
     except TimeoutError as exc:
         raise _timed_out(path, timeout) from exc
     except OSError as exc:
         raise _unreachable(path, exc) from exc
-    line = b"".join(chunks).split(b"\n", 1)[0]
-    return _decode(line, check)
+    return _decode(answer.line(), check)
+
+
+class _AnswerBuffer:
+    """An answer's bytes as they arrive, up to its first newline or the end."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Take the next chunk (``b""`` at the end); True once the line is complete."""
+        if not chunk:
+            return True
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        if b"\n" in chunk:
+            return True
+        if self._size > RESPONSE_LIMIT:
+            raise ControlError(f"answer from lvsd longer than {RESPONSE_LIMIT} bytes")
+        return False
+
+    def line(self) -> bytes:
+        return b"".join(self._chunks).split(b"\n", 1)[0]
+
+
+def _pauses(window: float) -> Iterator[float]:
+    """Pauses between connect attempts while the daemon's backlog is full (it answers
+    EAGAIN): 10 ms doubling to 0.2 s, for ``window`` seconds in all."""
+    deadline = time.monotonic() + window
+    pause = 0.01
+    while (left := deadline - time.monotonic()) > 0:
+        yield min(pause, left)
+        pause = min(pause * 2, 0.2)
+
+
+async def _connect(path: str, window: float) -> socket.socket:
+    """A unix socket connected to ``path``, trying again for ``window`` seconds while
+    the backlog is full (asyncio's own connect takes EAGAIN for a connection)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    pauses = _pauses(window)
+    try:
+        while True:
+            try:
+                sock.connect(path)  # a unix socket connects at once or not at all
+                return sock
+            except BlockingIOError:
+                pause = next(pauses, None)
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _connect_sync(sock: socket.socket, path: str, window: float) -> None:
+    """:func:`_connect` for the synchronous client, on its socket."""
+    pauses = _pauses(window)
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            pause = next(pauses, None)
+            if pause is None:
+                raise
+            time.sleep(pause)
 
 
 def _decode(line: bytes, check: bool) -> dict[str, Any]:
@@ -351,6 +510,8 @@ def _unreachable(path: str, exc: OSError) -> ControlError:
         return ControlError(f"lvsd is not running (no control socket at {path})")
     if isinstance(exc, ConnectionRefusedError):
         return ControlError(f"lvsd is not running ({path} is a stale socket nobody listens on)")
+    if isinstance(exc, BlockingIOError):
+        return ControlError(f"lvsd is too busy to take a connection on {path}; try again")
     if isinstance(exc, PermissionError):
         return ControlError(
             f"permission denied on {path}: run as root, as lvsd's user, "
@@ -360,10 +521,12 @@ def _unreachable(path: str, exc: OSError) -> ControlError:
 
 
 __all__ = [
+    "MAX_CLIENTS",
     "REQUEST_LIMIT",
     "RESPONSE_LIMIT",
     "Handler",
     "encode",
+    "printable",
     "remove_socket",
     "request",
     "request_sync",

@@ -5,18 +5,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import grp
 import json
 import os
 import shutil
 import socket
 import stat
+import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from lvsd import control
 from lvsd.errors import ControlError, LvsdError
@@ -374,3 +379,275 @@ async def test_close_cancels_a_client_still_waiting_for_its_answer(sock_dir: Pat
     control.remove_socket(path)
     with pytest.raises(ControlError, match="not running"):
         await control.request(path, {"command": "status"}, timeout=1)
+
+
+async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait (generously: the host may be loaded) until ``condition()`` holds."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 -- the state polled is the server's, not ours
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"\n", "bad request: not JSON"),
+        (b"[" * 5000 + b"]" * 5000 + b"\n", "bad request: JSON nested too deeply"),
+        (b'{"command": ' + b"7" * 5000 + b"}\n", "bad request: not JSON (Exceeds the limit"),
+        (b'"status"\n', "bad request: expected a JSON object"),
+        (b"\xff\xfe\n", "bad request: not JSON"),
+    ],
+    ids=["empty-line", "deep", "5000-digits", "string", "not-utf8"],
+)
+async def test_hostile_requests_get_an_error_answer(server: str, data: bytes, error: str) -> None:
+    """Deeply nested JSON (RecursionError), a 5,000-digit integer (ValueError), an empty
+    line or a non-object each get an ok=false answer, and the server keeps serving."""
+    answer = json.loads(await asyncio.wait_for(raw_exchange(server, data), 10))
+
+    assert (False, True) == (answer["ok"], answer["error"].startswith(error))
+    assert True is (await control.request(server, {"command": "ping"}, timeout=5))["ok"]
+
+
+async def test_clients_past_the_cap_are_told_busy(sock_dir: Path) -> None:
+    """With MAX_CLIENTS requests being handled, one more client gets a one-line busy
+    error at once (not silence), logged once for two; after they finish it is served."""
+    path = str(sock_dir / "busy.sock")
+    release = asyncio.Event()
+    handling = 0
+
+    async def slow(request: dict[str, Any]) -> dict[str, Any]:
+        nonlocal handling
+        handling += 1
+        await release.wait()
+        return {}
+
+    srv = await control.serve(path, slow, group=None)
+    try:
+        held = [
+            asyncio.create_task(control.request(path, {"command": "x"}, timeout=30))
+            for _ in range(control.MAX_CLIENTS)
+        ]
+        await eventually(lambda: handling == control.MAX_CLIENTS)
+        with capture_logs() as logs:
+            refused = [
+                await control.request(path, {"command": "x"}, timeout=10, check=False),
+                await asyncio.to_thread(control.request_sync, path, {}, 10, check=False),
+            ]
+        release.set()
+        answers = await asyncio.gather(*held)
+        after = await control.request(path, {"command": "x"}, timeout=10)
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+    busy = {"ok": False, "error": f"lvsd is busy ({control.MAX_CLIENTS} clients); try again"}
+    assert [busy, busy] == refused
+    assert [1] == [e["count"] for e in logs if e["event"] == "control.busy"]
+    assert {True} == {a["ok"] for a in answers} == {after["ok"]}
+
+
+async def test_a_client_that_does_not_read_is_dropped(sock_dir: Path) -> None:
+    """An answer the client does not take within the send deadline is dropped and the
+    connection closed: the client finds a cut answer, then the end."""
+    path = str(sock_dir / "big.sock")
+    size = 16 << 20  # far more than a unix socket's buffers hold
+
+    async def big(request: dict[str, Any]) -> dict[str, Any]:
+        return {"blob": "x" * size}
+
+    srv = await control.serve(path, big, group=None, send_timeout=0.1)
+    try:
+        with capture_logs() as logs, socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+            client.sendall(b'{"command": "status"}\n')
+            await eventually(lambda: any(e["event"] == "control.send_timeout" for e in logs))
+            client.settimeout(10)
+            received = 0
+            while chunk := client.recv(1 << 20):
+                received += len(chunk)
+        await asyncio.wait_for(srv.wait_closed(), 10)  # no client task left
+    finally:
+        srv.close()
+
+    assert 0 < received < size
+
+
+async def test_accept_out_of_descriptors_backs_off(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """accept failing with EMFILE pauses the listening socket (0.1 s, doubling) instead
+    of being called again on every turn of the loop, logs one warning for the streak,
+    and the waiting client is served once descriptors are back."""
+    calls = 0
+    real_accept = socket.socket.accept
+
+    def out_of_fds(self: socket.socket) -> tuple[socket.socket, Any]:
+        nonlocal calls
+        calls += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(socket.socket, "accept", out_of_fds)
+    with capture_logs() as logs:
+        client = asyncio.create_task(control.request(server, {"command": "ping"}, timeout=30))
+        await eventually(lambda: calls >= 3)  # 0.1 s and 0.2 s apart
+        before = calls
+        for _ in range(200):
+            await asyncio.sleep(0)  # a spinning accept would be called on each turn
+        spun = calls - before
+        monkeypatch.setattr(socket.socket, "accept", real_accept)
+        answer = await client
+
+    warned = [e for e in logs if e["event"] == "control.accept_failed"]
+    resumed = [e["count"] for e in logs if e["event"] == "control.accept_resumed"]
+    assert (True, 1, [0.1]) == (spun <= 2, len(warned), [e["retry_in"] for e in warned])
+    assert ([calls], True) == (resumed, answer["ok"])
+
+
+class Door:
+    """A listening socket with a full backlog (the client's connect says EAGAIN) that
+    opens on the client's first pause: then every waiting connection is answered."""
+
+    def __init__(self, path: str) -> None:
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(path)
+        self.listener.listen(0)
+        self.fillers: list[socket.socket] = []
+        while True:
+            filler = socket.socket(socket.AF_UNIX)
+            filler.setblocking(False)
+            try:
+                filler.connect(path)
+            except BlockingIOError:
+                filler.close()
+                break
+            self.fillers.append(filler)
+        self.pauses = 0
+        self.thread = threading.Thread(target=self._answer, daemon=True)
+
+    def pauses_of(self, original: Callable[[float], Iterator[float]]) -> Any:
+        def pauses(window: float) -> Iterator[float]:
+            for pause in original(window):
+                self.pauses += 1
+                if self.pauses == 1:  # the fillers leave, and the daemon catches up
+                    for filler in self.fillers:
+                        filler.close()
+                    self.thread.start()
+                yield pause
+
+        return pauses
+
+    def _answer(self) -> None:
+        with self.listener:
+            for _ in range(len(self.fillers) + 1):
+                conn, _ = self.listener.accept()
+                with conn:
+                    conn.settimeout(10)
+                    with contextlib.suppress(OSError):
+                        if conn.recv(65536):
+                            conn.sendall(b'{"ok": true, "error": ""}\n')
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("client", ["sync", "async"])
+async def test_client_waits_for_a_full_backlog(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch, client: str
+) -> None:
+    """A full accept backlog (EAGAIN on connect) makes the client try again for a
+    while instead of failing at once; it gets its answer when the daemon catches up."""
+    path = str(sock_dir / "full.sock")
+    door = Door(path)
+    monkeypatch.setattr(control, "_pauses", door.pauses_of(control._pauses))
+    try:
+        if client == "sync":
+            answer = await asyncio.to_thread(control.request_sync, path, {"command": "x"}, 20.0)
+        else:
+            answer = await control.request(path, {"command": "x"}, timeout=20)
+    finally:
+        door.close()
+
+    assert ({"ok": True, "error": ""}, True) == (answer, door.pauses >= 1)
+
+
+async def test_client_gives_up_on_a_backlog_that_stays_full(sock_dir: Path) -> None:
+    """A backlog full for the whole retry window is one clear error (sync and async)."""
+    path = str(sock_dir / "shut.sock")
+    door = Door(path)
+    try:
+        with pytest.raises(ControlError, match="too busy to take a connection"):
+            await control.request(path, {"command": "x"}, timeout=0.3)
+        with pytest.raises(ControlError, match="too busy to take a connection"):
+            await asyncio.to_thread(control.request_sync, path, {"command": "x"}, 0.3)
+    finally:
+        door.close()
+
+
+#: Run in a child process: a control server whose process is out of descriptors until
+#: a second after its first failed accept; prints the log events as JSON lines.
+OUT_OF_FDS = """
+import asyncio, json, os, resource, sys
+from structlog.testing import capture_logs
+from lvsd import control
+
+async def ping(request):
+    return {}
+
+async def main(path):
+    with capture_logs() as logs:
+        srv = await control.serve(path, ping, group=None)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        spare = []
+        try:
+            while True:
+                spare.append(os.dup(0))
+        except OSError:
+            pass
+        print("ready", flush=True)
+        async with asyncio.timeout(30):
+            while not any(e["event"] == "control.accept_failed" for e in logs):
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.0)
+            for fd in spare:
+                os.close(fd)
+            while not any(e["event"] == "control.accept_resumed" for e in logs):
+                await asyncio.sleep(0.01)
+        srv.close()
+        await srv.wait_closed()
+    for event in logs:
+        print(json.dumps(event, default=str))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_a_real_fd_exhaustion_backs_off(sock_dir: Path) -> None:
+    """A server process at its descriptor limit (RLIMIT_NOFILE, real EMFILE) tries to
+    accept a few times a second, not on every turn of its loop; it logs one warning,
+    and the waiting client is answered once descriptors are free again."""
+    path = str(sock_dir / "fd.sock")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", OUT_OF_FDS, path, stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    try:
+        assert b"ready\n" == await asyncio.wait_for(child.stdout.readline(), 30)
+        answer = await control.request(path, {"command": "ping"}, timeout=30)
+        out, _ = await asyncio.wait_for(child.communicate(), 30)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    events = [json.loads(line) for line in out.splitlines()]
+    warned = [e for e in events if e["event"] == "control.accept_failed"]
+    resumed = [e["count"] for e in events if e["event"] == "control.accept_resumed"]
+    assert (0, True, 1, "Too many open files") == (
+        child.returncode,
+        answer["ok"],
+        len(warned),
+        warned[0]["error"].split("] ")[-1],
+    )
+    assert 2 <= resumed[0] <= 10  # in about a second: 0.1 s, 0.2 s, 0.4 s... apart

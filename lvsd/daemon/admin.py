@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Final
 
+from lvsd.control import printable
 from lvsd.engine.reconcile import Engine, ReloadResult
 from lvsd.errors import ControlError, LvsdError
 from lvsd.model import DestKey, Snapshot, Table, parse_hostport
@@ -26,6 +27,14 @@ def parse_realserver(text: str) -> DestKey:
         return DestKey.of(*parse_hostport(text))
     except ValueError as exc:
         raise LvsdError(f"bad real server: {exc}") from None
+
+
+def text_field(request: Message, key: str) -> str:
+    """A request's string field (``""`` when absent); anything else is a bad request."""
+    value = request.get(key, "")
+    if not isinstance(value, str):
+        raise ControlError(f"bad request: {key!r} must be a string, not {printable(value)}")
+    return value
 
 
 def status_reply(engine: Engine, now: float) -> Message:
@@ -54,10 +63,11 @@ class Admin:
         """Answer one request (``lvsd.control.Handler``); none before the daemon serves
         (the socket is claimed before the first kernel write)."""
         command = request.get("command")
-        handler = COMMANDS.get(str(command))
+        handler = COMMANDS.get(command) if isinstance(command, str) else None
         if handler is None:
             known = ", ".join(sorted(COMMANDS))
-            raise ControlError(f"unknown command {command!r} (known: {known})")
+            what = repr(printable(command)) if isinstance(command, str) else printable(command)
+            raise ControlError(f"unknown command {what} (known: {known})")
         if not self._serving():
             raise ControlError("lvsd is starting or stopping; try again")
         return await handler(self, request)
@@ -72,8 +82,8 @@ class Admin:
         return status_reply(self._engine, self._clock())
 
     async def _drain(self, request: Message, on: bool) -> Message:
-        service = str(request.get("service", ""))
-        realserver = parse_realserver(str(request.get("realserver", "")))
+        service = text_field(request, "service")
+        realserver = parse_realserver(text_field(request, "realserver"))
         was_drained = (service, realserver) in self._engine.drained
         result = await self._engine.set_drain(service, realserver, on)
         return {
@@ -93,8 +103,8 @@ class Admin:
     async def _cmd_connections(self, request: Message) -> Message:
         """Active connections of one real server, from a fresh dump."""
         engine = self._engine
-        service = str(request.get("service", ""))
-        realserver = parse_realserver(str(request.get("realserver", "")))
+        service = text_field(request, "service")
+        realserver = parse_realserver(text_field(request, "realserver"))
         engine.find(service, realserver)
         await engine.refresh()
         return {
@@ -162,4 +172,5 @@ __all__ = [
     "Message",
     "parse_realserver",
     "status_reply",
+    "text_field",
 ]

@@ -14,15 +14,20 @@ No operator action is served here (drains and reloads go through the control soc
   what a scrape builds each time is made of untracked arrays, bytes and label sets
   kept from the config's load (frozen with it, ``lvsd.daemon.heap``), so its
   collections stay small.
+  With ``Accept-Encoding: gzip`` the answer is compressed (zlib level 1, part by
+  part on the loop: about 2 ms a MB, docs/operations.md).
 * ``GET /status``: the status report as JSON (also one dump).
 * ``GET /healthz``: 200 while the process serves.
 * ``GET /readyz``: 200 once every check has run at least once, else 503.
+
+Connections are capped and timed out by ``lvsd.observe.limits``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 from collections.abc import Generator
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +37,7 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 
 from lvsd.errors import IpvsError
 from lvsd.model import Snapshot, Table, parse_hostport
+from lvsd.observe import limits
 from lvsd.observe.metrics import Metrics
 from lvsd.observe.status import StatusReport
 from lvsd.observe.steps import drive, release
@@ -42,6 +48,9 @@ log = structlog.get_logger("lvsd.observe.api")
 DEFAULT_PORT = 9475
 
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: zlib level of a gzip answer: level 1 is 3-5 times faster than 6 for 12 % more bytes.
+GZIP_LEVEL = 1
 
 
 class StatusSource(Protocol):
@@ -98,6 +107,22 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return str(address), port
 
 
+def wants_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header takes gzip (``gzip;q=0`` refuses it)."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            for param in params.split(";"):
+                name, _, value = param.partition("=")
+                if name.strip().lower() == "q":
+                    try:
+                        return float(value) > 0
+                    except ValueError:
+                        return False
+            return True
+    return False
+
+
 def wants_openmetrics(accept: str) -> bool:
     """Whether an ``Accept`` header asks for OpenMetrics (as Prometheus sends it)."""
     for part in accept.split(","):
@@ -133,18 +158,28 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     await drive(release(held))
     response = web.StreamResponse()
     response.headers["Content-Type"] = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
-    response.content_length = sum(len(part) for part in parts)
+    response.headers["Vary"] = "Accept-Encoding"
+    gzip = None
+    if wants_gzip(request.headers.get("Accept-Encoding", "")):
+        gzip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: the gzip container
+        response.headers["Content-Encoding"] = "gzip"
+    else:
+        response.content_length = sum(len(part) for part in parts)
     await response.prepare(request)
     # A part at a time: the loop runs whenever the transport's buffer is full, and
-    # after every SEND_STEP bytes (not every slice: on a busy loop each yield waits for
-    # a whole round of other callbacks).
+    # after every SEND_STEP bytes of exposition (not every slice: on a busy loop each
+    # yield waits for a whole round of other callbacks).
     sent = 0
     for part in parts:
-        await response.write(part)
+        data = gzip.compress(part) if gzip is not None else part
+        if data:
+            await response.write(data)
         sent += len(part)
         if sent >= SEND_STEP:
             await asyncio.sleep(0)
             sent = 0
+    if gzip is not None:
+        await response.write(gzip.flush())
     await response.write_eof()
     return response
 
@@ -172,7 +207,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 def make_app(source: StatusSource, metrics: Metrics) -> web.Application:
     """The aiohttp application (for tests; :func:`start` serves it)."""
-    app = web.Application()
+    app = web.Application(middlewares=[limits.answer_deadline])
     app[SOURCE_KEY] = source
     app[METRICS_KEY] = metrics
     app[LOCK_KEY] = asyncio.Lock()
@@ -192,9 +227,9 @@ async def start(listen: str, source: StatusSource, metrics: Metrics) -> Runner:
     it with ``await runner.cleanup()``. Raises ValueError for a bad address and
     OSError when the port cannot be bound."""
     host, port = parse_listen(listen)
-    runner = web.AppRunner(make_app(source, metrics), access_log=None)
+    runner = web.AppRunner(make_app(source, metrics), **limits.runner_options())
     await runner.setup()
-    site = web.TCPSite(runner, host or None, port)
+    site = limits.Site(runner, host or None, port, limits.connection_limit())
     try:
         await site.start()
     except OSError:
@@ -220,5 +255,6 @@ __all__ = [
     "parse_listen",
     "report",
     "start",
+    "wants_gzip",
     "wants_openmetrics",
 ]

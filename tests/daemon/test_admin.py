@@ -80,6 +80,29 @@ async def test_unknown_command_is_refused(short_dir: Path) -> None:
             await control.request(r.socket, {"command": "explode"})
 
 
+async def test_odd_fields_are_bad_requests_named_briefly(short_dir: Path) -> None:
+    """A command or field of the wrong JSON type, or a huge one, is answered with a
+    short error naming it (never rendering a client's value in full)."""
+    drain = {"command": "drain", "realserver": "10.0.0.2:80"}
+    async with running(short_dir, config_text(short_dir)) as r:
+        answers = [
+            (await control.request(r.socket, request, check=False))["error"]
+            for request in (
+                {"command": ["status"]},
+                {"command": "x" * 10_000},
+                {**drain, "service": [[["web"]]]},
+                {**drain, "service": "web", "realserver": 80},
+            )
+        ]
+    known = "(known: connections, drain, reload, status, undrain)"
+    assert [
+        f"unknown command a JSON array {known}",
+        f"unknown command '{'x' * 64}...' {known}",
+        "bad request: 'service' must be a string, not a JSON array",
+        "bad request: 'realserver' must be a string, not a JSON number",
+    ] == answers
+
+
 async def test_metrics_endpoint_serves_the_daemon(short_dir: Path) -> None:
     """With metrics_listen set, /metrics shows the real servers' health and weights,
     /readyz says ready once every check has reported, /status is the report."""

@@ -6,6 +6,7 @@ served by ``start`` on loopback (IPv4 and IPv6, port 0)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import shutil
 import socket
 import subprocess
@@ -314,3 +315,38 @@ async def test_stepped_scrape_matches_a_plain_one() -> None:
     plain, stepped = bodies
     assert plain == stepped
     assert any(name == "lvsd_real_server_health" for name, _ in stepped)
+
+
+async def test_wants_gzip() -> None:
+    """gzip (or x-gzip) with a q above 0 is taken; q=0, identity or nothing is not."""
+    cases = {
+        "gzip": True,
+        "deflate, gzip;q=0.5": True,
+        "X-GZIP": True,
+        "br;q=1.0, gzip; q=0": False,
+        "gzip;q=nope": False,
+        "identity": False,
+        "": False,
+    }
+    assert cases == {header: api.wants_gzip(header) for header in cases}
+
+
+async def test_metrics_gzip_when_asked(served: tuple[FakeSource, str]) -> None:
+    """Accept-Encoding: gzip gets the exposition gzip-compressed (Prometheus asks so);
+    without it the answer is plain with its length."""
+    _, base = served
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(base + "/metrics", headers={"Accept-Encoding": "gzip"}) as resp:
+            zipped, zipped_headers = await resp.read(), resp.headers
+        async with session.get(base + "/metrics", headers={"Accept-Encoding": "identity"}) as resp:
+            plain, plain_headers = await resp.read(), resp.headers
+    assert ("gzip", None) == (
+        zipped_headers.get("Content-Encoding"),
+        plain_headers.get("Content-Encoding"),
+    )
+    assert str(len(plain)) == plain_headers["Content-Length"]
+    assert len(zipped) * 3 < len(plain)
+    assert (
+        plain.split(b"\nlvsd_build_info")[0]
+        == gzip.decompress(zipped).split(b"\nlvsd_build_info")[0]
+    )
