@@ -65,9 +65,13 @@ class HttpOptions:
     path: str = "/"
     status: tuple[StatusRange, ...] = (StatusRange(low=200, high=299),)
     body_regex: str | None = None
+    body_not_regex: str | None = None  # the body must not match (keepalived's regex_no_match)
     body_digest: str | None = None  # hex MD5 of the body, keepalived's "digest"
     host: str | None = None  # Host header (virtual host)
     headers: tuple[tuple[str, str], ...] = ()
+    header_regex: tuple[
+        tuple[str, str], ...
+    ] = ()  # response header name -> regex its value must match
     keepalive: bool = False
     verify: bool = True
     ca_file: str | None = None

@@ -110,6 +110,15 @@ def http_option_problems(options: HttpOptions) -> list[OptionProblem]:
         elif _CONTROL.search(value):
             expected = "a value without control characters (CR, LF...)"
             problems.append(OptionProblem("headers", value, f"bad value of {name}", expected))
+    for name, pattern in options.header_regex:
+        reason = regex_problem(pattern)
+        if not _TOKEN.fullmatch(name):
+            problems.append(OptionProblem("header_regex", name, "bad header name", "an HTTP token"))
+        elif reason is not None:
+            expected = "a Python regular expression"
+            problems.append(
+                OptionProblem("header_regex", pattern, f"bad regex for {name}", expected, reason)
+            )
     return problems
 
 

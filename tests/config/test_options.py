@@ -172,6 +172,39 @@ def test_body_regex_must_compile(tmp_path: Path) -> None:
     ] == problems(path)  # fmt: skip
 
 
+def test_body_not_regex_and_header_regex(tmp_path: Path) -> None:
+    """body_not_regex must compile; header_regex is a table of names to regexes that
+    must compile, each problem at its key."""
+    good = write(
+        tmp_path,
+        "good.toml",
+        SERVICE + 'check = { kind = "http", body_not_regex = "maint", '
+        'header_regex = { "Content-Type" = "^text/" } }\n' + REAL_SERVER,
+    )
+    assert (
+        HttpOptions(body_not_regex="maint", header_regex=(("Content-Type", "^text/"),))
+        == load(good).services[0].real_servers[0].checks[0].options
+    )
+    bad = write(
+        tmp_path,
+        "bad.toml",
+        SERVICE + 'check = { kind = "http", body_not_regex = "(", header_regex = { X = "[" } }\n',
+    )
+    assert [
+        (bad, "services.web.check.body_not_regex", 4,
+         'body_not_regex "(" does not compile (missing ), unterminated subpattern at '
+         "position 0); expected a Python regular expression"),
+    ] == problems(bad)  # fmt: skip
+    bad = write(
+        tmp_path, "bad2.toml", SERVICE + 'check = { kind = "http", header_regex = { X = "[" } }\n'
+    )
+    assert [
+        (bad, "services.web.check.header_regex", 4,
+         'bad regex for X "[" (unterminated character set at position 0); '
+         "expected a Python regular expression"),
+    ] == problems(bad)  # fmt: skip
+
+
 def test_body_regex_in_ini_keeps_backslashes(tmp_path: Path) -> None:
     """An INI body_regex is not unescaped, so ``\\d`` compiles and ``\\`` alone does not."""
     good = write(

@@ -90,12 +90,17 @@ class _Check:
     def url(self, node: Node) -> None:
         url: dict[str, TomlValue] = {}
         for child in node.children or ():
+            if child.keyword == "regex_no_match":  # the regex must not match
+                url["no_match"] = True
+                continue
             option = URL_KEYS.get(child.keyword)
             if option is None:
                 self.out.skip(child, f"url option {child.keyword!r} is not supported by lvsd")
                 continue
             key, read = option
             url[key] = read(child)
+        if url.pop("no_match", False) and "body_regex" in url:
+            url["body_not_regex"] = url.pop("body_regex")
         if "status" not in url:
             url["status"] = ["200-299"]
         self.urls.append(url)

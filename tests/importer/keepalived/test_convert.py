@@ -491,3 +491,20 @@ def test_sample_coverage_is_what_the_migration_guide_says() -> None:
         "conditional_conf", "track_interface", "vrrp", "vrrp.localcheck", "vrrp.routes",
         "vrrp.rules", "vrrp.scripts", "vrrp.static_ipaddress", "vrrp.sync",
     ] == sorted(without_services)  # fmt: skip
+
+
+def test_regex_no_match_becomes_body_not_regex(tmp_path: Path) -> None:
+    """A url's regex with regex_no_match is a body_not_regex; without it, a body_regex."""
+    path = _conf(
+        tmp_path,
+        "virtual_server 10.0.0.1 80 {\n real_server 10.1.0.1 80 {\n  HTTP_GET {\n"
+        '   url {\n    path /a\n    regex "maint"\n    regex_no_match\n   }\n'
+        '   url {\n    path /b\n    regex "ok"\n   }\n  }\n }\n}\n',
+    )
+    result, tree = converted("keepalived", path)
+    (service,) = tree["services"].values()
+    first, second = service["real_servers"][0]["checks"]
+    assert ("maint", None) == (first.get("body_not_regex"), first.get("body_regex"))
+    assert ("ok", None) == (second.get("body_regex"), second.get("body_not_regex"))
+    assert [] == result.unconverted
+    loads_back(result, tmp_path)
