@@ -107,6 +107,11 @@ class SmtpOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakeOptions:
+    """The login-free handshake kinds (imap, pop3, ftp, mysql, pgsql) take no options."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentOptions:
     """HAProxy's agent-check on a separate port (``port`` of the CheckSpec)."""
 
@@ -121,7 +126,14 @@ class UdpOptions:
 
 
 CheckOptions = (
-    TcpOptions | HttpOptions | ExecOptions | DnsOptions | SmtpOptions | AgentOptions | UdpOptions
+    TcpOptions
+    | HttpOptions
+    | ExecOptions
+    | DnsOptions
+    | SmtpOptions
+    | AgentOptions
+    | UdpOptions
+    | HandshakeOptions
 )
 
 #: The check kinds and the option type each one takes.
@@ -134,6 +146,11 @@ CHECK_KINDS: dict[str, type[CheckOptions]] = {
     "smtp": SmtpOptions,
     "agent": AgentOptions,
     "udp": UdpOptions,
+    "imap": HandshakeOptions,
+    "pop3": HandshakeOptions,
+    "ftp": HandshakeOptions,
+    "mysql": HandshakeOptions,
+    "pgsql": HandshakeOptions,
 }
 
 
@@ -296,6 +313,7 @@ __all__ = [
     "ExecOptions",
     "FailureAction",
     "Family",
+    "HandshakeOptions",
     "HttpOptions",
     "InitialState",
     "PanicGuard",

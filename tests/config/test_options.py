@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lvsd.config import load
-from lvsd.config.model import AgentOptions, DnsOptions, HttpOptions
+from lvsd.config.model import AgentOptions, DnsOptions, HandshakeOptions, HttpOptions
 from lvsd.config.options import (
     RCODES,
     OptionProblem,
@@ -280,3 +280,17 @@ def test_exec_empty_command_in_ini(tmp_path: Path) -> None:
         (path, "services.web.check.command", 6,
          'expected a command (a list of strings, or a string), got an empty one: ""'),
     ] == problems(path)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["imap", "pop3", "ftp", "mysql", "pgsql"])
+def test_handshake_kinds_take_no_options(tmp_path: Path, kind: str) -> None:
+    """The handshake kinds load with the common keys only; any option is refused."""
+    good = write(
+        tmp_path, "good.toml", SERVICE + f'check = {{ kind = "{kind}", port = 9 }}\n' + REAL_SERVER
+    )
+    spec = load(good).services[0].real_servers[0].checks[0]
+    assert (kind, HandshakeOptions(), 9) == (spec.kind, spec.options, spec.port)
+    bad = write(tmp_path, "bad.toml", SERVICE + f'check = {{ kind = "{kind}", user = "x" }}\n')
+    assert [f'option "user" does not belong to check kind "{kind}"; {kind} takes: no options'] == [
+        message for *_, message in problems(bad)
+    ]

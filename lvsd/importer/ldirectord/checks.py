@@ -30,9 +30,16 @@ SERVICE_PORTS = {
     "pgsql": 5432,
 }  # fmt: skip
 UNSUPPORTED_SERVICES = {
-    "ftp", "imap", "imaps", "pop", "pops", "nntp", "ldap", "ldaps", "mysql", "pgsql",
-    "oracle", "radius", "sip", "http_proxy",
+    "imaps", "pops", "nntp", "ldap", "ldaps", "oracle", "radius", "sip", "http_proxy",
 }  # fmt: skip
+#: Services lvsd checks by a login-free handshake: ldirectord's name -> lvsd's kind.
+HANDSHAKE_SERVICES = {
+    "ftp": "ftp",
+    "imap": "imap",
+    "pop": "pop3",
+    "mysql": "mysql",
+    "pgsql": "pgsql",
+}
 
 
 class Sink(Protocol):
@@ -244,6 +251,16 @@ def _simpletcp(out: Sink, p: Probe, table: Table, request: str | None, receive: 
         )
 
 
+def _handshake(out: Sink, p: Probe, table: Table, request: str | None, receive: str | None) -> None:
+    """A service lvsd checks by its greeting or handshake, without ldirectord's login
+    (login, passwd) or query (request, receive)."""
+    table.set("kind", HANDSHAKE_SERVICES[p.kind])
+    table.note(
+        f"ldirectord's service={p.kind} logs in (login/passwd) and may run request; "
+        "lvsd checks the server's handshake without logging in"
+    )
+
+
 def _connect_only(
     out: Sink, p: Probe, table: Table, request: str | None, receive: str | None
 ) -> None:
@@ -267,6 +284,7 @@ NEGOTIATE: Mapping[str, _Negotiate] = {
     "smtp": _smtp,
     "submission": _smtp,
     "simpletcp": _simpletcp,
+    **dict.fromkeys(HANDSHAKE_SERVICES, _handshake),
     **dict.fromkeys(UNSUPPORTED_SERVICES, _connect_only),
 }
 

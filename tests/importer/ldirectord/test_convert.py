@@ -109,6 +109,11 @@ def test_defaults_are_ldirectords_code_defaults(tmp_path: Path) -> None:
     ("settings", "expected_kind", "unconverted"),
     [
         ("\tservice=ldap\n", "tcp", ["service=ldap"]),
+        ("\tservice=imap\n\tlogin=u\n\tpasswd=p\n", "imap", []),
+        ("\tservice=pop\n", "pop3", []),
+        ("\tservice=ftp\n", "ftp", []),
+        ('\tservice=mysql\n\tdatabase=d\n\trequest="SELECT 1"\n', "mysql", []),
+        ("\tservice=pgsql\n", "pgsql", []),
         ("\tchecktype=ping\n", None, ["checktype"]),
         ("\tchecktype=on\n", None, []),
         ("\tservice=none\n", None, []),
@@ -194,8 +199,8 @@ def test_debian_example_converts_and_loads(tmp_path: Path) -> None:
 )
 def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
     """The example's commented-out services, uncommented, convert and load; the
-    unsupported services (ftp, pop, imap, ldap, nntp, databases, radius, sip) and the
-    ping check are listed."""
+    unsupported services (ldap, nntp, oracle, radius, sip) and the ping check are
+    listed."""
     lines = []
     for raw in LDIRECTORD_EXAMPLE.read_text().splitlines():
         if raw.startswith("#virtual") or (raw.startswith("#\t") and not raw.startswith("#\t#")):
@@ -210,8 +215,7 @@ def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
     )
     result = convert("ldirectord", _cf(tmp_path, text))
     listed = sorted({u.keyword for u in result.unconverted})
-    expected = ["checktype", "service=ftp", "service=imap", "service=ldap", "service=mysql",
-                "service=nntp", "service=oracle", "service=pgsql", "service=pop",
+    expected = ["checktype", "service=ldap", "service=nntp", "service=oracle",
                 "service=radius", "service=sip"]  # fmt: skip
     assert expected == listed
     loads_back(result, tmp_path)
