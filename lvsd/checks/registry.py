@@ -9,6 +9,7 @@ from lvsd.checks.dns import DnsProbe
 from lvsd.checks.exec import ExecProbe
 from lvsd.checks.ftp import FtpProbe
 from lvsd.checks.http import HttpProbe
+from lvsd.checks.icmp import IcmpProbe
 from lvsd.checks.imap import ImapProbe
 from lvsd.checks.mysql import MysqlProbe
 from lvsd.checks.pgsql import PgsqlProbe
@@ -32,6 +33,7 @@ PROBES: dict[str, ProbeFactory] = {
     "ftp": FtpProbe,
     "mysql": MysqlProbe,
     "pgsql": PgsqlProbe,
+    "icmp": IcmpProbe,
 }
 
 

@@ -112,6 +112,11 @@ class HandshakeOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class IcmpOptions:
+    """The ``icmp`` kind (one echo request) takes no options."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentOptions:
     """HAProxy's agent-check on a separate port (``port`` of the CheckSpec)."""
 
@@ -134,6 +139,7 @@ CheckOptions = (
     | AgentOptions
     | UdpOptions
     | HandshakeOptions
+    | IcmpOptions
 )
 
 #: The check kinds and the option type each one takes.
@@ -151,6 +157,7 @@ CHECK_KINDS: dict[str, type[CheckOptions]] = {
     "ftp": HandshakeOptions,
     "mysql": HandshakeOptions,
     "pgsql": HandshakeOptions,
+    "icmp": IcmpOptions,
 }
 
 
@@ -315,6 +322,7 @@ __all__ = [
     "Family",
     "HandshakeOptions",
     "HttpOptions",
+    "IcmpOptions",
     "InitialState",
     "PanicGuard",
     "Protocol",

@@ -591,7 +591,7 @@ class _Builder:
             return None
         if port == 0:
             for check in checks:
-                if check.port is None:
+                if check.port is None and check.kind != "icmp":  # a ping has no port
                     self.error(
                         table.at("port"),
                         f"real server port is 0, so its {check.kind} check needs its own port",

@@ -13,6 +13,7 @@ from lvsd.checks.dns import DnsProbe
 from lvsd.checks.exec import ExecProbe
 from lvsd.checks.ftp import FtpProbe
 from lvsd.checks.http import HttpProbe
+from lvsd.checks.icmp import IcmpProbe
 from lvsd.checks.imap import ImapProbe
 from lvsd.checks.mysql import MysqlProbe
 from lvsd.checks.net import connector
@@ -30,6 +31,7 @@ from lvsd.config.model import (
     ExecOptions,
     HandshakeOptions,
     HttpOptions,
+    IcmpOptions,
     SmtpOptions,
     TcpOptions,
     UdpOptions,
@@ -59,6 +61,7 @@ def test_every_config_kind_has_a_probe() -> None:
         ("ftp", HandshakeOptions(), FtpProbe),
         ("mysql", HandshakeOptions(), MysqlProbe),
         ("pgsql", HandshakeOptions(), PgsqlProbe),
+        ("icmp", IcmpOptions(), IcmpProbe),
     ],
 )
 def test_make_probe(net4: Loopback, kind: str, options: CheckOptions, cls: type) -> None:

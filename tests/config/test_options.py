@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lvsd.config import load
-from lvsd.config.model import AgentOptions, DnsOptions, HandshakeOptions, HttpOptions
+from lvsd.config.model import AgentOptions, DnsOptions, HandshakeOptions, HttpOptions, IcmpOptions
 from lvsd.config.options import (
     RCODES,
     OptionProblem,
@@ -294,3 +294,15 @@ def test_handshake_kinds_take_no_options(tmp_path: Path, kind: str) -> None:
     assert [f'option "user" does not belong to check kind "{kind}"; {kind} takes: no options'] == [
         message for *_, message in problems(bad)
     ]
+
+
+def test_icmp_needs_no_port_on_a_fwmark_service(tmp_path: Path) -> None:
+    """An icmp check of a port-0 real server (fwmark service) needs no check port."""
+    path = write(
+        tmp_path,
+        "c.toml",
+        '[services.m]\nfwmark = 3\ncheck = { kind = "icmp" }\n'
+        '[[services.m.real_servers]]\naddress = "10.0.0.2"\nport = 0\n',
+    )
+    spec = load(path).services[0].real_servers[0].checks[0]
+    assert ("icmp", IcmpOptions(), None) == (spec.kind, spec.options, spec.port)

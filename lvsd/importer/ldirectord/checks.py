@@ -101,11 +101,11 @@ def _always_out(out: Sink, p: Probe, checktype: str, where: Where) -> None:
 
 
 def _ping(out: Sink, p: Probe, checktype: str, where: Where) -> None:
-    out.skip(
-        where,
-        "checktype",
-        "lvsd has no ICMP (ping) check; use a udp check with an expected reply, or a tcp check",
-    )
+    """An icmp check (ldirectord's ping runs under checktimeout)."""
+    table = out.doc.table(*p.server.path, "checks", array=True)
+    table.note(f"{out.src(where)} (checktype={checktype}: ping)")
+    table.set("kind", "icmp")
+    _timing(out, p.v, table, False)
 
 
 def _connect(out: Sink, p: Probe, checktype: str, where: Where) -> None:

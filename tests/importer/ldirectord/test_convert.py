@@ -114,7 +114,8 @@ def test_defaults_are_ldirectords_code_defaults(tmp_path: Path) -> None:
         ("\tservice=ftp\n", "ftp", []),
         ('\tservice=mysql\n\tdatabase=d\n\trequest="SELECT 1"\n', "mysql", []),
         ("\tservice=pgsql\n", "pgsql", []),
-        ("\tchecktype=ping\n", None, ["checktype"]),
+        ("\tchecktype=ping\n", "icmp", []),
+        ("\tchecktype=connect\n\tprotocol=udp\n", "icmp", []),
         ("\tchecktype=on\n", None, []),
         ("\tservice=none\n", None, []),
         ("\tchecktype=external\n\tcheckcommand=/bin/chk\n", "exec", []),
@@ -128,7 +129,8 @@ def test_checktypes_and_services(
     """Each checktype/service maps to a probe kind, nothing, or an unconverted entry."""
     path = _cf(tmp_path, f"virtual=10.0.0.1:8000\n\treal=10.0.1.1:8000 gate\n{settings}")
     result, tree = converted("ldirectord", path)
-    checks = tree["services"]["tcp_10_0_0_1_8000"]["real_servers"][0].get("checks", [])
+    (service,) = tree["services"].values()
+    checks = service["real_servers"][0].get("checks", [])
     assert expected_kind == (checks[0]["kind"] if checks else None)
     assert unconverted == [u.keyword for u in result.unconverted]
     loads_back(result, tmp_path)
@@ -199,8 +201,7 @@ def test_debian_example_converts_and_loads(tmp_path: Path) -> None:
 )
 def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
     """The example's commented-out services, uncommented, convert and load; the
-    unsupported services (ldap, nntp, oracle, radius, sip) and the ping check are
-    listed."""
+    unsupported services (ldap, nntp, oracle, radius, sip) are listed."""
     lines = []
     for raw in LDIRECTORD_EXAMPLE.read_text().splitlines():
         if raw.startswith("#virtual") or (raw.startswith("#\t") and not raw.startswith("#\t#")):
@@ -215,7 +216,7 @@ def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
     )
     result = convert("ldirectord", _cf(tmp_path, text))
     listed = sorted({u.keyword for u in result.unconverted})
-    expected = ["checktype", "service=ldap", "service=nntp", "service=oracle",
+    expected = ["service=ldap", "service=nntp", "service=oracle",
                 "service=radius", "service=sip"]  # fmt: skip
     assert expected == listed
     loads_back(result, tmp_path)
