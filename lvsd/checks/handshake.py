@@ -36,6 +36,8 @@ class HandshakeProbe(ProbeBase[HandshakeOptions]):
     hello: ClassVar[bytes] = b""
     #: Sent after a good answer, before closing (empty: just close).
     goodbye: ClassVar[bytes] = b""
+    #: The step of reading the server's part, named in details.
+    reading: ClassVar[str] = "greeting"
 
     async def probe(self) -> ProbeResult:
         where = hostport(self._target.address, self._port)
@@ -51,7 +53,7 @@ class HandshakeProbe(ProbeBase[HandshakeOptions]):
                 progress.step = f"{self._spec.kind}: send"
                 writer.write(self.hello)
                 await writer.drain()
-            progress.step = f"{self._spec.kind}: greeting"
+            progress.step = f"{self._spec.kind}: {self.reading}"
             detail = await self.judge(reader, progress)
             if self.goodbye:
                 progress.step = f"{self._spec.kind}: goodbye"

@@ -4,7 +4,7 @@ answers before any login, and expect its one-byte answer: ``S`` (TLS offered) or
 closed: no TLS handshake, no startup message, no login.
 
 Details: ``"pgsql: SSLRequest answered 'N'"``, ``"pgsql: error: the database system
-is shutting down"``, ``"pgsql: greeting: garbage 'H'"``.
+is shutting down"``, ``"pgsql: answer: garbage 'H'"``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class PgsqlProbe(HandshakeProbe):
 
     __slots__ = ()
     kind = "pgsql"
+    reading = "answer"
     hello = SSL_REQUEST
 
     async def judge(self, reader: asyncio.StreamReader, progress: Progress) -> str:

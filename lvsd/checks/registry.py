@@ -11,6 +11,7 @@ from lvsd.checks.ftp import FtpProbe
 from lvsd.checks.http import HttpProbe
 from lvsd.checks.icmp import IcmpProbe
 from lvsd.checks.imap import ImapProbe
+from lvsd.checks.ldap import LdapProbe
 from lvsd.checks.mysql import MysqlProbe
 from lvsd.checks.pgsql import PgsqlProbe
 from lvsd.checks.pop3 import Pop3Probe
@@ -34,6 +35,7 @@ PROBES: dict[str, ProbeFactory] = {
     "mysql": MysqlProbe,
     "pgsql": PgsqlProbe,
     "icmp": IcmpProbe,
+    "ldap": LdapProbe,
 }
 
 

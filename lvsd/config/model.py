@@ -108,7 +108,7 @@ class SmtpOptions:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HandshakeOptions:
-    """The login-free handshake kinds (imap, pop3, ftp, mysql, pgsql) take no options."""
+    """The login-free handshake kinds (imap, pop3, ftp, mysql, pgsql, ldap) take no options."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +157,7 @@ CHECK_KINDS: dict[str, type[CheckOptions]] = {
     "ftp": HandshakeOptions,
     "mysql": HandshakeOptions,
     "pgsql": HandshakeOptions,
+    "ldap": HandshakeOptions,
     "icmp": IcmpOptions,
 }
 

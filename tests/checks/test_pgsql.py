@@ -32,6 +32,6 @@ async def test_error_response_is_down(net: Loopback) -> None:
 
 async def test_not_pgsql(net: Loopback) -> None:
     """Any other first byte (an HTTP server's answer) is garbage."""
-    assert ("pgsql: greeting: garbage 'H'", "protocol", False) == await run(
+    assert ("pgsql: answer: garbage 'H'", "protocol", False) == await run(
         net, "pgsql", scripted(b"HTTP/1.1 400 Bad Request\r\n\r\n", first=8)
     )

@@ -15,6 +15,7 @@ from lvsd.checks.ftp import FtpProbe
 from lvsd.checks.http import HttpProbe
 from lvsd.checks.icmp import IcmpProbe
 from lvsd.checks.imap import ImapProbe
+from lvsd.checks.ldap import LdapProbe
 from lvsd.checks.mysql import MysqlProbe
 from lvsd.checks.net import connector
 from lvsd.checks.pgsql import PgsqlProbe
@@ -62,6 +63,7 @@ def test_every_config_kind_has_a_probe() -> None:
         ("mysql", HandshakeOptions(), MysqlProbe),
         ("pgsql", HandshakeOptions(), PgsqlProbe),
         ("icmp", IcmpOptions(), IcmpProbe),
+        ("ldap", HandshakeOptions(), LdapProbe),
     ],
 )
 def test_make_probe(net4: Loopback, kind: str, options: CheckOptions, cls: type) -> None:
@@ -102,7 +104,7 @@ async def test_no_descriptor_left_behind(net: Loopback) -> None:
         ("https", HttpOptions(verify=False)),
         ("smtp", SmtpOptions()),
         ("agent", AgentOptions()),
-        *((kind, HandshakeOptions()) for kind in ("imap", "pop3", "ftp", "mysql", "pgsql")),
+        *((kind, HandshakeOptions()) for kind in ("imap", "pop3", "ftp", "mysql", "pgsql", "ldap")),
     ]
     probes = [
         make_probe(make_spec(kind, options, timeout=0.2), net.target(port))

@@ -282,7 +282,7 @@ def test_exec_empty_command_in_ini(tmp_path: Path) -> None:
     ] == problems(path)  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["imap", "pop3", "ftp", "mysql", "pgsql"])
+@pytest.mark.parametrize("kind", ["imap", "pop3", "ftp", "mysql", "pgsql", "ldap"])
 def test_handshake_kinds_take_no_options(tmp_path: Path, kind: str) -> None:
     """The handshake kinds load with the common keys only; any option is refused."""
     good = write(

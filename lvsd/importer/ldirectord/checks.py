@@ -30,7 +30,7 @@ SERVICE_PORTS = {
     "pgsql": 5432,
 }  # fmt: skip
 UNSUPPORTED_SERVICES = {
-    "imaps", "pops", "nntp", "ldap", "ldaps", "oracle", "radius", "sip", "http_proxy",
+    "imaps", "pops", "nntp", "ldaps", "oracle", "radius", "sip", "http_proxy",
 }  # fmt: skip
 #: Services lvsd checks by a login-free handshake: ldirectord's name -> lvsd's kind.
 HANDSHAKE_SERVICES = {
@@ -39,6 +39,7 @@ HANDSHAKE_SERVICES = {
     "pop": "pop3",
     "mysql": "mysql",
     "pgsql": "pgsql",
+    "ldap": "ldap",
 }
 
 
@@ -255,10 +256,14 @@ def _handshake(out: Sink, p: Probe, table: Table, request: str | None, receive: 
     """A service lvsd checks by its greeting or handshake, without ldirectord's login
     (login, passwd) or query (request, receive)."""
     table.set("kind", HANDSHAKE_SERVICES[p.kind])
-    table.note(
-        f"ldirectord's service={p.kind} logs in (login/passwd) and may run request; "
-        "lvsd checks the server's handshake without logging in"
-    )
+    if p.kind == "ldap":
+        note = "ldirectord binds and searches for request/receive; lvsd binds anonymously"
+    else:
+        note = (
+            f"ldirectord's service={p.kind} logs in (login/passwd) and may run request; "
+            "lvsd checks the server's handshake without logging in"
+        )
+    table.note(note)
 
 
 def _connect_only(

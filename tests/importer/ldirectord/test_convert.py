@@ -108,7 +108,8 @@ def test_defaults_are_ldirectords_code_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("settings", "expected_kind", "unconverted"),
     [
-        ("\tservice=ldap\n", "tcp", ["service=ldap"]),
+        ("\tservice=ldap\n", "ldap", []),
+        ("\tservice=ldaps\n", "tcp", ["service=ldaps"]),
         ("\tservice=imap\n\tlogin=u\n\tpasswd=p\n", "imap", []),
         ("\tservice=pop\n", "pop3", []),
         ("\tservice=ftp\n", "ftp", []),
@@ -201,7 +202,7 @@ def test_debian_example_converts_and_loads(tmp_path: Path) -> None:
 )
 def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
     """The example's commented-out services, uncommented, convert and load; the
-    unsupported services (ldap, nntp, oracle, radius, sip) are listed."""
+    unsupported services (nntp, oracle, radius, sip) are listed."""
     lines = []
     for raw in LDIRECTORD_EXAMPLE.read_text().splitlines():
         if raw.startswith("#virtual") or (raw.startswith("#\t") and not raw.startswith("#\t#")):
@@ -216,7 +217,7 @@ def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
     )
     result = convert("ldirectord", _cf(tmp_path, text))
     listed = sorted({u.keyword for u in result.unconverted})
-    expected = ["service=ldap", "service=nntp", "service=oracle",
+    expected = ["service=nntp", "service=oracle",
                 "service=radius", "service=sip"]  # fmt: skip
     assert expected == listed
     loads_back(result, tmp_path)
