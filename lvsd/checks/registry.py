@@ -15,6 +15,7 @@ from lvsd.checks.ldap import LdapProbe
 from lvsd.checks.mysql import MysqlProbe
 from lvsd.checks.pgsql import PgsqlProbe
 from lvsd.checks.pop3 import Pop3Probe
+from lvsd.checks.sip import SipProbe
 from lvsd.checks.smtp import SmtpProbe
 from lvsd.checks.tcp import tcp_probe
 from lvsd.checks.udp import UdpProbe
@@ -36,6 +37,7 @@ PROBES: dict[str, ProbeFactory] = {
     "pgsql": PgsqlProbe,
     "icmp": IcmpProbe,
     "ldap": LdapProbe,
+    "sip": SipProbe,
 }
 
 

@@ -117,6 +117,14 @@ class IcmpOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SipOptions:
+    """One SIP OPTIONS request; the final response's status must be in ``status``."""
+
+    tcp: bool = False  # over TCP instead of UDP
+    status: tuple[StatusRange, ...] = (StatusRange(low=200, high=299),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentOptions:
     """HAProxy's agent-check on a separate port (``port`` of the CheckSpec)."""
 
@@ -140,6 +148,7 @@ CheckOptions = (
     | UdpOptions
     | HandshakeOptions
     | IcmpOptions
+    | SipOptions
 )
 
 #: The check kinds and the option type each one takes.
@@ -159,6 +168,7 @@ CHECK_KINDS: dict[str, type[CheckOptions]] = {
     "pgsql": HandshakeOptions,
     "ldap": HandshakeOptions,
     "icmp": IcmpOptions,
+    "sip": SipOptions,
 }
 
 
@@ -329,6 +339,7 @@ __all__ = [
     "Protocol",
     "Quorum",
     "RealServer",
+    "SipOptions",
     "SmtpOptions",
     "SorryServer",
     "StatusRange",

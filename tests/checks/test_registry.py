@@ -21,6 +21,7 @@ from lvsd.checks.net import connector
 from lvsd.checks.pgsql import PgsqlProbe
 from lvsd.checks.pop3 import Pop3Probe
 from lvsd.checks.registry import PROBES, make_probe
+from lvsd.checks.sip import SipProbe
 from lvsd.checks.smtp import SmtpProbe
 from lvsd.checks.tcp import ConnectProbe, TcpProbe
 from lvsd.checks.udp import UdpProbe
@@ -33,6 +34,7 @@ from lvsd.config.model import (
     HandshakeOptions,
     HttpOptions,
     IcmpOptions,
+    SipOptions,
     SmtpOptions,
     TcpOptions,
     UdpOptions,
@@ -64,6 +66,8 @@ def test_every_config_kind_has_a_probe() -> None:
         ("pgsql", HandshakeOptions(), PgsqlProbe),
         ("icmp", IcmpOptions(), IcmpProbe),
         ("ldap", HandshakeOptions(), LdapProbe),
+        ("sip", SipOptions(), SipProbe),
+        ("sip", SipOptions(tcp=True), SipProbe),
     ],
 )
 def test_make_probe(net4: Loopback, kind: str, options: CheckOptions, cls: type) -> None:
@@ -104,6 +108,7 @@ async def test_no_descriptor_left_behind(net: Loopback) -> None:
         ("https", HttpOptions(verify=False)),
         ("smtp", SmtpOptions()),
         ("agent", AgentOptions()),
+        ("sip", SipOptions(tcp=True)),
         *((kind, HandshakeOptions()) for kind in ("imap", "pop3", "ftp", "mysql", "pgsql", "ldap")),
     ]
     probes = [

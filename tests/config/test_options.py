@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from lvsd.config import load
-from lvsd.config.model import AgentOptions, DnsOptions, HandshakeOptions, HttpOptions, IcmpOptions
+from lvsd.config.model import (
+    AgentOptions,
+    DnsOptions,
+    HandshakeOptions,
+    HttpOptions,
+    IcmpOptions,
+    SipOptions,
+    StatusRange,
+)
 from lvsd.config.options import (
     RCODES,
     OptionProblem,
@@ -306,3 +314,16 @@ def test_icmp_needs_no_port_on_a_fwmark_service(tmp_path: Path) -> None:
     )
     spec = load(path).services[0].real_servers[0].checks[0]
     assert ("icmp", IcmpOptions(), None) == (spec.kind, spec.options, spec.port)
+
+
+def test_sip_options(tmp_path: Path) -> None:
+    """sip takes tcp and status ranges."""
+    path = write(
+        tmp_path,
+        "c.toml",
+        SERVICE + 'check = { kind = "sip", tcp = true, status = ["200", "404"] }\n' + REAL_SERVER,
+    )
+    expected = SipOptions(
+        tcp=True, status=(StatusRange(low=200, high=200), StatusRange(low=404, high=404))
+    )
+    assert expected == load(path).services[0].real_servers[0].checks[0].options

@@ -30,7 +30,7 @@ SERVICE_PORTS = {
     "pgsql": 5432,
 }  # fmt: skip
 UNSUPPORTED_SERVICES = {
-    "imaps", "pops", "nntp", "ldaps", "oracle", "radius", "sip", "http_proxy",
+    "imaps", "pops", "nntp", "ldaps", "oracle", "radius", "http_proxy",
 }  # fmt: skip
 #: Services lvsd checks by a login-free handshake: ldirectord's name -> lvsd's kind.
 HANDSHAKE_SERVICES = {
@@ -266,6 +266,14 @@ def _handshake(out: Sink, p: Probe, table: Table, request: str | None, receive: 
     table.note(note)
 
 
+def _sip(out: Sink, p: Probe, table: Table, request: str | None, receive: str | None) -> None:
+    """ldirectord sends OPTIONS over the virtual's protocol and wants a 200."""
+    table.set("kind", "sip")
+    if p.protocol == "tcp":
+        table.set("tcp", True, "ldirectord asks over the virtual's protocol")
+    table.set("status", ["200"], "ldirectord wants 200 OK")
+
+
 def _connect_only(
     out: Sink, p: Probe, table: Table, request: str | None, receive: str | None
 ) -> None:
@@ -289,6 +297,7 @@ NEGOTIATE: Mapping[str, _Negotiate] = {
     "smtp": _smtp,
     "submission": _smtp,
     "simpletcp": _simpletcp,
+    "sip": _sip,
     **dict.fromkeys(HANDSHAKE_SERVICES, _handshake),
     **dict.fromkeys(UNSUPPORTED_SERVICES, _connect_only),
 }
