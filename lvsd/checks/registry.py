@@ -15,6 +15,7 @@ from lvsd.checks.ldap import LdapProbe
 from lvsd.checks.mysql import MysqlProbe
 from lvsd.checks.pgsql import PgsqlProbe
 from lvsd.checks.pop3 import Pop3Probe
+from lvsd.checks.radius import RadiusProbe
 from lvsd.checks.sip import SipProbe
 from lvsd.checks.smtp import SmtpProbe
 from lvsd.checks.tcp import tcp_probe
@@ -38,6 +39,7 @@ PROBES: dict[str, ProbeFactory] = {
     "icmp": IcmpProbe,
     "ldap": LdapProbe,
     "sip": SipProbe,
+    "radius": RadiusProbe,
 }
 
 

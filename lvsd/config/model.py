@@ -125,6 +125,13 @@ class SipOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RadiusOptions:
+    """A RADIUS Status-Server request, signed with the shared secret."""
+
+    secret: str = field(repr=False)  # the client secret the server has for the director
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentOptions:
     """HAProxy's agent-check on a separate port (``port`` of the CheckSpec)."""
 
@@ -149,6 +156,7 @@ CheckOptions = (
     | HandshakeOptions
     | IcmpOptions
     | SipOptions
+    | RadiusOptions
 )
 
 #: The check kinds and the option type each one takes.
@@ -169,6 +177,7 @@ CHECK_KINDS: dict[str, type[CheckOptions]] = {
     "ldap": HandshakeOptions,
     "icmp": IcmpOptions,
     "sip": SipOptions,
+    "radius": RadiusOptions,
 }
 
 
@@ -338,6 +347,7 @@ __all__ = [
     "PanicGuard",
     "Protocol",
     "Quorum",
+    "RadiusOptions",
     "RealServer",
     "SipOptions",
     "SmtpOptions",

@@ -34,6 +34,7 @@ from lvsd.config.model import (
     InitialState,
     PanicGuard,
     Quorum,
+    RadiusOptions,
     RealServer,
     SorryServer,
     VirtualServiceConfig,
@@ -735,6 +736,8 @@ class _Builder:
             found = dns_option_problems(options)
         elif isinstance(options, HttpOptions):
             found = http_option_problems(options)
+        elif isinstance(options, RadiusOptions) and not options.secret:
+            found = [OptionProblem("secret", "", "empty secret", "the shared secret")]
         for problem in found:
             where = table.at(problem.field)
             if problem.index is not None and isinstance(table.data.get(problem.field), list):

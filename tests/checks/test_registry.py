@@ -20,6 +20,7 @@ from lvsd.checks.mysql import MysqlProbe
 from lvsd.checks.net import connector
 from lvsd.checks.pgsql import PgsqlProbe
 from lvsd.checks.pop3 import Pop3Probe
+from lvsd.checks.radius import RadiusProbe
 from lvsd.checks.registry import PROBES, make_probe
 from lvsd.checks.sip import SipProbe
 from lvsd.checks.smtp import SmtpProbe
@@ -34,6 +35,7 @@ from lvsd.config.model import (
     HandshakeOptions,
     HttpOptions,
     IcmpOptions,
+    RadiusOptions,
     SipOptions,
     SmtpOptions,
     TcpOptions,
@@ -68,6 +70,7 @@ def test_every_config_kind_has_a_probe() -> None:
         ("ldap", HandshakeOptions(), LdapProbe),
         ("sip", SipOptions(), SipProbe),
         ("sip", SipOptions(tcp=True), SipProbe),
+        ("radius", RadiusOptions(secret="x"), RadiusProbe),
     ],
 )
 def test_make_probe(net4: Loopback, kind: str, options: CheckOptions, cls: type) -> None:
@@ -119,6 +122,10 @@ async def test_no_descriptor_left_behind(net: Loopback) -> None:
     probes += [
         make_probe(make_spec("udp", UdpOptions(expect=b"x"), timeout=0.2), net.target(silent_udp)),
         make_probe(make_spec("dns", DnsOptions(name="a."), timeout=0.2), net.target(silent_udp)),
+        make_probe(
+            make_spec("radius", RadiusOptions(secret="x"), timeout=0.2), net.target(silent_udp)
+        ),
+        make_probe(make_spec("sip", SipOptions(), timeout=0.2), net.target(silent_udp)),
         make_probe(
             make_spec("exec", ExecOptions(command=("/bin/sleep", "5")), timeout=0.2),
             net.target(80),

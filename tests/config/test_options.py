@@ -16,6 +16,7 @@ from lvsd.config.model import (
     HandshakeOptions,
     HttpOptions,
     IcmpOptions,
+    RadiusOptions,
     SipOptions,
     StatusRange,
 )
@@ -327,3 +328,15 @@ def test_sip_options(tmp_path: Path) -> None:
         tcp=True, status=(StatusRange(low=200, high=200), StatusRange(low=404, high=404))
     )
     assert expected == load(path).services[0].real_servers[0].checks[0].options
+
+
+def test_radius_needs_a_secret(tmp_path: Path) -> None:
+    """radius needs a non-empty secret."""
+    good = write(
+        tmp_path, "good.toml", SERVICE + 'check = { kind = "radius", secret = "s" }\n' + REAL_SERVER
+    )
+    assert RadiusOptions(secret="s") == load(good).services[0].real_servers[0].checks[0].options
+    missing = write(tmp_path, "missing.toml", SERVICE + 'check = { kind = "radius" }\n')
+    empty = write(tmp_path, "empty.toml", SERVICE + 'check = { kind = "radius", secret = "" }\n')
+    assert 'check kind "radius" needs option "secret"' == only_message(missing)
+    assert 'empty secret ""; expected the shared secret' == only_message(empty)

@@ -30,7 +30,7 @@ SERVICE_PORTS = {
     "pgsql": 5432,
 }  # fmt: skip
 UNSUPPORTED_SERVICES = {
-    "imaps", "pops", "nntp", "ldaps", "oracle", "radius", "http_proxy",
+    "imaps", "pops", "nntp", "ldaps", "oracle", "http_proxy",
 }  # fmt: skip
 #: Services lvsd checks by a login-free handshake: ldirectord's name -> lvsd's kind.
 HANDSHAKE_SERVICES = {
@@ -274,6 +274,20 @@ def _sip(out: Sink, p: Probe, table: Table, request: str | None, receive: str | 
     table.set("status", ["200"], "ldirectord wants 200 OK")
 
 
+def _radius(out: Sink, p: Probe, table: Table, request: str | None, receive: str | None) -> None:
+    """A Status-Server signed with ldirectord's secret; without one, a listed tcp check."""
+    secret = p.v.settings.get("secret")
+    if not secret:
+        _connect_only(out, p, table, request, receive)
+        return
+    table.set("kind", "radius")
+    table.set("secret", unquote(secret[0]))
+    table.note(
+        "ldirectord sends an Access-Request with login/passwd; lvsd sends a "
+        "Status-Server (RFC 5997), which the server must allow for this client"
+    )
+
+
 def _connect_only(
     out: Sink, p: Probe, table: Table, request: str | None, receive: str | None
 ) -> None:
@@ -298,6 +312,7 @@ NEGOTIATE: Mapping[str, _Negotiate] = {
     "submission": _smtp,
     "simpletcp": _simpletcp,
     "sip": _sip,
+    "radius": _radius,
     **dict.fromkeys(HANDSHAKE_SERVICES, _handshake),
     **dict.fromkeys(UNSUPPORTED_SERVICES, _connect_only),
 }

@@ -116,6 +116,8 @@ def test_defaults_are_ldirectords_code_defaults(tmp_path: Path) -> None:
         ('\tservice=mysql\n\tdatabase=d\n\trequest="SELECT 1"\n', "mysql", []),
         ("\tservice=pgsql\n", "pgsql", []),
         ("\tservice=sip\n\tprotocol=udp\n", "sip", []),
+        ('\tservice=radius\n\tprotocol=udp\n\tsecret="s3"\n', "radius", []),
+        ("\tservice=radius\n\tprotocol=udp\n", "tcp", ["service=radius"]),
         ("\tchecktype=ping\n", "icmp", []),
         ("\tchecktype=connect\n\tprotocol=udp\n", "icmp", []),
         ("\tchecktype=on\n", None, []),
@@ -203,7 +205,7 @@ def test_debian_example_converts_and_loads(tmp_path: Path) -> None:
 )
 def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
     """The example's commented-out services, uncommented, convert and load; the
-    unsupported services (nntp, oracle, radius) are listed."""
+    unsupported services (nntp, oracle) are listed."""
     lines = []
     for raw in LDIRECTORD_EXAMPLE.read_text().splitlines():
         if raw.startswith("#virtual") or (raw.startswith("#\t") and not raw.startswith("#\t#")):
@@ -218,8 +220,7 @@ def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
     )
     result = convert("ldirectord", _cf(tmp_path, text))
     listed = sorted({u.keyword for u in result.unconverted})
-    expected = ["service=nntp", "service=oracle",
-                "service=radius"]  # fmt: skip
+    expected = ["service=nntp", "service=oracle"]
     assert expected == listed
     loads_back(result, tmp_path)
 
