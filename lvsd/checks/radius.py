@@ -15,22 +15,14 @@ Details: ``"radius 10.0.0.2:1812: Access-Accept"``,
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import os
 import struct
 
 from lvsd.checks.base import ProbeResult
-from lvsd.checks.net import (
-    DatagramQueue,
-    Fail,
-    Progress,
-    Verdict,
-    hostport,
-    local_addr,
-    run_timed,
-)
+from lvsd.checks.datagram import connected_udp, receive
+from lvsd.checks.net import Fail, Progress, Verdict, hostport, run_timed
 from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import RadiusOptions
 
@@ -75,18 +67,13 @@ class RadiusProbe(ProbeBase[RadiusOptions]):
         secret = self._options.secret.encode()
         identifier = os.urandom(1)[0]
         authenticator = os.urandom(16)
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            DatagramQueue,
-            remote_addr=(str(self._target.address), self._port),
-            local_addr=local_addr(self._spec),
-        )
-        try:
+        async with connected_udp(self._spec, self._target.address, self._port) as (
+            transport,
+            protocol,
+        ):
             transport.sendto(status_server(secret, identifier, authenticator))
             while True:
-                item = await protocol.queue.get()
-                if isinstance(item, OSError):
-                    raise item
+                item = await receive(protocol)
                 if len(item) < _HEADER.size or item[1] != identifier:
                     continue  # not an answer to this request
                 code, _, length, got = _HEADER.unpack_from(item)
@@ -100,5 +87,3 @@ class RadiusProbe(ProbeBase[RadiusOptions]):
                     want = "want Access-Accept or Accounting-Response"
                     raise Fail(f"{where}: {name}, {want}", "status")
                 return Verdict(ok=True, detail=f"{where}: {name}")
-        finally:
-            transport.close()

@@ -13,22 +13,20 @@ Details: ``"sip udp 10.0.0.2:5060: status 200 'OK'"``,
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 import secrets
 
 from lvsd.checks.base import ProbeResult, Target
+from lvsd.checks.datagram import connected_udp, receive
 from lvsd.checks.net import (
     LINE_LIMIT,
-    DatagramQueue,
     Fail,
     Progress,
     Verdict,
     close_stream,
     echo,
     hostport,
-    local_addr,
     open_stream,
     read_line,
     run_timed,
@@ -92,26 +90,19 @@ class SipProbe(ProbeBase[SipOptions]):
         return Verdict(ok=True, detail=f"{self._where}: {said}")
 
     async def _udp(self, progress: Progress) -> Verdict:
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            DatagramQueue,
-            remote_addr=(str(self._target.address), self._port),
-            local_addr=local_addr(self._spec),
-        )
-        try:
+        async with connected_udp(self._spec, self._target.address, self._port) as (
+            transport,
+            protocol,
+        ):
             call_id = f"{secrets.token_hex(8)}@lvsd"
             transport.sendto(self._request(transport.get_extra_info("sockname"), call_id))
             while True:
-                item = await protocol.queue.get()
-                if isinstance(item, OSError):
-                    raise item
+                item = await receive(protocol)
                 if call_id.encode() not in item:
                     continue  # not an answer to this request (Call-ID or its short form i:)
                 verdict = self._judge(item.split(b"\r\n", 1)[0])
                 if verdict is not None:
                     return verdict
-        finally:
-            transport.close()
 
     async def _tcp(self, progress: Progress) -> Verdict:
         reader, writer = await open_stream(
