@@ -26,7 +26,9 @@ class FtpProbe(HandshakeProbe):
     kind = "ftp"
     goodbye = b"QUIT\r\n"
 
-    async def judge(self, reader: asyncio.StreamReader, progress: Progress) -> str:
+    async def judge(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress
+    ) -> str:
         line = await read_line(reader, progress)
         match = _FIRST_LINE.match(line)
         if match is None:

@@ -54,7 +54,7 @@ class HandshakeProbe(ProbeBase[HandshakeOptions]):
                 writer.write(self.hello)
                 await writer.drain()
             progress.step = f"{self._spec.kind}: {self.reading}"
-            detail = await self.judge(reader, progress)
+            detail = await self.judge(reader, writer, progress)
             if self.goodbye:
                 progress.step = f"{self._spec.kind}: goodbye"
                 writer.write(self.goodbye)
@@ -63,6 +63,9 @@ class HandshakeProbe(ProbeBase[HandshakeOptions]):
         finally:
             close_stream(writer)
 
-    async def judge(self, reader: asyncio.StreamReader, progress: Progress) -> str:
-        """The detail of a good answer read from ``reader``; raises ``Fail`` otherwise."""
+    async def judge(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress
+    ) -> str:
+        """The detail of a good answer read from ``reader`` (a kind that says more
+        writes to ``writer``); raises ``Fail`` otherwise."""
         raise NotImplementedError

@@ -19,7 +19,9 @@ class ImapProbe(HandshakeProbe):
     kind = "imap"
     goodbye = b"a1 LOGOUT\r\n"
 
-    async def judge(self, reader: asyncio.StreamReader, progress: Progress) -> str:
+    async def judge(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress
+    ) -> str:
         line = await read_line(reader, progress)
         status, _, text = line.removeprefix(b"* ").partition(b" ")
         if not line.startswith(b"* "):

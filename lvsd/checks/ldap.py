@@ -40,7 +40,9 @@ class LdapProbe(HandshakeProbe):
     hello = BIND_REQUEST
     goodbye = UNBIND_REQUEST
 
-    async def judge(self, reader: asyncio.StreamReader, progress: Progress) -> str:
+    async def judge(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress
+    ) -> str:
         head = await reader.readexactly(2)
         if head[0] != _SEQUENCE:
             raise Fail(f"{progress.step}: garbage {echo(head)}", "protocol")

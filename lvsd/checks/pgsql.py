@@ -29,7 +29,9 @@ class PgsqlProbe(HandshakeProbe):
     reading = "answer"
     hello = SSL_REQUEST
 
-    async def judge(self, reader: asyncio.StreamReader, progress: Progress) -> str:
+    async def judge(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress
+    ) -> str:
         answer = await reader.readexactly(1)
         if answer in (b"S", b"N"):
             return f"pgsql: SSLRequest answered {answer.decode()!r}"

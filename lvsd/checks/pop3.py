@@ -19,7 +19,9 @@ class Pop3Probe(HandshakeProbe):
     kind = "pop3"
     goodbye = b"QUIT\r\n"
 
-    async def judge(self, reader: asyncio.StreamReader, progress: Progress) -> str:
+    async def judge(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress
+    ) -> str:
         line = await read_line(reader, progress)
         word, _, text = line.partition(b" ")
         if word == b"+OK":

@@ -108,7 +108,15 @@ class SmtpOptions:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HandshakeOptions:
-    """The login-free handshake kinds (imap, pop3, ftp, mysql, pgsql, ldap) take no options."""
+    """The handshake kinds (imap, pop3, ftp, pgsql, ldap) take no options; mysql's add one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MysqlOptions(HandshakeOptions):
+    """The ``mysql`` kind: with ``user``, log in as that password-less user (HAProxy's
+    ``mysql-check user``), so the server does not count an aborted connection."""
+
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +162,7 @@ CheckOptions = (
     | AgentOptions
     | UdpOptions
     | HandshakeOptions
+    | MysqlOptions
     | IcmpOptions
     | SipOptions
     | RadiusOptions
@@ -172,7 +181,7 @@ CHECK_KINDS: dict[str, type[CheckOptions]] = {
     "imap": HandshakeOptions,
     "pop3": HandshakeOptions,
     "ftp": HandshakeOptions,
-    "mysql": HandshakeOptions,
+    "mysql": MysqlOptions,
     "pgsql": HandshakeOptions,
     "ldap": HandshakeOptions,
     "icmp": IcmpOptions,
@@ -344,6 +353,7 @@ __all__ = [
     "HttpOptions",
     "IcmpOptions",
     "InitialState",
+    "MysqlOptions",
     "PanicGuard",
     "Protocol",
     "Quorum",

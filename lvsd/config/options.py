@@ -18,7 +18,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from lvsd.config.model import DnsOptions, HttpOptions
+from lvsd.config.model import DnsOptions, HttpOptions, MysqlOptions
 
 #: Record types named in a message about an unknown one (any type dnspython knows,
 #: or TYPEnnn, is accepted).
@@ -122,6 +122,14 @@ def http_option_problems(options: HttpOptions) -> list[OptionProblem]:
     return problems
 
 
+def mysql_option_problems(options: MysqlOptions) -> list[OptionProblem]:
+    """A user name that cannot go in a login packet (empty, or with a NUL)."""
+    user = options.user
+    if user is not None and (not user or "\0" in user):
+        return [OptionProblem("user", user, "bad user", "a user name, without NUL")]
+    return []
+
+
 def dns_problems(options: DnsOptions) -> list[str]:
     """What is wrong with ``options`` (empty when a probe can be built from them)."""
     return [problem.text for problem in dns_option_problems(options)]
@@ -141,5 +149,6 @@ __all__ = [
     "dns_option_problems",
     "dns_problems",
     "http_option_problems",
+    "mysql_option_problems",
     "regex_problem",
 ]

@@ -32,6 +32,7 @@ from lvsd.config.model import (
     FailureAction,
     HttpOptions,
     InitialState,
+    MysqlOptions,
     PanicGuard,
     Quorum,
     RadiusOptions,
@@ -39,7 +40,12 @@ from lvsd.config.model import (
     SorryServer,
     VirtualServiceConfig,
 )
-from lvsd.config.options import OptionProblem, dns_option_problems, http_option_problems
+from lvsd.config.options import (
+    OptionProblem,
+    dns_option_problems,
+    http_option_problems,
+    mysql_option_problems,
+)
 from lvsd.config.values import (
     MAX_FWMARK,
     MAX_PORT,
@@ -738,6 +744,8 @@ class _Builder:
             found = http_option_problems(options)
         elif isinstance(options, RadiusOptions) and not options.secret:
             found = [OptionProblem("secret", "", "empty secret", "the shared secret")]
+        elif isinstance(options, MysqlOptions):
+            found = mysql_option_problems(options)
         for problem in found:
             where = table.at(problem.field)
             if problem.index is not None and isinstance(table.data.get(problem.field), list):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from lvsd.checks.registry import make_probe
-from lvsd.config.model import HandshakeOptions
+from lvsd.config.model import CHECK_KINDS, CheckOptions
 from tests.checks.conftest import Loopback, StreamHandler, make_spec
 
 
@@ -31,10 +31,14 @@ def scripted(
     return handler
 
 
-async def run(net: Loopback, kind: str, handler: StreamHandler) -> tuple[str, str, bool]:
-    """(detail, reason, ok) of one ``kind`` probe against a server running ``handler``."""
+async def run(
+    net: Loopback, kind: str, handler: StreamHandler, options: CheckOptions | None = None
+) -> tuple[str, str, bool]:
+    """(detail, reason, ok) of one ``kind`` probe (default options) against a server
+    running ``handler``."""
     port = await net.tcp(handler)
-    probe = make_probe(make_spec(kind, HandshakeOptions()), net.target(port))
+    options = CHECK_KINDS[kind]() if options is None else options  # type: ignore[call-arg]
+    probe = make_probe(make_spec(kind, options), net.target(port))
     result = await probe.probe()
     await probe.close()
     return result.detail, result.reason, result.ok

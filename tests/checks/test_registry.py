@@ -35,6 +35,7 @@ from lvsd.config.model import (
     HandshakeOptions,
     HttpOptions,
     IcmpOptions,
+    MysqlOptions,
     RadiusOptions,
     SipOptions,
     SmtpOptions,
@@ -64,7 +65,7 @@ def test_every_config_kind_has_a_probe() -> None:
         ("imap", HandshakeOptions(), ImapProbe),
         ("pop3", HandshakeOptions(), Pop3Probe),
         ("ftp", HandshakeOptions(), FtpProbe),
-        ("mysql", HandshakeOptions(), MysqlProbe),
+        ("mysql", MysqlOptions(), MysqlProbe),
         ("pgsql", HandshakeOptions(), PgsqlProbe),
         ("icmp", IcmpOptions(), IcmpProbe),
         ("ldap", HandshakeOptions(), LdapProbe),
@@ -112,7 +113,8 @@ async def test_no_descriptor_left_behind(net: Loopback) -> None:
         ("smtp", SmtpOptions()),
         ("agent", AgentOptions()),
         ("sip", SipOptions(tcp=True)),
-        *((kind, HandshakeOptions()) for kind in ("imap", "pop3", "ftp", "mysql", "pgsql", "ldap")),
+        ("mysql", MysqlOptions(user="lvsd")),
+        *((kind, HandshakeOptions()) for kind in ("imap", "pop3", "ftp", "pgsql", "ldap")),
     ]
     probes = [
         make_probe(make_spec(kind, options, timeout=0.2), net.target(port))

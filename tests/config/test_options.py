@@ -16,6 +16,7 @@ from lvsd.config.model import (
     HandshakeOptions,
     HttpOptions,
     IcmpOptions,
+    MysqlOptions,
     RadiusOptions,
     SipOptions,
     StatusRange,
@@ -291,7 +292,7 @@ def test_exec_empty_command_in_ini(tmp_path: Path) -> None:
     ] == problems(path)  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["imap", "pop3", "ftp", "mysql", "pgsql", "ldap"])
+@pytest.mark.parametrize("kind", ["imap", "pop3", "ftp", "pgsql", "ldap"])
 def test_handshake_kinds_take_no_options(tmp_path: Path, kind: str) -> None:
     """The handshake kinds load with the common keys only; any option is refused."""
     good = write(
@@ -340,3 +341,16 @@ def test_radius_needs_a_secret(tmp_path: Path) -> None:
     empty = write(tmp_path, "empty.toml", SERVICE + 'check = { kind = "radius", secret = "" }\n')
     assert 'check kind "radius" needs option "secret"' == only_message(missing)
     assert 'empty secret ""; expected the shared secret' == only_message(empty)
+
+
+def test_mysql_user(tmp_path: Path) -> None:
+    """mysql takes a user to log in as; an empty one is refused at its key."""
+    good = write(
+        tmp_path, "good.toml", SERVICE + 'check = { kind = "mysql", user = "lvsd" }\n' + REAL_SERVER
+    )
+    assert MysqlOptions(user="lvsd") == load(good).services[0].real_servers[0].checks[0].options
+    bad = write(tmp_path, "bad.toml", SERVICE + 'check = { kind = "mysql", user = "" }\n')
+    assert [
+        (bad, "services.web.check.user", 4,
+         'bad user ""; expected a user name, without NUL'),
+    ] == problems(bad)  # fmt: skip

@@ -256,6 +256,9 @@ def _handshake(out: Sink, p: Probe, table: Table, request: str | None, receive: 
     """A service lvsd checks by its greeting or handshake, without ldirectord's login
     (login, passwd) or query (request, receive)."""
     table.set("kind", HANDSHAKE_SERVICES[p.kind])
+    login = _unquoted(p.v.settings, "login")
+    if p.kind == "mysql" and login and not _unquoted(p.v.settings, "passwd"):
+        table.set("user", login, "ldirectord's login (no password): lvsd logs in as it")
     if p.kind == "ldap":
         note = "ldirectord binds and searches for request/receive; lvsd binds anonymously"
     else:

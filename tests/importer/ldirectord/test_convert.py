@@ -140,6 +140,18 @@ def test_checktypes_and_services(
     loads_back(result, tmp_path)
 
 
+def test_mysql_login_without_password_becomes_user(tmp_path: Path) -> None:
+    """A password-less login of a mysql check is the user the probe logs in as; with a
+    password it is not used (lvsd logs in with an empty password only)."""
+    base = "virtual=10.0.0.1:3306\n\treal=10.0.1.1:3306 gate\n\tservice=mysql\n"
+    for extra, user in (("\tlogin=probe\n", "probe"), ("\tlogin=probe\n\tpasswd=x\n", None)):
+        result, tree = converted("ldirectord", _cf(tmp_path, base + extra))
+        (service,) = tree["services"].values()
+        (check,) = service["real_servers"][0]["checks"]
+        assert ("mysql", user) == (check["kind"], check.get("user"))
+        loads_back(result, tmp_path)
+
+
 def test_checktype_off_means_weight_zero(tmp_path: Path) -> None:
     """checktype=off keeps the real server out of the pool: weight 0, no check."""
     path = _cf(tmp_path, "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 gate 5\n\tchecktype=off\n")
