@@ -8,9 +8,9 @@ one of ``options.status``; the body (the first 1 MiB of it, decoded with the
 response's charset, else UTF-8) must match ``options.body_regex`` (``re.search``), must
 not match ``options.body_not_regex``, and its MD5 must be ``options.body_digest`` when
 those are set; each response header of ``options.header_regex`` must be present and
-match its regex. The body is read to its
-end (up to 1 MiB without a digest), Content-Length, chunked or until close. A header,
-method or path with a line break is refused, never sent; headers past 64 KiB fail.
+match its regex. The body is read to its end (up to 1 MiB without a digest),
+Content-Length, chunked or until close. A header, method or path with a line break is
+refused, never sent; headers past 64 KiB fail.
 
 TLS (``https``, or ``tls = true``) verifies the certificate by default, against
 ``options.ca_file`` or the system store, for the name ``options.sni``, else
@@ -22,7 +22,8 @@ Details: ``"connect 10.0.0.2:80: refused"``, ``"GET /health: status 503, want 20
 ``"GET /: body does not match 'ok'"``, ``"GET /: body digest 9e10..., want 0cc1..."``,
 ``"TLS: certificate verify failed: self-signed certificate"``,
 ``"GET /: timeout after 1.0s"``, ``"GET /: server disconnected"``,
-``"GET /: bad response: invalid HTTP status line"``.
+``"GET /: bad response: invalid HTTP status line"``, ``"GET /: body matches 'maint'"``,
+``"GET /: no header X-Ready"``.
 """
 
 from __future__ import annotations
