@@ -511,7 +511,7 @@ def _ping_sockets(config: Config, proc: Path, groups: Collection[int] | None) ->
             value=value,
             consequence=(
                 f"icmp checks cannot open ping sockets for groups {', '.join(map(str, mine))}: "
-                "each fails with 'ping sockets not permitted', so their real servers stay down."
+                "each fails with 'ping sockets not permitted', which takes its real server down."
             ),
             fix=fix,
         )
