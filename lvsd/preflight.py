@@ -11,8 +11,9 @@ trees. A setting that cannot be read is reported as a warning, never guessed.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -62,8 +63,10 @@ def audit(
     config: Config,
     proc: Path = Path("/proc"),
     modules_dir: Path = Path("/lib/modules"),
+    groups: Collection[int] | None = None,
 ) -> list[Finding]:
-    """Check the host for ``config``: IPVS modules, forwarding and IPVS sysctls."""
+    """Check the host for ``config``: IPVS modules, forwarding and IPVS sysctls, and
+    ping sockets for icmp checks (for ``groups``, else this process's groups)."""
     release = _read(proc / "sys/kernel/osrelease")
     modules = _Modules(proc, modules_dir / release if release else None)
     findings: list[Finding] = []
@@ -72,6 +75,7 @@ def audit(
     findings += _forwarding(config, proc)
     findings += _vs_sysctls(config, proc, release)
     findings += _real_server_notes(config)
+    findings += _ping_sockets(config, proc, groups)
     return findings
 
 
@@ -460,6 +464,58 @@ def _real_server_notes(config: Config) -> list[Finding]:
             )
         )
     return findings
+
+
+def _ping_sockets(config: Config, proc: Path, groups: Collection[int] | None) -> list[Finding]:
+    """icmp checks need ping sockets: one of the process's groups in ping_group_range."""
+    icmp = any(
+        check.kind == "icmp"
+        for service in config.services
+        for rs in service.real_servers
+        for check in rs.checks
+    )
+    if not icmp:
+        return []
+    name = "net.ipv4.ping_group_range"
+    mine = sorted({os.getegid(), *os.getgroups()} if groups is None else set(groups))
+    # every group (systemd's own default): the unit's DynamicUser gid is not fixed
+    fix = f"sysctl -w {name}=\"0 2147483647\", and put '{name} = 0 2147483647' in {_SYSCTL_FILE}"
+    text = _read(proc / "sys/net/ipv4/ping_group_range")
+    words = (text or "").split()
+    if len(words) != 2 or not all(w.isdigit() for w in words):
+        return [
+            Finding(
+                severity=Severity.WARN,
+                setting=name,
+                value=text,
+                consequence="cannot read it: icmp checks may be unable to open ping sockets.",
+                fix=fix,
+            )
+        ]
+    low, high = int(words[0]), int(words[1])
+    value = f"{low} {high}"
+    allowed = [g for g in mine if low <= g <= high]
+    if allowed:
+        return [
+            Finding(
+                severity=Severity.OK,
+                setting=name,
+                value=value,
+                consequence=f"icmp checks can open ping sockets (group {allowed[0]}).",
+            )
+        ]
+    return [
+        Finding(
+            severity=Severity.ERROR,
+            setting=name,
+            value=value,
+            consequence=(
+                f"icmp checks cannot open ping sockets for groups {', '.join(map(str, mine))}: "
+                "each fails with 'ping sockets not permitted', which takes its real server down."
+            ),
+            fix=fix,
+        )
+    ]
 
 
 __all__ = ["Finding", "Severity", "audit", "format_findings", "kernel_version", "worst"]

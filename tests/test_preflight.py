@@ -4,12 +4,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 
 import pytest
 
-from lvsd.config.model import Config, RealServer, SorryServer, VirtualServiceConfig
+from lvsd.config.model import (
+    CheckSpec,
+    Config,
+    IcmpOptions,
+    RealServer,
+    SorryServer,
+    VirtualServiceConfig,
+)
 from lvsd.model import Forward, Protocol, Scheduler, ServiceKey
 from lvsd.preflight import Finding, Severity, audit, format_findings, kernel_version, worst
 
@@ -375,3 +383,43 @@ def test_kernel_version(release: str | None, expected: tuple[int, int] | None) -
 def test_worst_of_nothing_is_ok() -> None:
     """No findings means nothing is wrong."""
     assert Severity.OK == worst([])
+
+
+def _icmp_config() -> Config:
+    web = service()
+    check = CheckSpec(kind="icmp", options=IcmpOptions())
+    server = dataclasses.replace(web.real_servers[0], checks=(check,))
+    return config(dataclasses.replace(web, real_servers=(server,)))
+
+
+def _ping_finding(host: Host, cfg: Config, groups: tuple[int, ...]) -> Finding | None:
+    found = audit(cfg, proc=host.proc, modules_dir=host.modules, groups=groups)
+    return next((f for f in found if f.setting == "net.ipv4.ping_group_range"), None)
+
+
+def test_ping_group_range_excluding_us_is_an_error(host: Host) -> None:
+    """With icmp checks, a ping_group_range that leaves out every group of ours is an
+    error with the fix (every group); one that includes a group of ours is ok."""
+    host.write("sys/net/ipv4/ping_group_range", "1\t0\n")
+    finding = _ping_finding(host, _icmp_config(), (0,))
+    assert finding is not None
+    assert (Severity.ERROR, "1 0") == (finding.severity, finding.value)
+    assert "icmp checks cannot open ping sockets for groups 0" in finding.consequence
+    assert finding.fix.startswith('sysctl -w net.ipv4.ping_group_range="0 2147483647"')
+    host.write("sys/net/ipv4/ping_group_range", "100\t200\n")
+    finding = _ping_finding(host, _icmp_config(), (0, 150))
+    assert finding is not None
+    assert (Severity.OK, "icmp checks can open ping sockets (group 150).") == (
+        finding.severity,
+        finding.consequence,
+    )
+
+
+def test_ping_group_range_only_with_icmp_checks(host: Host) -> None:
+    """Without icmp checks the setting is not reported; unreadable, it is a warning."""
+    host.write("sys/net/ipv4/ping_group_range", "1\t0\n")
+    assert _ping_finding(host, config(service()), (0,)) is None
+    (host.proc / "sys/net/ipv4/ping_group_range").unlink()
+    finding = _ping_finding(host, _icmp_config(), (0,))
+    assert finding is not None
+    assert (Severity.WARN, None) == (finding.severity, finding.value)

@@ -13,8 +13,6 @@ Details: ``"dns www.example. A: rcode NXDOMAIN, want NOERROR"``,
 
 from __future__ import annotations
 
-import asyncio
-
 import dns.exception
 import dns.flags
 import dns.message
@@ -25,7 +23,8 @@ import dns.rdataclass
 import dns.rdatatype
 
 from lvsd.checks.base import ProbeResult, Target
-from lvsd.checks.net import DatagramQueue, Fail, Progress, Verdict, local_addr, run_timed
+from lvsd.checks.datagram import connected_udp, receive
+from lvsd.checks.net import Fail, Progress, Verdict, run_timed
 from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import CheckSpec, DnsOptions
 from lvsd.config.options import dns_problems
@@ -91,18 +90,13 @@ class DnsProbe(ProbeBase[DnsOptions]):
     async def _exchange(self, query: dns.message.Message) -> dns.message.Message:
         """Send ``query`` from a connected UDP socket (so an ICMP port unreachable is
         seen) and return the first reply that answers it."""
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            DatagramQueue,
-            remote_addr=(str(self._target.address), self._port),
-            local_addr=local_addr(self._spec),
-        )
-        try:
+        async with connected_udp(self._spec, self._target.address, self._port) as (
+            transport,
+            protocol,
+        ):
             transport.sendto(query.to_wire())
             while True:
-                item = await protocol.queue.get()
-                if isinstance(item, OSError):
-                    raise item
+                item = await receive(protocol)
                 try:
                     reply = dns.message.from_wire(item)
                 except dns.exception.DNSException as exc:
@@ -110,5 +104,3 @@ class DnsProbe(ProbeBase[DnsOptions]):
                 if query.is_response(reply):
                     return reply
                 # Someone else's answer (another id or question): keep waiting.
-        finally:
-            transport.close()

@@ -5,10 +5,12 @@ The request goes straight to the real server's address (no DNS), with ``Host`` s
 ``Connection: close`` unless ``options.keepalive`` (then one connection is kept and
 reused while the server allows it). Redirects are not followed. The status must be in
 one of ``options.status``; the body (the first 1 MiB of it, decoded with the
-response's charset, else UTF-8) must match ``options.body_regex`` (``re.search``) and
-its MD5 must be ``options.body_digest`` when those are set. The body is read to its
-end (up to 1 MiB without a digest), Content-Length, chunked or until close. A header,
-method or path with a line break is refused, never sent; headers past 64 KiB fail.
+response's charset, else UTF-8) must match ``options.body_regex`` (``re.search``), must
+not match ``options.body_not_regex``, and its MD5 must be ``options.body_digest`` when
+those are set; each response header of ``options.header_regex`` must be present and
+match its regex. The body is read to its end (up to 1 MiB without a digest),
+Content-Length, chunked or until close. A header, method or path with a line break is
+refused, never sent; headers past 64 KiB fail.
 
 TLS (``https``, or ``tls = true``) verifies the certificate by default, against
 ``options.ca_file`` or the system store, for the name ``options.sni``, else
@@ -20,7 +22,8 @@ Details: ``"connect 10.0.0.2:80: refused"``, ``"GET /health: status 503, want 20
 ``"GET /: body does not match 'ok'"``, ``"GET /: body digest 9e10..., want 0cc1..."``,
 ``"TLS: certificate verify failed: self-signed certificate"``,
 ``"GET /: timeout after 1.0s"``, ``"GET /: server disconnected"``,
-``"GET /: bad response: invalid HTTP status line"``.
+``"GET /: bad response: invalid HTTP status line"``, ``"GET /: body matches 'maint'"``,
+``"GET /: no header X-Ready"``.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class HttpProbe(ProbeBase[HttpOptions]):
     __slots__ = (
         "_connect_step",
         "_exchange",
+        "_header_regex",
+        "_not_regex",
         "_regex",
         "_request",
         "_request_step",
@@ -96,12 +101,12 @@ class HttpProbe(ProbeBase[HttpOptions]):
         self._request = build_request(
             options.method, path, host, options.headers, close=not options.keepalive
         )
-        self._regex: re.Pattern[str] | str | None = None
-        if options.body_regex is not None:
-            try:
-                self._regex = re.compile(options.body_regex)
-            except re.error as exc:
-                self._regex = f"bad body_regex {options.body_regex!r}: {exc}"
+        self._regex = _compile("body_regex", options.body_regex)
+        self._not_regex = _compile("body_not_regex", options.body_not_regex)
+        self._header_regex = tuple(
+            (name, _compile(f"header_regex {name}", pattern))
+            for name, pattern in options.header_regex
+        )
         self._exchange: Exchange | None = None
 
     @property
@@ -114,8 +119,10 @@ class HttpProbe(ProbeBase[HttpOptions]):
 
     async def _run(self, progress: Progress) -> Verdict:
         step = self._request_step
-        if isinstance(self._regex, str):
-            raise Fail(f"{step}: {self._regex}", "error")
+        patterns = (self._regex, self._not_regex, *(p for _, p in self._header_regex))
+        bad = next((p for p in patterns if isinstance(p, str)), None)
+        if bad is not None:
+            raise Fail(f"{step}: {bad}", "error")
         if isinstance(self._request, str):
             raise Fail(f"{step}: {self._request}", "error")
         exchange = self._exchange
@@ -188,12 +195,16 @@ class HttpProbe(ProbeBase[HttpOptions]):
         if not any(status in wanted for wanted in options.status):
             want = ", ".join(str(wanted) for wanted in options.status)
             raise Fail(f"{step}: status {status}, want {want}", "status")
+        for name, pattern in self._header_regex:
+            _match_header(step, exchange.headers, name, pattern)
         progress.step = f"{step}: body"
         await exchange.wait(lambda: exchange.message_done)
-        if isinstance(self._regex, re.Pattern):
+        if self._regex is not None or self._not_regex is not None:
             text = _decode(bytes(kept), exchange.headers.get(b"content-type", b""))
-            if self._regex.search(text) is None:
+            if isinstance(self._regex, re.Pattern) and self._regex.search(text) is None:
                 raise Fail(f"{step}: body does not match {self._regex.pattern!r}", "body")
+            if isinstance(self._not_regex, re.Pattern) and self._not_regex.search(text):
+                raise Fail(f"{step}: body matches {self._not_regex.pattern!r}", "body")
         if digest is not None and options.body_digest is not None:
             got = digest.hexdigest()
             if got != options.body_digest.lower():
@@ -205,6 +216,28 @@ class HttpProbe(ProbeBase[HttpOptions]):
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
             exchange.close()
+
+
+def _compile(option: str, pattern: str | None) -> re.Pattern[str] | str | None:
+    """``pattern`` compiled, or why it does not compile (None: no pattern)."""
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        return f"bad {option} {pattern!r}: {exc}"
+
+
+def _match_header(
+    step: str, headers: dict[bytes, bytes], name: str, pattern: re.Pattern[str] | str | None
+) -> None:
+    """Fail unless response header ``name`` is there and its value matches ``pattern``."""
+    value = headers.get(name.lower().encode("latin-1"))
+    if value is None:
+        raise Fail(f"{step}: no header {name}", "body")
+    text = value.decode("latin-1")
+    if isinstance(pattern, re.Pattern) and pattern.search(text) is None:
+        raise Fail(f"{step}: header {name} {text!r} does not match {pattern.pattern!r}", "body")
 
 
 def _translate(exc: Exception, step: str) -> Fail:

@@ -7,7 +7,16 @@ from lvsd.checks.agent import AgentProbe
 from lvsd.checks.base import Probe, ProbeFactory, Target
 from lvsd.checks.dns import DnsProbe
 from lvsd.checks.exec import ExecProbe
+from lvsd.checks.ftp import FtpProbe
 from lvsd.checks.http import HttpProbe
+from lvsd.checks.icmp import IcmpProbe
+from lvsd.checks.imap import ImapProbe
+from lvsd.checks.ldap import LdapProbe
+from lvsd.checks.mysql import MysqlProbe
+from lvsd.checks.pgsql import PgsqlProbe
+from lvsd.checks.pop3 import Pop3Probe
+from lvsd.checks.radius import RadiusProbe
+from lvsd.checks.sip import SipProbe
 from lvsd.checks.smtp import SmtpProbe
 from lvsd.checks.tcp import tcp_probe
 from lvsd.checks.udp import UdpProbe
@@ -22,6 +31,15 @@ PROBES: dict[str, ProbeFactory] = {
     "smtp": SmtpProbe,
     "agent": AgentProbe,
     "udp": UdpProbe,
+    "imap": ImapProbe,
+    "pop3": Pop3Probe,
+    "ftp": FtpProbe,
+    "mysql": MysqlProbe,
+    "pgsql": PgsqlProbe,
+    "icmp": IcmpProbe,
+    "ldap": LdapProbe,
+    "sip": SipProbe,
+    "radius": RadiusProbe,
 }
 
 

@@ -11,20 +11,9 @@ Details: ``"udp 10.0.0.2:53: refused"``, ``"udp 10.0.0.2:53: timeout after 1.0s"
 
 from __future__ import annotations
 
-import asyncio
-
 from lvsd.checks.base import ProbeResult
-from lvsd.checks.net import (
-    DatagramQueue,
-    Fail,
-    Progress,
-    Verdict,
-    describe_os_error,
-    echo,
-    hostport,
-    local_addr,
-    run_timed,
-)
+from lvsd.checks.datagram import connected_udp, receive
+from lvsd.checks.net import Progress, Verdict, echo, hostport, run_timed
 from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import UdpOptions
 
@@ -42,13 +31,10 @@ class UdpProbe(ProbeBase[UdpOptions]):
         return await run_timed(self._spec.timeout, progress, lambda: self._run(progress, where))
 
     async def _run(self, progress: Progress, where: str) -> Verdict:
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            DatagramQueue,
-            remote_addr=(str(self._target.address), self._port),
-            local_addr=local_addr(self._spec),
-        )
-        try:
+        async with connected_udp(self._spec, self._target.address, self._port) as (
+            transport,
+            protocol,
+        ):
             transport.sendto(self._options.send)
             expect = self._options.expect
             if expect is None and not self._options.require_reply:
@@ -56,14 +42,9 @@ class UdpProbe(ProbeBase[UdpOptions]):
                     ok=True, detail=f"{where}: no reply, no ICMP unreachable"
                 )
             while True:
-                item = await protocol.queue.get()
-                if isinstance(item, OSError):
-                    text, reason = describe_os_error(item)
-                    raise Fail(f"{where}: {text}", reason)
+                item = await receive(protocol)  # an ICMP error fails the step (where)
                 if expect is None or expect in item:
                     return Verdict(ok=True, detail=f"{where}: reply {echo(item)}")
                 # A wrong reply: keep listening, but a timeout now means "wrong answer".
                 wrong = f"reply does not contain {echo(expect)} (got {echo(item)})"
                 progress.on_timeout = Verdict.fail(f"{where}: {wrong}", "body")
-        finally:
-            transport.close()

@@ -65,9 +65,13 @@ class HttpOptions:
     path: str = "/"
     status: tuple[StatusRange, ...] = (StatusRange(low=200, high=299),)
     body_regex: str | None = None
+    body_not_regex: str | None = None  # the body must not match (keepalived's regex_no_match)
     body_digest: str | None = None  # hex MD5 of the body, keepalived's "digest"
     host: str | None = None  # Host header (virtual host)
     headers: tuple[tuple[str, str], ...] = ()
+    header_regex: tuple[
+        tuple[str, str], ...
+    ] = ()  # response header name -> regex its value must match
     keepalive: bool = False
     verify: bool = True
     ca_file: str | None = None
@@ -103,6 +107,39 @@ class SmtpOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakeOptions:
+    """The handshake kinds (imap, pop3, ftp, pgsql, ldap) take no options; mysql's add one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MysqlOptions(HandshakeOptions):
+    """The ``mysql`` kind: with ``user``, log in as that password-less user (HAProxy's
+    ``mysql-check user``), so the server does not count an aborted connection."""
+
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IcmpOptions:
+    """The ``icmp`` kind (one echo request) takes no options."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipOptions:
+    """One SIP OPTIONS request; the final response's status must be in ``status``."""
+
+    tcp: bool = False  # over TCP instead of UDP
+    status: tuple[StatusRange, ...] = (StatusRange(low=200, high=299),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RadiusOptions:
+    """A RADIUS Status-Server request, signed with the shared secret."""
+
+    secret: str = field(repr=False)  # the client secret the server has for the director
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentOptions:
     """HAProxy's agent-check on a separate port (``port`` of the CheckSpec)."""
 
@@ -117,7 +154,18 @@ class UdpOptions:
 
 
 CheckOptions = (
-    TcpOptions | HttpOptions | ExecOptions | DnsOptions | SmtpOptions | AgentOptions | UdpOptions
+    TcpOptions
+    | HttpOptions
+    | ExecOptions
+    | DnsOptions
+    | SmtpOptions
+    | AgentOptions
+    | UdpOptions
+    | HandshakeOptions
+    | MysqlOptions
+    | IcmpOptions
+    | SipOptions
+    | RadiusOptions
 )
 
 #: The check kinds and the option type each one takes.
@@ -130,6 +178,15 @@ CHECK_KINDS: dict[str, type[CheckOptions]] = {
     "smtp": SmtpOptions,
     "agent": AgentOptions,
     "udp": UdpOptions,
+    "imap": HandshakeOptions,
+    "pop3": HandshakeOptions,
+    "ftp": HandshakeOptions,
+    "mysql": MysqlOptions,
+    "pgsql": HandshakeOptions,
+    "ldap": HandshakeOptions,
+    "icmp": IcmpOptions,
+    "sip": SipOptions,
+    "radius": RadiusOptions,
 }
 
 
@@ -294,12 +351,17 @@ __all__ = [
     "ExecOptions",
     "FailureAction",
     "Family",
+    "HandshakeOptions",
     "HttpOptions",
+    "IcmpOptions",
     "InitialState",
+    "MysqlOptions",
     "PanicGuard",
     "Protocol",
     "Quorum",
+    "RadiusOptions",
     "RealServer",
+    "SipOptions",
     "SmtpOptions",
     "SorryServer",
     "StatusRange",

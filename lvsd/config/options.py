@@ -18,7 +18,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from lvsd.config.model import DnsOptions, HttpOptions
+from lvsd.config.model import DnsOptions, HttpOptions, MysqlOptions
 
 #: Record types named in a message about an unknown one (any type dnspython knows,
 #: or TYPEnnn, is accepted).
@@ -110,7 +110,24 @@ def http_option_problems(options: HttpOptions) -> list[OptionProblem]:
         elif _CONTROL.search(value):
             expected = "a value without control characters (CR, LF...)"
             problems.append(OptionProblem("headers", value, f"bad value of {name}", expected))
+    for name, pattern in options.header_regex:
+        reason = regex_problem(pattern)
+        if not _TOKEN.fullmatch(name):
+            problems.append(OptionProblem("header_regex", name, "bad header name", "an HTTP token"))
+        elif reason is not None:
+            expected = "a Python regular expression"
+            problems.append(
+                OptionProblem("header_regex", pattern, f"bad regex for {name}", expected, reason)
+            )
     return problems
+
+
+def mysql_option_problems(options: MysqlOptions) -> list[OptionProblem]:
+    """A user name that cannot go in a login packet (empty, or with a NUL)."""
+    user = options.user
+    if user is not None and (not user or "\0" in user):
+        return [OptionProblem("user", user, "bad user", "a user name, without NUL")]
+    return []
 
 
 def dns_problems(options: DnsOptions) -> list[str]:
@@ -132,5 +149,6 @@ __all__ = [
     "dns_option_problems",
     "dns_problems",
     "http_option_problems",
+    "mysql_option_problems",
     "regex_problem",
 ]

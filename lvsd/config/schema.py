@@ -32,13 +32,20 @@ from lvsd.config.model import (
     FailureAction,
     HttpOptions,
     InitialState,
+    MysqlOptions,
     PanicGuard,
     Quorum,
+    RadiusOptions,
     RealServer,
     SorryServer,
     VirtualServiceConfig,
 )
-from lvsd.config.options import OptionProblem, dns_option_problems, http_option_problems
+from lvsd.config.options import (
+    OptionProblem,
+    dns_option_problems,
+    http_option_problems,
+    mysql_option_problems,
+)
 from lvsd.config.values import (
     MAX_FWMARK,
     MAX_PORT,
@@ -591,7 +598,7 @@ class _Builder:
             return None
         if port == 0:
             for check in checks:
-                if check.port is None:
+                if check.port is None and check.kind != "icmp":  # a ping has no port
                     self.error(
                         table.at("port"),
                         f"real server port is 0, so its {check.kind} check needs its own port",
@@ -735,6 +742,10 @@ class _Builder:
             found = dns_option_problems(options)
         elif isinstance(options, HttpOptions):
             found = http_option_problems(options)
+        elif isinstance(options, RadiusOptions) and not options.secret:
+            found = [OptionProblem("secret", "", "empty secret", "the shared secret")]
+        elif isinstance(options, MysqlOptions):
+            found = mysql_option_problems(options)
         for problem in found:
             where = table.at(problem.field)
             if problem.index is not None and isinstance(table.data.get(problem.field), list):

@@ -163,12 +163,12 @@ def to_bytes(value: object) -> bytes:
     return text.encode()
 
 
-def to_regex(value: object) -> str:
+def to_regex(value: object, name: str = "body_regex") -> str:
     pattern = to_str(value)
     reason = regex_problem(pattern)
     if reason is not None:
         raise Invalid(
-            f"body_regex {show(pattern)} does not compile ({reason}); "
+            f"{name} {show(pattern)} does not compile ({reason}); "
             "expected a Python regular expression"
         )
     return pattern
@@ -279,8 +279,8 @@ def by_type(hint: object, name: str) -> Callable[[object], Any]:
     if hint is float:
         return lambda v: to_float(v, 0.0)
     if hint is str:
-        if name == "body_regex":
-            return to_regex
+        if name in ("body_regex", "body_not_regex"):
+            return lambda v: to_regex(v, name)
         return to_escaped_str if name in _ESCAPED_OPTIONS else to_str
     if hint is bytes:
         return to_bytes

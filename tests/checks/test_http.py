@@ -150,6 +150,41 @@ async def test_bad_regex_fails_every_probe(net: Loopback, start_web: StartWeb) -
     assert detail.startswith("GET /ok: bad body_regex '(': ")
 
 
+async def test_body_not_regex(net: Loopback, start_web: StartWeb) -> None:
+    """A body matching body_not_regex is down; one that does not match is up."""
+    port = await start_web()
+    assert (False, "GET /ok: body matches 'ok h'", "body") == await _get(
+        net, port, path="/ok", body_not_regex="ok h"
+    )
+    assert (True, "GET /ok: status 200", "ok") == await _get(
+        net, port, path="/ok", body_regex="here", body_not_regex="maintenance"
+    )
+
+
+async def test_header_regex(net: Loopback, start_web: StartWeb) -> None:
+    """Each header_regex header must be present (any case) and its value match."""
+    port = await start_web()
+    assert (True, "GET /latin: status 200", "ok") == await _get(
+        net, port, path="/latin", header_regex=(("content-type", "^text/plain"),)
+    )
+    assert (
+        False,
+        "GET /latin: header Content-Type 'text/plain; charset=latin-1' does not match 'json'",
+        "body",
+    ) == await _get(net, port, path="/latin", header_regex=(("Content-Type", "json"),))
+    assert (False, "GET /latin: no header X-Ready", "body") == await _get(
+        net, port, path="/latin", header_regex=(("X-Ready", ""),)
+    )
+
+
+async def test_bad_header_regex_fails_every_probe(net: Loopback, start_web: StartWeb) -> None:
+    """A header regex that does not compile fails the probe naming the header."""
+    port = await start_web()
+    ok, detail, reason = await _get(net, port, path="/ok", header_regex=(("Server", "["),))
+    assert (False, "error") == (ok, reason)
+    assert detail.startswith("GET /ok: bad header_regex Server '[': ")
+
+
 async def test_body_digest(net: Loopback, start_web: StartWeb) -> None:
     """The MD5 of the whole body (beyond the 1 MiB kept for regexes) is compared."""
     port = await start_web()

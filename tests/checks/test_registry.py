@@ -11,9 +11,18 @@ import pytest
 from lvsd.checks.agent import AgentProbe
 from lvsd.checks.dns import DnsProbe
 from lvsd.checks.exec import ExecProbe
+from lvsd.checks.ftp import FtpProbe
 from lvsd.checks.http import HttpProbe
+from lvsd.checks.icmp import IcmpProbe
+from lvsd.checks.imap import ImapProbe
+from lvsd.checks.ldap import LdapProbe
+from lvsd.checks.mysql import MysqlProbe
 from lvsd.checks.net import connector
+from lvsd.checks.pgsql import PgsqlProbe
+from lvsd.checks.pop3 import Pop3Probe
+from lvsd.checks.radius import RadiusProbe
 from lvsd.checks.registry import PROBES, make_probe
+from lvsd.checks.sip import SipProbe
 from lvsd.checks.smtp import SmtpProbe
 from lvsd.checks.tcp import ConnectProbe, TcpProbe
 from lvsd.checks.udp import UdpProbe
@@ -23,7 +32,12 @@ from lvsd.config.model import (
     CheckOptions,
     DnsOptions,
     ExecOptions,
+    HandshakeOptions,
     HttpOptions,
+    IcmpOptions,
+    MysqlOptions,
+    RadiusOptions,
+    SipOptions,
     SmtpOptions,
     TcpOptions,
     UdpOptions,
@@ -48,6 +62,16 @@ def test_every_config_kind_has_a_probe() -> None:
         ("smtp", SmtpOptions(), SmtpProbe),
         ("agent", AgentOptions(), AgentProbe),
         ("udp", UdpOptions(), UdpProbe),
+        ("imap", HandshakeOptions(), ImapProbe),
+        ("pop3", HandshakeOptions(), Pop3Probe),
+        ("ftp", HandshakeOptions(), FtpProbe),
+        ("mysql", MysqlOptions(), MysqlProbe),
+        ("pgsql", HandshakeOptions(), PgsqlProbe),
+        ("icmp", IcmpOptions(), IcmpProbe),
+        ("ldap", HandshakeOptions(), LdapProbe),
+        ("sip", SipOptions(), SipProbe),
+        ("sip", SipOptions(tcp=True), SipProbe),
+        ("radius", RadiusOptions(secret="x"), RadiusProbe),
     ],
 )
 def test_make_probe(net4: Loopback, kind: str, options: CheckOptions, cls: type) -> None:
@@ -57,8 +81,8 @@ def test_make_probe(net4: Loopback, kind: str, options: CheckOptions, cls: type)
 
 def test_unknown_kind(net4: Loopback) -> None:
     """An unknown kind is a ValueError listing the known ones."""
-    with pytest.raises(ValueError, match=r"unknown check kind 'ftp' \(known: agent, dns, "):
-        make_probe(make_spec("ftp", TcpOptions()), net4.target(80))
+    with pytest.raises(ValueError, match=r"unknown check kind 'gopher' \(known: agent, dns, "):
+        make_probe(make_spec("gopher", TcpOptions()), net4.target(80))
 
 
 def test_https_kind_uses_tls(net4: Loopback) -> None:
@@ -88,6 +112,9 @@ async def test_no_descriptor_left_behind(net: Loopback) -> None:
         ("https", HttpOptions(verify=False)),
         ("smtp", SmtpOptions()),
         ("agent", AgentOptions()),
+        ("sip", SipOptions(tcp=True)),
+        ("mysql", MysqlOptions(user="lvsd")),
+        *((kind, HandshakeOptions()) for kind in ("imap", "pop3", "ftp", "pgsql", "ldap")),
     ]
     probes = [
         make_probe(make_spec(kind, options, timeout=0.2), net.target(port))
@@ -97,6 +124,10 @@ async def test_no_descriptor_left_behind(net: Loopback) -> None:
     probes += [
         make_probe(make_spec("udp", UdpOptions(expect=b"x"), timeout=0.2), net.target(silent_udp)),
         make_probe(make_spec("dns", DnsOptions(name="a."), timeout=0.2), net.target(silent_udp)),
+        make_probe(
+            make_spec("radius", RadiusOptions(secret="x"), timeout=0.2), net.target(silent_udp)
+        ),
+        make_probe(make_spec("sip", SipOptions(), timeout=0.2), net.target(silent_udp)),
         make_probe(
             make_spec("exec", ExecOptions(command=("/bin/sleep", "5")), timeout=0.2),
             net.target(80),

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from lvsd.config import load
-from lvsd.config.model import AgentOptions, DnsOptions, HttpOptions
+from lvsd.config.model import (
+    AgentOptions,
+    DnsOptions,
+    HandshakeOptions,
+    HttpOptions,
+    IcmpOptions,
+    MysqlOptions,
+    RadiusOptions,
+    SipOptions,
+    StatusRange,
+)
 from lvsd.config.options import (
     RCODES,
     OptionProblem,
@@ -172,6 +182,39 @@ def test_body_regex_must_compile(tmp_path: Path) -> None:
     ] == problems(path)  # fmt: skip
 
 
+def test_body_not_regex_and_header_regex(tmp_path: Path) -> None:
+    """body_not_regex must compile; header_regex is a table of names to regexes that
+    must compile, each problem at its key."""
+    good = write(
+        tmp_path,
+        "good.toml",
+        SERVICE + 'check = { kind = "http", body_not_regex = "maint", '
+        'header_regex = { "Content-Type" = "^text/" } }\n' + REAL_SERVER,
+    )
+    assert (
+        HttpOptions(body_not_regex="maint", header_regex=(("Content-Type", "^text/"),))
+        == load(good).services[0].real_servers[0].checks[0].options
+    )
+    bad = write(
+        tmp_path,
+        "bad.toml",
+        SERVICE + 'check = { kind = "http", body_not_regex = "(", header_regex = { X = "[" } }\n',
+    )
+    assert [
+        (bad, "services.web.check.body_not_regex", 4,
+         'body_not_regex "(" does not compile (missing ), unterminated subpattern at '
+         "position 0); expected a Python regular expression"),
+    ] == problems(bad)  # fmt: skip
+    bad = write(
+        tmp_path, "bad2.toml", SERVICE + 'check = { kind = "http", header_regex = { X = "[" } }\n'
+    )
+    assert [
+        (bad, "services.web.check.header_regex", 4,
+         'bad regex for X "[" (unterminated character set at position 0); '
+         "expected a Python regular expression"),
+    ] == problems(bad)  # fmt: skip
+
+
 def test_body_regex_in_ini_keeps_backslashes(tmp_path: Path) -> None:
     """An INI body_regex is not unescaped, so ``\\d`` compiles and ``\\`` alone does not."""
     good = write(
@@ -247,3 +290,67 @@ def test_exec_empty_command_in_ini(tmp_path: Path) -> None:
         (path, "services.web.check.command", 6,
          'expected a command (a list of strings, or a string), got an empty one: ""'),
     ] == problems(path)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["imap", "pop3", "ftp", "pgsql", "ldap"])
+def test_handshake_kinds_take_no_options(tmp_path: Path, kind: str) -> None:
+    """The handshake kinds load with the common keys only; any option is refused."""
+    good = write(
+        tmp_path, "good.toml", SERVICE + f'check = {{ kind = "{kind}", port = 9 }}\n' + REAL_SERVER
+    )
+    spec = load(good).services[0].real_servers[0].checks[0]
+    assert (kind, HandshakeOptions(), 9) == (spec.kind, spec.options, spec.port)
+    bad = write(tmp_path, "bad.toml", SERVICE + f'check = {{ kind = "{kind}", user = "x" }}\n')
+    assert [f'option "user" does not belong to check kind "{kind}"; {kind} takes: no options'] == [
+        message for *_, message in problems(bad)
+    ]
+
+
+def test_icmp_needs_no_port_on_a_fwmark_service(tmp_path: Path) -> None:
+    """An icmp check of a port-0 real server (fwmark service) needs no check port."""
+    path = write(
+        tmp_path,
+        "c.toml",
+        '[services.m]\nfwmark = 3\ncheck = { kind = "icmp" }\n'
+        '[[services.m.real_servers]]\naddress = "10.0.0.2"\nport = 0\n',
+    )
+    spec = load(path).services[0].real_servers[0].checks[0]
+    assert ("icmp", IcmpOptions(), None) == (spec.kind, spec.options, spec.port)
+
+
+def test_sip_options(tmp_path: Path) -> None:
+    """sip takes tcp and status ranges."""
+    path = write(
+        tmp_path,
+        "c.toml",
+        SERVICE + 'check = { kind = "sip", tcp = true, status = ["200", "404"] }\n' + REAL_SERVER,
+    )
+    expected = SipOptions(
+        tcp=True, status=(StatusRange(low=200, high=200), StatusRange(low=404, high=404))
+    )
+    assert expected == load(path).services[0].real_servers[0].checks[0].options
+
+
+def test_radius_needs_a_secret(tmp_path: Path) -> None:
+    """radius needs a non-empty secret."""
+    good = write(
+        tmp_path, "good.toml", SERVICE + 'check = { kind = "radius", secret = "s" }\n' + REAL_SERVER
+    )
+    assert RadiusOptions(secret="s") == load(good).services[0].real_servers[0].checks[0].options
+    missing = write(tmp_path, "missing.toml", SERVICE + 'check = { kind = "radius" }\n')
+    empty = write(tmp_path, "empty.toml", SERVICE + 'check = { kind = "radius", secret = "" }\n')
+    assert 'check kind "radius" needs option "secret"' == only_message(missing)
+    assert 'empty secret ""; expected the shared secret' == only_message(empty)
+
+
+def test_mysql_user(tmp_path: Path) -> None:
+    """mysql takes a user to log in as; an empty one is refused at its key."""
+    good = write(
+        tmp_path, "good.toml", SERVICE + 'check = { kind = "mysql", user = "lvsd" }\n' + REAL_SERVER
+    )
+    assert MysqlOptions(user="lvsd") == load(good).services[0].real_servers[0].checks[0].options
+    bad = write(tmp_path, "bad.toml", SERVICE + 'check = { kind = "mysql", user = "" }\n')
+    assert [
+        (bad, "services.web.check.user", 4,
+         'bad user ""; expected a user name, without NUL'),
+    ] == problems(bad)  # fmt: skip

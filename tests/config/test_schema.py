@@ -460,7 +460,8 @@ timeout = 1
         ("services.web.checks[1]", 9, 'check kind "exec" needs option "command"'),
         ("services.web.checks[2].kind", 12,
          'unknown check kind "htttp" (did you mean "http"?); expected one of tcp, http, '
-         "https, exec, dns, smtp, agent, udp"),
+         "https, exec, dns, smtp, agent, udp, imap, pop3, ftp, mysql, pgsql, ldap, icmp, sip, "
+         "radius"),
         ("services.web.checks[3].sendd", 15,
          'option "sendd" does not belong to check kind "agent" (did you mean "send"?); '
          "agent takes: send"),

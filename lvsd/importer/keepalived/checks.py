@@ -90,12 +90,17 @@ class _Check:
     def url(self, node: Node) -> None:
         url: dict[str, TomlValue] = {}
         for child in node.children or ():
+            if child.keyword == "regex_no_match":  # the regex must not match
+                url["no_match"] = True
+                continue
             option = URL_KEYS.get(child.keyword)
             if option is None:
                 self.out.skip(child, f"url option {child.keyword!r} is not supported by lvsd")
                 continue
             key, read = option
             url[key] = read(child)
+        if url.pop("no_match", False) and "body_regex" in url:
+            url["body_not_regex"] = url.pop("body_regex")
         if "status" not in url:
             url["status"] = ["200-299"]
         self.urls.append(url)
@@ -278,6 +283,7 @@ KINDS: dict[str, _Kind] = {
         {"host": _Check.smtp_host, "helo_name": _Check.helo_name},
         "unknown SMTP_CHECK keyword; not converted",
     ),
+    "PING_CHECK": _Kind("icmp", {}, "unknown PING_CHECK keyword; not converted"),
     "UDP_CHECK": _Kind(
         "udp",
         {"payload": _Check.udp_data, "require_reply": _Check.udp_data},
@@ -290,7 +296,6 @@ KINDS: dict[str, _Kind] = {
 }
 #: Checkers lvsd has no counterpart for.
 CHECKER_ADVICE = {
-    "PING_CHECK": "lvsd has no ICMP check; use a tcp or udp check on the service port",
     "BFD_CHECK": "BFD is not part of lvsd; use a tcp check",
     "FILE_CHECK": "lvsd has no file check; use an exec check that reads the file",
 }
@@ -318,14 +323,15 @@ def convert_checker(
     advice = {**spec.advice, **COMMON_ADVICE}
     dispatch(check, node.children or (), handlers, advice, spec.unknown, out)
     spec.finish(check, node)
-    if rs_port == 0 and "port" not in check.common:
+    portless = spec.lvsd == "icmp"  # a ping has no port
+    if rs_port == 0 and "port" not in check.common and not portless:
         out.skip(
             node,
             "the real server has no port (fwmark service): give the checker "
             "a connect_port; check not converted",
         )
         return
-    if explicit:
+    if explicit and not portless:
         check.common.setdefault("port", rs_port)
     host = timing.nodes.get("virtualhost")
     if spec.lvsd in ("http", "https") and host is not None:

@@ -30,9 +30,17 @@ SERVICE_PORTS = {
     "pgsql": 5432,
 }  # fmt: skip
 UNSUPPORTED_SERVICES = {
-    "ftp", "imap", "imaps", "pop", "pops", "nntp", "ldap", "ldaps", "mysql", "pgsql",
-    "oracle", "radius", "sip", "http_proxy",
+    "imaps", "pops", "nntp", "ldaps", "oracle", "http_proxy",
 }  # fmt: skip
+#: Services lvsd checks by a login-free handshake: ldirectord's name -> lvsd's kind.
+HANDSHAKE_SERVICES = {
+    "ftp": "ftp",
+    "imap": "imap",
+    "pop": "pop3",
+    "mysql": "mysql",
+    "pgsql": "pgsql",
+    "ldap": "ldap",
+}
 
 
 class Sink(Protocol):
@@ -94,11 +102,11 @@ def _always_out(out: Sink, p: Probe, checktype: str, where: Where) -> None:
 
 
 def _ping(out: Sink, p: Probe, checktype: str, where: Where) -> None:
-    out.skip(
-        where,
-        "checktype",
-        "lvsd has no ICMP (ping) check; use a udp check with an expected reply, or a tcp check",
-    )
+    """An icmp check (ldirectord's ping runs under checktimeout)."""
+    table = out.doc.table(*p.server.path, "checks", array=True)
+    table.note(f"{out.src(where)} (checktype={checktype}: ping)")
+    table.set("kind", "icmp")
+    _timing(out, p.v, table, False)
 
 
 def _connect(out: Sink, p: Probe, checktype: str, where: Where) -> None:
@@ -244,6 +252,45 @@ def _simpletcp(out: Sink, p: Probe, table: Table, request: str | None, receive: 
         )
 
 
+def _handshake(out: Sink, p: Probe, table: Table, request: str | None, receive: str | None) -> None:
+    """A service lvsd checks by its greeting or handshake, without ldirectord's login
+    (login, passwd) or query (request, receive)."""
+    table.set("kind", HANDSHAKE_SERVICES[p.kind])
+    login = _unquoted(p.v.settings, "login")
+    if p.kind == "mysql" and login and not _unquoted(p.v.settings, "passwd"):
+        table.set("user", login, "ldirectord's login (no password): lvsd logs in as it")
+    if p.kind == "ldap":
+        note = "ldirectord binds and searches for request/receive; lvsd binds anonymously"
+    else:
+        note = (
+            f"ldirectord's service={p.kind} logs in (login/passwd) and may run request; "
+            "lvsd checks the server's handshake without logging in"
+        )
+    table.note(note)
+
+
+def _sip(out: Sink, p: Probe, table: Table, request: str | None, receive: str | None) -> None:
+    """ldirectord sends OPTIONS over the virtual's protocol and wants a 200."""
+    table.set("kind", "sip")
+    if p.protocol == "tcp":
+        table.set("tcp", True, "ldirectord asks over the virtual's protocol")
+    table.set("status", ["200"], "ldirectord wants 200 OK")
+
+
+def _radius(out: Sink, p: Probe, table: Table, request: str | None, receive: str | None) -> None:
+    """A Status-Server signed with ldirectord's secret; without one, a listed tcp check."""
+    secret = p.v.settings.get("secret")
+    if not secret:
+        _connect_only(out, p, table, request, receive)
+        return
+    table.set("kind", "radius")
+    table.set("secret", unquote(secret[0]))
+    table.note(
+        "ldirectord sends an Access-Request with login/passwd; lvsd sends a "
+        "Status-Server (RFC 5997), which the server must allow for this client"
+    )
+
+
 def _connect_only(
     out: Sink, p: Probe, table: Table, request: str | None, receive: str | None
 ) -> None:
@@ -267,6 +314,9 @@ NEGOTIATE: Mapping[str, _Negotiate] = {
     "smtp": _smtp,
     "submission": _smtp,
     "simpletcp": _simpletcp,
+    "sip": _sip,
+    "radius": _radius,
+    **dict.fromkeys(HANDSHAKE_SERVICES, _handshake),
     **dict.fromkeys(UNSUPPORTED_SERVICES, _connect_only),
 }
 

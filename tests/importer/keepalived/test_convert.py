@@ -167,12 +167,12 @@ def test_keepalived_defaults_made_explicit(tmp_path: Path) -> None:
 
 
 def test_unconvertible_keywords_listed(tmp_path: Path) -> None:
-    """VRRP, notify hooks, PING_CHECK, omega are listed with file and line."""
+    """VRRP, notify hooks, BFD_CHECK, omega are listed with file and line."""
     path = _conf(
         tmp_path,
         "global_defs {\n router_id x\n}\nvrrp_instance VI {\n}\n"
         "virtual_server 10.0.0.1 80 {\n omega\n real_server 10.1.0.1 80 {\n"
-        "  notify_up /bin/up\n  PING_CHECK {\n  }\n }\n}\n",
+        "  notify_up /bin/up\n  BFD_CHECK {\n  }\n }\n}\n",
     )
     result = convert("keepalived", path)
     expected = [
@@ -180,7 +180,7 @@ def test_unconvertible_keywords_listed(tmp_path: Path) -> None:
         (4, "vrrp_instance"),
         (7, "omega"),
         (9, "notify_up"),
-        (10, "PING_CHECK"),
+        (10, "BFD_CHECK"),
     ]
     assert expected == keywords(result)
     vrrp = result.unconverted[1]
@@ -216,7 +216,7 @@ def test_malformed_input(tmp_path: Path, text: str, line: int, message: str) -> 
 SAMPLE_WARNINGS: dict[str, list[tuple[int, str]]] = {
     "keepalived.conf.HTTP_GET.port": [(3, "global_defs")],
     "keepalived.conf.IPv6": [(3, "global_defs")],
-    "keepalived.conf.PING_CHECK": [(4, "global_defs"), (23, "PING_CHECK")],
+    "keepalived.conf.PING_CHECK": [(4, "global_defs")],
     "keepalived.conf.SMTP_CHECK": [(15, "global_defs"), (68, "host"), (72, "host"),
                                    (101, "host"), (107, "host")],
     "keepalived.conf.SSL_GET": [(3, "global_defs"), (13, "vrrp_instance")],
@@ -459,7 +459,6 @@ def test_sorry_server_port_follows_keepalived(
 #: docs/migration.md "Coverage of the samples": the service-level gaps per sample
 #: (global_defs, VRRP, static_* blocks and @ lines aside).
 SERVICE_GAPS = {
-    "keepalived.conf.PING_CHECK": ["PING_CHECK"],
     "keepalived.conf.SMTP_CHECK": ["host", "host", "host", "host"],
     "keepalived.conf.quorum": ["omega"],
 }
@@ -468,7 +467,7 @@ OUTSIDE_SERVICES = ("global_defs", "vrrp_", "static_", "@")
 
 @needs_samples
 def test_sample_coverage_is_what_the_migration_guide_says() -> None:
-    """13 samples with a virtual_server convert it completely, three have the gaps of
+    """14 samples with a virtual_server convert it completely, two have the gaps of
     SERVICE_GAPS, and the samples without a virtual_server write no service."""
     gaps: dict[str, list[str]] = {}
     without_services: list[str] = []
@@ -483,11 +482,45 @@ def test_sample_coverage_is_what_the_migration_guide_says() -> None:
     complete = sorted(n.removeprefix("keepalived.conf.") for n, g in gaps.items() if not g)
     assert SERVICE_GAPS == {n: g for n, g in gaps.items() if g}
     assert [
-        "HTTP_GET.port", "IPv6", "SSL_GET", "UDP_CHECK", "fwmark", "inhibit", "misc_check",
-        "misc_check_arg", "sample", "status_code", "virtual_server_group", "virtualhost",
-        "vrrp.lvs_syncd",
+        "HTTP_GET.port", "IPv6", "PING_CHECK", "SSL_GET", "UDP_CHECK", "fwmark", "inhibit",
+        "misc_check", "misc_check_arg", "sample", "status_code", "virtual_server_group",
+        "virtualhost", "vrrp.lvs_syncd",
     ] == complete  # fmt: skip
     assert [
         "conditional_conf", "track_interface", "vrrp", "vrrp.localcheck", "vrrp.routes",
         "vrrp.rules", "vrrp.scripts", "vrrp.static_ipaddress", "vrrp.sync",
     ] == sorted(without_services)  # fmt: skip
+
+
+def test_regex_no_match_becomes_body_not_regex(tmp_path: Path) -> None:
+    """A url's regex with regex_no_match is a body_not_regex; without it, a body_regex."""
+    path = _conf(
+        tmp_path,
+        "virtual_server 10.0.0.1 80 {\n real_server 10.1.0.1 80 {\n  HTTP_GET {\n"
+        '   url {\n    path /a\n    regex "maint"\n    regex_no_match\n   }\n'
+        '   url {\n    path /b\n    regex "ok"\n   }\n  }\n }\n}\n',
+    )
+    result, tree = converted("keepalived", path)
+    (service,) = tree["services"].values()
+    first, second = service["real_servers"][0]["checks"]
+    assert ("maint", None) == (first.get("body_not_regex"), first.get("body_regex"))
+    assert ("ok", None) == (second.get("body_regex"), second.get("body_not_regex"))
+    assert [] == result.unconverted
+    loads_back(result, tmp_path)
+
+
+def test_ping_check_becomes_icmp(tmp_path: Path) -> None:
+    """PING_CHECK is an icmp check with keepalived's retry as fall, and no port even
+    on a fwmark service."""
+    path = _conf(
+        tmp_path,
+        "virtual_server fwmark 3 {\n real_server 10.1.0.1 0 {\n  PING_CHECK {\n"
+        "   retry 4\n   connect_timeout 2\n  }\n }\n}\n",
+    )
+    result, tree = converted("keepalived", path)
+    (check,) = tree["services"]["fwmark_3"]["real_servers"][0]["checks"]
+    assert ("icmp", 5, 2.0, None) == (
+        check["kind"], check["fall"], check["timeout"], check.get("port")
+    )  # fmt: skip
+    assert [] == result.unconverted
+    loads_back(result, tmp_path)

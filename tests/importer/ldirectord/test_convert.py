@@ -108,8 +108,18 @@ def test_defaults_are_ldirectords_code_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("settings", "expected_kind", "unconverted"),
     [
-        ("\tservice=ldap\n", "tcp", ["service=ldap"]),
-        ("\tchecktype=ping\n", None, ["checktype"]),
+        ("\tservice=ldap\n", "ldap", []),
+        ("\tservice=ldaps\n", "tcp", ["service=ldaps"]),
+        ("\tservice=imap\n\tlogin=u\n\tpasswd=p\n", "imap", []),
+        ("\tservice=pop\n", "pop3", []),
+        ("\tservice=ftp\n", "ftp", []),
+        ('\tservice=mysql\n\tdatabase=d\n\trequest="SELECT 1"\n', "mysql", []),
+        ("\tservice=pgsql\n", "pgsql", []),
+        ("\tservice=sip\n\tprotocol=udp\n", "sip", []),
+        ('\tservice=radius\n\tprotocol=udp\n\tsecret="s3"\n', "radius", []),
+        ("\tservice=radius\n\tprotocol=udp\n", "tcp", ["service=radius"]),
+        ("\tchecktype=ping\n", "icmp", []),
+        ("\tchecktype=connect\n\tprotocol=udp\n", "icmp", []),
         ("\tchecktype=on\n", None, []),
         ("\tservice=none\n", None, []),
         ("\tchecktype=external\n\tcheckcommand=/bin/chk\n", "exec", []),
@@ -123,10 +133,23 @@ def test_checktypes_and_services(
     """Each checktype/service maps to a probe kind, nothing, or an unconverted entry."""
     path = _cf(tmp_path, f"virtual=10.0.0.1:8000\n\treal=10.0.1.1:8000 gate\n{settings}")
     result, tree = converted("ldirectord", path)
-    checks = tree["services"]["tcp_10_0_0_1_8000"]["real_servers"][0].get("checks", [])
+    (service,) = tree["services"].values()
+    checks = service["real_servers"][0].get("checks", [])
     assert expected_kind == (checks[0]["kind"] if checks else None)
     assert unconverted == [u.keyword for u in result.unconverted]
     loads_back(result, tmp_path)
+
+
+def test_mysql_login_without_password_becomes_user(tmp_path: Path) -> None:
+    """A password-less login of a mysql check is the user the probe logs in as; with a
+    password it is not used (lvsd logs in with an empty password only)."""
+    base = "virtual=10.0.0.1:3306\n\treal=10.0.1.1:3306 gate\n\tservice=mysql\n"
+    for extra, user in (("\tlogin=probe\n", "probe"), ("\tlogin=probe\n\tpasswd=x\n", None)):
+        result, tree = converted("ldirectord", _cf(tmp_path, base + extra))
+        (service,) = tree["services"].values()
+        (check,) = service["real_servers"][0]["checks"]
+        assert ("mysql", user) == (check["kind"], check.get("user"))
+        loads_back(result, tmp_path)
 
 
 def test_checktype_off_means_weight_zero(tmp_path: Path) -> None:
@@ -194,8 +217,7 @@ def test_debian_example_converts_and_loads(tmp_path: Path) -> None:
 )
 def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
     """The example's commented-out services, uncommented, convert and load; the
-    unsupported services (ftp, pop, imap, ldap, nntp, databases, radius, sip) and the
-    ping check are listed."""
+    unsupported services (nntp, oracle) are listed."""
     lines = []
     for raw in LDIRECTORD_EXAMPLE.read_text().splitlines():
         if raw.startswith("#virtual") or (raw.startswith("#\t") and not raw.startswith("#\t#")):
@@ -210,9 +232,7 @@ def test_debian_example_commented_services_convert(tmp_path: Path) -> None:
     )
     result = convert("ldirectord", _cf(tmp_path, text))
     listed = sorted({u.keyword for u in result.unconverted})
-    expected = ["checktype", "service=ftp", "service=imap", "service=ldap", "service=mysql",
-                "service=nntp", "service=oracle", "service=pgsql", "service=pop",
-                "service=radius", "service=sip"]  # fmt: skip
+    expected = ["service=nntp", "service=oracle"]
     assert expected == listed
     loads_back(result, tmp_path)
 
