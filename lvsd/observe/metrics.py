@@ -330,6 +330,8 @@ class Metrics:
         )
         for severity in _PROBLEMS:
             self.preflight_problems.labels(severity)
+        self._durations: dict[str, Histogram] = {}
+        self._results: dict[tuple[str, bool, str], Counter] = {}
         self.state = StateCollector()
         self._labels = LabelCache()
         registry.register(self.state)
@@ -337,9 +339,18 @@ class Metrics:
     # -- events -------------------------------------------------------------------------
 
     def probe(self, kind: str, result: ProbeResult) -> None:
-        self.probe_duration.labels(kind).observe(result.duration)
-        outcome = "ok" if result.ok else "fail"
-        self.probe_results.labels(kind, outcome, result.reason).inc()
+        # once per probe: the label children are looked up once, then kept (kinds,
+        # outcomes and reason words are few)
+        duration = self._durations.get(kind)
+        if duration is None:
+            duration = self._durations[kind] = self.probe_duration.labels(kind)
+        duration.observe(result.duration)
+        key = (kind, result.ok, result.reason)
+        counted = self._results.get(key)
+        if counted is None:
+            outcome = "ok" if result.ok else "fail"
+            counted = self._results[key] = self.probe_results.labels(kind, outcome, result.reason)
+        counted.inc()
 
     def transition(self, t: Transition) -> None:
         self.transitions.labels(t.service, "up" if t.new else "down", t.reason).inc()
