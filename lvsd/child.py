@@ -29,7 +29,7 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -108,7 +108,11 @@ def drop_thread_privileges() -> None:
 
 
 def _spawn(
-    argv: Sequence[str], stdout: int, identity: Identity, unprivileged: bool
+    argv: Sequence[str],
+    stdout: int,
+    identity: Identity,
+    unprivileged: bool,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     if unprivileged and not getattr(_dropped, "done", False):
         drop_thread_privileges()
@@ -123,6 +127,7 @@ def _spawn(
         user=identity.uid,
         group=identity.gid,
         extra_groups=identity.groups,
+        env=env,
     )
 
 
@@ -178,12 +183,14 @@ async def run(
     identity: Identity | None = None,
     unprivileged: bool = False,
     kill_group: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> Exited:
     """Run ``argv`` until it exits; bound it with ``asyncio.timeout`` around the call.
 
     ``kill_group``: also kill what the command left in its group when it exits by
     itself (a timed-out or cancelled command's group is always killed). Raises
-    OSError when the command cannot start."""
+    OSError when the command cannot start. ``env``: its whole environment (None:
+    lvsd's)."""
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe() if output_limit else (-1, subprocess.DEVNULL)
 
@@ -201,6 +208,7 @@ async def run(
         write_fd,
         identity or Identity(),
         unprivileged,
+        env,
     )
     spawning.add_done_callback(started)
     try:

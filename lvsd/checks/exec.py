@@ -24,6 +24,7 @@ import grp
 import os
 import pwd
 import signal
+from collections.abc import Mapping
 
 from lvsd import child
 from lvsd.checks.base import ProbeResult, Target
@@ -43,6 +44,11 @@ def render_command(command: tuple[str, ...], target: Target, port: int) -> tuple
         "{rip}": str(target.address),
         "{rport}": str(port),
     }
+    return substitute(command, values)
+
+
+def substitute(command: tuple[str, ...], values: Mapping[str, str]) -> tuple[str, ...]:
+    """Replace each placeholder of ``values`` in each argument of ``command``."""
     rendered = []
     for arg in command:
         for placeholder, value in values.items():
@@ -110,20 +116,28 @@ class ExecProbe(ProbeBase[ExecOptions]):
 
 
 def _identity(options: ExecOptions, progress: Progress) -> child.Identity:
-    """``options.user`` in its own primary and supplementary groups (or root's gid 0
-    and groups stay), ``options.group`` instead of the primary group."""
+    try:
+        return identity_of(options.user, options.group)
+    except LookupError as exc:
+        raise Fail(f"{progress.step}: {exc.args[0]}", "error") from None
+
+
+def identity_of(user: str | None, group: str | None) -> child.Identity:
+    """``user`` in its own primary and supplementary groups (or root's gid 0 and
+    groups stay), ``group`` instead of the primary group. LookupError("no such user
+    'x'") when one does not exist."""
     uid = gid = groups = None
-    if options.user is not None:
+    if user is not None:
         try:
-            entry = pwd.getpwnam(options.user)
+            entry = pwd.getpwnam(user)
         except (KeyError, ValueError):
-            raise Fail(f"{progress.step}: no such user {options.user!r}", "error") from None
+            raise LookupError(f"no such user {user!r}") from None
         uid, gid = entry.pw_uid, entry.pw_gid
         groups = tuple(os.getgrouplist(entry.pw_name, gid))
-    if options.group is not None:
+    if group is not None:
         try:
-            gid = grp.getgrnam(options.group).gr_gid
+            gid = grp.getgrnam(group).gr_gid
         except (KeyError, ValueError):
-            raise Fail(f"{progress.step}: no such group {options.group!r}", "error") from None
+            raise LookupError(f"no such group {group!r}") from None
         groups = (gid,) if groups is None else (gid, *groups)
     return child.Identity(uid=uid, gid=gid, groups=groups)

@@ -164,7 +164,9 @@ class Engine:
         self.lingering: linger.LingeringTable = {}
         self.retiring: frozenset[ServiceKey] = frozenset()
         self.kernel = KernelView(backend, self.hooks, clock)
-        self._announcer = Announcer(self.hooks, run_command)
+        self._announcer = Announcer(
+            self.hooks, run_command, max_notify=config.daemon.max_notify_commands
+        )
         self._lock = asyncio.Lock()
         #: What the last successful reconcile was computed from (None: plan it all).
         self._basis: _Inputs | None = None
@@ -547,7 +549,10 @@ class Engine:
             return await self.kernel.apply(plan(snapshot.table, {}, self.managed))
 
     async def close(self) -> None:
-        """Cancel the quorum commands still running."""
+        """Run the stop-time notify commands (``notify.on_stop``), then cancel the
+        commands still running."""
+        up = [(s.service, s.realserver) for s in self.health.status(self.clock()) if s.up]
+        await self._announcer.stopping(self.config, up)
         await self._announcer.close()
 
 
