@@ -1,4 +1,4 @@
-"""Child processes that never outlive their run: exec probes and quorum commands.
+"""Child processes that never outlive their run: exec probes, quorum and notify commands.
 
 :func:`run` starts a command in a session of its own (so a process group of its own),
 stdin from /dev/null, every other descriptor of lvsd closed, and waits for it on a
@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import grp
 import os
+import pwd
 import signal
 import subprocess
 import threading
@@ -279,4 +281,35 @@ async def _wait(
     return Exited(proc.returncode, bytes(output.kept) if output is not None else b"")
 
 
-__all__ = ["Exited", "Identity", "drop_thread_privileges", "run"]
+def substitute(command: tuple[str, ...], values: Mapping[str, str]) -> tuple[str, ...]:
+    """Replace each placeholder of ``values`` in each argument of ``command``."""
+    rendered = []
+    for arg in command:
+        for placeholder, value in values.items():
+            arg = arg.replace(placeholder, value)
+        rendered.append(arg)
+    return tuple(rendered)
+
+
+def identity_of(user: str | None, group: str | None) -> Identity:
+    """``user`` in its own primary and supplementary groups (or root's gid 0 and
+    groups stay), ``group`` instead of the primary group. LookupError("no such user
+    'x'") when one does not exist."""
+    uid = gid = groups = None
+    if user is not None:
+        try:
+            entry = pwd.getpwnam(user)
+        except (KeyError, ValueError):
+            raise LookupError(f"no such user {user!r}") from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+        groups = tuple(os.getgrouplist(entry.pw_name, gid))
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except (KeyError, ValueError):
+            raise LookupError(f"no such group {group!r}") from None
+        groups = (gid,) if groups is None else (gid, *groups)
+    return Identity(uid=uid, gid=gid, groups=groups)
+
+
+__all__ = ["Exited", "Identity", "drop_thread_privileges", "identity_of", "run", "substitute"]

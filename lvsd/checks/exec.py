@@ -20,11 +20,7 @@ Details: ``"exec ['/bin/check', '10.0.0.2']: exit 1: <first line of output>"``,
 
 from __future__ import annotations
 
-import grp
-import os
-import pwd
 import signal
-from collections.abc import Mapping
 
 from lvsd import child
 from lvsd.checks.base import ProbeResult, Target
@@ -44,17 +40,7 @@ def render_command(command: tuple[str, ...], target: Target, port: int) -> tuple
         "{rip}": str(target.address),
         "{rport}": str(port),
     }
-    return substitute(command, values)
-
-
-def substitute(command: tuple[str, ...], values: Mapping[str, str]) -> tuple[str, ...]:
-    """Replace each placeholder of ``values`` in each argument of ``command``."""
-    rendered = []
-    for arg in command:
-        for placeholder, value in values.items():
-            arg = arg.replace(placeholder, value)
-        rendered.append(arg)
-    return tuple(rendered)
+    return child.substitute(command, values)
 
 
 def verdict_of_exit(code: int, options: ExecOptions, weight: int) -> tuple[bool, str, int | None]:
@@ -117,27 +103,6 @@ class ExecProbe(ProbeBase[ExecOptions]):
 
 def _identity(options: ExecOptions, progress: Progress) -> child.Identity:
     try:
-        return identity_of(options.user, options.group)
+        return child.identity_of(options.user, options.group)
     except LookupError as exc:
         raise Fail(f"{progress.step}: {exc.args[0]}", "error") from None
-
-
-def identity_of(user: str | None, group: str | None) -> child.Identity:
-    """``user`` in its own primary and supplementary groups (or root's gid 0 and
-    groups stay), ``group`` instead of the primary group. LookupError("no such user
-    'x'") when one does not exist."""
-    uid = gid = groups = None
-    if user is not None:
-        try:
-            entry = pwd.getpwnam(user)
-        except (KeyError, ValueError):
-            raise LookupError(f"no such user {user!r}") from None
-        uid, gid = entry.pw_uid, entry.pw_gid
-        groups = tuple(os.getgrouplist(entry.pw_name, gid))
-    if group is not None:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except (KeyError, ValueError):
-            raise LookupError(f"no such group {group!r}") from None
-        groups = (gid,) if groups is None else (gid, *groups)
-    return child.Identity(uid=uid, gid=gid, groups=groups)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import structlog
 
 from lvsd import child
-from lvsd.checks.exec import identity_of, substitute
 from lvsd.config.model import Config, Notify, RealServer, VirtualServiceConfig
 from lvsd.model import DestKey, RealServerId, format_hostport
 
@@ -100,7 +99,7 @@ def job_for(
     }
     return Job(
         key=(svc.name, realserver),
-        argv=substitute(command, values),
+        argv=child.substitute(command, values),
         env=env,
         user=notify.user,
         group=notify.group,
@@ -187,7 +186,7 @@ async def run_job(job: Job) -> str:
     """Run ``job`` to its end; log it; ``done``, ``failed`` or ``timeout``."""
     fields = {"command": list(job.argv), "service": job.key[0], "realserver": str(job.key[1])}
     try:
-        identity = identity_of(job.user, job.group)
+        identity = child.identity_of(job.user, job.group)
         async with asyncio.timeout(job.timeout):
             exited = await child.run(
                 job.argv,

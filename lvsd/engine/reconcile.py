@@ -33,7 +33,7 @@ import structlog
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
 from lvsd.desired import Overrides, ServerHealth, desired_table
-from lvsd.engine import linger
+from lvsd.engine import linger, timeouts
 from lvsd.engine.announce import Announcer, CommandRunner, Hooks, NullHooks
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.guard import too_destructive
@@ -41,7 +41,7 @@ from lvsd.engine.kernel import KernelView
 from lvsd.errors import ConfigError, LvsdError
 from lvsd.health.check import CheckId
 from lvsd.health.state import HealthState, Report
-from lvsd.ipvs.base import Backend
+from lvsd.ipvs.base import Backend, Timeouts
 from lvsd.model import (
     ApplyResult,
     Destination,
@@ -172,6 +172,8 @@ class Engine:
         self._basis: _Inputs | None = None
         #: How many health reports had a change (transitions, quorum, panic).
         self.changes = 0
+        #: The kernel's connection timeouts as last read or set (None: unknown).
+        self.timeouts: Timeouts | None = None
 
     # -- start ---------------------------------------------------------------------------
 
@@ -186,7 +188,21 @@ class Engine:
                 if (svc.name, rs.key) in adopt:
                     log.info("realserver.adopted", service=svc.name, realserver=str(rs.key))
         async with self._lock:
-            return await self._reconcile_locked(fresh=False)
+            result = await self._reconcile_locked(fresh=False)
+            await self._keep_timeouts(repair=False)
+            return result
+
+    async def _keep_timeouts(self, *, repair: bool) -> None:
+        """Set the configured connection timeouts the kernel lacks; what drift repair
+        finds changed is logged ``drift.repaired`` and counted."""
+        self.timeouts, replaced = await timeouts.enforce(self.backend, self.config.ipvs)
+        if replaced is None:
+            return
+        if repair:
+            log.warning("drift.repaired", op=f"set-timeouts {self.timeouts} (was {replaced})")
+            self.hooks.drift_repair(1)
+        else:
+            log.info("timeouts.set", timeouts=str(self.timeouts), was=str(replaced))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -370,6 +386,7 @@ class Engine:
             self._expire_lingering(None)
             await self._reconcile_locked(fresh=False)
             result = await self._reconcile_locked(fresh=True)
+            await self._keep_timeouts(repair=True)
         ops = [*result.applied, *(op for op, _ in result.failed)]
         for op in ops:
             log.warning("drift.repaired", op=str(op))
@@ -494,6 +511,7 @@ class Engine:
             also = frozenset(s.name for s in new.services if s.key in keys)
         lingering = linger.names(self.lingering)
         result = await self._reconcile_locked(fresh=snapshot is None, also=also)
+        await self._keep_timeouts(repair=False)
         return ReloadResult(
             ok=True,
             ops=tuple(str(op) for op in result.applied),
