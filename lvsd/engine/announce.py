@@ -157,8 +157,12 @@ class Announcer:
 
     async def stopping(self, config: Config, up: Iterable[tuple[str, DestKey]]) -> None:
         """lvsd stops: run the down commands of the real servers in ``up`` whose notify
-        has ``on_stop``, and wait for every notify command (each bounded in time)."""
-        for job in stop_jobs(config, up):
+        has ``on_stop``, and wait for them and the notify commands still running (each
+        bounded by its timeout)."""
+        jobs = stop_jobs(config, up)
+        if not jobs:
+            return  # nothing to say: ``close`` cancels what still runs
+        for job in jobs:
             self.notifier.submit(job)
         await self.notifier.drain()
 

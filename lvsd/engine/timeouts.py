@@ -21,11 +21,7 @@ log = structlog.get_logger("lvsd.engine.timeouts")
 
 def wanted(config: IpvsTimeouts, current: Timeouts) -> Timeouts:
     """``current`` with the configured timeouts in place of the kernel's."""
-    return Timeouts(
-        tcp=current.tcp if config.tcp is None else config.tcp,
-        tcp_fin=current.tcp_fin if config.tcp_fin is None else config.tcp_fin,
-        udp=current.udp if config.udp is None else config.udp,
-    )
+    return current.but(tcp=config.tcp, tcp_fin=config.tcp_fin, udp=config.udp)
 
 
 async def enforce(

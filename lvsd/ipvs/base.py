@@ -39,6 +39,14 @@ class Timeouts:
     def __str__(self) -> str:
         return f"tcp {self.tcp} tcpfin {self.tcp_fin} udp {self.udp}"
 
+    def but(self, *, tcp: int | None, tcp_fin: int | None, udp: int | None) -> Timeouts:
+        """These timeouts with each one given (not None) in its place."""
+        return Timeouts(
+            tcp=self.tcp if tcp is None else tcp,
+            tcp_fin=self.tcp_fin if tcp_fin is None else tcp_fin,
+            udp=self.udp if udp is None else udp,
+        )
+
 
 @runtime_checkable
 class TimeoutControl(Protocol):
