@@ -78,8 +78,8 @@ class NullHooks:
 
 
 class Announcer:
-    """Turns health reports into log events, hooks and quorum commands; owns the
-    commands still running (``close`` cancels them)."""
+    """Turns health reports into log events, hooks, quorum and notify commands; owns
+    the commands still running (``close`` cancels them)."""
 
     def __init__(
         self, hooks: Hooks, run_command: CommandRunner | None = None, max_notify: int = 8

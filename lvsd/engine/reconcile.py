@@ -38,6 +38,7 @@ from lvsd.engine.announce import Announcer, CommandRunner, Hooks, NullHooks
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.guard import too_destructive
 from lvsd.engine.kernel import KernelView
+from lvsd.engine.notify import Notifier
 from lvsd.errors import ConfigError, LvsdError
 from lvsd.health.check import CheckId
 from lvsd.health.state import HealthState, Report
@@ -205,6 +206,11 @@ class Engine:
             log.info("timeouts.set", timeouts=str(self.timeouts), was=str(replaced))
 
     # -- reading -------------------------------------------------------------------------
+
+    @property
+    def notifier(self) -> Notifier:
+        """The notify commands waiting and running (``lvsd.engine.notify``)."""
+        return self._announcer.notifier
 
     @property
     def managed(self) -> frozenset[ServiceKey]:
@@ -498,6 +504,7 @@ class Engine:
         new_keys = {s.key for s in new.services}
         self.retiring = (self.retiring | {s.key for s in old.services}) - new_keys
         self.config = new
+        self.notifier.limit = max(1, new.daemon.max_notify_commands)
         self.handle(self.health.rebase(new, now))
         self._expire_lingering(snapshot)
         self._basis = None

@@ -39,9 +39,9 @@ async def test_a_change_runs_the_command_with_its_arguments_and_environment(
     out = tmp_path / "out"
     engine, _, _ = await started(tmp_path, config_text(service_extra=notify_table(out)))
     await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
-    await engine._announcer.notifier.drain()
+    await engine.notifier.drain()
     await engine.results([(cid(engine.config, "10.0.0.2"), ok())])
-    await engine._announcer.notifier.drain()
+    await engine.notifier.drain()
     assert [
         "down:10.0.0.2:80:80 web 10.0.0.2:80 down refused 192.168.3.108",
         "up:10.0.0.2:80:80 web 10.0.0.2:80 up ok 192.168.3.108",
@@ -56,7 +56,7 @@ async def test_stop_runs_the_down_commands_of_the_servers_up_with_on_stop(tmp_pa
     text = config_text(service_extra=notify_table(out, ", on_stop = true"))
     engine, _, _ = await started(tmp_path, text)
     await engine.results([(cid(engine.config, "10.0.0.2"), fail())])
-    await engine._announcer.notifier.drain()
+    await engine.notifier.drain()
     out.unlink()
     await engine.close()
     assert ["down:10.0.0.3:80:80 web 10.0.0.3:80 down stop 192.168.3.108"] == lines(out)
@@ -80,10 +80,18 @@ async def test_a_real_servers_notify_replaces_its_services(tmp_path: Path) -> No
     engine, _, _ = await started(tmp_path, text)
     batch = [(cid(engine.config, a), fail()) for a in ("10.0.0.2", "10.0.0.3")]
     await engine.results(batch)
-    await engine._announcer.notifier.drain()
+    await engine.notifier.drain()
     assert ["down:10.0.0.2:80:80 web 10.0.0.2:80 down refused 192.168.3.108"] == lines(own)
     assert ["down:10.0.0.3:80:80 web 10.0.0.3:80 down refused 192.168.3.108"] == lines(shared)
     await engine.close()
+
+
+async def test_a_reload_changes_how_many_run_at_once(tmp_path: Path) -> None:
+    """``max_notify_commands`` takes effect at a reload, not only at start."""
+    engine, _, _ = await started(tmp_path, config_text())
+    path = write(tmp_path, config_text().replace("[daemon]", "[daemon]\nmax_notify_commands = 2"))
+    assert (await engine.reload(lambda: load(path))).ok
+    assert 2 == engine.notifier.limit
 
 
 def _job(out: Path, key: tuple[str, object], word: str, **kw: object) -> Job:
