@@ -320,6 +320,13 @@ class Metrics:
         )
         for result in ("success", "failure", "refused"):
             self.reloads.labels(result)
+        self.commands = Counter(
+            "lvsd_commands",
+            "commands lvsd ran (kind=notify) by how they ended (result=done, failed, "
+            "timeout), and those replaced while waiting (result=coalesced)",
+            ["kind", "result"],
+            registry=registry,
+        )
         self.preflight_problems = Gauge(
             "lvsd_preflight_problems",
             "host settings the config depends on found wrong by the latest preflight "
@@ -384,6 +391,9 @@ class Metrics:
 
     def state_set_aside(self, name: str) -> None:
         self.state_set_asides.labels(name).inc()
+
+    def command(self, kind: str, result: str) -> None:
+        self.commands.labels(kind, result).inc()
 
     def preflight(self, findings: Iterable[Finding]) -> None:
         """The latest host audit's findings: count the warnings and errors."""
