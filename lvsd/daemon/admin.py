@@ -13,6 +13,7 @@ from typing import Any, Final
 from lvsd.control import printable
 from lvsd.engine.reconcile import Engine, ReloadResult
 from lvsd.errors import ControlError, LvsdError
+from lvsd.health.state import Transition
 from lvsd.model import DestKey, Snapshot, Table, parse_hostport
 from lvsd.observe import status
 from lvsd.observe.status import StatusReport
@@ -154,6 +155,11 @@ class ApiSource:
     def report(self, table: Table | None) -> StatusReport:
         engine = self._engine
         return status.build(engine.config, engine.health, table, engine.drained, self._clock())
+
+    def recent(self) -> list[tuple[float, Transition]]:
+        """(seconds ago, transition) of the engine's last transitions, newest first."""
+        now = self._clock()
+        return [(now - t.at, t) for t in reversed(self._engine.recent)]
 
     def report_steps(self, table: Table | None) -> Generator[None, None, StatusReport]:
         """:meth:`report` in steps (``lvsd.observe.status.build_steps``):

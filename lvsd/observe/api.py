@@ -16,7 +16,9 @@ No operator action is served here (drains and reloads go through the control soc
   collections stay small.
   With ``Accept-Encoding: gzip`` the answer is compressed (zlib level 1, part by
   part on the loop: about 2 ms a MB, docs/operations.md).
-* ``GET /status``: the status report as JSON (also one dump).
+* ``GET /status``: the status report as JSON (also one dump); the status page
+  (``lvsd.observe.page``) when ``Accept`` asks for ``text/html``, as a browser does.
+* ``GET /``: the status page, with the recent transitions of a :class:`HistorySource`.
 * ``GET /healthz``: 200 while the process serves.
 * ``GET /readyz``: 200 once every check has run at least once, else 503.
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import zlib
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Protocol, runtime_checkable
 
 import structlog
@@ -36,8 +38,9 @@ from aiohttp import web
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 
 from lvsd.errors import IpvsError
+from lvsd.health.state import Transition
 from lvsd.model import Snapshot, Table, parse_hostport
-from lvsd.observe import limits
+from lvsd.observe import limits, page
 from lvsd.observe.metrics import Metrics
 from lvsd.observe.status import StatusReport
 from lvsd.observe.steps import drive, release
@@ -80,6 +83,15 @@ class SteppedSource(StatusSource, Protocol):
         ...
 
 
+@runtime_checkable
+class HistorySource(StatusSource, Protocol):
+    """A source that also keeps the last transitions (the status page lists them)."""
+
+    def recent(self) -> Sequence[tuple[float, Transition]]:
+        """(seconds ago, transition) of the last transitions, newest first."""
+        ...
+
+
 #: Bytes of a /metrics answer written between two yields to the event loop: a reader
 #: that keeps up (Prometheus on the same host) would otherwise take a large answer in
 #: one go, with every probe due meanwhile waiting.
@@ -109,9 +121,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def wants_gzip(accept_encoding: str) -> bool:
     """Whether an ``Accept-Encoding`` header takes gzip (``gzip;q=0`` refuses it)."""
-    for part in accept_encoding.split(","):
-        coding, _, params = part.partition(";")
-        if coding.strip().lower() in ("gzip", "x-gzip"):
+    return _accepts(accept_encoding, ("gzip", "x-gzip"))
+
+
+def wants_html(accept: str) -> bool:
+    """Whether an ``Accept`` header takes ``text/html`` (a browser's does, curl's not)."""
+    return _accepts(accept, ("text/html",))
+
+
+def _accepts(header: str, names: tuple[str, ...]) -> bool:
+    """Whether an ``Accept``-like header lists one of ``names`` with a q above 0."""
+    for part in header.split(","):
+        item, _, params = part.partition(";")
+        if item.strip().lower() in names:
             for param in params.split(";"):
                 name, _, value = param.partition("=")
                 if name.strip().lower() == "q":
@@ -184,15 +206,30 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _status(request: web.Request) -> web.Response:
-    source = request.app[SOURCE_KEY]
+async def _current(source: StatusSource) -> StatusReport:
+    """The report of a fresh dump (without kernel weights when the dump fails)."""
     table: Table | None
     try:
         table = (await source.snapshot()).table
     except IpvsError:
         table = None
-    built = await report(source, table)
+    return await report(source, table)
+
+
+async def _status(request: web.Request) -> web.Response:
+    if wants_html(request.headers.get("Accept", "")):
+        return await _page(request)
+    built = await _current(request.app[SOURCE_KEY])
     return web.json_response(built.to_json(), dumps=lambda o: json.dumps(o, indent=1) + "\n")
+
+
+async def _page(request: web.Request) -> web.Response:
+    source = request.app[SOURCE_KEY]
+    built = await _current(source)
+    recent = source.recent() if isinstance(source, HistorySource) else ()
+    response = web.Response(text=page.render(built, recent), content_type="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -211,6 +248,7 @@ def make_app(source: StatusSource, metrics: Metrics) -> web.Application:
     app[SOURCE_KEY] = source
     app[METRICS_KEY] = metrics
     app[LOCK_KEY] = asyncio.Lock()
+    app.router.add_get("/", _page)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/status", _status)
     app.router.add_get("/healthz", _healthz)
@@ -248,6 +286,7 @@ def bound_port(runner: Runner) -> int:
 
 __all__ = [
     "DEFAULT_PORT",
+    "HistorySource",
     "StatusSource",
     "SteppedSource",
     "bound_port",
@@ -256,5 +295,6 @@ __all__ = [
     "report",
     "start",
     "wants_gzip",
+    "wants_html",
     "wants_openmetrics",
 ]
