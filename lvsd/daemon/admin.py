@@ -38,10 +38,11 @@ def text_field(request: Message, key: str) -> str:
     return value
 
 
-def status_reply(engine: Engine, now: float) -> Message:
-    """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people)."""
+def status_reply(engine: Engine, now: float, *, colour: bool = False) -> Message:
+    """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people, in
+    ANSI colours when ``colour``)."""
     report = status.build(engine.config, engine.health, engine.table, engine.drained, now)
-    return {"status": report.to_json(), "text": report.render()}
+    return {"status": report.to_json(), "text": report.render(colour=colour)}
 
 
 class Admin:
@@ -80,7 +81,7 @@ class Admin:
         return result.to_json()
 
     async def _cmd_status(self, request: Message) -> Message:
-        return status_reply(self._engine, self._clock())
+        return status_reply(self._engine, self._clock(), colour=request.get("color") is True)
 
     async def _drain(self, request: Message, on: bool) -> Message:
         service = text_field(request, "service")

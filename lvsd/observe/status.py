@@ -203,14 +203,15 @@ class StatusReport:
             "services": [s.to_json() for s in self.services],
         }
 
-    def render(self) -> str:
+    def render(self, *, colour: bool = False) -> str:
         """``ipvsadm -Ln`` with health columns: Weight is the kernel's ("-" when
         absent), Conf the configured weight, then state, seconds since it changed,
-        the reason word and the detail."""
+        the reason word and the detail. ``colour``: the state in ANSI colours."""
         head = "Prot LocalAddress:Port Scheduler Flags"
         rows: list[tuple[str, ...]] = [
             ("  -> RemoteAddress:Port", "Forward", "Weight", "Conf", "State", "Since", "Why")
         ]
+        tones = [""]  # per row of ``rows``: the ANSI colour of its state
         lines: list[str | None] = []  # None marks a row of ``rows``
         for svc in self.services:
             lines.append(_service_line(svc))
@@ -230,6 +231,7 @@ class StatusReport:
                         why,
                     )
                 )
+                tones.append(_TONES[rs.state])
                 lines.append(None)
             if svc.sorry is not None:
                 rows.append(
@@ -243,20 +245,32 @@ class StatusReport:
                         "",
                     )
                 )
+                tones.append(_TONES[HealthCode.HELD] if svc.sorry.active else "")
                 lines.append(None)
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
 
-        def fmt(row: tuple[str, ...]) -> str:
+        def fmt(row: tuple[str, ...], tone: str) -> str:
             cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+            if colour and tone:  # after the padding: escapes take no width
+                cells[4] = f"\033[{tone}m{row[4]}\033[0m" + cells[4][len(row[4]) :]
             return " ".join([*cells, row[-1]]).rstrip()
 
-        out = [head, fmt(rows[0])]
-        row_iter = iter(rows[1:])
+        out = [head, fmt(rows[0], "")]
+        row_iter = iter(zip(rows[1:], tones[1:], strict=True))
         for line in lines:
-            out.append(fmt(next(row_iter)) if line is None else line)
+            out.append(fmt(*next(row_iter)) if line is None else line)
         if not self.table_read:
             out.append("(kernel table not read: Weight unknown)")
         return "\n".join(out) + "\n"
+
+
+#: ANSI colours of the states in :meth:`StatusReport.render` (as on the status page).
+_TONES = {
+    HealthCode.UP: "32",
+    HealthCode.DOWN: "1;31",
+    HealthCode.HELD: "33",
+    HealthCode.DRAINED: "34",
+}
 
 
 def _weight(value: int | None) -> str:
