@@ -22,21 +22,29 @@ No operator action is served here (drains and reloads go through the control soc
 * ``GET /healthz``: 200 while the process serves.
 * ``GET /readyz``: 200 once every check has run at least once, else 503.
 
-Connections are capped and timed out by ``lvsd.observe.limits``.
+Connections are capped and timed out by ``lvsd.observe.limits``. With a web config
+file (``lvsd.config.web``) the port speaks TLS and every path asks for basic auth
+(:func:`basic_auth`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import json
 import zlib
-from collections.abc import Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+import bcrypt
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 
+from lvsd.config.web import WebConfig
 from lvsd.errors import IpvsError
 from lvsd.health.state import Transition
 from lvsd.model import Snapshot, Table, parse_hostport
@@ -242,9 +250,69 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="not ready: some checks have not run yet\n")
 
 
-def make_app(source: StatusSource, metrics: Metrics) -> web.Application:
+#: An aiohttp request handler.
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+#: Basic auth checks at once: each costs a bcrypt hash (tens of ms at cost 10) in a
+#: thread; more wait, so wrong passwords cannot take every core.
+AUTH_CHECKS = 2
+
+
+def basic_auth(users: Mapping[str, bytes]) -> Middleware:
+    """A middleware that answers 401 unless the request carries a user of ``users``
+    with the password its bcrypt hash is of. A good pair is remembered (a digest of
+    it), so a scraper pays bcrypt once, as with the exporter toolkit."""
+    known: set[bytes] = set()
+    gate = asyncio.Semaphore(AUTH_CHECKS)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        user, password = _credentials(request.headers.get("Authorization", ""))
+        hashed = users.get(user) if user is not None else None
+        if user is not None and hashed is not None and password is not None:
+            digest = hashlib.sha256(b"\0".join((user.encode(), password, hashed))).digest()
+            if digest in known:
+                return await handler(request)
+            async with gate:
+                ok = await asyncio.to_thread(bcrypt.checkpw, password, hashed)
+            if ok:
+                if len(known) < 64 * len(users):  # each user's passwords, a few
+                    known.add(digest)
+                return await handler(request)
+        log.info("http.unauthorized", path=request.path, user=user)
+        return web.Response(
+            status=401,
+            text="401 unauthorized\n",
+            headers={"WWW-Authenticate": 'Basic realm="lvsd", charset="UTF-8"'},
+        )
+
+    return middleware
+
+
+def _credentials(header: str) -> tuple[str | None, bytes | None]:
+    """The user and password of a ``Basic`` Authorization header (None, None if none)."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None, None
+    user, colon, password = decoded.partition(b":")
+    if not colon:
+        return None, None
+    return user.decode("utf-8", "replace"), password
+
+
+def make_app(
+    source: StatusSource, metrics: Metrics, web_config: WebConfig | None = None
+) -> web.Application:
     """The aiohttp application (for tests; :func:`start` serves it)."""
-    app = web.Application(middlewares=[limits.answer_deadline])
+    middlewares: list[Middleware] = [limits.answer_deadline]
+    if web_config is not None and web_config.users:
+        middlewares.append(basic_auth(web_config.users))
+    app = web.Application(middlewares=middlewares)
     app[SOURCE_KEY] = source
     app[METRICS_KEY] = metrics
     app[LOCK_KEY] = asyncio.Lock()
@@ -260,14 +328,18 @@ def make_app(source: StatusSource, metrics: Metrics) -> web.Application:
 Runner = web.AppRunner
 
 
-async def start(listen: str, source: StatusSource, metrics: Metrics) -> Runner:
-    """Serve on ``listen`` (``"127.0.0.1:9475"``, ``"[::1]:9475"``). The caller stops
-    it with ``await runner.cleanup()``. Raises ValueError for a bad address and
-    OSError when the port cannot be bound."""
+async def start(
+    listen: str, source: StatusSource, metrics: Metrics, web_config: WebConfig | None = None
+) -> Runner:
+    """Serve on ``listen`` (``"127.0.0.1:9475"``, ``"[::1]:9475"``), with the TLS and
+    basic auth of ``web_config``. The caller stops it with ``await runner.cleanup()``.
+    Raises ValueError for a bad address and OSError when the port cannot be bound or
+    the certificate not loaded (ssl.SSLError is one)."""
     host, port = parse_listen(listen)
-    runner = web.AppRunner(make_app(source, metrics), **limits.runner_options())
+    tls = web_config.ssl_context() if web_config is not None else None
+    runner = web.AppRunner(make_app(source, metrics, web_config), **limits.runner_options())
     await runner.setup()
-    site = limits.Site(runner, host or None, port, limits.connection_limit())
+    site = limits.Site(runner, host or None, port, limits.connection_limit(), tls)
     try:
         await site.start()
     except OSError:
@@ -289,6 +361,7 @@ __all__ = [
     "HistorySource",
     "StatusSource",
     "SteppedSource",
+    "basic_auth",
     "bound_port",
     "make_app",
     "parse_listen",
