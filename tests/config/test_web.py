@@ -15,7 +15,7 @@ from lvsd.config import load
 from lvsd.config.web import load_web
 from lvsd.errors import ConfigError
 from tests.checks.conftest import Certs, certs  # noqa: F401 -- the fixture, shared
-from tests.config.helpers import problems, write
+from tests.config.helpers import REPO, problems, write
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1)
 
@@ -134,3 +134,14 @@ def test_check_reports_the_web_config(tmp_path: Path) -> None:
     ok = write(tmp_path, "ok.yml", f"basic_auth_users:\n  alice: '{HASH}'\n")
     path = write(tmp_path, "c.toml", f'[daemon]\nweb_config_file = "{ok}"\n')
     assert ok == load(path).daemon.web_config_file
+
+
+def test_the_docs_example_loads(tmp_path: Path, certs: Certs) -> None:  # noqa: F811
+    """docs/metrics.md's web.yml loads, with a certificate and key in its folder."""
+    text = (REPO / "docs" / "metrics.md").read_text()
+    example = text.split("# /etc/lvsd/web.yml")[1].split("```")[0].split("\n", 1)[1]
+    (tmp_path / "director1.pem").write_bytes(certs.server_cert.read_bytes())
+    (tmp_path / "director1.key").write_bytes(certs.server_key.read_bytes())
+    web = load_web(write(tmp_path, "web.yml", example))
+    assert (True, ["prometheus"]) == (web.ssl_context() is not None, list(web.users))
+    assert bcrypt.checkpw(b"change me", web.users["prometheus"])
