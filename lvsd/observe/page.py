@@ -88,18 +88,9 @@ def render(
 
 
 def _service(svc: ServiceReport) -> list[str]:
-    flags = []
-    if not svc.in_kernel:
-        flags.append("not in kernel")
-    if svc.quorum is False:
-        flags.append("quorum down")
-    if svc.panic:
-        flags.append("panic")
-    if svc.sorry_active:
-        flags.append("sorry server active")
     title = f"{escape(svc.name)}: {escape(str(svc.key))} {escape(svc.scheduler)}"
-    if flags:
-        title += f' <span class="flag">{escape(", ".join(flags))}</span>'
+    if svc.flags:
+        title += f' <span class="flag">{escape(", ".join(svc.flags))}</span>'
     out = [
         f"<h2>{title}</h2>",
         "<table><tr><th>Real server</th><th>Forward</th><th>State</th><th>Kernel</th>"

@@ -165,6 +165,20 @@ class ServiceReport:
     def sorry_active(self) -> bool:
         return self.sorry is not None and self.sorry.active
 
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """What is wrong or special with it, in words (``not in kernel``, ``panic``)."""
+        return tuple(
+            word
+            for word, on in (
+                ("not in kernel", not self.in_kernel),
+                ("quorum down", self.quorum is False),
+                ("panic", self.panic),
+                ("sorry", self.sorry_active),
+            )
+            if on
+        )
+
     def to_json(self) -> dict[str, Any]:
         key = self.key
         return {
@@ -296,16 +310,9 @@ def _service_line(svc: ServiceReport) -> str:
     else:
         prot = str(key.protocol).upper()
         where = str(key).split(" ", 1)[1]
-    parts = [f"{prot:<4} {where} {svc.scheduler}", f"  [{svc.name}]"]
-    if not svc.in_kernel:
-        parts.append(" not in kernel")
-    if svc.quorum is False:
-        parts.append(" quorum down")
-    if svc.panic:
-        parts.append(" panic")
-    if svc.sorry_active:
-        parts.append(" sorry")
-    return "".join(parts)
+    return "".join(
+        [f"{prot:<4} {where} {svc.scheduler}", f"  [{svc.name}]", *(f" {f}" for f in svc.flags)]
+    )
 
 
 class _Layout:
