@@ -83,3 +83,13 @@ def test_values_are_escaped_and_transitions_listed() -> None:
         "down",
         ["80s", "web", "10.0.1.2:80", "realserver.down", "refused", t.detail],
     ) == page.rows[-1]
+
+
+def test_service_flags_in_its_title() -> None:
+    """A service in panic and out of the kernel says so beside its name, in red."""
+    report = world().report()
+    web = replace(report.services[0], panic=True, in_kernel=False)
+    text = render(replace(report, services=(web,)))
+    assert (
+        '<h2>web: tcp 10.0.0.1:80 wrr <span class="flag">not in kernel, panic</span></h2>' in text
+    )
