@@ -132,7 +132,7 @@ def _real_server(rs: RealServerReport) -> str:
             str(rs.state),
             _weight(rs.kernel_weight),
             str(rs.configured_weight),
-            str(rs.factors),
+            "0 (drained)" if rs.drained else str(rs.factors),  # the operator's drain is no factor
             _ago(rs.since),
             why,
             checks or "none",

@@ -53,7 +53,7 @@ def test_rows_carry_state_and_weights() -> None:
     servers = {cells[0]: (cls, cells[2:6]) for cls, cells in page.rows if cells}
     assert ("up", ["up", "3", "3", "3 = configured 3"]) == servers["10.0.1.1:80"]
     assert ("down", ["down", "0", "1", "1 = configured 1"]) == servers["10.0.1.2:80"]
-    assert ("drained", ["drained", "0", "1", "1 = configured 1"]) == servers["10.0.1.3:80"]
+    assert ("drained", ["drained", "0", "1", "0 (drained)"]) == servers["10.0.1.3:80"]
     assert ("sorry", ["sorry (idle)", "-", "1", ""]) == servers["10.0.9.9:80"]
     assert ("5", 0) == (page.refresh, page.scripts)
 
