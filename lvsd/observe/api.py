@@ -260,27 +260,30 @@ AUTH_CHECKS = 2
 
 
 def basic_auth(users: Mapping[str, bytes]) -> Middleware:
-    """A middleware that answers 401 unless the request carries a user of ``users``
+    """A middleware that answers 401 unless the request carries a user of ``users`` (not empty)
     with the password its bcrypt hash is of. A good pair is remembered (a digest of
     it), so a scraper pays bcrypt once, as with the exporter toolkit."""
     known: set[bytes] = set()
     gate = asyncio.Semaphore(AUTH_CHECKS)
+    # an unknown user is checked against a known user's hash: the same time as a
+    # wrong password, so the answer's delay does not tell which users exist
+    stand_in = next(iter(users.values()))
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         user, password = _credentials(request.headers.get("Authorization", ""))
-        hashed = users.get(user) if user is not None else None
-        if user is not None and hashed is not None and password is not None:
-            digest = hashlib.sha256(b"\0".join((user.encode(), password, hashed))).digest()
-            if digest in known:
+        if user is not None and password is not None:
+            hashed = users.get(user)
+            digest = hashlib.sha256(b"\0".join((user.encode(), password, hashed or b""))).digest()
+            if hashed is not None and digest in known:
                 return await handler(request)
             async with gate:
-                ok = await asyncio.to_thread(bcrypt.checkpw, password, hashed)
-            if ok:
+                ok = await asyncio.to_thread(bcrypt.checkpw, password, hashed or stand_in)
+            if ok and hashed is not None:
                 if len(known) < 64 * len(users):  # each user's passwords, a few
                     known.add(digest)
                 return await handler(request)
-        log.info("http.unauthorized", path=request.path, user=user)
+            log.info("http.unauthorized", path=request.path, user=user)
         return web.Response(
             status=401,
             text="401 unauthorized\n",
