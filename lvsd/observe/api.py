@@ -260,9 +260,9 @@ AUTH_CHECKS = 2
 
 
 def basic_auth(users: Mapping[str, bytes]) -> Middleware:
-    """A middleware that answers 401 unless the request carries a user of ``users`` (not empty)
-    with the password its bcrypt hash is of. A good pair is remembered (a digest of
-    it), so a scraper pays bcrypt once, as with the exporter toolkit."""
+    """A middleware that answers 401 unless the request carries a user of ``users``
+    (not empty) with the password its bcrypt hash is of. A good pair is remembered (a
+    digest of it), so a scraper pays bcrypt once, as with the exporter toolkit."""
     known: set[bytes] = set()
     gate = asyncio.Semaphore(AUTH_CHECKS)
     # an unknown user is checked against a known user's hash: the same time as a
