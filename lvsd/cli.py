@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -171,12 +172,25 @@ def _cmd_reload(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    answer = _request(args, {"command": "status"})
+    request: dict[str, Any] = {"command": "status"}
+    if not args.json and _colour(args.color):
+        request["color"] = True
+    answer = _request(args, request)
     if args.json:
         print(json.dumps(answer.get("status", {}), indent=2, sort_keys=True))
     else:
         print(answer.get("text", ""))
     return EXIT_OK
+
+
+def _colour(choice: str) -> bool:
+    """``--color``: always, never, or auto (a terminal, unless NO_COLOR is set or TERM
+    is dumb; https://no-color.org)."""
+    if choice != "auto":
+        return choice == "always"
+    from lvsd.log import _colors
+
+    return os.environ.get("TERM") != "dumb" and _colors(sys.stdout)
 
 
 def _cmd_drain(args: argparse.Namespace) -> int:
@@ -280,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status")
     _client_args(status)
     status.add_argument("--json", action="store_true", help="JSON instead of a table")
+    status.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the states: auto (default) on a terminal unless NO_COLOR is set",
+    )
     status.set_defaults(func=_cmd_status)
 
     reload = command("reload")

@@ -79,6 +79,8 @@ EXTERNAL = {
     "aiohttp": {"checks", "observe"},
     "prometheus_client": {"observe", "daemon"},
     "dns": {"checks", "core"},  # dnspython: the config validates record types with it
+    "yaml": {"core"},  # the config reads the HTTP port's web config file (exporter format)
+    "bcrypt": {"observe"},  # the HTTP port checks basic auth passwords
     "structlog": {"log", "checks", "ipvs", "engine", "observe", "daemon", "control"},
 }
 EXTERNAL["asyncio"] |= {"apply"}  # `lvsd apply`'s one-shot asyncio.run: the written exception

@@ -50,6 +50,51 @@ async def test_status_text_and_json(short_dir: Path, capsys: pytest.CaptureFixtu
         assert '"services": [' in capsys.readouterr().out
 
 
+async def test_status_colour(short_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--color=always`` colours the states; a pipe (here captured output) gets none
+    by default, nor with ``never``."""
+    async with running(short_dir, config_text(short_dir)) as r:
+        assert 0 == await cli("status", "--socket", r.socket, "--color=always")
+        assert "\033[32mup\033[0m" in capsys.readouterr().out
+        for argv in ((), ("--color=never",)):
+            assert 0 == await cli("status", "--socket", r.socket, *argv)
+            out = capsys.readouterr().out
+            assert "10.0.0.2:80" in out
+            assert "\033[" not in out
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("choice", "env", "tty", "expected"),
+    [
+        ("auto", {}, True, True),
+        ("auto", {}, False, False),
+        ("auto", {"NO_COLOR": "1"}, True, False),
+        ("auto", {"NO_COLOR": ""}, True, True),  # no-color.org: only a non-empty value
+        ("auto", {"TERM": "dumb"}, True, False),
+        ("always", {"NO_COLOR": "1"}, False, True),  # a flag beats the environment
+        ("never", {}, True, False),
+    ],
+)
+def test_colour_choice(
+    monkeypatch: pytest.MonkeyPatch, choice: str, env: dict[str, str], tty: bool, expected: bool
+) -> None:
+    """auto colours a terminal only, unless NO_COLOR is set (non-empty) or TERM is
+    dumb; always and never do what they say."""
+    from lvsd.cli import _colour
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "stdout", Terminal() if tty else io.StringIO())
+    assert expected == _colour(choice)
+
+
 async def test_reload_prints_the_ops(short_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``lvsd reload`` prints each op and a count."""
     async with running(short_dir, config_text(short_dir)) as r:

@@ -23,6 +23,7 @@ from lvsd.config.model import Config
 from lvsd.config.schema import Locate, build
 from lvsd.config.toml import parse_toml
 from lvsd.config.values import show
+from lvsd.config.web import load_web
 from lvsd.errors import ConfigError, Problem
 
 TOML_SUFFIXES = (".toml",)
@@ -236,14 +237,32 @@ def _deeper_than(tree: Tree, limit: int) -> bool:
 
 def _host_problems(config: Config | None, locate: Locate) -> list[Problem]:
     """What the daemon would refuse on this host: a control socket group that does not
-    exist (``check`` runs as the unit's ExecStartPre, on the same host as ``run``)."""
+    exist, a web config file with problems (``check`` runs as the unit's
+    ExecStartPre, on the same host as ``run``)."""
+    web = config.daemon.web_config_file if config is not None else ""
+    problems = _web_problems(web, locate) if web else []
     group = config.daemon.control_group if config is not None else None
     if group is None:
-        return []
+        return problems
     try:
         grp.getgrnam(group)
     except KeyError:
         path: KeyPath = ("daemon", "control_group")
         file, line = locate(path)
-        return [Problem(file, render_path(path), f"group {show(group)} does not exist", line)]
+        problems.append(
+            Problem(file, render_path(path), f"group {show(group)} does not exist", line)
+        )
+    return problems
+
+
+def _web_problems(web: str, locate: Locate) -> list[Problem]:
+    """The web config file's own problems (with its lines), or that it cannot be read."""
+    try:
+        load_web(web)
+    except ConfigError as exc:
+        path: KeyPath = ("daemon", "web_config_file")
+        file, line = locate(path)
+        if not os.path.exists(web):
+            return [Problem(file, render_path(path), f"{web} does not exist", line)]
+        return exc.problems
     return []

@@ -321,6 +321,7 @@ class DaemonConfig:
     control_socket: str = "/run/lvsd/control.sock"
     control_group: str | None = None  # group allowed to use the control socket
     metrics_listen: str = "127.0.0.1:9475"  # "" disables the HTTP endpoint
+    web_config_file: str = ""  # TLS and basic auth of the HTTP port (lvsd.config.web)
     reconcile_interval: float = 30.0  # seconds between drift checks
     max_concurrent_probes: int = 1000
     max_exec_probes: int = 32

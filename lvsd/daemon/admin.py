@@ -13,6 +13,7 @@ from typing import Any, Final
 from lvsd.control import printable
 from lvsd.engine.reconcile import Engine, ReloadResult
 from lvsd.errors import ControlError, LvsdError
+from lvsd.health.state import Transition
 from lvsd.model import DestKey, Snapshot, Table, parse_hostport
 from lvsd.observe import status
 from lvsd.observe.status import StatusReport
@@ -37,10 +38,11 @@ def text_field(request: Message, key: str) -> str:
     return value
 
 
-def status_reply(engine: Engine, now: float) -> Message:
-    """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people)."""
+def status_reply(engine: Engine, now: float, *, colour: bool = False) -> Message:
+    """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people, in
+    ANSI colours when ``colour``)."""
     report = status.build(engine.config, engine.health, engine.table, engine.drained, now)
-    text, found = report.render(), engine.timeouts
+    text, found = report.render(colour=colour), engine.timeouts
     json = report.to_json()
     if found is not None:  # as ``ipvsadm -L --timeout`` shows them
         json["timeouts"] = {"tcp": found.tcp, "tcp_fin": found.tcp_fin, "udp": found.udp}
@@ -84,7 +86,7 @@ class Admin:
         return result.to_json()
 
     async def _cmd_status(self, request: Message) -> Message:
-        return status_reply(self._engine, self._clock())
+        return status_reply(self._engine, self._clock(), colour=request.get("color") is True)
 
     async def _drain(self, request: Message, on: bool) -> Message:
         service = text_field(request, "service")
@@ -159,6 +161,11 @@ class ApiSource:
     def report(self, table: Table | None) -> StatusReport:
         engine = self._engine
         return status.build(engine.config, engine.health, table, engine.drained, self._clock())
+
+    def recent(self) -> list[tuple[float, Transition]]:
+        """(seconds ago, transition) of the engine's last transitions, newest first."""
+        now = self._clock()
+        return [(now - t.at, t) for t in reversed(self._engine.recent)]
 
     def report_steps(self, table: Table | None) -> Generator[None, None, StatusReport]:
         """:meth:`report` in steps (``lvsd.observe.status.build_steps``):

@@ -29,6 +29,7 @@ from lvsd import control
 from lvsd.checks.base import ProbeFactory
 from lvsd.checks.scheduler import CheckScheduler, checks_from_config
 from lvsd.config.model import Config, DaemonConfig
+from lvsd.config.web import load_web
 from lvsd.daemon import heap, loops
 from lvsd.daemon.admin import Admin, ApiSource
 from lvsd.daemon.systemd import Notifier, NullNotifier
@@ -145,8 +146,10 @@ class Daemon:
         if not listen or self.metrics is None:
             return
         source = ApiSource(engine, lambda: self.ready, self.clock)
+        path = config.daemon.web_config_file
         try:
-            runner = await api.start(listen, source, self.metrics)
+            web = load_web(path) if path else None  # ConfigError: changed since the load
+            runner = await api.start(listen, source, self.metrics, web)
         except (OSError, ValueError) as exc:
             raise LvsdError(f"cannot serve metrics on {listen}: {exc}") from exc
         self._runner = runner
@@ -310,6 +313,7 @@ START_ONLY = (
     "control_socket",
     "control_group",
     "metrics_listen",
+    "web_config_file",
     "max_concurrent_probes",
     "max_exec_probes",
 )

@@ -11,6 +11,7 @@ that never blocks the engine, and each changed real server's notify command
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -27,6 +28,9 @@ log = structlog.get_logger(__name__)
 
 #: Seconds a quorum up/down command may run before it is killed.
 COMMAND_TIMEOUT = 30.0
+
+#: Transitions :attr:`Announcer.recent` keeps (the status page shows them).
+RECENT = 20
 
 #: Runs a quorum command (argv); the default starts a bounded subprocess.
 CommandRunner = Callable[[Sequence[str]], None]
@@ -111,12 +115,15 @@ class Announcer:
         job = job_for(svc, t.realserver, notify, up=t.new, reason=t.reason, detail=t.detail)
         if job is not None:
             self.notifier.submit(job)
+        #: The last RECENT transitions, oldest first.
+        self.recent: deque[Transition] = deque(maxlen=RECENT)
 
     def report(self, report: Report, config: Config) -> None:
         """Log every change of ``report``, feed the hooks, run ``config``'s quorum
         commands."""
         for t in report.transitions:
             self.hooks.transition(t)
+            self.recent.append(t)
             # trouble in the pool is a warning (see lvsd.log); a recovery is routine
             say = log.info if t.new else log.warning
             say(
@@ -192,4 +199,4 @@ async def _run_bounded(argv: tuple[str, ...], limit: float = COMMAND_TIMEOUT) ->
         log.error("command.failed", command=list(argv), status=exited.code)
 
 
-__all__ = ["COMMAND_TIMEOUT", "Announcer", "CommandRunner", "Hooks", "NullHooks"]
+__all__ = ["COMMAND_TIMEOUT", "RECENT", "Announcer", "CommandRunner", "Hooks", "NullHooks"]

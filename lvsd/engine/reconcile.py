@@ -41,7 +41,7 @@ from lvsd.engine.kernel import KernelView
 from lvsd.engine.notify import Notifier
 from lvsd.errors import ConfigError, LvsdError
 from lvsd.health.check import CheckId
-from lvsd.health.state import HealthState, Report
+from lvsd.health.state import HealthState, Report, Transition
 from lvsd.ipvs.base import Backend, Timeouts
 from lvsd.model import (
     ApplyResult,
@@ -229,6 +229,11 @@ class Engine:
     def retry_due(self) -> bool:
         """True when the timer should reconcile: a stale cache, or a refused op's retry."""
         return self.kernel.retry_due()
+
+    @property
+    def recent(self) -> Sequence[Transition]:
+        """The last transitions of real servers, oldest first (``announce.RECENT``)."""
+        return self._announcer.recent
 
     @property
     def snapshot(self) -> Snapshot | None:

@@ -16,28 +16,39 @@ No operator action is served here (drains and reloads go through the control soc
   collections stay small.
   With ``Accept-Encoding: gzip`` the answer is compressed (zlib level 1, part by
   part on the loop: about 2 ms a MB, docs/operations.md).
-* ``GET /status``: the status report as JSON (also one dump).
+* ``GET /status``: the status report as JSON (also one dump); the status page
+  (``lvsd.observe.page``) when ``Accept`` asks for ``text/html``, as a browser does.
+* ``GET /``: the status page, with the recent transitions of a :class:`HistorySource`.
 * ``GET /healthz``: 200 while the process serves.
 * ``GET /readyz``: 200 once every check has run at least once, else 503.
 
-Connections are capped and timed out by ``lvsd.observe.limits``.
+Connections are capped and timed out by ``lvsd.observe.limits``. With a web config
+file (``lvsd.config.web``) the port speaks TLS and every path asks for basic auth
+(:func:`basic_auth`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import json
 import zlib
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+import bcrypt
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 
+from lvsd.config.web import WebConfig
 from lvsd.errors import IpvsError
+from lvsd.health.state import Transition
 from lvsd.model import Snapshot, Table, parse_hostport
-from lvsd.observe import limits
+from lvsd.observe import limits, page
 from lvsd.observe.metrics import Metrics
 from lvsd.observe.status import StatusReport
 from lvsd.observe.steps import drive, release
@@ -80,6 +91,15 @@ class SteppedSource(StatusSource, Protocol):
         ...
 
 
+@runtime_checkable
+class HistorySource(StatusSource, Protocol):
+    """A source that also keeps the last transitions (the status page lists them)."""
+
+    def recent(self) -> Sequence[tuple[float, Transition]]:
+        """(seconds ago, transition) of the last transitions, newest first."""
+        ...
+
+
 #: Bytes of a /metrics answer written between two yields to the event loop: a reader
 #: that keeps up (Prometheus on the same host) would otherwise take a large answer in
 #: one go, with every probe due meanwhile waiting.
@@ -109,9 +129,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def wants_gzip(accept_encoding: str) -> bool:
     """Whether an ``Accept-Encoding`` header takes gzip (``gzip;q=0`` refuses it)."""
-    for part in accept_encoding.split(","):
-        coding, _, params = part.partition(";")
-        if coding.strip().lower() in ("gzip", "x-gzip"):
+    return _accepts(accept_encoding, ("gzip", "x-gzip"))
+
+
+def wants_html(accept: str) -> bool:
+    """Whether an ``Accept`` header takes ``text/html`` (a browser's does, curl's not)."""
+    return _accepts(accept, ("text/html",))
+
+
+def _accepts(header: str, names: tuple[str, ...]) -> bool:
+    """Whether an ``Accept``-like header lists one of ``names`` with a q above 0."""
+    for part in header.split(","):
+        item, _, params = part.partition(";")
+        if item.strip().lower() in names:
             for param in params.split(";"):
                 name, _, value = param.partition("=")
                 if name.strip().lower() == "q":
@@ -184,15 +214,30 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _status(request: web.Request) -> web.Response:
-    source = request.app[SOURCE_KEY]
+async def _current(source: StatusSource) -> StatusReport:
+    """The report of a fresh dump (without kernel weights when the dump fails)."""
     table: Table | None
     try:
         table = (await source.snapshot()).table
     except IpvsError:
         table = None
-    built = await report(source, table)
+    return await report(source, table)
+
+
+async def _status(request: web.Request) -> web.Response:
+    if wants_html(request.headers.get("Accept", "")):
+        return await _page(request)
+    built = await _current(request.app[SOURCE_KEY])
     return web.json_response(built.to_json(), dumps=lambda o: json.dumps(o, indent=1) + "\n")
+
+
+async def _page(request: web.Request) -> web.Response:
+    source = request.app[SOURCE_KEY]
+    built = await _current(source)
+    recent = source.recent() if isinstance(source, HistorySource) else ()
+    response = web.Response(text=page.render(built, recent), content_type="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -205,12 +250,76 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="not ready: some checks have not run yet\n")
 
 
-def make_app(source: StatusSource, metrics: Metrics) -> web.Application:
+#: An aiohttp request handler.
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+#: Basic auth checks at once: each costs a bcrypt hash (tens of ms at cost 10) in a
+#: thread; more wait, so wrong passwords cannot take every core.
+AUTH_CHECKS = 2
+
+
+def basic_auth(users: Mapping[str, bytes]) -> Middleware:
+    """A middleware that answers 401 unless the request carries a user of ``users``
+    (not empty) with the password its bcrypt hash is of. A good pair is remembered (a
+    digest of it), so a scraper pays bcrypt once, as with the exporter toolkit."""
+    known: set[bytes] = set()
+    gate = asyncio.Semaphore(AUTH_CHECKS)
+    # an unknown user is checked against a known user's hash: the same time as a
+    # wrong password, so the answer's delay does not tell which users exist
+    stand_in = next(iter(users.values()))
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        user, password = _credentials(request.headers.get("Authorization", ""))
+        if user is not None and password is not None:
+            hashed = users.get(user)
+            digest = hashlib.sha256(b"\0".join((user.encode(), password, hashed or b""))).digest()
+            if hashed is not None and digest in known:
+                return await handler(request)
+            async with gate:
+                ok = await asyncio.to_thread(bcrypt.checkpw, password, hashed or stand_in)
+            if ok and hashed is not None:
+                if len(known) < 64 * len(users):  # each user's passwords, a few
+                    known.add(digest)
+                return await handler(request)
+            log.info("http.unauthorized", path=request.path, user=user)
+        return web.Response(
+            status=401,
+            text="401 unauthorized\n",
+            headers={"WWW-Authenticate": 'Basic realm="lvsd", charset="UTF-8"'},
+        )
+
+    return middleware
+
+
+def _credentials(header: str) -> tuple[str | None, bytes | None]:
+    """The user and password of a ``Basic`` Authorization header (None, None if none)."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None, None
+    user, colon, password = decoded.partition(b":")
+    if not colon:
+        return None, None
+    return user.decode("utf-8", "replace"), password
+
+
+def make_app(
+    source: StatusSource, metrics: Metrics, web_config: WebConfig | None = None
+) -> web.Application:
     """The aiohttp application (for tests; :func:`start` serves it)."""
-    app = web.Application(middlewares=[limits.answer_deadline])
+    middlewares: list[Middleware] = [limits.answer_deadline]
+    if web_config is not None and web_config.users:
+        middlewares.append(basic_auth(web_config.users))
+    app = web.Application(middlewares=middlewares)
     app[SOURCE_KEY] = source
     app[METRICS_KEY] = metrics
     app[LOCK_KEY] = asyncio.Lock()
+    app.router.add_get("/", _page)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/status", _status)
     app.router.add_get("/healthz", _healthz)
@@ -222,14 +331,18 @@ def make_app(source: StatusSource, metrics: Metrics) -> web.Application:
 Runner = web.AppRunner
 
 
-async def start(listen: str, source: StatusSource, metrics: Metrics) -> Runner:
-    """Serve on ``listen`` (``"127.0.0.1:9475"``, ``"[::1]:9475"``). The caller stops
-    it with ``await runner.cleanup()``. Raises ValueError for a bad address and
-    OSError when the port cannot be bound."""
+async def start(
+    listen: str, source: StatusSource, metrics: Metrics, web_config: WebConfig | None = None
+) -> Runner:
+    """Serve on ``listen`` (``"127.0.0.1:9475"``, ``"[::1]:9475"``), with the TLS and
+    basic auth of ``web_config``. The caller stops it with ``await runner.cleanup()``.
+    Raises ValueError for a bad address and OSError when the port cannot be bound or
+    the certificate not loaded (ssl.SSLError is one)."""
     host, port = parse_listen(listen)
-    runner = web.AppRunner(make_app(source, metrics), **limits.runner_options())
+    tls = web_config.ssl_context() if web_config is not None else None
+    runner = web.AppRunner(make_app(source, metrics, web_config), **limits.runner_options())
     await runner.setup()
-    site = limits.Site(runner, host or None, port, limits.connection_limit())
+    site = limits.Site(runner, host or None, port, limits.connection_limit(), tls)
     try:
         await site.start()
     except OSError:
@@ -248,13 +361,16 @@ def bound_port(runner: Runner) -> int:
 
 __all__ = [
     "DEFAULT_PORT",
+    "HistorySource",
     "StatusSource",
     "SteppedSource",
+    "basic_auth",
     "bound_port",
     "make_app",
     "parse_listen",
     "report",
     "start",
     "wants_gzip",
+    "wants_html",
     "wants_openmetrics",
 ]

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import resource
 import socket
+import ssl
 import struct
 import sys
 from collections.abc import Awaitable, Callable
@@ -94,24 +95,33 @@ def connection_limit() -> int:
 class Site(web.BaseSite):
     """aiohttp's TCP site with every connection going through a :class:`Gate`."""
 
-    __slots__ = ("_host", "_limit", "_port")
+    __slots__ = ("_host", "_limit", "_port", "_tls")
 
-    def __init__(self, runner: web.BaseRunner, host: str | None, port: int, limit: int) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str | None,
+        port: int,
+        limit: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
         self._limit = limit
+        self._tls = tls
 
     @property
     def name(self) -> str:
-        return f"http://{self._host or '0.0.0.0'}:{self._port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._host or '0.0.0.0'}:{self._port}"
 
     async def start(self) -> None:
         await super().start()
         server = self._runner.server
         assert server is not None  # set up by the runner before its sites
         self._server = await asyncio.get_running_loop().create_server(
-            Gate(server, self._limit), self._host, self._port
+            Gate(server, self._limit), self._host, self._port, ssl=self._tls
         )
 
 

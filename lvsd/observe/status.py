@@ -165,6 +165,20 @@ class ServiceReport:
     def sorry_active(self) -> bool:
         return self.sorry is not None and self.sorry.active
 
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """What is wrong or special with it, in words (``not in kernel``, ``panic``)."""
+        return tuple(
+            word
+            for word, on in (
+                ("not in kernel", not self.in_kernel),
+                ("quorum down", self.quorum is False),
+                ("panic", self.panic),
+                ("sorry", self.sorry_active),
+            )
+            if on
+        )
+
     def to_json(self) -> dict[str, Any]:
         key = self.key
         return {
@@ -203,14 +217,15 @@ class StatusReport:
             "services": [s.to_json() for s in self.services],
         }
 
-    def render(self) -> str:
+    def render(self, *, colour: bool = False) -> str:
         """``ipvsadm -Ln`` with health columns: Weight is the kernel's ("-" when
         absent), Conf the configured weight, then state, seconds since it changed,
-        the reason word and the detail."""
+        the reason word and the detail. ``colour``: the state in ANSI colours."""
         head = "Prot LocalAddress:Port Scheduler Flags"
         rows: list[tuple[str, ...]] = [
             ("  -> RemoteAddress:Port", "Forward", "Weight", "Conf", "State", "Since", "Why")
         ]
+        tones = [""]  # per row of ``rows``: the ANSI colour of its state
         lines: list[str | None] = []  # None marks a row of ``rows``
         for svc in self.services:
             lines.append(_service_line(svc))
@@ -230,6 +245,7 @@ class StatusReport:
                         why,
                     )
                 )
+                tones.append(_TONES[rs.state])
                 lines.append(None)
             if svc.sorry is not None:
                 rows.append(
@@ -243,20 +259,32 @@ class StatusReport:
                         "",
                     )
                 )
+                tones.append(_TONES[HealthCode.HELD] if svc.sorry.active else "")
                 lines.append(None)
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
 
-        def fmt(row: tuple[str, ...]) -> str:
+        def fmt(row: tuple[str, ...], tone: str) -> str:
             cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+            if colour and tone:  # after the padding: escapes take no width
+                cells[4] = f"\033[{tone}m{row[4]}\033[0m" + cells[4][len(row[4]) :]
             return " ".join([*cells, row[-1]]).rstrip()
 
-        out = [head, fmt(rows[0])]
-        row_iter = iter(rows[1:])
+        out = [head, fmt(rows[0], "")]
+        row_iter = iter(zip(rows[1:], tones[1:], strict=True))
         for line in lines:
-            out.append(fmt(next(row_iter)) if line is None else line)
+            out.append(fmt(*next(row_iter)) if line is None else line)
         if not self.table_read:
             out.append("(kernel table not read: Weight unknown)")
         return "\n".join(out) + "\n"
+
+
+#: ANSI colours of the states in :meth:`StatusReport.render` (as on the status page).
+_TONES = {
+    HealthCode.UP: "32",
+    HealthCode.DOWN: "1;31",
+    HealthCode.HELD: "33",
+    HealthCode.DRAINED: "34",
+}
 
 
 def _weight(value: int | None) -> str:
@@ -282,16 +310,9 @@ def _service_line(svc: ServiceReport) -> str:
     else:
         prot = str(key.protocol).upper()
         where = str(key).split(" ", 1)[1]
-    parts = [f"{prot:<4} {where} {svc.scheduler}", f"  [{svc.name}]"]
-    if not svc.in_kernel:
-        parts.append(" not in kernel")
-    if svc.quorum is False:
-        parts.append(" quorum down")
-    if svc.panic:
-        parts.append(" panic")
-    if svc.sorry_active:
-        parts.append(" sorry")
-    return "".join(parts)
+    return "".join(
+        [f"{prot:<4} {where} {svc.scheduler}", f"  [{svc.name}]", *(f" {f}" for f in svc.flags)]
+    )
 
 
 class _Layout:

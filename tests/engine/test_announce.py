@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from lvsd.checks.base import ProbeResult
 from lvsd.config import load
-from lvsd.engine.announce import Announcer, Hooks, NullHooks, _run_bounded
+from lvsd.engine.announce import RECENT, Announcer, Hooks, NullHooks, _run_bounded
 from lvsd.health.state import PanicTransition, QuorumTransition, Report, Transition
 from tests.checks.test_exec import _gone
 from tests.engine.helpers import RS1, RS2, cid, config_text, fail, ok, started, write
@@ -171,6 +171,21 @@ def test_recoveries_are_logged_at_info(tmp_path: Path) -> None:
         ("quorum.up", "info"),
     ]
     assert expected == [(e["event"], e["log_level"]) for e in logs]
+
+
+def test_recent_keeps_the_last_transitions(tmp_path: Path) -> None:
+    """``recent`` holds the last RECENT transitions, oldest first (the status page's)."""
+    config = load(write(tmp_path, config_text()))
+    announcer = Announcer(NullHooks(), lambda argv: None)
+    flips = [
+        Transition(service="web", realserver=RS1, old=i % 2 == 0, new=i % 2 == 1,
+                   reason="ok", detail=f"flip {i}", at=float(i))
+        for i in range(RECENT + 5)
+    ]  # fmt: skip
+    with capture_logs():
+        for t in flips:
+            announcer.report(Report(transitions=(t,)), config)
+    assert flips[5:] == list(announcer.recent)
 
 
 def test_no_command_without_one_configured(tmp_path: Path) -> None:

@@ -207,6 +207,22 @@ async def test_status_without_a_table(served: tuple[FakeSource, str]) -> None:
     assert (200, False, [None]) == (resp.status, data["table_read"], source.tables)
 
 
+async def test_page_at_root_and_by_accept(served: tuple[FakeSource, str]) -> None:
+    """``/`` is the HTML page; ``/status`` is the page for a browser's Accept and JSON
+    for curl's, or for a text/html refused with q=0."""
+    _, base = served
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    root = await get(base + "/")
+    by_accept = await get(base + "/status", Accept=browser)
+    curl = await get(base + "/status", Accept="*/*")
+    refused = await get(base + "/status", Accept="text/html;q=0, application/json")
+    assert [200, 200] == [root[0], by_accept[0]]
+    assert ["text/html; charset=utf-8"] * 2 == [root[1], by_accept[1]]
+    assert "<title>lvsd status</title>" in root[2]
+    assert "10.0.1.2:80" in by_accept[2]
+    assert ["application/json; charset=utf-8"] * 2 == [curl[1], refused[1]]
+
+
 async def test_healthz_and_readyz(served: tuple[FakeSource, str]) -> None:
     """healthz is always 200; readyz is 503 until every check ran, then 200."""
     source, base = served

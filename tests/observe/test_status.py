@@ -297,6 +297,19 @@ def test_render_like_ipvsadm() -> None:
     assert expected == text
 
 
+def test_render_in_colour() -> None:
+    """In colour each state is wrapped in its ANSI colour and the columns stay where
+    they are: without the escapes it is the plain text."""
+    import re
+
+    report = world().report()
+    text = report.render(colour=True)
+    assert "  -> 10.0.1.2:80        Masq    0      1    \033[1;31mdown\033[0m         80s" in text
+    assert "\033[32mup\033[0m" in text
+    assert "\033[34mdrained\033[0m" in text
+    assert report.render() == re.sub("\033\\[[0-9;]*m", "", text)
+
+
 def all_probed(report: StatusReport) -> bool:
     """Every check of every real server of ``report`` has reported at least once."""
     return all(
