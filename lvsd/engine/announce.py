@@ -94,6 +94,8 @@ class Announcer:
         self.notifier = Notifier(max_notify, lambda result: hooks.command("notify", result))
         self._notify_index: tuple[Config, dict[RealServerId, tuple[VirtualServiceConfig, Notify]]]
         self._notify_index = (Config(path=""), {})
+        #: The last RECENT transitions, oldest first.
+        self.recent: deque[Transition] = deque(maxlen=RECENT)
 
     def _notifies(self, config: Config) -> dict[RealServerId, tuple[VirtualServiceConfig, Notify]]:
         """The real servers of ``config`` that have a notify table (built once per config)."""
@@ -115,8 +117,6 @@ class Announcer:
         job = job_for(svc, t.realserver, notify, up=t.new, reason=t.reason, detail=t.detail)
         if job is not None:
             self.notifier.submit(job)
-        #: The last RECENT transitions, oldest first.
-        self.recent: deque[Transition] = deque(maxlen=RECENT)
 
     def report(self, report: Report, config: Config) -> None:
         """Log every change of ``report``, feed the hooks, run ``config``'s quorum
