@@ -333,7 +333,8 @@ def run_case(case: str) -> dict[str, Any]:
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        out["start_s"] = wait_for(lambda w: w.get(rs1, 0) > 0 and w.get(rs2, 0) > 0)
+        # generous: a starved guest has taken over a minute to start Python and lvsd
+        out["start_s"] = wait_for(lambda w: w.get(rs1, 0) > 0 and w.get(rs2, 0) > 0, 180.0)
         out["table"] = ipvsadm()
         streams = [traffic(url, RESULTS / f"{case}-{i}.json", 12.0) for i, url in enumerate(urls)]
         time.sleep(3.0)
