@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from lvsd.model import ApplyResult, Op, Snapshot
+from lvsd.model import ApplyResult, Op, Snapshot, SyncDaemon, SyncState
 
 
 class Backend(Protocol):
@@ -25,3 +25,23 @@ class Backend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class SyncDaemons(Protocol):
+    """The kernel's connection sync daemons (netlink) or a stand-in for them (memory).
+
+    Each raises ``IpvsError`` when the kernel refuses or cannot be asked.
+    """
+
+    async def sync_daemons(self) -> tuple[SyncDaemon, ...]:
+        """The daemons running (none, a master, a backup, or both), as the kernel
+        reports them."""
+        ...
+
+    async def start_sync(self, daemon: SyncDaemon) -> None:
+        """Start ``daemon`` (the kernel refuses one of a state already running)."""
+        ...
+
+    async def stop_sync(self, state: SyncState) -> None:
+        """Stop the daemon of ``state``."""
+        ...
