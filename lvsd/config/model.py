@@ -18,6 +18,8 @@ from lvsd.model import (
     SchedFlag,
     Scheduler,
     ServiceKey,
+    SyncDaemon,
+    SyncState,
     TunnelType,
     format_hostport,
 )
@@ -260,11 +262,55 @@ class DaemonConfig:
     adopt_up: bool = True  # real servers found with weight > 0 count as up until probed
 
 
+class SyncRole(StrEnum):
+    """Which sync daemons ``[sync]`` runs: the kernel runs a master and a backup at
+    once, so ``both`` suits a pair whose roles move with the VIP."""
+
+    MASTER = "master"
+    BACKUP = "backup"
+    BOTH = "both"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncConfig:
+    """``[sync]``: the kernel's connection sync daemons lvsd starts and keeps running.
+    The optional fields are 0 or "" for the kernel's default."""
+
+    state: SyncRole
+    interface: str
+    syncid: int = 0
+    port: int = 0
+    ttl: int = 0
+    maxlen: int = 0
+    group: str = ""
+
+    def daemons(self) -> tuple[SyncDaemon, ...]:
+        """The daemons this section asks for, master first."""
+        states = {
+            SyncRole.MASTER: (SyncState.MASTER,),
+            SyncRole.BACKUP: (SyncState.BACKUP,),
+            SyncRole.BOTH: (SyncState.MASTER, SyncState.BACKUP),
+        }[self.state]
+        return tuple(
+            SyncDaemon(
+                state=state,
+                interface=self.interface,
+                syncid=self.syncid,
+                port=self.port,
+                ttl=self.ttl,
+                maxlen=self.maxlen,
+                group=self.group,
+            )
+            for state in states
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     path: str
     daemon: DaemonConfig = DaemonConfig()
     services: tuple[VirtualServiceConfig, ...] = ()
+    sync: SyncConfig | None = None  # None: lvsd leaves the kernel's sync daemons alone
 
     @property
     def real_server_count(self) -> int:
@@ -301,6 +347,8 @@ __all__ = [
     "SmtpOptions",
     "SorryServer",
     "StatusRange",
+    "SyncConfig",
+    "SyncRole",
     "TcpOptions",
     "UdpOptions",
     "VirtualServiceConfig",
