@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Final
 
@@ -14,7 +15,7 @@ from lvsd.engine.reconcile import Engine, ReloadResult
 from lvsd.errors import ControlError, LvsdError
 from lvsd.model import DestKey, Snapshot, Table, parse_hostport
 from lvsd.observe import status
-from lvsd.observe.status import StatusReport
+from lvsd.observe.status import StatusReport, SyncLine
 
 #: A control request or answer: one JSON object (``lvsd.control``).
 Message = dict[str, Any]
@@ -28,9 +29,10 @@ def parse_realserver(text: str) -> DestKey:
         raise LvsdError(f"bad real server: {exc}") from None
 
 
-def status_reply(engine: Engine, now: float) -> Message:
+def status_reply(engine: Engine, now: float, sync: tuple[SyncLine, ...] = ()) -> Message:
     """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people)."""
     report = status.build(engine.config, engine.health, engine.table, engine.drained, now)
+    report = dataclasses.replace(report, sync=sync)
     return {"status": report.to_json(), "text": report.render()}
 
 
@@ -44,11 +46,13 @@ class Admin:
         reload: Callable[[bool], Awaitable[ReloadResult]],
         clock: Callable[[], float],
         serving: Callable[[], bool] = lambda: True,
+        sync: Callable[[], tuple[SyncLine, ...]] = tuple,
     ) -> None:
         self._engine = engine
         self._reload = reload
         self._clock = clock
         self._serving = serving
+        self._sync = sync  # the sync daemons' latest pass
 
     async def handle(self, request: Message) -> Message:
         """Answer one request (``lvsd.control.Handler``); none before the daemon serves
@@ -69,7 +73,7 @@ class Admin:
         return result.to_json()
 
     async def _cmd_status(self, request: Message) -> Message:
-        return status_reply(self._engine, self._clock())
+        return status_reply(self._engine, self._clock(), self._sync())
 
     async def _drain(self, request: Message, on: bool) -> Message:
         service = str(request.get("service", ""))

@@ -33,10 +33,12 @@ from lvsd.daemon.admin import Admin, ApiSource
 from lvsd.daemon.systemd import Notifier, NullNotifier
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.reconcile import Engine, ReloadResult
+from lvsd.engine.sync import SyncCheck, SyncKeeper
 from lvsd.errors import LvsdError
-from lvsd.ipvs.base import Backend
+from lvsd.ipvs.base import Backend, SyncDaemons
 from lvsd.observe import api, status
 from lvsd.observe.metrics import Metrics
+from lvsd.observe.status import SyncLine
 from lvsd.preflight import Severity, audit
 
 log = structlog.get_logger("lvsd.daemon.lifecycle")
@@ -89,6 +91,8 @@ class Daemon:
         self.scheduler: CheckScheduler | None = None
         self.metrics: Metrics | None = None
         self.backend: Backend | None = None
+        #: Keeps the kernel's sync daemons as ``[sync]`` asks (None: a backend without).
+        self.sync: SyncKeeper | None = None
         #: The metrics endpoint's port once it listens (tests use port 0).
         self.api_port: int | None = None
         self._server: control.Server | None = None
@@ -183,6 +187,8 @@ class Daemon:
         drains = DrainStore.in_dir(config.daemon.state_dir)
         engine = Engine(config, backend, clock=self.clock, drains=drains, hooks=self._metrics())
         self.engine = engine
+        if isinstance(backend, SyncDaemons):
+            self.sync = SyncKeeper(backend, self._sync_metrics)
         try:
             await self._start(config, engine)
             await self._main()
@@ -190,16 +196,26 @@ class Daemon:
             await self._stop(config, engine, backend)
         return 0
 
+    def _sync_metrics(self, checks: tuple[SyncCheck, ...]) -> None:
+        if self.metrics is not None:
+            self.metrics.sync_daemons({str(c.daemon.state): c.up for c in checks})
+
+    def _sync_lines(self) -> tuple[SyncLine, ...]:
+        checks = self.sync.checks if self.sync is not None else ()
+        return tuple(SyncLine(str(c.daemon.state), c.up, str(c)) for c in checks)
+
     async def _start(self, config: Config, engine: Engine) -> None:
         """The sockets (so a second instance, or a port in use, stops here before any
         kernel write), the first apply, the host audit, the checks, the loops; then
         ``READY=1``. What has started is stopped by :meth:`_stop`, even on failure."""
-        admin = Admin(engine, self.reload, self.clock, lambda: self.ready)
+        admin = Admin(engine, self.reload, self.clock, lambda: self.ready, self._sync_lines)
         self._server = await control.serve(
             config.daemon.control_socket, admin.handle, group=config.daemon.control_group
         )
         await self._start_api(config, engine)
         await engine.start()
+        if self.sync is not None:
+            await self.sync.keep(config.sync)
         if self.metrics is not None:
             self.metrics.loaded(time.time())
         # after the first dump, which loads ip_vs
@@ -210,7 +226,7 @@ class Daemon:
             asyncio.create_task(scheduler.run(), name="scheduler"),
             asyncio.create_task(loops.batches(self._batcher, engine, self._status), name="batches"),
             asyncio.create_task(loops.timer(engine, self.timer_interval, self.clock), name="timer"),
-            asyncio.create_task(loops.drift(engine), name="drift"),
+            asyncio.create_task(loops.drift(engine, self.sync), name="drift"),
             asyncio.create_task(
                 loops.watchdog(self.notifier, engine, scheduler, self.clock), name="watchdog"
             ),
@@ -287,6 +303,8 @@ class Daemon:
                 if result.ok and self.scheduler is not None:
                     await self.scheduler.update(checks_from_config(engine.config))
                     self._freeze(engine.config)
+                if result.ok and self.sync is not None:
+                    await self.sync.keep(engine.config.sync)
                 if result.ok:
                     # the new config may need other settings
                     await preflight(engine.config, self.proc, self.modules_dir, self.metrics)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lvsd.model import ApplyResult, Op, Snapshot, SyncDaemon, SyncState
 
@@ -27,6 +27,7 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
 class SyncDaemons(Protocol):
     """The kernel's connection sync daemons (netlink) or a stand-in for them (memory).
 
