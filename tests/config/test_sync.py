@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from lvsd.cli import main
+from lvsd.config import load
 from lvsd.config.model import SyncConfig, SyncRole
 from lvsd.model import SyncDaemon, SyncState
-from tests.config.helpers import SERVICE, load_text, problems, write
+from tests.config.helpers import REPO, SERVICE, load_text, problems, write
 
 
 def test_a_config_without_sync_leaves_the_daemons_alone(tmp_path: Path) -> None:
@@ -138,3 +139,36 @@ def test_lvsd_check_reports_it(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert 0 != main(["check", "-c", path])
     err = capsys.readouterr().err
     assert f'{path}:7: sync.interface: "" is not an interface name' in err
+
+
+HA = REPO / "etc" / "examples" / "ha"
+
+
+def test_the_ha_examples_differ_only_in_their_paths() -> None:
+    """lvsd-a.toml and lvsd-b.toml: the same services and sync daemons, each
+    director's own state folder and control socket."""
+    a, b = (load(str(HA / f"lvsd-{x}.toml")) for x in "ab")
+    assert a.services == b.services
+    assert a.sync == b.sync == SyncConfig(state=SyncRole.BOTH, interface="eth1", syncid=7)
+    assert ("/run/lvsd-a", "/run/lvsd-b") == (a.daemon.state_dir, b.daemon.state_dir)
+    assert "/run/lvsd-b/control.sock" == b.daemon.control_socket
+
+
+def test_the_keepalived_examples_differ_in_router_id_state_and_priority_only() -> None:
+    """The VRRP instances, their VIPs and the sync group are the same on both."""
+
+    def lines(x: str) -> list[str]:
+        text = (HA / f"keepalived-{x}.conf").read_text()
+        return [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
+
+    a, b = lines("a"), lines("b")
+    different = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+    assert [
+        ("router_id dira", "router_id dirb"),
+        ("state MASTER", "state BACKUP"),
+        ("priority 150", "priority 100"),
+        ("state MASTER", "state BACKUP"),
+        ("priority 150", "priority 100"),
+    ] == different
+    assert "192.168.3.108/24 dev eth0" in a
+    assert "10.0.0.1/24 dev eth1" in a
