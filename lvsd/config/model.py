@@ -260,6 +260,9 @@ class DaemonConfig:
     reload_max_removed: float = 0.5
     remove_on_stop: bool = False
     adopt_up: bool = True  # real servers found with weight > 0 count as up until probed
+    # "0" while this director can serve, "1" when not: for keepalived's track_file
+    # (lvsd.engine.serving); "" writes none
+    serving_file: str = ""
 
 
 class SyncRole(StrEnum):

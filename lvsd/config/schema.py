@@ -312,6 +312,7 @@ class _Builder:
             "metrics_listen": to_listen,
             "control_socket": to_socket_path,
             "state_dir": to_abs_path,
+            "serving_file": lambda v: to_abs_path(v) if v != "" else "",
         }
         kwargs = {}
         for name in names:

@@ -33,6 +33,7 @@ from lvsd.daemon.admin import Admin, ApiSource
 from lvsd.daemon.systemd import Notifier, NullNotifier
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.reconcile import Engine, ReloadResult
+from lvsd.engine.serving import ServingFile, cannot_serve
 from lvsd.engine.sync import SyncCheck, SyncKeeper
 from lvsd.errors import LvsdError
 from lvsd.ipvs.base import Backend, SyncDaemons
@@ -93,6 +94,9 @@ class Daemon:
         self.backend: Backend | None = None
         #: Keeps the kernel's sync daemons as ``[sync]`` asks (None: a backend without).
         self.sync: SyncKeeper | None = None
+        #: ``daemon.serving_file``, for keepalived's track_file (None: not configured).
+        self.serving: ServingFile | None = None
+        self._serving_changes = -1  # the engine's change count it was last written at
         #: The metrics endpoint's port once it listens (tests use port 0).
         self.api_port: int | None = None
         self._server: control.Server | None = None
@@ -196,6 +200,20 @@ class Daemon:
             await self._stop(config, engine, backend)
         return 0
 
+    def _update_serving(self, force: bool = False) -> None:
+        """Write ``daemon.serving_file`` when health changed (or ``force``)."""
+        engine = self.engine
+        if engine is None or (not force and engine.changes == self._serving_changes):
+            return
+        self._serving_changes = engine.changes
+        path = engine.config.daemon.serving_file
+        if not path:
+            self.serving = None
+            return
+        if self.serving is None or str(self.serving.path) != path:
+            self.serving = ServingFile(path)
+        self.serving.set(cannot_serve(engine.config, engine.health, self.clock()))
+
     def _sync_metrics(self, checks: tuple[SyncCheck, ...]) -> None:
         if self.metrics is not None:
             self.metrics.sync_daemons({str(c.daemon.state): c.up for c in checks})
@@ -224,7 +242,10 @@ class Daemon:
         await scheduler.update(checks_from_config(config))
         self._tasks = [
             asyncio.create_task(scheduler.run(), name="scheduler"),
-            asyncio.create_task(loops.batches(self._batcher, engine, self._status), name="batches"),
+            asyncio.create_task(
+                loops.batches(self._batcher, engine, self._status, self._update_serving),
+                name="batches",
+            ),
             asyncio.create_task(loops.timer(engine, self.timer_interval, self.clock), name="timer"),
             asyncio.create_task(loops.drift(engine, self.sync), name="drift"),
             asyncio.create_task(
@@ -234,6 +255,7 @@ class Daemon:
         ]
         self._freeze(config)
         self.ready = True
+        self._update_serving(force=True)
         summary = self._status.ready(engine)
         log.info("daemon.ready", status=summary, dry_run=self.dry_run)
         self.started.set()
@@ -264,6 +286,8 @@ class Daemon:
         """``STOPPING=1``, then stop what :meth:`_start` started (the loops first); with
         ``remove_on_stop``, delete the managed services."""
         self.ready = False
+        if self.serving is not None:  # first: keepalived hands the VIPs over at once
+            self.serving.set(["lvsd is stopping"])
         self.notifier.stopping()
         log.info("daemon.stopping")
         for task in self._tasks:
@@ -305,6 +329,8 @@ class Daemon:
                     self._freeze(engine.config)
                 if result.ok and self.sync is not None:
                     await self.sync.keep(engine.config.sync)
+                if result.ok:
+                    self._update_serving(force=True)
                 if result.ok:
                     # the new config may need other settings
                     await preflight(engine.config, self.proc, self.modules_dir, self.metrics)

@@ -92,12 +92,19 @@ class StatusLine:
             self._notifier.status(summary)
 
 
-async def batches(batcher: Batcher, engine: Engine, status: StatusLine) -> None:
-    """Hand the results of one short window to the engine as one round."""
+async def batches(
+    batcher: Batcher,
+    engine: Engine,
+    status: StatusLine,
+    after: Callable[[], None] = lambda: None,
+) -> None:
+    """Hand the results of one short window to the engine as one round; then tell
+    systemd, and ``after`` (the serving file)."""
     while True:
         batch = await batcher.next_batch()
         await engine.results(batch)
         status.update(engine)
+        after()
 
 
 async def timer(engine: Engine, interval: float, clock: Callable[[], float]) -> None:

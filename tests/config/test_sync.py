@@ -151,11 +151,13 @@ def test_the_ha_examples_differ_only_in_their_paths() -> None:
     assert a.services == b.services
     assert a.sync == b.sync == SyncConfig(state=SyncRole.BOTH, interface="eth1", syncid=7)
     assert ("/run/lvsd-a", "/run/lvsd-b") == (a.daemon.state_dir, b.daemon.state_dir)
+    assert "/run/lvsd-a/serving" == a.daemon.serving_file
     assert "/run/lvsd-b/control.sock" == b.daemon.control_socket
 
 
 def test_the_keepalived_examples_differ_in_router_id_state_and_priority_only() -> None:
-    """The VRRP instances, their VIPs and the sync group are the same on both."""
+    """The VRRP instances, their VIPs, the sync group and the tracking are the same on
+    both, each director tracking its own lvsd's serving file."""
 
     def lines(x: str) -> list[str]:
         text = (HA / f"keepalived-{x}.conf").read_text()
@@ -165,6 +167,7 @@ def test_the_keepalived_examples_differ_in_router_id_state_and_priority_only() -
     different = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
     assert [
         ("router_id dira", "router_id dirb"),
+        ('file "/run/lvsd-a/serving"', 'file "/run/lvsd-b/serving"'),
         ("state MASTER", "state BACKUP"),
         ("priority 150", "priority 100"),
         ("state MASTER", "state BACKUP"),

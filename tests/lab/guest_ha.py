@@ -3,13 +3,16 @@
 
 Each director runs ``lvsd run`` with its example config and keepalived in VRRP-only
 mode with its example config (copied into the work folder; pid files on the guest's
-/run tmpfs). With traffic flowing (new connections at a fixed rate, and one
+/run tmpfs), tracking lvsd's serving file. With traffic flowing (new connections at
+a fixed rate, and one
 long-lived connection sending a request every 100 ms), the master director dies:
 ``kill -9`` of its keepalived and lvsd, then its links down. The driver records
 ``ipvsadm`` in both directors before and after, and when the VIP moved; the
 requests' records are written by the clients. Writes ``$LAB_RESULTS/ha.json``.
 
-Usage: ``$LAB_PYTHON guest_ha.py``.
+Usage: ``$LAB_PYTHON guest_ha.py kill|stop``. ``stop`` is a planned switchover
+instead: lvsd stops on the master (SIGTERM), its serving file turns to 1, and
+keepalived, which tracks it, hands the VIPs over.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def keepalived(director: str, conf: Path) -> subprocess.Popen[bytes]:
     return start(director, argv, f"keepalived-{side}.log")
 
 
-def main() -> dict[str, Any]:
+def main(scenario: str) -> dict[str, Any]:
     conf = WORK / "ha"
     shutil.copytree(REPO / "etc" / "examples" / "ha", conf)
     for rs in ("rs1", "rs2"):
@@ -106,6 +109,10 @@ def main() -> dict[str, Any]:
         )
         for d in ("dira", "dirb")
     }
+    # keepalived after lvsd (as After=lvsd.service would): the folder of the file it
+    # tracks must exist when it starts, or it drops the tracking
+    for side in "ab":
+        wait_for(f"lvsd-{side}'s serving file", Path(f"/run/lvsd-{side}/serving").exists)
     kad = {"dira": keepalived("dira", conf / "keepalived-a.conf")}
     marks: dict[str, float] = {"vip_on_a": wait_for("the VIP on dira", lambda: holds_vip("dira"))}
     kad["dirb"] = keepalived("dirb", conf / "keepalived-b.conf")
@@ -116,6 +123,7 @@ def main() -> dict[str, Any]:
         lambda: "backup sync daemon" in ns("dirb", "ipvsadm", "-L", "--daemon"),
     )
     out: dict[str, Any] = {
+        "serving_a_before": Path("/run/lvsd-a/serving").read_text(),
         "daemons_a": ns("dira", "ipvsadm", "-L", "--daemon"),
         "daemons_b": ns("dirb", "ipvsadm", "-L", "--daemon"),
         "b_holds_vip_before": holds_vip("dirb"),
@@ -140,16 +148,22 @@ def main() -> dict[str, Any]:
     out["table_b_before"] = ns("dirb", "ipvsadm", "-Ln")
     out["conns_a_before"] = ns("dira", "ipvsadm", "-Lnc")
     out["conns_b_before"] = ns("dirb", "ipvsadm", "-Lnc")
-    # The master dies: keepalived and lvsd at once, then its links. The VRRP child
-    # first: killed after its parent, it would get SIGTERM (its parent-death signal)
-    # and resign with a priority-0 advert, a graceful switchover, not a death.
-    marks["kill"] = time.time()
-    vrrp_child = int(Path("/run/vrrp-a.pid").read_text().split()[0])
-    for pid in (vrrp_child, kad["dira"].pid, lvsd["dira"].pid):
-        os.kill(pid, signal.SIGKILL)
-    for link in ("eth0", "eth1"):
-        sh("ip", "-n", "dira", "link", "set", link, "down")
+    marks["fail"] = time.time()
+    if scenario == "kill":
+        # The master dies: keepalived and lvsd at once, then its links. The VRRP child
+        # first: killed after its parent, it would get SIGTERM (its parent-death
+        # signal) and resign with a priority-0 advert, a switchover, not a death.
+        vrrp_child = int(Path("/run/vrrp-a.pid").read_text().split()[0])
+        for pid in (vrrp_child, kad["dira"].pid, lvsd["dira"].pid):
+            os.kill(pid, signal.SIGKILL)
+        for link in ("eth0", "eth1"):
+            sh("ip", "-n", "dira", "link", "set", link, "down")
+    else:  # "stop": lvsd stops on the master; its serving file makes keepalived resign
+        lvsd["dira"].send_signal(signal.SIGTERM)
     marks["vip_on_b"] = wait_for("the VIP on dirb", lambda: holds_vip("dirb"), limit=30)
+    out["a_holds_vip_after"] = holds_vip("dira")
+    out["serving_a_after"] = Path("/run/lvsd-a/serving").read_text()
+    out["serving_b_after"] = Path("/run/lvsd-b/serving").read_text()
     out["conns_b_after"] = ns("dirb", "ipvsadm", "-Lnc")
     out["table_b_after"] = ns("dirb", "ipvsadm", "-Ln")
     traffic.wait(timeout=TRAFFIC + 60)
@@ -163,7 +177,7 @@ def main() -> dict[str, Any]:
 
 if __name__ == "__main__":
     try:
-        result = main()
+        result = main(sys.argv[1])
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -1,10 +1,13 @@
 """The HA pair of etc/examples/ha/ in the lab (Linux 6.1): two directors running lvsd
-and keepalived (VRRP only), the master killed under traffic (``guest_ha.py``).
+and keepalived (VRRP only) under traffic (``guest_ha.py``).
 
-One boot serves every test: the backup's table and connection entries are read
-before the failure, the VIP's move is timed, and the clients' records (new
-connections at 20 per second, one long-lived connection with a request every 100 ms)
-say what failed. The figures are printed (``pytest -s``) for docs/ha.md.
+One boot serves the tests of a failure (the master's keepalived and lvsd killed, its
+links down), another those of a planned switchover (lvsd stopped on the master, which
+keepalived tracks through lvsd's serving file). In the first, the backup's table and
+connection entries are read before the failure and the VIP's move is timed; in both,
+the clients' records (new connections at 20 per second, one long-lived connection
+with a request every 100 ms) say what failed. The figures are printed (``pytest
+-s``) for docs/ha.md.
 """
 
 from __future__ import annotations
@@ -39,15 +42,26 @@ TABLE = [
 LIMIT = 2.0
 
 
-@pytest.fixture(scope="module")
-def failover(module_lab: Lab) -> LabResult:
-    result = module_lab.run(
-        Scenario.python(HERE / "guest_ha.py"),
+def _boot(lab: Lab, scenario: str) -> LabResult:
+    result = lab.run(
+        Scenario.python(HERE / "guest_ha.py", scenario),
         topology=PairTopology(),
         boot=Boot(mem="512M", timeout=400),
     )
     assert result.ok, result.log()
     return result
+
+
+@pytest.fixture(scope="module")
+def failover(module_lab: Lab) -> LabResult:
+    """The master dies."""
+    return _boot(module_lab, "kill")
+
+
+@pytest.fixture(scope="module")
+def switchover(module_lab: Lab) -> LabResult:
+    """lvsd stops on the master."""
+    return _boot(module_lab, "stop")
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +109,13 @@ def test_the_vip_moves_and_the_long_connection_survives(
     failover: LabResult, record: dict[str, Any]
 ) -> None:
     marks = record["marks"]
-    assert marks["kill"] < marks["vip_on_b"]
+    assert marks["fail"] < marks["vip_on_b"]
     long = json.loads(failover.text("long.json"))
     failed = [r for r in long if not r[1]]
     assert [] == failed
     # it kept going well after the takeover
     assert long[-1][0] > marks["vip_on_b"] + 5
-    takeover = marks["vip_on_b"] - marks["kill"]
+    takeover = marks["vip_on_b"] - marks["fail"]
     gap = max(b[0] - a[0] for a, b in itertools.pairwise(long))
     print(f"\nVIP moved {takeover:.2f} s after the kill; long connection: {len(long)} requests,"
           f" none failed, longest gap between two answers {gap:.2f} s")  # fmt: skip
@@ -113,14 +127,14 @@ def test_new_requests_fail_only_within_the_takeover(
     """Before the kill and from the VIP's move on, every request succeeds; the ones
     that fail started in between (or a request's time limit before the move)."""
     marks = record["marks"]
-    before = summarize(requests, before=marks["kill"])
+    before = summarize(requests, before=marks["fail"])
     after = summarize(requests, after=marks["vip_on_b"])
-    window = summarize(requests, after=marks["kill"], before=marks["vip_on_b"])
+    window = summarize(requests, after=marks["fail"], before=marks["vip_on_b"])
     assert 0 == before["failed"], before
     assert 0 == after["failed"], after
     assert after["sent"] >= 100  # 20 per second, 5 s at least
     assert {"rs1", "rs2"} == set(after["servers"])
-    late = [r for r in requests if not r.ok and r.t < marks["kill"] - LIMIT]
+    late = [r for r in requests if not r.ok and r.t < marks["fail"] - LIMIT]
     assert [] == late
     print(f"\nnew connections: {before['sent']} before the kill, none failed; "
           f"{window['sent']} during the takeover, {window['failed']} failed "
@@ -132,3 +146,25 @@ def test_lvsd_status_on_the_new_master_shows_its_sync_daemons(record: dict[str, 
     assert "Sync daemon master eth1 syncid=7" in record["lvsd_b_status"]
     assert "Sync daemon backup eth1 syncid=7" in record["lvsd_b_status"]
     assert ": running" in record["lvsd_b_status"]
+
+
+def test_lvsd_stopping_on_the_master_hands_the_vips_over_without_a_failure(
+    switchover: LabResult,
+) -> None:
+    """The planned switchover: lvsd's serving file turns to 1 as it stops, keepalived
+    tracks it and resigns at once; no request fails, the long connection survives."""
+    record = switchover.json("ha.json")
+    marks = record["marks"]
+    assert "0\n" == record["serving_a_before"]
+    assert ("1\n", "0\n") == (record["serving_a_after"], record["serving_b_after"])
+    assert not record["a_holds_vip_after"]
+    requests = load(switchover.results / "traffic.json")
+    figures = summarize(requests)
+    assert 0 == figures["failed"], figures
+    long = json.loads(switchover.text("long.json"))
+    assert [] == [r for r in long if not r[1]]
+    assert long[-1][0] > marks["vip_on_b"] + 5
+    takeover = marks["vip_on_b"] - marks["fail"]
+    print(f"\nswitchover: VIP moved {takeover:.2f} s after SIGTERM to lvsd; "
+          f"{figures['sent']} new connections, none failed; long connection: "
+          f"{len(long)} requests, none failed")  # fmt: skip
