@@ -122,7 +122,17 @@ def main(scenario: str) -> dict[str, Any]:
         "dirb's sync daemons",
         lambda: "backup sync daemon" in ns("dirb", "ipvsadm", "-L", "--daemon"),
     )
+    # a sync daemon stopped behind lvsd's back is back after a drift-repair pass (5 s)
+    ns("dirb", "ipvsadm", "--stop-daemon", "backup")
+    stopped = ns("dirb", "ipvsadm", "-L", "--daemon")
+    marks["sync_stopped"] = time.time()
+    marks["sync_repaired"] = wait_for(
+        "lvsd to restart dirb's backup sync daemon",
+        lambda: "backup sync daemon" in ns("dirb", "ipvsadm", "-L", "--daemon"),
+        limit=30,
+    )
     out: dict[str, Any] = {
+        "daemons_b_stopped": stopped,
         "serving_a_before": Path("/run/lvsd-a/serving").read_text(),
         "daemons_a": ns("dira", "ipvsadm", "-L", "--daemon"),
         "daemons_b": ns("dirb", "ipvsadm", "-L", "--daemon"),

@@ -88,6 +88,14 @@ def test_both_directors_run_a_master_and_a_backup_sync_daemon(record: dict[str, 
     assert DAEMONS == record["daemons_b"]
 
 
+def test_lvsd_restarts_a_sync_daemon_stopped_behind_its_back(record: dict[str, Any]) -> None:
+    """``ipvsadm --stop-daemon backup`` on dirb: lvsd's next drift-repair pass
+    (``reconcile_interval = 5.0`` in the example) starts it again."""
+    assert DAEMONS.splitlines()[0] == record["daemons_b_stopped"]
+    marks = record["marks"]
+    assert marks["sync_repaired"] - marks["sync_stopped"] < 5.0 + 5.0  # a pass, and slack
+
+
 def test_the_backups_table_already_matches_before_the_failover(record: dict[str, Any]) -> None:
     """lvsd on the backup has programmed the same table, with its own checks, while
     it does not hold the VIP; nothing changes in it at failover."""
@@ -160,11 +168,15 @@ def test_lvsd_stopping_on_the_master_hands_the_vips_over_without_a_failure(
     assert not record["a_holds_vip_after"]
     requests = load(switchover.results / "traffic.json")
     figures = summarize(requests)
-    assert 0 == figures["failed"], figures
+    # Zero in the runs so far. A connection opened within the sync daemon's flush
+    # period (2 s) before the switch may not be on the new master yet: a few such,
+    # started around the switch, are a limit of the kernel's sync (docs/ha.md).
+    around = summarize(requests, after=marks["fail"] - 2.0, before=marks["vip_on_b"] + 1.0)
+    assert figures["failed"] == around["failed"] <= 3, figures
     long = json.loads(switchover.text("long.json"))
     assert [] == [r for r in long if not r[1]]
     assert long[-1][0] > marks["vip_on_b"] + 5
     takeover = marks["vip_on_b"] - marks["fail"]
     print(f"\nswitchover: VIP moved {takeover:.2f} s after SIGTERM to lvsd; "
-          f"{figures['sent']} new connections, none failed; long connection: "
+          f"{figures['sent']} new connections, {figures['failed']} failed; long connection: "
           f"{len(long)} requests, none failed")  # fmt: skip
