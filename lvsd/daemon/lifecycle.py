@@ -331,7 +331,6 @@ class Daemon:
                     await self.sync.keep(engine.config.sync)
                 if result.ok:
                     self._update_serving(force=True)
-                if result.ok:
                     # the new config may need other settings
                     await preflight(engine.config, self.proc, self.modules_dir, self.metrics)
             except Exception as exc:  # a bug: logged, the daemon keeps serving
