@@ -125,11 +125,16 @@ class ApiSource:
     stopping)."""
 
     def __init__(
-        self, engine: Engine, serving: Callable[[], bool], clock: Callable[[], float]
+        self,
+        engine: Engine,
+        serving: Callable[[], bool],
+        clock: Callable[[], float],
+        sync: Callable[[], tuple[SyncLine, ...]] = tuple,
     ) -> None:
         self._engine = engine
         self._serving = serving
         self._clock = clock
+        self._sync = sync  # the sync daemons' latest pass
         self._ready = False
 
     @property
@@ -145,15 +150,17 @@ class ApiSource:
 
     def report(self, table: Table | None) -> StatusReport:
         engine = self._engine
-        return status.build(engine.config, engine.health, table, engine.drained, self._clock())
+        report = status.build(engine.config, engine.health, table, engine.drained, self._clock())
+        return dataclasses.replace(report, sync=self._sync())
 
     def report_steps(self, table: Table | None) -> Generator[None, None, StatusReport]:
         """:meth:`report` in steps (``lvsd.observe.status.build_steps``):
         ``lvsd.observe.api`` lets the probes start between them."""
         engine = self._engine
-        return status.build_steps(
+        report = yield from status.build_steps(
             engine.config, engine.health, table, engine.drained, self._clock()
         )
+        return dataclasses.replace(report, sync=self._sync())
 
 
 __all__ = [

@@ -151,7 +151,7 @@ class Daemon:
         listen = config.daemon.metrics_listen
         if not listen or self.metrics is None:
             return
-        source = ApiSource(engine, lambda: self.ready, self.clock)
+        source = ApiSource(engine, lambda: self.ready, self.clock, self._sync_lines)
         try:
             runner = await api.start(listen, source, self.metrics)
         except (OSError, ValueError) as exc:

@@ -3,7 +3,10 @@ drift-repair pass and after a reload; shown by ``status`` and ``lvsd_sync_daemon
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+
+import aiohttp
 
 from lvsd import control
 from lvsd.errors import IpvsError
@@ -86,3 +89,19 @@ async def test_a_daemon_lvsd_cannot_check_shows_down(short_dir: Path) -> None:
             value("lvsd_sync_daemon_up", {"state": s}) for s in ("master", "backup")
         ]
         backend.sync_error = None
+
+
+async def test_http_status_and_metrics_show_the_sync_daemons(short_dir: Path) -> None:
+    """``GET /status`` has the same sync lines as ``lvsd status``; ``/metrics`` the gauge."""
+    with socket.socket() as probe:  # a free port (the config refuses port 0)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    text = config_text(short_dir, metrics_listen=f"127.0.0.1:{port}") + SYNC
+    async with running(short_dir, text) as r, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{r.daemon.api_port}"
+        async with http.get(f"{base}/status") as response:
+            report = await response.json()
+        async with http.get(f"{base}/metrics") as response:
+            body = await response.text()
+    assert [("master", True), ("backup", True)] == [(s["state"], s["up"]) for s in report["sync"]]
+    assert 'lvsd_sync_daemon_up{state="master"} 1.0' in body
