@@ -71,6 +71,7 @@ def audit(
     findings += _schedulers(config, modules)
     findings += _forwarding(config, proc)
     findings += _vs_sysctls(config, proc, release)
+    findings += _sync_sysctls(config, proc)
     findings += _real_server_notes(config)
     return findings
 
@@ -369,6 +370,83 @@ def _vs_sysctls(config: Config, proc: Path, release: str | None) -> list[Finding
             )
 
     findings.append(_conn_reuse(vs, release))
+    return findings
+
+
+def _sync_sysctls(config: Config, proc: Path) -> list[Finding]:
+    """With ``[sync]``: the settings that decide which connections a pair keeps."""
+    vs = proc / "sys/net/ipv4/vs"
+    if config.sync is None or not vs.is_dir():
+        return []
+    findings = []
+    name = "net.ipv4.vs.sync_version"
+    version = _read_int(vs / "sync_version")
+    if version == 0:
+        findings.append(
+            Finding(
+                severity=Severity.WARN,
+                setting=name,
+                value="0",
+                consequence=(
+                    "the old sync protocol carries no IPv6, firewall-mark or persistence "
+                    "data, and a peer on version 1 ignores it."
+                ),
+                fix=_sysctl_fix(name, 1) + " on both directors",
+            )
+        )
+    else:
+        findings.append(_plain(name, version, "both directors must use the same version."))
+    name = "net.ipv4.vs.sync_threshold"
+    threshold = _read(vs / "sync_threshold")
+    parts = threshold.split() if threshold is not None else []
+    if len(parts) == 2:
+        first, period = parts
+        meaning = (
+            f"a connection is synced at its incoming packet {first}, then every {period}: "
+            "a younger one is not on the backup yet."
+        )
+        findings.append(
+            Finding(
+                severity=Severity.OK, setting=name, value=f"{first} {period}", consequence=meaning
+            )
+        )
+    else:
+        findings.append(_plain(name, None, ""))
+    sloppy = _read_int(vs / "sloppy_tcp")
+    findings.append(
+        _plain(
+            "net.ipv4.vs.sloppy_tcp",
+            sloppy,
+            "a director that takes over picks up unsynced TCP connections from any packet."
+            if sloppy
+            else "a director that takes over drops mid-stream packets of TCP connections "
+            "not synced to it yet.",
+        )
+    )
+    if any(service.persistence for service in config.services):
+        name = "net.ipv4.vs.sync_persist_mode"
+        mode = _read_int(vs / "sync_persist_mode")
+        if mode == 1 and not sloppy:
+            findings.append(
+                Finding(
+                    severity=Severity.WARN,
+                    setting=name,
+                    value="1 (sloppy_tcp=0)",
+                    consequence=(
+                        "only persistence templates are synced, so the connections of "
+                        "persistent services break at failover without sloppy_tcp."
+                    ),
+                    fix=_sysctl_fix("net.ipv4.vs.sloppy_tcp", 1) + " on both directors",
+                )
+            )
+        else:
+            meaning = (
+                "only persistence templates are synced; sloppy_tcp lets the backup pick "
+                "the connections up."
+                if mode == 1
+                else "the connections of persistent services are synced as well."
+            )
+            findings.append(_plain(name, mode, meaning))
     return findings
 
 

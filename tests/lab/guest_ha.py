@@ -132,6 +132,9 @@ def main(scenario: str) -> dict[str, Any]:
         limit=30,
     )
     out: dict[str, Any] = {
+        "host_b": ns(
+            "dirb", PYTHON, "-m", "lvsd", "check", "--host", "-c", str(conf / "lvsd-b.toml")
+        ),
         "daemons_b_stopped": stopped,
         "serving_a_before": Path("/run/lvsd-a/serving").read_text(),
         "daemons_a": ns("dira", "ipvsadm", "-L", "--daemon"),

@@ -96,6 +96,14 @@ def test_lvsd_restarts_a_sync_daemon_stopped_behind_its_back(record: dict[str, A
     assert marks["sync_repaired"] - marks["sync_stopped"] < 5.0 + 5.0  # a pass, and slack
 
 
+def test_lvsd_check_host_reads_the_pairs_sysctls(record: dict[str, Any]) -> None:
+    """``lvsd check --host`` in dirb reports the kernel's sync settings (its defaults)."""
+    text = record["host_b"]
+    assert "ok    net.ipv4.vs.sync_version = 1:" in text
+    assert "ok    net.ipv4.vs.sync_threshold = 3 50: a connection is synced" in text
+    assert "ok    net.ipv4.vs.sloppy_tcp = 0:" in text
+
+
 def test_the_backups_table_already_matches_before_the_failover(record: dict[str, Any]) -> None:
     """lvsd on the backup has programmed the same table, with its own checks, while
     it does not hold the VIP; nothing changes in it at failover."""
