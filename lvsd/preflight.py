@@ -382,17 +382,9 @@ def _sync_sysctls(config: Config, proc: Path) -> list[Finding]:
     name = "net.ipv4.vs.sync_version"
     version = _read_int(vs / "sync_version")
     if version == 0:
+        old = "the old sync protocol carries no IPv6, firewall-mark or persistence data"
         findings.append(
-            Finding(
-                severity=Severity.WARN,
-                setting=name,
-                value="0",
-                consequence=(
-                    "the old sync protocol carries no IPv6, firewall-mark or persistence "
-                    "data, and a peer on version 1 ignores it."
-                ),
-                fix=_sysctl_fix(name, 1) + " on both directors",
-            )
+            _pair_warning(name, "0", f"{old}, and a peer on version 1 ignores it.", name)
         )
     else:
         findings.append(_plain(name, version, "both directors must use the same version."))
@@ -427,17 +419,12 @@ def _sync_sysctls(config: Config, proc: Path) -> list[Finding]:
         name = "net.ipv4.vs.sync_persist_mode"
         mode = _read_int(vs / "sync_persist_mode")
         if mode == 1 and not sloppy:
+            consequence = (
+                "only persistence templates are synced, so the connections of persistent "
+                "services break at failover without sloppy_tcp."
+            )
             findings.append(
-                Finding(
-                    severity=Severity.WARN,
-                    setting=name,
-                    value="1 (sloppy_tcp=0)",
-                    consequence=(
-                        "only persistence templates are synced, so the connections of "
-                        "persistent services break at failover without sloppy_tcp."
-                    ),
-                    fix=_sysctl_fix("net.ipv4.vs.sloppy_tcp", 1) + " on both directors",
-                )
+                _pair_warning(name, "1 (sloppy_tcp=0)", consequence, "net.ipv4.vs.sloppy_tcp")
             )
         else:
             meaning = (
@@ -448,6 +435,14 @@ def _sync_sysctls(config: Config, proc: Path) -> list[Finding]:
             )
             findings.append(_plain(name, mode, meaning))
     return findings
+
+
+def _pair_warning(setting: str, value: str, consequence: str, fix_setting: str) -> Finding:
+    """A warning about a pair's setting, fixed by ``fix_setting`` = 1 on both directors."""
+    fix = _sysctl_fix(fix_setting, 1) + " on both directors"
+    return Finding(
+        severity=Severity.WARN, setting=setting, value=value, consequence=consequence, fix=fix
+    )
 
 
 def _conn_reuse(vs: Path, release: str | None) -> Finding:

@@ -6,7 +6,7 @@ can be recognised (and probed once) by equality.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from lvsd.model import (
@@ -294,18 +294,8 @@ class SyncConfig:
             SyncRole.BACKUP: (SyncState.BACKUP,),
             SyncRole.BOTH: (SyncState.MASTER, SyncState.BACKUP),
         }[self.state]
-        return tuple(
-            SyncDaemon(
-                state=state,
-                interface=self.interface,
-                syncid=self.syncid,
-                port=self.port,
-                ttl=self.ttl,
-                maxlen=self.maxlen,
-                group=self.group,
-            )
-            for state in states
-        )
+        same = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "state"}
+        return tuple(SyncDaemon(state=state, **same) for state in states)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

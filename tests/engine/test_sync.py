@@ -11,19 +11,9 @@ from lvsd.engine.sync import Action, SyncCheck, SyncKeeper, plan_sync
 from lvsd.errors import IpvsError
 from lvsd.ipvs.memory import MemoryBackend
 from lvsd.model import SyncDaemon, SyncState
+from tests.ipvs.test_sync import MASTER, RUNNING
 
-MASTER = SyncDaemon(state=SyncState.MASTER, interface="eth1", syncid=7)
 BACKUP = SyncDaemon(state=SyncState.BACKUP, interface="eth1", syncid=7)
-#: MASTER as the kernel reports it.
-RUNNING = SyncDaemon(
-    state=SyncState.MASTER,
-    interface="eth1",
-    syncid=7,
-    port=8848,
-    ttl=1,
-    maxlen=1472,
-    group="224.0.0.81",
-)
 BOTH = SyncConfig(state=SyncRole.BOTH, interface="eth1", syncid=7)
 NOTHING: frozenset[SyncState] = frozenset()
 

@@ -20,6 +20,16 @@ from lvsd.model import SyncDaemon, SyncState
 from tests.ipvs.replies import GENL_ID, SEQ, frame
 
 MASTER = SyncDaemon(state=SyncState.MASTER, interface="eth1", syncid=7)
+#: MASTER as a 6.1 kernel reports it, its defaults filled in.
+RUNNING = SyncDaemon(
+    state=SyncState.MASTER,
+    interface="eth1",
+    syncid=7,
+    maxlen=1472,
+    port=8848,
+    ttl=1,
+    group="224.0.0.81",
+)
 
 
 def _nla(kind: int, payload: bytes) -> bytes:
@@ -119,16 +129,7 @@ def test_a_kernel_reply_has_its_defaults_filled_in() -> None:
         + _nla(8, bytes([1]))
         + _nla(5, bytes([224, 0, 0, 81]))
     )
-    expected = SyncDaemon(
-        state=SyncState.MASTER,
-        interface="eth1",
-        syncid=7,
-        maxlen=1472,
-        port=8848,
-        ttl=1,
-        group="224.0.0.81",
-    )
-    assert expected == daemon_from_nla(payload)
+    assert RUNNING == daemon_from_nla(payload)
 
 
 def test_a_reply_without_a_known_state_is_malformed() -> None:
@@ -141,15 +142,7 @@ def test_a_reply_without_a_known_state_is_malformed() -> None:
 def test_covers_compares_only_what_is_set() -> None:
     """A configured daemon matches the kernel's report of it, defaults and all; any
     field it sets that differs, or another interface or syncid, does not."""
-    running = SyncDaemon(
-        state=SyncState.MASTER,
-        interface="eth1",
-        syncid=7,
-        maxlen=1472,
-        port=8848,
-        ttl=1,
-        group="224.0.0.81",
-    )
+    running = RUNNING
     assert MASTER.covers(running)
     assert SyncDaemon(state=SyncState.MASTER, interface="eth1", syncid=7, port=8848).covers(running)
     for other in (
