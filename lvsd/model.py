@@ -339,3 +339,50 @@ class ApplyResult:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+# --- the connection sync daemon ------------------------------------------------------
+
+
+class SyncState(StrEnum):
+    """Which side of connection sync a kernel sync daemon runs (ipvsadm --start-daemon)."""
+
+    MASTER = "master"
+    BACKUP = "backup"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncDaemon:
+    """One kernel IPVS sync daemon. The optional fields are 0 or "" for the kernel's
+    default (port 8848, ttl 1, group 224.0.0.81, maxlen from the interface's MTU)."""
+
+    state: SyncState
+    interface: str
+    syncid: int = 0
+    port: int = 0
+    ttl: int = 0
+    maxlen: int = 0
+    group: str = ""  # compressed text form of a multicast address
+
+    def __str__(self) -> str:
+        text = f"{self.state} {self.interface} syncid={self.syncid}"
+        for name in ("group", "port", "ttl", "maxlen"):
+            value = getattr(self, name)
+            if value:
+                text += f" {name}={value}"
+        return text
+
+    def covers(self, running: SyncDaemon) -> bool:
+        """Whether ``running`` (as the kernel reports it, defaults filled in) is this
+        daemon: the fields set here are equal, the ones left to the kernel are not
+        compared."""
+        if (self.state, self.interface, self.syncid) != (
+            running.state,
+            running.interface,
+            running.syncid,
+        ):
+            return False
+        return all(
+            not getattr(self, name) or getattr(self, name) == getattr(running, name)
+            for name in ("port", "ttl", "maxlen", "group")
+        )

@@ -74,6 +74,7 @@ def audit(
     findings += _schedulers(config, modules)
     findings += _forwarding(config, proc)
     findings += _vs_sysctls(config, proc, release)
+    findings += _sync_sysctls(config, proc)
     findings += _real_server_notes(config)
     findings += _ping_sockets(config, proc, groups)
     return findings
@@ -374,6 +375,78 @@ def _vs_sysctls(config: Config, proc: Path, release: str | None) -> list[Finding
 
     findings.append(_conn_reuse(vs, release))
     return findings
+
+
+def _sync_sysctls(config: Config, proc: Path) -> list[Finding]:
+    """With ``[sync]``: the settings that decide which connections a pair keeps."""
+    vs = proc / "sys/net/ipv4/vs"
+    if config.sync is None or not vs.is_dir():
+        return []
+    findings = []
+    name = "net.ipv4.vs.sync_version"
+    version = _read_int(vs / "sync_version")
+    if version == 0:
+        old = "the old sync protocol carries no IPv6, firewall-mark or persistence data"
+        findings.append(
+            _pair_warning(name, "0", f"{old}, and a peer on version 1 ignores it.", name)
+        )
+    else:
+        findings.append(_plain(name, version, "both directors must use the same version."))
+    name = "net.ipv4.vs.sync_threshold"
+    threshold = _read(vs / "sync_threshold")
+    parts = threshold.split() if threshold is not None else []
+    if len(parts) == 2:
+        first, period = parts
+        meaning = (
+            f"a connection is synced at its incoming packet {first}, then every {period}: "
+            "a younger one is not on the backup yet."
+        )
+        findings.append(
+            Finding(
+                severity=Severity.OK, setting=name, value=f"{first} {period}", consequence=meaning
+            )
+        )
+    else:
+        findings.append(_plain(name, None, ""))
+    sloppy = _read_int(vs / "sloppy_tcp")
+    findings.append(
+        _plain(
+            "net.ipv4.vs.sloppy_tcp",
+            sloppy,
+            "a director that takes over picks up unsynced TCP connections from any packet."
+            if sloppy
+            else "a director that takes over drops mid-stream packets of TCP connections "
+            "not synced to it yet.",
+        )
+    )
+    if any(service.persistence for service in config.services):
+        name = "net.ipv4.vs.sync_persist_mode"
+        mode = _read_int(vs / "sync_persist_mode")
+        if mode == 1 and not sloppy:
+            consequence = (
+                "only persistence templates are synced, so the connections of persistent "
+                "services break at failover without sloppy_tcp."
+            )
+            findings.append(
+                _pair_warning(name, "1 (sloppy_tcp=0)", consequence, "net.ipv4.vs.sloppy_tcp")
+            )
+        else:
+            meaning = (
+                "only persistence templates are synced; sloppy_tcp lets the backup pick "
+                "the connections up."
+                if mode == 1
+                else "the connections of persistent services are synced as well."
+            )
+            findings.append(_plain(name, mode, meaning))
+    return findings
+
+
+def _pair_warning(setting: str, value: str, consequence: str, fix_setting: str) -> Finding:
+    """A warning about a pair's setting, fixed by ``fix_setting`` = 1 on both directors."""
+    fix = _sysctl_fix(fix_setting, 1) + " on both directors"
+    return Finding(
+        severity=Severity.WARN, setting=setting, value=value, consequence=consequence, fix=fix
+    )
 
 
 def _conn_reuse(vs: Path, release: str | None) -> Finding:

@@ -6,7 +6,7 @@ can be recognised (and probed once) by equality.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from lvsd.model import (
@@ -18,6 +18,8 @@ from lvsd.model import (
     SchedFlag,
     Scheduler,
     ServiceKey,
+    SyncDaemon,
+    SyncState,
     TunnelType,
     format_hostport,
 )
@@ -332,6 +334,9 @@ class DaemonConfig:
     remove_on_stop: bool = False
     adopt_up: bool = True  # real servers found with weight > 0 count as up until probed
     max_notify_commands: int = 8  # notify commands running at once (lvsd.engine.notify)
+    # "0" while this director can serve, "1" when not: for keepalived's track_file
+    # (lvsd.engine.serving); "" writes none
+    serving_file: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -347,12 +352,46 @@ class IpvsTimeouts:
         return any(v is not None for v in (self.tcp, self.tcp_fin, self.udp))
 
 
+class SyncRole(StrEnum):
+    """Which sync daemons ``[sync]`` runs: the kernel runs a master and a backup at
+    once, so ``both`` suits a pair whose roles move with the VIP."""
+
+    MASTER = "master"
+    BACKUP = "backup"
+    BOTH = "both"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncConfig:
+    """``[sync]``: the kernel's connection sync daemons lvsd starts and keeps running.
+    The optional fields are 0 or "" for the kernel's default."""
+
+    state: SyncRole
+    interface: str
+    syncid: int = 0
+    port: int = 0
+    ttl: int = 0
+    maxlen: int = 0
+    group: str = ""
+
+    def daemons(self) -> tuple[SyncDaemon, ...]:
+        """The daemons this section asks for, master first."""
+        states = {
+            SyncRole.MASTER: (SyncState.MASTER,),
+            SyncRole.BACKUP: (SyncState.BACKUP,),
+            SyncRole.BOTH: (SyncState.MASTER, SyncState.BACKUP),
+        }[self.state]
+        same = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "state"}
+        return tuple(SyncDaemon(state=state, **same) for state in states)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     path: str
     daemon: DaemonConfig = DaemonConfig()
     ipvs: IpvsTimeouts = IpvsTimeouts()
     services: tuple[VirtualServiceConfig, ...] = ()
+    sync: SyncConfig | None = None  # None: lvsd leaves the kernel's sync daemons alone
 
     @property
     def real_server_count(self) -> int:
@@ -398,6 +437,8 @@ __all__ = [
     "SmtpOptions",
     "SorryServer",
     "StatusRange",
+    "SyncConfig",
+    "SyncRole",
     "TcpOptions",
     "UdpOptions",
     "VirtualServiceConfig",

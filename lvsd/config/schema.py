@@ -40,6 +40,8 @@ from lvsd.config.model import (
     RadiusOptions,
     RealServer,
     SorryServer,
+    SyncConfig,
+    SyncRole,
     VirtualServiceConfig,
 )
 from lvsd.config.options import (
@@ -63,8 +65,10 @@ from lvsd.config.values import (
     to_enum,
     to_float,
     to_int,
+    to_interface,
     to_ip,
     to_listen,
+    to_multicast,
     to_socket_path,
     to_str,
     to_str_list,
@@ -90,7 +94,7 @@ Locate = Callable[[KeyPath], tuple[str, int | None]]
 #: The protocol of an address service that names none.
 DEFAULT_PROTOCOL = Protocol.TCP
 
-TOP_KEYS = ("include", "daemon", "defaults", "ipvs", "services")
+TOP_KEYS = ("include", "daemon", "defaults", "ipvs", "services", "sync")
 DEFAULTS_KEYS = ("scheduler", "forward", "on_failure", "initial_state", "slow_start", "check")
 CHECK_TIMING_KEYS = ("interval", "timeout", "rise", "fall")
 CHECK_COMMON_KEYS = ("kind", *CHECK_TIMING_KEYS, "port", "source", "source_port")
@@ -139,6 +143,7 @@ NOTIFY_KEYS = ("up", "down", "user", "group", "timeout", "on_stop")
 IPVS_KEYS = ("tcp", "tcp_fin", "udp")
 #: The largest connection timeout the kernel takes (INT_MAX / HZ, with HZ up to 1000).
 MAX_IPVS_TIMEOUT = 2147483
+SYNC_KEYS = ("state", "interface", "syncid", "port", "ttl", "maxlen", "group")
 #: Options set by the kind itself, never by the user.
 _IMPLIED_OPTIONS = frozenset({"tls"})
 
@@ -287,7 +292,30 @@ class _Builder:
         services = root.table("services")
         if services is not None:
             kwargs["services"] = self.services(services)
+        sync = root.table("sync")
+        if sync is not None:
+            kwargs["sync"] = self.sync(sync)
         return Config(path=path, **kwargs)
+
+    def sync(self, table: _Table) -> SyncConfig | None:
+        """``[sync]``; None when it has a problem (reported)."""
+        table.allow(SYNC_KEYS, "[sync]")
+        converters: dict[str, Callable[[object], Any]] = {
+            "state": lambda v: to_enum(v, SyncRole, "sync state"),
+            "interface": to_interface,
+            "syncid": lambda v: to_int(v, 0, 255),  # a u8 in the sync messages
+            "port": lambda v: to_int(v, 1, MAX_PORT),
+            "ttl": lambda v: to_int(v, 1, 255),
+            "maxlen": lambda v: to_int(v, 1, MAX_PORT - 28),  # less the IPv4 and UDP headers
+            "group": to_multicast,
+        }
+        before = len(self.problems)
+        kwargs = {key: table.get(key, convert) for key, convert in converters.items()}
+        table.required("state", "master, backup or both")
+        table.required("interface", "the interface the sync messages use")
+        if len(self.problems) > before:
+            return None
+        return SyncConfig(**{key: value for key, value in kwargs.items() if value is not None})
 
     def daemon(self, table: _Table) -> DaemonConfig:
         names = [f.name for f in dataclasses.fields(DaemonConfig)]
@@ -304,6 +332,7 @@ class _Builder:
             "control_socket": to_socket_path,
             "state_dir": to_abs_path,
             "web_config_file": lambda v: to_abs_path(v) if v != "" else "",
+            "serving_file": lambda v: to_abs_path(v) if v != "" else "",
         }
         kwargs = {}
         for name in names:

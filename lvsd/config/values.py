@@ -255,6 +255,23 @@ def to_ip(value: object) -> IPAddress:
         raise Invalid(f"expected an IPv4 or IPv6 address, got {show(value)}") from None
 
 
+def to_multicast(value: object) -> str:
+    """A multicast group (224.0.0.0/4 or ff00::/8), in compressed text form."""
+    address = to_ip(value)
+    if not address.is_multicast:
+        raise Invalid(f"{show(value)} is not a multicast address (224.0.0.0/4 or ff00::/8)")
+    return str(address)
+
+
+def to_interface(value: object) -> str:
+    """A network interface name as the kernel takes it: 1 to 15 bytes, no "/",
+    ":" or white space."""
+    text = to_str(value)
+    if not 1 <= len(text.encode()) <= 15 or any(c in text for c in "/: \t\n\0"):
+        raise Invalid(f"{show(value)} is not an interface name (1 to 15 bytes, no / : or spaces)")
+    return text
+
+
 def to_enum(value: object, enum: type[_E], what: str) -> _E:
     text = to_str(value).strip().lower()
     try:

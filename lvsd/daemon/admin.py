@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Final
 
@@ -16,7 +17,7 @@ from lvsd.errors import ControlError, LvsdError
 from lvsd.health.state import Transition
 from lvsd.model import DestKey, Snapshot, Table, parse_hostport
 from lvsd.observe import status
-from lvsd.observe.status import StatusReport
+from lvsd.observe.status import StatusReport, SyncLine
 
 #: A control request or answer: one JSON object (``lvsd.control``).
 Message = dict[str, Any]
@@ -38,10 +39,13 @@ def text_field(request: Message, key: str) -> str:
     return value
 
 
-def status_reply(engine: Engine, now: float, *, colour: bool = False) -> Message:
+def status_reply(
+    engine: Engine, now: float, sync: tuple[SyncLine, ...] = (), *, colour: bool = False
+) -> Message:
     """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people, in
     ANSI colours when ``colour``)."""
     report = status.build(engine.config, engine.health, engine.table, engine.drained, now)
+    report = dataclasses.replace(report, sync=sync)
     text, found = report.render(colour=colour), engine.timeouts
     json = report.to_json()
     if found is not None:  # as ``ipvsadm -L --timeout`` shows them
@@ -60,11 +64,13 @@ class Admin:
         reload: Callable[[bool], Awaitable[ReloadResult]],
         clock: Callable[[], float],
         serving: Callable[[], bool] = lambda: True,
+        sync: Callable[[], tuple[SyncLine, ...]] = tuple,
     ) -> None:
         self._engine = engine
         self._reload = reload
         self._clock = clock
         self._serving = serving
+        self._sync = sync  # the sync daemons' latest pass
 
     async def handle(self, request: Message) -> Message:
         """Answer one request (``lvsd.control.Handler``); none before the daemon serves
@@ -86,7 +92,8 @@ class Admin:
         return result.to_json()
 
     async def _cmd_status(self, request: Message) -> Message:
-        return status_reply(self._engine, self._clock(), colour=request.get("color") is True)
+        colour = request.get("color") is True
+        return status_reply(self._engine, self._clock(), self._sync(), colour=colour)
 
     async def _drain(self, request: Message, on: bool) -> Message:
         service = text_field(request, "service")
@@ -140,11 +147,16 @@ class ApiSource:
     stopping)."""
 
     def __init__(
-        self, engine: Engine, serving: Callable[[], bool], clock: Callable[[], float]
+        self,
+        engine: Engine,
+        serving: Callable[[], bool],
+        clock: Callable[[], float],
+        sync: Callable[[], tuple[SyncLine, ...]] = tuple,
     ) -> None:
         self._engine = engine
         self._serving = serving
         self._clock = clock
+        self._sync = sync  # the sync daemons' latest pass
         self._ready = False
 
     @property
@@ -160,7 +172,8 @@ class ApiSource:
 
     def report(self, table: Table | None) -> StatusReport:
         engine = self._engine
-        return status.build(engine.config, engine.health, table, engine.drained, self._clock())
+        report = status.build(engine.config, engine.health, table, engine.drained, self._clock())
+        return dataclasses.replace(report, sync=self._sync())
 
     def recent(self) -> list[tuple[float, Transition]]:
         """(seconds ago, transition) of the engine's last transitions, newest first."""
@@ -171,9 +184,10 @@ class ApiSource:
         """:meth:`report` in steps (``lvsd.observe.status.build_steps``):
         ``lvsd.observe.api`` lets the probes start between them."""
         engine = self._engine
-        return status.build_steps(
+        report = yield from status.build_steps(
             engine.config, engine.health, table, engine.drained, self._clock()
         )
+        return dataclasses.replace(report, sync=self._sync())
 
 
 __all__ = [

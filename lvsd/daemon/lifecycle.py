@@ -35,10 +35,13 @@ from lvsd.daemon.admin import Admin, ApiSource
 from lvsd.daemon.systemd import Notifier, NullNotifier
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.reconcile import Engine, ReloadResult
+from lvsd.engine.serving import ServingFile, cannot_serve
+from lvsd.engine.sync import SyncCheck, SyncKeeper
 from lvsd.errors import LvsdError
-from lvsd.ipvs.base import Backend
+from lvsd.ipvs.base import Backend, SyncDaemons
 from lvsd.observe import api, status
 from lvsd.observe.metrics import Metrics
+from lvsd.observe.status import SyncLine
 from lvsd.preflight import Severity, audit
 
 log = structlog.get_logger("lvsd.daemon.lifecycle")
@@ -91,6 +94,11 @@ class Daemon:
         self.scheduler: CheckScheduler | None = None
         self.metrics: Metrics | None = None
         self.backend: Backend | None = None
+        #: Keeps the kernel's sync daemons as ``[sync]`` asks (None: a backend without).
+        self.sync: SyncKeeper | None = None
+        #: ``daemon.serving_file``, for keepalived's track_file (None: not configured).
+        self.serving: ServingFile | None = None
+        self._serving_changes = -1  # the engine's change count it was last written at
         #: The metrics endpoint's port once it listens (tests use port 0).
         self.api_port: int | None = None
         self._server: control.Server | None = None
@@ -145,7 +153,7 @@ class Daemon:
         listen = config.daemon.metrics_listen
         if not listen or self.metrics is None:
             return
-        source = ApiSource(engine, lambda: self.ready, self.clock)
+        source = ApiSource(engine, lambda: self.ready, self.clock, self._sync_lines)
         path = config.daemon.web_config_file
         try:
             web = load_web(path) if path else None  # ConfigError: changed since the load
@@ -187,6 +195,8 @@ class Daemon:
         drains = DrainStore.in_dir(config.daemon.state_dir)
         engine = Engine(config, backend, clock=self.clock, drains=drains, hooks=self._metrics())
         self.engine = engine
+        if isinstance(backend, SyncDaemons):
+            self.sync = SyncKeeper(backend, self._sync_metrics)
         try:
             await self._start(config, engine)
             await self._main()
@@ -194,16 +204,40 @@ class Daemon:
             await self._stop(config, engine, backend)
         return 0
 
+    def _update_serving(self, force: bool = False) -> None:
+        """Write ``daemon.serving_file`` when health changed (or ``force``)."""
+        engine = self.engine
+        if engine is None or (not force and engine.changes == self._serving_changes):
+            return
+        self._serving_changes = engine.changes
+        path = engine.config.daemon.serving_file
+        if not path:
+            self.serving = None
+            return
+        if self.serving is None or str(self.serving.path) != path:
+            self.serving = ServingFile(path)
+        self.serving.set(cannot_serve(engine.config, engine.health, self.clock()))
+
+    def _sync_metrics(self, checks: tuple[SyncCheck, ...]) -> None:
+        if self.metrics is not None:
+            self.metrics.sync_daemons({str(c.daemon.state): c.up for c in checks})
+
+    def _sync_lines(self) -> tuple[SyncLine, ...]:
+        checks = self.sync.checks if self.sync is not None else ()
+        return tuple(SyncLine(str(c.daemon.state), c.up, str(c)) for c in checks)
+
     async def _start(self, config: Config, engine: Engine) -> None:
         """The sockets (so a second instance, or a port in use, stops here before any
         kernel write), the first apply, the host audit, the checks, the loops; then
         ``READY=1``. What has started is stopped by :meth:`_stop`, even on failure."""
-        admin = Admin(engine, self.reload, self.clock, lambda: self.ready)
+        admin = Admin(engine, self.reload, self.clock, lambda: self.ready, self._sync_lines)
         self._server = await control.serve(
             config.daemon.control_socket, admin.handle, group=config.daemon.control_group
         )
         await self._start_api(config, engine)
         await engine.start()
+        if self.sync is not None:
+            await self.sync.keep(config.sync)
         if self.metrics is not None:
             self.metrics.loaded(time.time())
         # after the first dump, which loads ip_vs
@@ -212,9 +246,12 @@ class Daemon:
         await scheduler.update(checks_from_config(config))
         self._tasks = [
             asyncio.create_task(scheduler.run(), name="scheduler"),
-            asyncio.create_task(loops.batches(self._batcher, engine, self._status), name="batches"),
+            asyncio.create_task(
+                loops.batches(self._batcher, engine, self._status, self._update_serving),
+                name="batches",
+            ),
             asyncio.create_task(loops.timer(engine, self.timer_interval, self.clock), name="timer"),
-            asyncio.create_task(loops.drift(engine), name="drift"),
+            asyncio.create_task(loops.drift(engine, self.sync), name="drift"),
             asyncio.create_task(
                 loops.watchdog(self.notifier, engine, scheduler, self.clock), name="watchdog"
             ),
@@ -222,6 +259,7 @@ class Daemon:
         ]
         self._freeze(config)
         self.ready = True
+        self._update_serving(force=True)
         summary = self._status.ready(engine)
         log.info("daemon.ready", status=summary, dry_run=self.dry_run)
         self.started.set()
@@ -252,6 +290,8 @@ class Daemon:
         """``STOPPING=1``, then stop what :meth:`_start` started (the loops first); with
         ``remove_on_stop``, delete the managed services."""
         self.ready = False
+        if self.serving is not None:  # first: keepalived hands the VIPs over at once
+            self.serving.set(["lvsd is stopping"])
         self.notifier.stopping()
         log.info("daemon.stopping")
         for task in self._tasks:
@@ -295,7 +335,10 @@ class Daemon:
                 if result.ok and self.scheduler is not None:
                     await self.scheduler.update(checks_from_config(engine.config))
                     self._freeze(engine.config)
+                if result.ok and self.sync is not None:
+                    await self.sync.keep(engine.config.sync)
                 if result.ok:
+                    self._update_serving(force=True)
                     # the new config may need other settings
                     await preflight(engine.config, self.proc, self.modules_dir, self.metrics)
             except Exception as exc:  # a bug: logged, the daemon keeps serving

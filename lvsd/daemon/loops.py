@@ -5,7 +5,8 @@
   one apply), then :class:`StatusLine` tells systemd the summary if health changed.
 * :func:`timer`: about every second, slow-start ramps, lingering real servers and a
   full reconcile after a failure.
-* :func:`drift`: drift repair every ``daemon.reconcile_interval`` seconds.
+* :func:`drift`: drift repair every ``daemon.reconcile_interval`` seconds, the sync
+  daemons' with it.
 * :func:`watchdog`: the systemd watchdog, fed while the checks and applies run.
 
 Each runs until cancelled; one that returns or raises is a bug the daemon stops for.
@@ -22,6 +23,7 @@ from lvsd.checks.base import ProbeResult
 from lvsd.checks.scheduler import CheckScheduler
 from lvsd.daemon.systemd import Notifier
 from lvsd.engine.reconcile import Engine
+from lvsd.engine.sync import SyncKeeper
 from lvsd.health.check import CheckId
 
 log = structlog.get_logger("lvsd.daemon.loops")
@@ -90,12 +92,19 @@ class StatusLine:
             self._notifier.status(summary)
 
 
-async def batches(batcher: Batcher, engine: Engine, status: StatusLine) -> None:
-    """Hand the results of one short window to the engine as one round."""
+async def batches(
+    batcher: Batcher,
+    engine: Engine,
+    status: StatusLine,
+    after: Callable[[], None] = lambda: None,
+) -> None:
+    """Hand the results of one short window to the engine as one round; then tell
+    systemd, and ``after`` (the serving file)."""
     while True:
         batch = await batcher.next_batch()
         await engine.results(batch)
         status.update(engine)
+        after()
 
 
 async def timer(engine: Engine, interval: float, clock: Callable[[], float]) -> None:
@@ -113,11 +122,14 @@ async def timer(engine: Engine, interval: float, clock: Callable[[], float]) -> 
             await engine.reconcile()
 
 
-async def drift(engine: Engine) -> None:
-    """Repair drift every ``daemon.reconcile_interval`` of the config in force."""
+async def drift(engine: Engine, sync: SyncKeeper | None = None) -> None:
+    """Repair drift every ``daemon.reconcile_interval`` of the config in force: the
+    table, then the sync daemons."""
     while True:
         await asyncio.sleep(engine.config.daemon.reconcile_interval)
         await engine.repair()
+        if sync is not None:
+            await sync.keep(engine.config.sync)
 
 
 async def watchdog(

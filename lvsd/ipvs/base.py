@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from lvsd.model import ApplyResult, Op, Snapshot
+from lvsd.model import ApplyResult, Op, Snapshot, SyncDaemon, SyncState
 
 
 class Backend(Protocol):
@@ -55,3 +55,24 @@ class TimeoutControl(Protocol):
 
     async def get_timeouts(self) -> Timeouts: ...
     async def set_timeouts(self, timeouts: Timeouts) -> None: ...
+
+
+@runtime_checkable
+class SyncDaemons(Protocol):
+    """The kernel's connection sync daemons (netlink) or a stand-in for them (memory).
+
+    Each raises ``IpvsError`` when the kernel refuses or cannot be asked.
+    """
+
+    async def sync_daemons(self) -> tuple[SyncDaemon, ...]:
+        """The daemons running (none, a master, a backup, or both), as the kernel
+        reports them."""
+        ...
+
+    async def start_sync(self, daemon: SyncDaemon) -> None:
+        """Start ``daemon`` (the kernel refuses one of a state already running)."""
+        ...
+
+    async def stop_sync(self, state: SyncState) -> None:
+        """Stop the daemon of ``state``."""
+        ...

@@ -38,6 +38,14 @@ from lvsd.ipvs.uapi import (
     IPVS_CMD_ATTR_TIMEOUT_TCP,
     IPVS_CMD_ATTR_TIMEOUT_TCP_FIN,
     IPVS_CMD_ATTR_TIMEOUT_UDP,
+    IPVS_DAEMON_ATTR_MCAST_GROUP,
+    IPVS_DAEMON_ATTR_MCAST_GROUP6,
+    IPVS_DAEMON_ATTR_MCAST_IFN,
+    IPVS_DAEMON_ATTR_MCAST_PORT,
+    IPVS_DAEMON_ATTR_MCAST_TTL,
+    IPVS_DAEMON_ATTR_STATE,
+    IPVS_DAEMON_ATTR_SYNC_ID,
+    IPVS_DAEMON_ATTR_SYNC_MAXLEN,
     IPVS_DEST_ATTR_ACTIVE_CONNS,
     IPVS_DEST_ATTR_ADDR,
     IPVS_DEST_ATTR_ADDR_FAMILY,
@@ -68,6 +76,7 @@ from lvsd.ipvs.uapi import (
     IPVS_SVC_ATTR_TIMEOUT,
     PROTOCOL_BY_NUMBER,
     SCHED_FLAG_BITS,
+    SYNC_STATE_BY_CODE,
     TUN_BY_CODE,
 )
 from lvsd.model import (
@@ -78,6 +87,7 @@ from lvsd.model import (
     Service,
     ServiceKey,
     Stats,
+    SyncDaemon,
     TunnelType,
 )
 
@@ -100,6 +110,17 @@ _FLAGS = struct.Struct("=II")  # struct ip_vs_flags: flags, mask (``uint`` reads
 #: Attribute names by type, for errors: pyroute2's tables of the same attributes.
 _SVC_NAMES = tuple(str(name) for name, _ in ipvsmsg.service.nla_map)
 _DEST_NAMES = tuple(str(name) for name, _ in ipvsmsg.dest.nla_map)
+_DAEMON_NAMES = (
+    "IPVS_DAEMON_ATTR_UNSPEC",
+    "IPVS_DAEMON_ATTR_STATE",
+    "IPVS_DAEMON_ATTR_MCAST_IFN",
+    "IPVS_DAEMON_ATTR_SYNC_ID",
+    "IPVS_DAEMON_ATTR_SYNC_MAXLEN",
+    "IPVS_DAEMON_ATTR_MCAST_GROUP",
+    "IPVS_DAEMON_ATTR_MCAST_GROUP6",
+    "IPVS_DAEMON_ATTR_MCAST_PORT",
+    "IPVS_DAEMON_ATTR_MCAST_TTL",
+)
 _STATS_NAMES = tuple(str(name) for name, _ in ipvsmsg.service.stats64.nla_map)
 
 #: Bytes of an address: the kernel sends 16, an IPv4 address in the first 4.
@@ -253,6 +274,33 @@ def reply_attr(msg: Any, kind: int) -> bytes:
             return bytes(data[offset + 4 : offset + length])
         offset += (length + 3) & ~3
     raise _malformed("reply", f"no {ipvsmsg.nla_map[kind][0]}")
+
+
+# --- sync daemons -----------------------------------------------------------------------
+
+
+def daemon_from_nla(payload: bytes) -> SyncDaemon:
+    """The ``SyncDaemon`` a dumped ``IPVS_CMD_ATTR_DAEMON`` describes (the kernel fills
+    in its defaults: port, ttl, maxlen and group are always there)."""
+    a = _Nla("IPVS_CMD_ATTR_DAEMON", _DAEMON_NAMES, payload)
+    code = a.uint(IPVS_DAEMON_ATTR_STATE, required=True)
+    state = SYNC_STATE_BY_CODE.get(code)
+    if state is None:
+        raise _malformed(a.what, f"IPVS_DAEMON_ATTR_STATE {code} is not master or backup")
+    group = ""
+    if IPVS_DAEMON_ATTR_MCAST_GROUP6 in a.payloads:
+        group = _address_text(a.raw(IPVS_DAEMON_ATTR_MCAST_GROUP6, 16), Family.INET6)
+    elif IPVS_DAEMON_ATTR_MCAST_GROUP in a.payloads:
+        group = _address_text(a.raw(IPVS_DAEMON_ATTR_MCAST_GROUP, 4), Family.INET)
+    return SyncDaemon(
+        state=state,
+        interface=a.text(IPVS_DAEMON_ATTR_MCAST_IFN),
+        syncid=a.uint(IPVS_DAEMON_ATTR_SYNC_ID, required=True),
+        maxlen=a.uint(IPVS_DAEMON_ATTR_SYNC_MAXLEN, _U16),
+        port=a.uint(IPVS_DAEMON_ATTR_MCAST_PORT, _U16),
+        ttl=a.uint(IPVS_DAEMON_ATTR_MCAST_TTL, _U8),
+        group=group,
+    )
 
 
 # --- services and counters --------------------------------------------------------------
@@ -558,6 +606,7 @@ def timeouts_from_reply(msg: Any) -> Timeouts:
 
 __all__ = [
     "RawReply",
+    "daemon_from_nla",
     "decode_netmask",
     "dest_from_nla",
     "dest_from_reply",

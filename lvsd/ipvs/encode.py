@@ -8,7 +8,9 @@ quirks handled here (checked against a 6.1 kernel in the lab):
   only encodes as a dotted quad (``ip4addr``), so 128 is sent as the four bytes of
   the u32 128 in host order (``128.0.0.0`` on x86);
 * ``IPVS_DEST_ATTR_TUN_PORT`` is big-endian in the kernel but pyroute2 encodes it as
-  a host-order u16, so the port is byte-swapped on the way out.
+  a host-order u16, so the port is byte-swapped on the way out;
+* pyroute2 has no layout for ``IPVS_CMD_ATTR_DAEMON`` (it passes the payload through
+  as bytes), so a sync daemon's attributes are packed here (:func:`daemon_nla`).
 """
 
 from __future__ import annotations
@@ -28,11 +30,31 @@ from lvsd.ipvs.uapi import (
     IPVS_CMD_ATTR_TIMEOUT_TCP,
     IPVS_CMD_ATTR_TIMEOUT_TCP_FIN,
     IPVS_CMD_ATTR_TIMEOUT_UDP,
+    IPVS_DAEMON_ATTR_MCAST_GROUP,
+    IPVS_DAEMON_ATTR_MCAST_GROUP6,
+    IPVS_DAEMON_ATTR_MCAST_IFN,
+    IPVS_DAEMON_ATTR_MCAST_PORT,
+    IPVS_DAEMON_ATTR_MCAST_TTL,
+    IPVS_DAEMON_ATTR_STATE,
+    IPVS_DAEMON_ATTR_SYNC_ID,
+    IPVS_DAEMON_ATTR_SYNC_MAXLEN,
     PROTO,
     SCHED_FLAG_BITS,
+    SYNC_STATE_CODES,
     TUN_CODES,
 )
-from lvsd.model import Destination, Family, Forward, Op, OpKind, Service, ServiceKey, TunnelType
+from lvsd.model import (
+    Destination,
+    Family,
+    Forward,
+    Op,
+    OpKind,
+    Service,
+    ServiceKey,
+    SyncDaemon,
+    SyncState,
+    TunnelType,
+)
 
 
 def encode_netmask(family: Family, prefix: int) -> str:
@@ -165,7 +187,42 @@ def timeout_attrs(timeouts: Timeouts) -> list[tuple[int, int]]:
     return pairs
 
 
+def _nla(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute: its header, ``payload``, and padding to 4 bytes."""
+    data = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return data + b"\0" * (-len(data) % 4)
+
+
+def daemon_state_nla(state: SyncState) -> bytes:
+    """The ``IPVS_CMD_ATTR_DAEMON`` payload of a ``DEL_DAEMON`` request (the state alone)."""
+    return _nla(IPVS_DAEMON_ATTR_STATE, struct.pack("=I", SYNC_STATE_CODES[state]))
+
+
+def daemon_nla(daemon: SyncDaemon) -> bytes:
+    """The ``IPVS_CMD_ATTR_DAEMON`` payload of a ``NEW_DAEMON`` request for ``daemon``;
+    an optional field left at 0 or "" is not sent (the kernel picks its default)."""
+    name = daemon.interface.encode()
+    if not name or len(name) > 15 or b"\0" in name:
+        raise ValueError(f"interface name {daemon.interface!r}: 1 to 15 bytes")
+    data = daemon_state_nla(daemon.state)
+    data += _nla(IPVS_DAEMON_ATTR_MCAST_IFN, name + b"\0")
+    data += _nla(IPVS_DAEMON_ATTR_SYNC_ID, struct.pack("=I", daemon.syncid))
+    if daemon.maxlen:
+        data += _nla(IPVS_DAEMON_ATTR_SYNC_MAXLEN, struct.pack("=H", daemon.maxlen))
+    if daemon.group:
+        group = ipaddress.ip_address(daemon.group)
+        kind = IPVS_DAEMON_ATTR_MCAST_GROUP if group.version == 4 else IPVS_DAEMON_ATTR_MCAST_GROUP6
+        data += _nla(kind, group.packed)
+    if daemon.port:
+        data += _nla(IPVS_DAEMON_ATTR_MCAST_PORT, struct.pack("=H", daemon.port))
+    if daemon.ttl:
+        data += _nla(IPVS_DAEMON_ATTR_MCAST_TTL, struct.pack("=B", daemon.ttl))
+    return data
+
+
 __all__ = [
+    "daemon_nla",
+    "daemon_state_nla",
     "dest_fields",
     "encode_netmask",
     "request_for",

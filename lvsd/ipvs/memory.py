@@ -2,11 +2,14 @@
 
 It accepts and refuses ops exactly as ``lvsd.plan.apply_ops`` does (which plays them
 as the kernel would), records every op it is given in ``received``, and can be told
-to fail chosen ops (``fail``) or a whole dump (``dump_error``).
+to fail chosen ops (``fail``) or a whole dump (``dump_error``). Its sync daemons
+(``sync``) fill in the kernel's defaults and refuse what the kernel refuses.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 from collections.abc import Callable, Mapping, Sequence
 
 from lvsd.errors import IpvsError
@@ -20,6 +23,8 @@ from lvsd.model import (
     ServiceKey,
     Snapshot,
     Stats,
+    SyncDaemon,
+    SyncState,
     Table,
     VirtualService,
 )
@@ -58,6 +63,10 @@ class MemoryBackend:
         #: The connection timeouts (the kernel's defaults); ``set_timeouts`` writes here.
         self.timeouts = Timeouts(tcp=900, tcp_fin=120, udp=300)
         self.timeout_sets = 0
+        #: The sync daemons running, by state (as the kernel reports them).
+        self.sync: dict[SyncState, SyncDaemon] = {}
+        #: When set, every sync daemon request raises it.
+        self.sync_error: IpvsError | None = None
 
     @property
     def table(self) -> dict[ServiceKey, VirtualService]:
@@ -120,6 +129,32 @@ class MemoryBackend:
     async def set_timeouts(self, timeouts: Timeouts) -> None:
         self.timeout_sets += 1
         self.timeouts = timeouts
+
+    async def sync_daemons(self) -> tuple[SyncDaemon, ...]:
+        if self.sync_error is not None:
+            raise self.sync_error
+        return tuple(self.sync[state] for state in SyncState if state in self.sync)
+
+    async def start_sync(self, daemon: SyncDaemon) -> None:
+        """Start ``daemon`` with the kernel's defaults (port 8848, ttl 1, group
+        224.0.0.81, maxlen 1472: an MTU of 1500 less the IPv4 and UDP headers)."""
+        if self.sync_error is not None:
+            raise self.sync_error
+        if daemon.state in self.sync:
+            raise IpvsError(f"start-sync {daemon}", "already running", errno.EEXIST)
+        self.sync[daemon.state] = dataclasses.replace(
+            daemon,
+            port=daemon.port or 8848,
+            ttl=daemon.ttl or 1,
+            maxlen=daemon.maxlen or 1472,
+            group=daemon.group or "224.0.0.81",
+        )
+
+    async def stop_sync(self, state: SyncState) -> None:
+        if self.sync_error is not None:
+            raise self.sync_error
+        if self.sync.pop(state, None) is None:
+            raise IpvsError(f"stop-sync {state}", "not running", errno.ESRCH)
 
     async def close(self) -> None:
         self.closed = True

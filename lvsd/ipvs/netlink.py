@@ -21,20 +21,36 @@ from typing import Any, TypeVar
 
 import structlog
 from pyroute2.ipvs import AsyncIPVS, IPVSDest, IPVSService
-from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.generic.ipvs import GENL_VERSION, ipvsmsg
 
 from lvsd.errors import IpvsError
 from lvsd.ipvs.base import Timeouts
 from lvsd.ipvs.decode import (
     RawReply,
+    daemon_from_nla,
     dest_from_reply,
     reply_attr,
     service_from_nla,
     timeouts_from_reply,
 )
-from lvsd.ipvs.encode import request_for, service_key_fields, timeout_attrs
-from lvsd.ipvs.uapi import IPVS_CMD_ATTR_SERVICE, IPVS_CMD_GET_CONFIG, IPVS_CMD_SET_CONFIG
+from lvsd.ipvs.encode import (
+    daemon_nla,
+    daemon_state_nla,
+    request_for,
+    service_key_fields,
+    timeout_attrs,
+)
+from lvsd.ipvs.uapi import (
+    IPVS_CMD_ATTR_DAEMON,
+    IPVS_CMD_ATTR_SERVICE,
+    IPVS_CMD_DEL_DAEMON,
+    IPVS_CMD_GET_CONFIG,
+    IPVS_CMD_GET_DAEMON,
+    IPVS_CMD_NEW_DAEMON,
+    IPVS_CMD_SET_CONFIG,
+)
 from lvsd.model import (
     ApplyResult,
     Destination,
@@ -45,6 +61,8 @@ from lvsd.model import (
     ServiceKey,
     Snapshot,
     Stats,
+    SyncDaemon,
+    SyncState,
     VirtualService,
 )
 
@@ -70,6 +88,19 @@ def reason_for(op: Op | None, code: int) -> str:
             return "service not found"
         return "not found"
     return f"{errno_mod.errorcode.get(code, str(code))}: {os.strerror(code)}"
+
+
+def sync_reason(code: int) -> str:
+    """The kernel's answer ``code`` to a sync daemon request in words."""
+    if code == errno_mod.EEXIST:
+        return "a daemon of this state is already running"
+    if code == errno_mod.ESRCH:
+        return "no daemon of this state is running"
+    if code == errno_mod.ENODEV:
+        return "no such interface"
+    if code == errno_mod.EINVAL:
+        return "invalid (a multicast group that is not one, or services of mixed families)"
+    return reason_for(None, code)
 
 
 def error_for(op: Op, exc: NetlinkError) -> IpvsError:
@@ -286,6 +317,44 @@ class NetlinkBackend:
         applied = tuple(op for op, err in zip(ops, outcome, strict=True) if err is None)
         failed = tuple((op, err) for op, err in zip(ops, outcome, strict=True) if err is not None)
         return ApplyResult(applied=applied, failed=failed)
+
+    async def sync_daemons(self) -> tuple[SyncDaemon, ...]:
+        """The sync daemons running (``IPVS_CMD_GET_DAEMON``, a dump)."""
+        async with self._dumping:  # a dump, so not beside another one
+            replies = await self._daemon_request("sync-daemons", IPVS_CMD_GET_DAEMON, None)
+        return tuple(daemon_from_nla(reply_attr(msg, IPVS_CMD_ATTR_DAEMON)) for msg in replies)
+
+    async def start_sync(self, daemon: SyncDaemon) -> None:
+        """``IPVS_CMD_NEW_DAEMON`` for ``daemon``."""
+        what = f"start-sync {daemon}"
+        try:
+            payload = daemon_nla(daemon)
+        except ValueError as exc:
+            raise IpvsError(what, f"cannot encode the request: {exc}") from exc
+        await self._daemon_request(what, IPVS_CMD_NEW_DAEMON, payload)
+
+    async def stop_sync(self, state: SyncState) -> None:
+        """``IPVS_CMD_DEL_DAEMON`` for the daemon of ``state``."""
+        await self._daemon_request(
+            f"stop-sync {state}", IPVS_CMD_DEL_DAEMON, daemon_state_nla(state)
+        )
+
+    async def _daemon_request(self, what: str, cmd: int, payload: bytes | None) -> list[Any]:
+        """One sync daemon request (a dump when ``payload`` is None), its replies."""
+        ipvs = await self._socket(what)
+        msg = ipvsmsg()
+        msg["cmd"] = cmd
+        msg["version"] = GENL_VERSION
+        flags = NLM_F_REQUEST | NLM_F_DUMP
+        if payload is not None:
+            # pyroute2 passes the bytes of an ``IPVS_CMD_ATTR_DAEMON`` through as they are
+            msg["attrs"] = [("IPVS_CMD_ATTR_DAEMON", payload)]
+            flags = NLM_F_REQUEST | NLM_F_ACK
+        try:
+            replies: list[Any] = await self._answered(what, ipvs._do_request(msg, msg_flags=flags))
+        except NetlinkError as exc:
+            raise IpvsError(what, sync_reason(exc.code), exc.code) from exc
+        return replies
 
     async def _answered(self, what: str, call: Awaitable[T]) -> T:
         """``call``'s result, or ``IpvsError(what)`` when the kernel has not answered

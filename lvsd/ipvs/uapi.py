@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-from lvsd.model import Family, Forward, Protocol, SchedFlag, TunnelType
+from lvsd.model import Family, Forward, Protocol, SchedFlag, SyncState, TunnelType
 
 # --- service flags (struct ip_vs_flags) ------------------------------------------------
 
@@ -27,10 +27,22 @@ IP_VS_CONN_F_LOCALNODE = 1
 IP_VS_CONN_F_TUNNEL = 2
 IP_VS_CONN_F_DROUTE = 3
 
+# --- commands (the service and dest ones come from pyroute2) ---------------------------
+
+IPVS_CMD_NEW_DAEMON = 9
+IPVS_CMD_DEL_DAEMON = 10
+IPVS_CMD_GET_DAEMON = 11
+
+# --- sync daemon states (IP_VS_STATE_*) --------------------------------------------------
+
+IP_VS_STATE_MASTER = 1
+IP_VS_STATE_BACKUP = 2
+
 # --- attribute numbers -----------------------------------------------------------------
 
 IPVS_CMD_ATTR_SERVICE = 1
 IPVS_CMD_ATTR_DEST = 2
+IPVS_CMD_ATTR_DAEMON = 3
 
 # connection timeouts (``ipvsadm --set``): commands and their u32 attributes, seconds
 IPVS_CMD_SET_CONFIG = 12
@@ -63,6 +75,15 @@ IPVS_DEST_ATTR_ADDR_FAMILY = 11
 IPVS_DEST_ATTR_STATS64 = 12
 IPVS_DEST_ATTR_TUN_TYPE = 13
 IPVS_DEST_ATTR_TUN_PORT = 14
+
+IPVS_DAEMON_ATTR_STATE = 1  # u32
+IPVS_DAEMON_ATTR_MCAST_IFN = 2  # NUL-terminated string
+IPVS_DAEMON_ATTR_SYNC_ID = 3  # u32
+IPVS_DAEMON_ATTR_SYNC_MAXLEN = 4  # u16
+IPVS_DAEMON_ATTR_MCAST_GROUP = 5  # in_addr (network order)
+IPVS_DAEMON_ATTR_MCAST_GROUP6 = 6  # in6_addr
+IPVS_DAEMON_ATTR_MCAST_PORT = 7  # u16
+IPVS_DAEMON_ATTR_MCAST_TTL = 8  # u8
 
 IPVS_STATS_ATTR_CONNS = 1
 IPVS_STATS_ATTR_INPKTS = 2
@@ -102,6 +123,12 @@ PROTO: dict[Protocol, int] = {
     Protocol.SCTP: 132,  # socket.IPPROTO_SCTP is missing on some builds
 }
 PROTOCOL_BY_NUMBER: dict[int, Protocol] = {n: p for p, n in PROTO.items()}
+
+SYNC_STATE_CODES: dict[SyncState, int] = {
+    SyncState.MASTER: IP_VS_STATE_MASTER,
+    SyncState.BACKUP: IP_VS_STATE_BACKUP,
+}
+SYNC_STATE_BY_CODE: dict[int, SyncState] = {code: s for s, code in SYNC_STATE_CODES.items()}
 
 #: The prefix length of one address (the netmask of a service that is not persistent).
 HOST_PREFIX: dict[Family, int] = {Family.INET: 32, Family.INET6: 128}

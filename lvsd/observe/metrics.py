@@ -4,8 +4,9 @@ Two sides:
 
 * **events**, counted as they happen: the daemon calls the hooks :meth:`Metrics.probe`,
   :meth:`Metrics.transition`, :meth:`Metrics.reload`, :meth:`Metrics.netlink`,
-  :meth:`Metrics.drift_repair`, :meth:`Metrics.panic`, :meth:`Metrics.quorum`, and
-  :meth:`Metrics.preflight` (the host audit at start and after each reload);
+  :meth:`Metrics.drift_repair`, :meth:`Metrics.panic`, :meth:`Metrics.quorum`,
+  :meth:`Metrics.preflight` (the host audit at start and after each reload), and
+  :meth:`Metrics.sync_daemons` (each check of the sync daemons);
 * **state**, read at scrape time: :meth:`Metrics.update` takes one kernel
   :class:`~lvsd.model.Snapshot` and one :class:`~lvsd.observe.status.StatusReport` and sets
   what the custom collector yields on the next scrape (kernel counters per service and
@@ -21,8 +22,9 @@ does not manage). No label holds free text. Every metric is in ``docs/metrics.md
 
 from __future__ import annotations
 
+import contextlib
 import platform
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import Final
 
 from prometheus_client import (
@@ -339,6 +341,13 @@ class Metrics:
             self.preflight_problems.labels(severity)
         self._durations: dict[str, Histogram] = {}
         self._results: dict[tuple[str, bool, str], Counter] = {}
+        self.sync_daemon_up = Gauge(
+            "lvsd_sync_daemon_up",
+            "whether the connection sync daemon of [sync] runs as configured, by state "
+            "(master, backup), as of the latest check (start, drift repair, reload)",
+            ["state"],
+            registry=registry,
+        )
         self.state = StateCollector()
         self._labels = LabelCache()
         registry.register(self.state)
@@ -394,6 +403,15 @@ class Metrics:
 
     def command(self, kind: str, result: str) -> None:
         self.commands.labels(kind, result).inc()
+
+    def sync_daemons(self, up: Mapping[str, bool]) -> None:
+        """The latest sync pass: 1 or 0 per configured state; other states unset."""
+        for state in ("master", "backup"):
+            if state in up:
+                self.sync_daemon_up.labels(state).set(1 if up[state] else 0)
+            else:
+                with contextlib.suppress(KeyError):
+                    self.sync_daemon_up.remove(state)
 
     def preflight(self, findings: Iterable[Finding]) -> None:
         """The latest host audit's findings: count the warnings and errors."""

@@ -199,6 +199,17 @@ class ServiceReport:
         }
 
 
+class SyncLine(NamedTuple):
+    """One connection sync daemon of ``[sync]`` (``lvsd.engine.sync.SyncCheck``)."""
+
+    state: str  # master or backup
+    up: bool  # running as configured
+    text: str  # the daemon as the kernel runs it (or as configured) and its state
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "up": self.up, "text": self.text}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusReport:
     """Every configured service, in config order."""
@@ -209,12 +220,14 @@ class StatusReport:
     #: Unix time the report was made (its ages become timestamps in the metrics);
     #: time.time is looked up per report, so tests can fix it.
     wall: float = field(default_factory=lambda: time.time(), compare=False)
+    sync: tuple[SyncLine, ...] = ()  # the sync daemons of [sync], when configured
 
     def to_json(self) -> dict[str, Any]:
         return {
             "config": self.config_path,
             "table_read": self.table_read,
             "services": [s.to_json() for s in self.services],
+            "sync": [line.to_json() for line in self.sync],
         }
 
     def render(self, *, colour: bool = False) -> str:
@@ -275,6 +288,7 @@ class StatusReport:
             out.append(fmt(*next(row_iter)) if line is None else line)
         if not self.table_read:
             out.append("(kernel table not read: Weight unknown)")
+        out += [f"Sync daemon {line.text}" for line in self.sync]
         return "\n".join(out) + "\n"
 
 

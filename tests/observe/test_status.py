@@ -10,6 +10,7 @@ The small world built here (:func:`world`) is also used by ``test_metrics`` and
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 import json
 import pickle
@@ -40,7 +41,7 @@ from lvsd.model import (
     Stats,
     Table,
 )
-from lvsd.observe.status import HealthCode, StatusReport, build, build_steps
+from lvsd.observe.status import HealthCode, StatusReport, SyncLine, build, build_steps
 from lvsd.observe.steps import finish
 
 TCP = CheckSpec(kind="tcp", options=TcpOptions(), interval=2.0, timeout=1.0, rise=1, fall=1)
@@ -396,3 +397,21 @@ def test_health_check_keys_copy_and_compare_like_tuples() -> None:
     assert w.health.check_status(plain) == w.health.check_status(key)
     assert (plain, hash(plain)) == (key, hash(key))
     assert (plain, plain) == (copy.copy(key), pickle.loads(pickle.dumps(key)))
+
+
+def test_sync_daemons_follow_the_table() -> None:
+    """Each sync daemon of [sync] is a line after the table, and an entry in the JSON."""
+    lines = (
+        SyncLine("master", True, "master eth1 syncid=7 port=8848: running"),
+        SyncLine("backup", False, "backup eth1 syncid=7: down (no such interface)"),
+    )
+    report = dataclasses.replace(world().report(), sync=lines)
+    assert report.render().endswith(
+        "Sync daemon master eth1 syncid=7 port=8848: running\n"
+        "Sync daemon backup eth1 syncid=7: down (no such interface)\n"
+    )
+    assert [
+        {"state": "master", "up": True, "text": "master eth1 syncid=7 port=8848: running"},
+        {"state": "backup", "up": False, "text": "backup eth1 syncid=7: down (no such interface)"},
+    ] == report.to_json()["sync"]
+    assert [] == world().report().to_json()["sync"]
