@@ -308,12 +308,31 @@ class SyncConfig:
         )
 
 
+class RouteDown(StrEnum):
+    """What ``[bgp]`` does with a VIP whose services cannot serve."""
+
+    WITHDRAW = "withdraw"
+    DEPREF = "depref"  # announced, with GRACEFUL_SHUTDOWN and a worse MED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BgpConfig:
+    """``[bgp]``: lvsd decides which VIPs this director announces and writes them to
+    ``routes_file``, which the BGP speaker's helper follows (lvsd.engine.routes)."""
+
+    routes_file: str
+    on_down: RouteDown = RouteDown.WITHDRAW
+    stop_deadline: float = 30.0  # a graceful stop withdraws after this at the latest
+    stop_quiet: float = 2.0  # ... or once no new connection came for this long
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     path: str
     daemon: DaemonConfig = DaemonConfig()
     services: tuple[VirtualServiceConfig, ...] = ()
     sync: SyncConfig | None = None  # None: lvsd leaves the kernel's sync daemons alone
+    bgp: BgpConfig | None = None  # None: lvsd announces nothing
 
     @property
     def real_server_count(self) -> int:
@@ -333,6 +352,7 @@ class Config:
 __all__ = [
     "CHECK_KINDS",
     "AgentOptions",
+    "BgpConfig",
     "CheckOptions",
     "CheckSpec",
     "Config",
@@ -347,6 +367,7 @@ __all__ = [
     "Protocol",
     "Quorum",
     "RealServer",
+    "RouteDown",
     "SmtpOptions",
     "SorryServer",
     "StatusRange",
