@@ -27,7 +27,7 @@ from lvsd.config.locate import IniLines, KeyPath, LineMap, ini_lines, render_pat
 from lvsd.errors import ConfigError, Problem
 
 _NO_DEFAULT_SECTION = "\x00lvsd: no default section"
-_SECTION_WORDS = ("include", "daemon", "defaults", "service", "sync")
+_SECTION_WORDS = ("include", "daemon", "defaults", "service", "sync", "bgp")
 #: Tables written as dotted keys in INI, with an example of each.
 _INLINE_TABLES = {
     "quorum": "quorum.minimum = 2",
@@ -147,7 +147,7 @@ class _Builder:
 
     def _path(self, words: list[str]) -> KeyPath | None:
         match words:
-            case ["daemon"] | ["defaults"] | ["sync"]:
+            case ["daemon"] | ["defaults"] | ["sync"] | ["bgp"]:
                 return (words[0],)
             case ["service", service, *rest]:
                 base: KeyPath = ("services", service)
