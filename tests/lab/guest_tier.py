@@ -1,7 +1,7 @@
 """Runs INSIDE the lab guest (not collected by pytest), in the topology of
 ``lab.tier``: the active-active tier of etc/examples/bgp/ under traffic.
 
-The router runs BIRD (bird-router.conf), each director lvsd and ExaBGP with its
+The router runs BIRD (bird-router.conf), dira and dirb lvsd and ExaBGP with their
 example configs (copied into the work folder, ``python3`` in ExaBGP's ``run`` line
 turned into this virtualenv's python). With new connections at a fixed rate and one
 long-lived connection sending a request every 100 ms, in one stream of traffic:
@@ -36,9 +36,12 @@ WORK = Path(os.environ["LAB_WORK"])
 RESULTS = Path(os.environ["LAB_RESULTS"])
 PYTHON = sys.executable
 VIP = "198.51.100.10"
-DIRECTORS = {"dira": "10.0.0.11", "dirb": "10.0.0.12", "dirc": "10.0.0.13"}
-#: Seconds of traffic: every step and the pauses between them.
-TRAFFIC = 60.0
+#: Two of the topology's three directors: a third one's processes would starve the
+#: guest's one CPU (and the checks with it).
+DIRECTORS = {"dira": "10.0.0.11", "dirb": "10.0.0.12"}
+#: Seconds of traffic: every step and the pauses between them (lvsd takes 15-20 s to
+#: start in the loaded guest).
+TRAFFIC = 75.0
 #: Seconds each phase lasts once the router's route has settled.
 SETTLE = 5.0
 
@@ -70,12 +73,14 @@ def start(name: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
 
 
 def wait_for(what: str, condition: Callable[[], bool], limit: float = 60.0) -> float:
-    """Poll ``condition`` every 50 ms; the wall time it first held. Fails after ``limit``."""
+    """Poll ``condition`` every 200 ms (each poll starts processes: more often would
+    starve the guest's one CPU, and the directors' checks with it); the wall time it
+    first held. Fails after ``limit``."""
     end = time.monotonic() + limit
     while not condition():
         if time.monotonic() > end:
             raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(0.2)
     return time.time()
 
 
@@ -122,11 +127,11 @@ def main() -> dict[str, Any]:
         wait_for(f"lvsd-{side}'s routes file", Path(f"/run/lvsd-{side}/routes").exists)
         start(d, ["exabgp", str(conf / f"exabgp-{side}.conf")], f"exabgp-{side}.log")
     marks: dict[str, float] = {}
-    marks["all_up"] = wait_for("three next hops", lambda: len(next_hops()) == 3, limit=90)
+    marks["all_up"] = wait_for("a next hop each", lambda: len(next_hops()) == 2, limit=90)
     out: dict[str, Any] = {"route_all": ns("router", "ip", "route", "show", f"{VIP}/32")}
     traffic = start(
         "client",
-        [PYTHON, "-m", "lab.traffic", f"http://{VIP}/", "--rate", "20",
+        [PYTHON, "-m", "lab.traffic", f"http://{VIP}/", "--rate", "15",
          "--duration", str(TRAFFIC), "--timeout", "2", "--out", str(RESULTS / "traffic.json"),
          "--ready", str(WORK / "traffic.ready")],
         "traffic.log",
@@ -160,8 +165,6 @@ def main() -> dict[str, Any]:
     marks["stop_b"] = time.time()
     daemons["dirb"].send_signal(signal.SIGTERM)
     marks["b_depref"] = wait_for("dirb out of the multipath", lambda: "dirb" not in next_hops())
-    out["routes_b_depref"] = Path("/run/lvsd-b/routes").read_text()
-    out["bird_b_depref"] = ns("router", "birdc", "-s", "/run/bird.ctl", "show", "route", "all")
     daemons["dirb"].wait(timeout=60)
     marks["b_stopped"] = time.time()
     out["routes_b_stopped"] = Path("/run/lvsd-b/routes").read_text()
