@@ -47,6 +47,17 @@ async def test_on_down_depref_keeps_a_worse_route(short_dir: Path) -> None:
         await eventually(lambda: routes.read_text() == f"{VIP} depref\n")
 
 
+async def test_a_reload_without_the_section_withdraws_first(short_dir: Path) -> None:
+    """The section gone: its file's VIPs are withdrawn, then lvsd writes it no more."""
+    routes = short_dir / "routes"
+    async with running(short_dir, _config(short_dir)) as r:
+        assert f"{VIP} announce\n" == routes.read_text()
+        (short_dir / "lvsd.toml").write_text(config_text(short_dir))
+        assert (await r.daemon.reload()).ok
+        assert f"{VIP} withdraw\n" == routes.read_text()
+        assert r.daemon.routes is None
+
+
 async def test_without_the_section_no_file_is_written(short_dir: Path) -> None:
     async with running(short_dir, config_text(short_dir)) as r:
         assert r.daemon.routes is None
