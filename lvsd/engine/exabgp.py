@@ -4,8 +4,8 @@
 ``python -m lvsd.engine.exabgp ROUTES_FILE [--med N]``. It decides nothing: it reads
 the file every 0.2 s and prints the commands that bring ExaBGP's announcements to
 what the file says; a missing file announces nothing. It ends when ExaBGP closes its
-stdin (ExaBGP starts it again with the session's next start), and then reads the
-file afresh, so nothing lvsd decided is lost.
+stdin (ExaBGP stops); should it die, ExaBGP starts it again (its ``respawn``), and it
+reads the file afresh, so nothing lvsd decided is lost.
 """
 
 from __future__ import annotations
@@ -56,11 +56,17 @@ def follow(
     path: Path, med: int, out: TextIO, wait: Callable[[float], bool], poll: float = POLL
 ) -> None:
     """Print the commands each change of ``path`` needs, until ``wait(poll)`` (which
-    waits up to ``poll`` seconds) returns False."""
-    sent: dict[str, Route] = {}
+    waits up to ``poll`` seconds) returns False. The first read sends every VIP's
+    state, a withdrawal too: a helper started again does not know what ExaBGP still
+    announces from before."""
+    sent: dict[str, Route] | None = None
     while True:
         wanted = read(path)
-        for line in commands(sent, wanted, med):
+        if sent is None:
+            lines = [command(prefix, route, med) for prefix, route in sorted(wanted.items())]
+        else:
+            lines = commands(sent, wanted, med)
+        for line in lines:
             out.write(line + "\n")
         out.flush()
         sent = wanted

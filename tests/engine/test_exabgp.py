@@ -27,6 +27,16 @@ def test_each_change_is_one_command() -> None:
     assert [] == commands({}, {P: Route.WITHDRAW}, 1000)
 
 
+def test_a_helper_started_again_sends_every_state_first(tmp_path: Path) -> None:
+    """ExaBGP may still announce what an earlier helper sent: a withdrawal is sent
+    too."""
+    path = tmp_path / "routes"
+    path.write_text(f"{P} withdraw\n")
+    out = io.StringIO()
+    follow(path, 500, out, lambda timeout: False)
+    assert [f"withdraw route {P} next-hop self"] == out.getvalue().splitlines()
+
+
 def test_follow_prints_what_the_file_says_as_it_changes(tmp_path: Path) -> None:
     """A missing file announces nothing; then each change once; stdin's end stops it."""
     path = tmp_path / "routes"
