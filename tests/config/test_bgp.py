@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lvsd.config import load
 from lvsd.config.model import BgpConfig, RouteDown
-from tests.config.helpers import SERVICE, load_text, problems, write
+from tests.config.helpers import REPO, SERVICE, load_text, problems, write
 
 
 def test_a_config_without_bgp_announces_nothing(tmp_path: Path) -> None:
@@ -60,3 +61,16 @@ def test_mistakes_with_their_lines(tmp_path: Path) -> None:
         ("bgp.stop_quiet", 7, "-1 is out of range (expected >= 0)"),
         ("bgp.speaker", 8, "unknown key in [bgp]"),
     ] == [(key, line, message) for _, key, line, message in problems(path)]
+
+
+def test_the_tiers_examples_load_and_differ_only_in_their_paths() -> None:
+    """etc/examples/bgp/: the same service on every director (mh needs it), each with
+    its own routes file, which its ExaBGP's process follows."""
+    folder = REPO / "etc" / "examples" / "bgp"
+    configs = {side: load(str(folder / f"lvsd-{side}.toml")) for side in "abc"}
+    for side, config in configs.items():
+        assert config.bgp is not None
+        assert f"/run/lvsd-{side}/routes" == config.bgp.routes_file
+        exabgp = (folder / f"exabgp-{side}.conf").read_text()
+        assert f"run python3 -m lvsd.engine.exabgp {config.bgp.routes_file};" in exabgp
+    assert configs["a"].services == configs["b"].services == configs["c"].services
