@@ -27,7 +27,7 @@ from lvsd.config.locate import IniLines, KeyPath, LineMap, ini_lines, render_pat
 from lvsd.errors import ConfigError, Problem
 
 _NO_DEFAULT_SECTION = "\x00lvsd: no default section"
-_SECTION_WORDS = ("include", "daemon", "defaults", "ipvs", "service", "sync")
+_SECTION_WORDS = ("include", "daemon", "defaults", "ipvs", "service", "sync", "bgp")
 #: Tables written as dotted keys in INI, with an example of each.
 _INLINE_TABLES = {
     "quorum": "quorum.minimum = 2",
@@ -148,7 +148,7 @@ class _Builder:
 
     def _path(self, words: list[str]) -> KeyPath | None:
         match words:
-            case ["daemon"] | ["defaults"] | ["ipvs"] | ["sync"]:
+            case ["daemon"] | ["defaults"] | ["ipvs"] | ["sync"] | ["bgp"]:
                 return (words[0],)
             case ["service", service, *rest]:
                 base: KeyPath = ("services", service)

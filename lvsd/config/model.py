@@ -385,6 +385,24 @@ class SyncConfig:
         return tuple(SyncDaemon(state=state, **same) for state in states)
 
 
+class RouteDown(StrEnum):
+    """What ``[bgp]`` does with a VIP whose services cannot serve."""
+
+    WITHDRAW = "withdraw"
+    DEPREF = "depref"  # announced, with GRACEFUL_SHUTDOWN and a worse MED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BgpConfig:
+    """``[bgp]``: lvsd decides which VIPs this director announces and writes them to
+    ``routes_file``, which the BGP speaker's helper follows (lvsd.engine.routes)."""
+
+    routes_file: str
+    on_down: RouteDown = RouteDown.WITHDRAW
+    stop_deadline: float = 30.0  # a graceful stop withdraws after this at the latest
+    stop_quiet: float = 2.0  # ... or once no new connection came for this long
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     path: str
@@ -392,6 +410,7 @@ class Config:
     ipvs: IpvsTimeouts = IpvsTimeouts()
     services: tuple[VirtualServiceConfig, ...] = ()
     sync: SyncConfig | None = None  # None: lvsd leaves the kernel's sync daemons alone
+    bgp: BgpConfig | None = None  # None: lvsd announces nothing
 
     @property
     def real_server_count(self) -> int:
@@ -413,6 +432,7 @@ class Config:
 __all__ = [
     "CHECK_KINDS",
     "AgentOptions",
+    "BgpConfig",
     "CheckOptions",
     "CheckSpec",
     "Config",
@@ -433,6 +453,7 @@ __all__ = [
     "Quorum",
     "RadiusOptions",
     "RealServer",
+    "RouteDown",
     "SipOptions",
     "SmtpOptions",
     "SorryServer",

@@ -24,6 +24,7 @@ from lvsd.config.document import Tree
 from lvsd.config.locate import KeyPath, render_path
 from lvsd.config.model import (
     CHECK_KINDS,
+    BgpConfig,
     CheckOptions,
     CheckSpec,
     Config,
@@ -39,6 +40,7 @@ from lvsd.config.model import (
     Quorum,
     RadiusOptions,
     RealServer,
+    RouteDown,
     SorryServer,
     SyncConfig,
     SyncRole,
@@ -94,7 +96,7 @@ Locate = Callable[[KeyPath], tuple[str, int | None]]
 #: The protocol of an address service that names none.
 DEFAULT_PROTOCOL = Protocol.TCP
 
-TOP_KEYS = ("include", "daemon", "defaults", "ipvs", "services", "sync")
+TOP_KEYS = ("include", "daemon", "defaults", "ipvs", "services", "sync", "bgp")
 DEFAULTS_KEYS = ("scheduler", "forward", "on_failure", "initial_state", "slow_start", "check")
 CHECK_TIMING_KEYS = ("interval", "timeout", "rise", "fall")
 CHECK_COMMON_KEYS = ("kind", *CHECK_TIMING_KEYS, "port", "source", "source_port")
@@ -143,6 +145,7 @@ NOTIFY_KEYS = ("up", "down", "user", "group", "timeout", "on_stop")
 IPVS_KEYS = ("tcp", "tcp_fin", "udp")
 #: The largest connection timeout the kernel takes (INT_MAX / HZ, with HZ up to 1000).
 MAX_IPVS_TIMEOUT = 2147483
+BGP_KEYS = ("routes_file", "on_down", "stop_deadline", "stop_quiet")
 SYNC_KEYS = ("state", "interface", "syncid", "port", "ttl", "maxlen", "group")
 #: Options set by the kind itself, never by the user.
 _IMPLIED_OPTIONS = frozenset({"tls"})
@@ -295,7 +298,26 @@ class _Builder:
         sync = root.table("sync")
         if sync is not None:
             kwargs["sync"] = self.sync(sync)
+        bgp = root.table("bgp")
+        if bgp is not None:
+            kwargs["bgp"] = self.bgp(bgp)
         return Config(path=path, **kwargs)
+
+    def bgp(self, table: _Table) -> BgpConfig | None:
+        """``[bgp]``; None when it has a problem (reported)."""
+        table.allow(BGP_KEYS, "[bgp]")
+        converters: dict[str, Callable[[object], Any]] = {
+            "routes_file": to_abs_path,
+            "on_down": lambda v: to_enum(v, RouteDown, "bgp on_down"),
+            "stop_deadline": lambda v: to_float(v, 0.0),
+            "stop_quiet": lambda v: to_float(v, 0.0),
+        }
+        before = len(self.problems)
+        kwargs = {key: table.get(key, convert) for key, convert in converters.items()}
+        table.required("routes_file", "the file lvsd writes the VIPs' routes to")
+        if len(self.problems) > before:
+            return None
+        return BgpConfig(**{key: value for key, value in kwargs.items() if value is not None})
 
     def sync(self, table: _Table) -> SyncConfig | None:
         """``[sync]``; None when it has a problem (reported)."""

@@ -35,6 +35,7 @@ from lvsd.daemon.admin import Admin, ApiSource
 from lvsd.daemon.systemd import Notifier, NullNotifier
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.reconcile import Engine, ReloadResult
+from lvsd.engine.routes import Route, RoutesFile, desired_routes, prefixes, quiesce
 from lvsd.engine.serving import ServingFile, cannot_serve
 from lvsd.engine.sync import SyncCheck, SyncKeeper
 from lvsd.errors import LvsdError
@@ -99,6 +100,9 @@ class Daemon:
         #: ``daemon.serving_file``, for keepalived's track_file (None: not configured).
         self.serving: ServingFile | None = None
         self._serving_changes = -1  # the engine's change count it was last written at
+        #: ``[bgp]``'s routes file, for the BGP speaker (None: not configured).
+        self.routes: RoutesFile | None = None
+        self._withdrawing = False  # a graceful stop owns the routes file
         #: The metrics endpoint's port once it listens (tests use port 0).
         self.api_port: int | None = None
         self._server: control.Server | None = None
@@ -210,6 +214,7 @@ class Daemon:
         if engine is None or (not force and engine.changes == self._serving_changes):
             return
         self._serving_changes = engine.changes
+        self._update_routes(engine)
         path = engine.config.daemon.serving_file
         if not path:
             self.serving = None
@@ -217,6 +222,50 @@ class Daemon:
         if self.serving is None or str(self.serving.path) != path:
             self.serving = ServingFile(path)
         self.serving.set(cannot_serve(engine.config, engine.health, self.clock()))
+
+    def _update_routes(self, engine: Engine) -> None:
+        """Write ``[bgp]``'s routes file (a VIP dropped from it, or the whole section,
+        is withdrawn first)."""
+        bgp = engine.config.bgp
+        if self._withdrawing:
+            return
+        routes = desired_routes(engine.config, engine.health, self.clock())
+        if self.routes is not None and (bgp is None or str(self.routes.path) != bgp.routes_file):
+            self.routes.set(dict.fromkeys(self.routes.routes or {}, Route.WITHDRAW), "reload")
+            self.routes = None
+        if bgp is None:
+            return
+        if self.routes is None:
+            self.routes = RoutesFile(bgp.routes_file)
+        self.routes.set(routes)
+
+    async def _withdraw(self, engine: Engine) -> None:
+        """A graceful stop of ``[bgp]``: every VIP de-preferred, then withdrawn once no
+        new connection came for ``stop_quiet`` seconds or after ``stop_deadline``."""
+        bgp, routes = engine.config.bgp, self.routes
+        if bgp is None or routes is None:
+            return
+        self._withdrawing = True
+        vips = {p.split("/")[0] for p in prefixes(engine.config)}
+
+        async def connections() -> int:
+            snapshot = await engine.counters()
+            return sum(
+                stats.connections
+                for key, stats in snapshot.service_stats.items()
+                if key.address in vips
+            )
+
+        routes.set(dict.fromkeys(routes.routes or {}, Route.DEPREF), "stopping")
+        try:
+            quiet = await quiesce(
+                connections, quiet=bgp.stop_quiet, deadline=bgp.stop_deadline, clock=self.clock
+            )
+        except LvsdError as exc:  # the counters cannot be read: withdraw now
+            log.error("route.quiesce_failed", error=str(exc))
+            quiet = False
+        log.info("route.quiesced", quiet=quiet)
+        routes.set(dict.fromkeys(routes.routes or {}, Route.WITHDRAW), "stopping")
 
     def _sync_metrics(self, checks: tuple[SyncCheck, ...]) -> None:
         if self.metrics is not None:
@@ -294,6 +343,7 @@ class Daemon:
             self.serving.set(["lvsd is stopping"])
         self.notifier.stopping()
         log.info("daemon.stopping")
+        await self._withdraw(engine)  # while the checks and the table keep serving
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
