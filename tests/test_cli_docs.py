@@ -1,15 +1,32 @@
-"""The man page and the bash completion: generated from the parser, committed as
-generated, and working (groff renders the page cleanly; bash completes the commands)."""
+"""The man pages and the shell completions: generated from the parser and the config
+schema, committed as generated, and working (groff renders the pages cleanly; bash
+completes the commands; zsh parses its completion)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 
 import pytest
 
 from lvsd.cli import COMMANDS, build_parser
-from lvsd.cli_docs import OUTPUTS, ROOT, bash_completion, man_page, options, subparsers
+from lvsd.cli_docs import (
+    KEY_SECTIONS,
+    OUTPUTS,
+    REFERENCE,
+    ROOT,
+    ReferenceDrift,
+    bash_completion,
+    config_page,
+    man_page,
+    options,
+    reference_tables,
+    subparsers,
+    zsh_completion,
+    zsh_specs,
+)
+from lvsd.config.model import CHECK_KINDS, DaemonConfig
 
 
 @pytest.mark.parametrize("name", sorted(OUTPUTS))
@@ -86,3 +103,81 @@ def test_bash_offers_every_command() -> None:
     offered = complete("lvsd ")
     assert set(COMMANDS) <= set(offered)
     assert "--log-level" in offered
+
+
+# --- lvsd.toml(5) --------------------------------------------------------------------
+
+
+def test_config_page_has_every_key_the_schema_accepts() -> None:
+    """Each key of every section the schema validates has an entry, and every check
+    kind its own."""
+    page = config_page()
+    for title, _, keys in KEY_SECTIONS:
+        section = page.split(f".SH {title.replace('-', chr(92) + '-')}\n", 1)[1].split(".SH ")[0]
+        for key in keys:
+            assert f".TP\n\\fB{key}\\fR" in section, (title, key)
+    for kind in CHECK_KINDS:
+        assert f'\\fBkind = "{kind}"\\fR' in page
+
+
+def test_a_key_the_reference_lacks_stops_the_generator() -> None:
+    """A schema key without its row in docs/configuration.md, or a row for a key the
+    schema does not take, is an error naming the key, not a page that silently drifts."""
+    reference = REFERENCE.read_text()
+    row = next(line for line in reference.splitlines() if line.startswith("| adopt_up |"))
+    with pytest.raises(ReferenceDrift, match="adopt_up"):
+        config_page(reference.replace(row + "\n", ""))
+    with pytest.raises(ReferenceDrift, match="adopt_everything"):
+        config_page(reference.replace(row, row + "\n| adopt_everything | bool | `no` | |"))
+
+
+def _toml(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_reference_defaults_of_daemon_keys_match_the_model() -> None:
+    """The default column of [daemon] (which the page shows) is the model's default."""
+    rows = reference_tables(REFERENCE.read_text())["[daemon]"]
+    for field in dataclasses.fields(DaemonConfig):
+        shown = rows[field.name][1].strip("`")
+        expected = "none" if field.default is None else _toml(field.default)
+        assert expected == shown, field.name
+
+
+@pytest.mark.skipif(shutil.which("groff") is None, reason="groff not installed")
+def test_config_page_renders_without_warnings() -> None:
+    """``groff -man -ww`` is silent on lvsd.toml(5) (its non-ASCII glyphs are escaped)."""
+    page = ROOT / "docs" / "lvsd.toml.5"
+    lint = subprocess.run(
+        ["groff", "-z", "-ww", "-man", str(page)], capture_output=True, text=True, check=False
+    )
+    assert ("", 0) == (lint.stderr, lint.returncode)
+    assert page.read_text().isascii()
+
+
+# --- zsh completion ------------------------------------------------------------------
+
+
+def test_zsh_completion_lists_every_command_and_option() -> None:
+    """The commands array names each subcommand with its description, and each
+    subcommand's arm has a spec for every one of its options and positionals."""
+    text = zsh_completion()
+    assert text.startswith("#compdef lvsd\n")
+    parser = build_parser()
+    for name, sub in subparsers(parser).items():
+        assert f"            '{name}:" in text, name
+        arm = text.split(f"\n        {name}) _arguments", 1)[1].split(" && ret=0 ;;", 1)[0]
+        assert zsh_specs(sub) == [line.strip(" \\") for line in arm.splitlines()[1:]]
+        for action in options(sub):
+            for flag in action.option_strings:
+                assert flag in arm, (name, flag)
+    assert "'--log-level[log threshold]:log level:(debug info warning error critical)'" in text
+    assert "'1:kind:(keepalived ldirectord)'" in text
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh not installed")
+def test_zsh_parses_the_completion() -> None:
+    """``zsh -n`` accepts the file (quotes and escapes balanced)."""
+    path = ROOT / "etc" / "zsh-completion" / "_lvsd"
+    result = subprocess.run(["zsh", "-n", str(path)], capture_output=True, text=True, check=False)
+    assert ("", 0) == (result.stderr, result.returncode)
