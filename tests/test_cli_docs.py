@@ -1,6 +1,6 @@
 """The man pages and the shell completions: generated from the parser and the config
 schema, committed as generated, and working (groff renders the pages cleanly; bash
-completes the commands; zsh parses its completion)."""
+and zsh complete the commands)."""
 
 from __future__ import annotations
 
@@ -173,6 +173,60 @@ def test_zsh_completion_lists_every_command_and_option() -> None:
                 assert flag in arm, (name, flag)
     assert "'--log-level[log threshold]:log level:(debug info warning error critical)'" in text
     assert "'1:kind:(keepalived ldirectord)'" in text
+
+
+#: Runs an interactive zsh in a pty (zsh/zpty) with the completion on $fpath, presses
+#: Tab after the line ($2) and prints each candidate compadd was given.
+ZSH_DRIVER = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PS1=''; fpath=($1 \$fpath); autoload -Uz compinit; compinit -u -D"
+# the marker is split in the definition, so the echoed input never holds it
+hook='compadd () { local -a h; builtin compadd -O h "$@"'
+zpty -w z "$hook"'; print -l -- "<h""it>"${^h}; builtin compadd "$@" }'
+zpty -w z 'bindkey "^I" complete-word; print "<ready>"'
+zpty -r z line '*<ready>*'
+zpty -n -w z "$2"$'\t'
+zpty -w z $'\C-u'
+zpty -w z 'print "<done>"'
+while zpty -r z line; do
+  [[ $line == *'<done>'* && $line != *print* ]] && break
+  [[ $line == *'<hit>'* ]] && print -r -- "${${line##*<hit>}%%$'\r'}"
+done
+zpty -d z
+"""
+
+
+def zsh_complete(line: str) -> list[str]:
+    """What zsh offers on Tab at the end of ``line`` with etc/zsh-completion on $fpath."""
+    folder = ROOT / "etc" / "zsh-completion"
+    out = subprocess.run(
+        ["zsh", "-f", "-c", ZSH_DRIVER, "zsh", str(folder), line],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    # zsh may run the completer twice (once more to list the matches): each word once.
+    return list(dict.fromkeys(w for w in out.stdout.splitlines() if w.strip()))
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh not installed")
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("lvsd ", ["check", "run", "status", "reload", "drain", "undrain", "apply", "import"]),
+        ("lvsd st", ["status"]),
+        ("lvsd import ", ["keepalived", "ldirectord"]),
+        ("lvsd --log-level ", ["debug", "info", "warning", "error", "critical"]),
+        ("lvsd reload --f", ["--force"]),
+        ("lvsd drain --", ["--config", "--socket", "--wait", "--timeout"]),
+    ],
+)
+def test_zsh_completes_commands_options_and_choices(line: str, expected: list[str]) -> None:
+    """A real zsh, driven through a pty, offers the commands, a command's options and an
+    option's choices."""
+    assert expected == zsh_complete(line)
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh not installed")
