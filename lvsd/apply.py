@@ -3,7 +3,8 @@
 No health checks run: every configured real server counts as up at its configured
 weight. The live table is dumped, ``lvsd.plan.plan`` computes the fewest ops for the
 configured services (services nobody configured are left alone), each op is printed
-on its own line, then applied. ``--dry-run`` plays the ops on an in-memory copy of
+on its own line, then applied, as are the ``[ipvs]`` connection timeouts that differ.
+``--dry-run`` plays the ops on an in-memory copy of
 the live table (or an empty one, when the live table cannot be read) and changes
 nothing in the kernel.
 """
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from lvsd.config.model import Config
 from lvsd.desired import Overrides, ServerHealth, desired_table
 from lvsd.errors import IpvsError
-from lvsd.ipvs.base import Backend
+from lvsd.ipvs.base import Backend, TimeoutControl
 from lvsd.ipvs.memory import MemoryBackend
 from lvsd.model import ApplyResult, RealServerId, Table
 from lvsd.plan import plan
@@ -62,8 +63,26 @@ async def apply_once(
     ops = plan(current, desired, managed=desired.keys())
     for op in ops:
         say(str(op))
+    await _timeouts(config, backend, dry_run=dry_run, say=say)
     target: Backend = MemoryBackend(table=current) if dry_run else backend
     return await target.apply(ops)
+
+
+async def _timeouts(config: Config, backend: Backend, *, dry_run: bool, say: Report) -> None:
+    """Set the ``[ipvs]`` connection timeouts that differ (reported as one line)."""
+    ipvs = config.ipvs
+    if not ipvs or not isinstance(backend, TimeoutControl):
+        return
+    try:
+        current = await backend.get_timeouts()
+        want = current.but(tcp=ipvs.tcp, tcp_fin=ipvs.tcp_fin, udp=ipvs.udp)
+        if want == current:
+            return
+        say(f"set-timeouts {want} (was {current})")
+        if not dry_run:
+            await backend.set_timeouts(want)
+    except IpvsError as exc:
+        say(f"# connection timeouts not set: {exc.reason}")
 
 
 def summary(result: ApplyResult, *, dry_run: bool) -> str:

@@ -1,4 +1,4 @@
-"""Child processes that never outlive their run: exec probes and quorum commands.
+"""Child processes that never outlive their run: exec probes, quorum and notify commands.
 
 :func:`run` starts a command in a session of its own (so a process group of its own),
 stdin from /dev/null, every other descriptor of lvsd closed, and waits for it on a
@@ -25,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import grp
 import os
+import pwd
 import signal
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -108,7 +110,11 @@ def drop_thread_privileges() -> None:
 
 
 def _spawn(
-    argv: Sequence[str], stdout: int, identity: Identity, unprivileged: bool
+    argv: Sequence[str],
+    stdout: int,
+    identity: Identity,
+    unprivileged: bool,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     if unprivileged and not getattr(_dropped, "done", False):
         drop_thread_privileges()
@@ -123,6 +129,7 @@ def _spawn(
         user=identity.uid,
         group=identity.gid,
         extra_groups=identity.groups,
+        env=env,
     )
 
 
@@ -178,12 +185,14 @@ async def run(
     identity: Identity | None = None,
     unprivileged: bool = False,
     kill_group: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> Exited:
     """Run ``argv`` until it exits; bound it with ``asyncio.timeout`` around the call.
 
     ``kill_group``: also kill what the command left in its group when it exits by
     itself (a timed-out or cancelled command's group is always killed). Raises
-    OSError when the command cannot start."""
+    OSError when the command cannot start. ``env``: its whole environment (None:
+    lvsd's)."""
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe() if output_limit else (-1, subprocess.DEVNULL)
 
@@ -201,6 +210,7 @@ async def run(
         write_fd,
         identity or Identity(),
         unprivileged,
+        env,
     )
     spawning.add_done_callback(started)
     try:
@@ -271,4 +281,35 @@ async def _wait(
     return Exited(proc.returncode, bytes(output.kept) if output is not None else b"")
 
 
-__all__ = ["Exited", "Identity", "drop_thread_privileges", "run"]
+def substitute(command: tuple[str, ...], values: Mapping[str, str]) -> tuple[str, ...]:
+    """Replace each placeholder of ``values`` in each argument of ``command``."""
+    rendered = []
+    for arg in command:
+        for placeholder, value in values.items():
+            arg = arg.replace(placeholder, value)
+        rendered.append(arg)
+    return tuple(rendered)
+
+
+def identity_of(user: str | None, group: str | None) -> Identity:
+    """``user`` in its own primary and supplementary groups (or root's gid 0 and
+    groups stay), ``group`` instead of the primary group. LookupError("no such user
+    'x'") when one does not exist."""
+    uid = gid = groups = None
+    if user is not None:
+        try:
+            entry = pwd.getpwnam(user)
+        except (KeyError, ValueError):
+            raise LookupError(f"no such user {user!r}") from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+        groups = tuple(os.getgrouplist(entry.pw_name, gid))
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except (KeyError, ValueError):
+            raise LookupError(f"no such group {group!r}") from None
+        groups = (gid,) if groups is None else (gid, *groups)
+    return Identity(uid=uid, gid=gid, groups=groups)
+
+
+__all__ = ["Exited", "Identity", "drop_thread_privileges", "identity_of", "run", "substitute"]

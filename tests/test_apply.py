@@ -95,6 +95,22 @@ async def test_failed_ops_are_counted(tmp_path: Path) -> None:
     assert "3 ops: 1 applied, 2 failed" == summary(result, dry_run=False)
 
 
+async def test_apply_sets_the_ipvs_timeouts_that_differ(tmp_path: Path) -> None:
+    """``[ipvs]`` timeouts are reported and set (a dry run only reports them); equal
+    ones are not reported."""
+    config = load(write(tmp_path, "[ipvs]\ntcp = 3600\n" + config_text()))
+    dry, real = MemoryBackend(), MemoryBackend()
+    lines: list[str] = []
+    await apply_once(config, dry, dry_run=True, report=lines.append)
+    await apply_once(config, real, dry_run=False)
+    again: list[str] = []
+    await apply_once(config, real, dry_run=False, report=again.append)
+    said = "set-timeouts tcp 3600 tcpfin 120 udp 300 (was tcp 900 tcpfin 120 udp 300)"
+    assert said in lines
+    assert (900, 3600) == (dry.timeouts.tcp, real.timeouts.tcp)
+    assert [] == again
+
+
 def test_all_up_gives_configured_weights(tmp_path: Path) -> None:
     """all_up says every real server is up at its configured weight."""
     config = load(write(tmp_path, config_text((("10.0.0.2", 4),))))

@@ -83,7 +83,8 @@ NOTES = {
     "reload_weights": "config rewritten from 5:5:5 to weights rs1:rs2:rs3 = "
     f"{':'.join(map(str, RELOAD_WEIGHTS))}, i.e. rs1 against the rest of the pool 1:3 "
     "(25/75), and `systemctl reload lvsd` under 80 requests/s: zero failures across the "
-    "reload, and the split over the `split_requests` sent once the new weights were in: "
+    "reload, and the split over the `split_requests` (a second stream) sent once the new "
+    "weights were in: "
     "`split_percent` (rs1 against rs2+rs3, the issue's 25/75) and `shares_percent` per "
     "server (rs2 and rs3 37.5 each). A run in which a real server went down meanwhile "
     "(`downs`) is kept as `reload_weights.disturbed` and runs once more.",

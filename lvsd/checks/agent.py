@@ -17,23 +17,12 @@ Details echo the line: ``"agent: down (maint)"``, ``"agent: up (up 75%)"``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 
-from lvsd.checks.base import ProbeResult
-from lvsd.checks.net import (
-    LINE_LIMIT,
-    Fail,
-    Progress,
-    Verdict,
-    close_stream,
-    echo,
-    hostport,
-    open_stream,
-    read_line,
-    run_timed,
-)
-from lvsd.checks.probe import ProbeBase
+from lvsd.checks.handshake import StreamProbe
+from lvsd.checks.net import Fail, Progress, Verdict, echo, read_line
 from lvsd.config.model import AgentOptions
 
 UP_WORDS = frozenset({"up", "ready"})
@@ -89,32 +78,24 @@ def verdict_of(line: str) -> Verdict:
     return Verdict(ok=True, detail=f"agent: up ({shown})", weight=reply.percent)
 
 
-class AgentProbe(ProbeBase[AgentOptions]):
+class AgentProbe(StreamProbe[AgentOptions]):
     """Ask the real server's agent how it is."""
 
     __slots__ = ()
     options_type = AgentOptions
     kind = "agent"
 
-    async def probe(self) -> ProbeResult:
-        progress = Progress(f"agent: connect {hostport(self._target.address, self._port)}")
-        return await run_timed(self._spec.timeout, progress, lambda: self._run(progress))
-
-    async def _run(self, progress: Progress) -> Verdict:
-        reader, writer = await open_stream(
-            self._spec, self._target.address, self._port, limit=LINE_LIMIT
-        )
+    async def exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress
+    ) -> Verdict:
+        if self._options.send:
+            progress.step = "agent: send"
+            writer.write(self._options.send.encode())
+            await writer.drain()
+        progress.step = "agent: read"
+        raw = await read_line(reader, progress)
         try:
-            if self._options.send:
-                progress.step = "agent: send"
-                writer.write(self._options.send.encode())
-                await writer.drain()
-            progress.step = "agent: read"
-            raw = await read_line(reader, progress)
-            try:
-                line = raw.decode("ascii")
-            except UnicodeDecodeError:
-                raise Fail(f"agent: garbage {echo(raw)}", "protocol") from None
-            return verdict_of(line)
-        finally:
-            close_stream(writer)
+            line = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise Fail(f"agent: garbage {echo(raw)}", "protocol") from None
+        return verdict_of(line)

@@ -20,9 +20,6 @@ Details: ``"exec ['/bin/check', '10.0.0.2']: exit 1: <first line of output>"``,
 
 from __future__ import annotations
 
-import grp
-import os
-import pwd
 import signal
 
 from lvsd import child
@@ -43,12 +40,7 @@ def render_command(command: tuple[str, ...], target: Target, port: int) -> tuple
         "{rip}": str(target.address),
         "{rport}": str(port),
     }
-    rendered = []
-    for arg in command:
-        for placeholder, value in values.items():
-            arg = arg.replace(placeholder, value)
-        rendered.append(arg)
-    return tuple(rendered)
+    return child.substitute(command, values)
 
 
 def verdict_of_exit(code: int, options: ExecOptions, weight: int) -> tuple[bool, str, int | None]:
@@ -110,20 +102,7 @@ class ExecProbe(ProbeBase[ExecOptions]):
 
 
 def _identity(options: ExecOptions, progress: Progress) -> child.Identity:
-    """``options.user`` in its own primary and supplementary groups (or root's gid 0
-    and groups stay), ``options.group`` instead of the primary group."""
-    uid = gid = groups = None
-    if options.user is not None:
-        try:
-            entry = pwd.getpwnam(options.user)
-        except (KeyError, ValueError):
-            raise Fail(f"{progress.step}: no such user {options.user!r}", "error") from None
-        uid, gid = entry.pw_uid, entry.pw_gid
-        groups = tuple(os.getgrouplist(entry.pw_name, gid))
-    if options.group is not None:
-        try:
-            gid = grp.getgrnam(options.group).gr_gid
-        except (KeyError, ValueError):
-            raise Fail(f"{progress.step}: no such group {options.group!r}", "error") from None
-        groups = (gid,) if groups is None else (gid, *groups)
-    return child.Identity(uid=uid, gid=gid, groups=groups)
+    try:
+        return child.identity_of(options.user, options.group)
+    except LookupError as exc:
+        raise Fail(f"{progress.step}: {exc.args[0]}", "error") from None

@@ -1,6 +1,8 @@
-"""What the login-free handshake kinds share (imap, pop3, ftp, mysql, pgsql, ldap):
-connect, send ``hello`` (if any), let the kind judge what the server says, send
-``goodbye`` (if any) and close. Nothing logs in, so no credential is needed.
+"""What the stream kinds share: :class:`StreamProbe` connects, runs the kind's
+exchange and closes (agent, smtp and the handshake kinds); :class:`HandshakeProbe` is
+the login-free handshake (imap, pop3, ftp, mysql, pgsql, ldap): send ``hello`` (if any),
+let the kind judge what the server says, send ``goodbye`` (if any). Nothing logs in, so
+no credential is needed.
 
 A kind subclasses :class:`HandshakeProbe`, names itself and implements ``judge``,
 which returns the detail of a success or raises :class:`~lvsd.checks.net.Fail`.
@@ -23,21 +25,15 @@ from lvsd.checks.net import (
     open_stream,
     run_timed,
 )
-from lvsd.checks.probe import ProbeBase
+from lvsd.checks.probe import OptionsT, ProbeBase
 from lvsd.config.model import HandshakeOptions
 
 
-class HandshakeProbe(ProbeBase[HandshakeOptions]):
-    """One short exchange that a live server of the kind answers without a login."""
+class StreamProbe(ProbeBase[OptionsT]):
+    """A kind over one TCP stream: connect, the kind's ``exchange``, close (details of
+    a refused or slow connect read ``"<kind>: connect 10.0.0.2:25: refused"``)."""
 
     __slots__ = ()
-    options_type = HandshakeOptions
-    #: Sent right after connecting (empty: the server speaks first).
-    hello: ClassVar[bytes] = b""
-    #: Sent after a good answer, before closing (empty: just close).
-    goodbye: ClassVar[bytes] = b""
-    #: The step of reading the server's part, named in details.
-    reading: ClassVar[str] = "greeting"
 
     async def probe(self) -> ProbeResult:
         where = hostport(self._target.address, self._port)
@@ -49,19 +45,43 @@ class HandshakeProbe(ProbeBase[HandshakeOptions]):
             self._spec, self._target.address, self._port, limit=LINE_LIMIT
         )
         try:
-            if self.hello:
-                progress.step = f"{self._spec.kind}: send"
-                writer.write(self.hello)
-                await writer.drain()
-            progress.step = f"{self._spec.kind}: {self.reading}"
-            detail = await self.judge(reader, writer, progress)
-            if self.goodbye:
-                progress.step = f"{self._spec.kind}: goodbye"
-                writer.write(self.goodbye)
-                await writer.drain()
-            return Verdict(ok=True, detail=detail)
+            return await self.exchange(reader, writer, progress)
         finally:
             close_stream(writer)
+
+    async def exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress
+    ) -> Verdict:
+        """What the kind says and hears once connected; raises ``Fail`` on a bad answer."""
+        raise NotImplementedError
+
+
+class HandshakeProbe(StreamProbe[HandshakeOptions]):
+    """One short exchange that a live server of the kind answers without a login."""
+
+    __slots__ = ()
+    options_type = HandshakeOptions
+    #: Sent right after connecting (empty: the server speaks first).
+    hello: ClassVar[bytes] = b""
+    #: Sent after a good answer, before closing (empty: just close).
+    goodbye: ClassVar[bytes] = b""
+    #: The step of reading the server's part, named in details.
+    reading: ClassVar[str] = "greeting"
+
+    async def exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress
+    ) -> Verdict:
+        if self.hello:
+            progress.step = f"{self._spec.kind}: send"
+            writer.write(self.hello)
+            await writer.drain()
+        progress.step = f"{self._spec.kind}: {self.reading}"
+        detail = await self.judge(reader, writer, progress)
+        if self.goodbye:
+            progress.step = f"{self._spec.kind}: goodbye"
+            writer.write(self.goodbye)
+            await writer.drain()
+        return Verdict(ok=True, detail=detail)
 
     async def judge(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress

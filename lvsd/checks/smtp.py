@@ -10,20 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 
-from lvsd.checks.base import ProbeResult
-from lvsd.checks.net import (
-    LINE_LIMIT,
-    Fail,
-    Progress,
-    Verdict,
-    close_stream,
-    echo,
-    hostport,
-    open_stream,
-    read_line,
-    run_timed,
-)
-from lvsd.checks.probe import ProbeBase
+from lvsd.checks.handshake import StreamProbe
+from lvsd.checks.net import Fail, Progress, Verdict, echo, read_line
 from lvsd.config.model import SmtpOptions
 
 #: Lines a multi-line reply may have before we call it garbage.
@@ -44,38 +32,30 @@ async def read_reply(reader: asyncio.StreamReader, progress: Progress) -> int:
     raise Fail(f"{progress.step}: reply longer than {MAX_REPLY_LINES} lines", "protocol")
 
 
-class SmtpProbe(ProbeBase[SmtpOptions]):
+class SmtpProbe(StreamProbe[SmtpOptions]):
     """Greet the mail server and leave politely."""
 
     __slots__ = ()
     options_type = SmtpOptions
     kind = "smtp"
 
-    async def probe(self) -> ProbeResult:
-        progress = Progress(f"smtp: connect {hostport(self._target.address, self._port)}")
-        return await run_timed(self._spec.timeout, progress, lambda: self._run(progress))
-
-    async def _run(self, progress: Progress) -> Verdict:
-        reader, writer = await open_stream(
-            self._spec, self._target.address, self._port, limit=LINE_LIMIT
-        )
-        try:
-            progress.step = "smtp: banner"
-            code = await read_reply(reader, progress)
-            if code != 220:
-                return Verdict.fail(f"smtp: banner {code}, want 220", "status")
-            detail = "smtp: banner 220"
-            if self._options.helo is not None:
-                progress.step = "smtp: EHLO"
-                writer.write(f"EHLO {self._options.helo}\r\n".encode())
-                await writer.drain()
-                code = await read_reply(reader, progress)
-                if code != 250:
-                    return Verdict.fail(f"smtp: EHLO {code}, want 250", "status")
-                detail += ", EHLO 250"
-            progress.step = "smtp: QUIT"
-            writer.write(b"QUIT\r\n")
+    async def exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: Progress
+    ) -> Verdict:
+        progress.step = "smtp: banner"
+        code = await read_reply(reader, progress)
+        if code != 220:
+            return Verdict.fail(f"smtp: banner {code}, want 220", "status")
+        detail = "smtp: banner 220"
+        if self._options.helo is not None:
+            progress.step = "smtp: EHLO"
+            writer.write(f"EHLO {self._options.helo}\r\n".encode())
             await writer.drain()
-            return Verdict(ok=True, detail=detail)
-        finally:
-            close_stream(writer)
+            code = await read_reply(reader, progress)
+            if code != 250:
+                return Verdict.fail(f"smtp: EHLO {code}, want 250", "status")
+            detail += ", EHLO 250"
+        progress.step = "smtp: QUIT"
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+        return Verdict(ok=True, detail=detail)

@@ -3,7 +3,7 @@
 Sections map onto the TOML layout::
 
     [include]                               files = conf.d/*.ini    -> include
-    [daemon], [defaults]                                            -> daemon, defaults
+    [daemon], [defaults], [ipvs]                                    -> daemon, defaults, ipvs
     [service NAME]                                                  -> services.NAME
     [service NAME check]                                            -> services.NAME.check
     [service NAME check CHECK]              (several, in order)     -> services.NAME.checks[i]
@@ -27,11 +27,12 @@ from lvsd.config.locate import IniLines, KeyPath, LineMap, ini_lines, render_pat
 from lvsd.errors import ConfigError, Problem
 
 _NO_DEFAULT_SECTION = "\x00lvsd: no default section"
-_SECTION_WORDS = ("include", "daemon", "defaults", "service")
+_SECTION_WORDS = ("include", "daemon", "defaults", "ipvs", "service")
 #: Tables written as dotted keys in INI, with an example of each.
 _INLINE_TABLES = {
     "quorum": "quorum.minimum = 2",
     "panic": "panic.threshold = 0.5",
+    "notify": "notify.down = /usr/local/bin/page-me",
     "sorry_server": "sorry_server.address = 10.0.0.9",
     "headers": "headers.X-Probe = lvsd",
 }
@@ -147,7 +148,7 @@ class _Builder:
 
     def _path(self, words: list[str]) -> KeyPath | None:
         match words:
-            case ["daemon"] | ["defaults"]:
+            case ["daemon"] | ["defaults"] | ["ipvs"]:
                 return (words[0],)
             case ["service", service, *rest]:
                 base: KeyPath = ("services", service)
@@ -217,7 +218,7 @@ class _Builder:
 
 def _unknown_section(name: str) -> str:
     message = (
-        "unknown section (expected [include], [daemon], [defaults], [service NAME], "
+        "unknown section (expected [include], [daemon], [defaults], [ipvs], [service NAME], "
         "[service NAME check [CHECK]], [service NAME realserver RS [check [CHECK]]])"
     )
     words = name.split()

@@ -216,6 +216,19 @@ class CheckSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Notify:
+    """Commands run when a real server goes up or down (keepalived's notify_up and
+    notify_down, ldirectord's callback); placeholders as in ``lvsd.engine.notify``."""
+
+    up: tuple[str, ...] = ()
+    down: tuple[str, ...] = ()
+    user: str | None = None  # run as this user (as an exec check's ``user``)
+    group: str | None = None  # instead of the user's primary group
+    timeout: float = 30.0  # seconds before the command's process group is killed
+    on_stop: bool = False  # on lvsd's stop, run ``down`` for each server up (keepalived's omega)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RealServer:
     address: IPAddress
     port: int
@@ -226,6 +239,7 @@ class RealServer:
     upper_threshold: int = 0
     lower_threshold: int = 0
     checks: tuple[CheckSpec, ...] = ()
+    notify: Notify | None = None  # replaces the service's
     #: ``key``, built once (the health, desired table and reload read it per server).
     _key: DestKey = field(init=False, repr=False, compare=False)
 
@@ -292,6 +306,7 @@ class VirtualServiceConfig:
     sorry_server: SorryServer | None = None
     quorum: Quorum | None = None
     panic: PanicGuard | None = None
+    notify: Notify | None = None
     real_servers: tuple[RealServer, ...] = ()
 
     def __str__(self) -> str:
@@ -315,12 +330,27 @@ class DaemonConfig:
     reload_max_removed: float = 0.5
     remove_on_stop: bool = False
     adopt_up: bool = True  # real servers found with weight > 0 count as up until probed
+    max_notify_commands: int = 8  # notify commands running at once (lvsd.engine.notify)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IpvsTimeouts:
+    """The kernel's connection timeouts in seconds (``ipvsadm --set``, keepalived's
+    lvs_timeouts); None leaves the kernel's value alone."""
+
+    tcp: int | None = None
+    tcp_fin: int | None = None
+    udp: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.tcp, self.tcp_fin, self.udp))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     path: str
     daemon: DaemonConfig = DaemonConfig()
+    ipvs: IpvsTimeouts = IpvsTimeouts()
     services: tuple[VirtualServiceConfig, ...] = ()
 
     @property
@@ -355,7 +385,9 @@ __all__ = [
     "HttpOptions",
     "IcmpOptions",
     "InitialState",
+    "IpvsTimeouts",
     "MysqlOptions",
+    "Notify",
     "PanicGuard",
     "Protocol",
     "Quorum",

@@ -32,7 +32,9 @@ from lvsd.config.model import (
     FailureAction,
     HttpOptions,
     InitialState,
+    IpvsTimeouts,
     MysqlOptions,
+    Notify,
     PanicGuard,
     Quorum,
     RadiusOptions,
@@ -88,7 +90,7 @@ Locate = Callable[[KeyPath], tuple[str, int | None]]
 #: The protocol of an address service that names none.
 DEFAULT_PROTOCOL = Protocol.TCP
 
-TOP_KEYS = ("include", "daemon", "defaults", "services")
+TOP_KEYS = ("include", "daemon", "defaults", "ipvs", "services")
 DEFAULTS_KEYS = ("scheduler", "forward", "on_failure", "initial_state", "slow_start", "check")
 CHECK_TIMING_KEYS = ("interval", "timeout", "rise", "fall")
 CHECK_COMMON_KEYS = ("kind", *CHECK_TIMING_KEYS, "port", "source", "source_port")
@@ -112,6 +114,7 @@ SERVICE_KEYS = (
     "sorry_server",
     "quorum",
     "panic",
+    "notify",
     "check",
     "checks",
     "real_servers",
@@ -125,12 +128,17 @@ REAL_SERVER_KEYS = (
     "tunnel_port",
     "upper_threshold",
     "lower_threshold",
+    "notify",
     "check",
     "checks",
 )
 SORRY_KEYS = ("address", "port", "weight", "forward")
 QUORUM_KEYS = ("minimum", "hysteresis", "up_command", "down_command")
 PANIC_KEYS = ("threshold", "min_servers")
+NOTIFY_KEYS = ("up", "down", "user", "group", "timeout", "on_stop")
+IPVS_KEYS = ("tcp", "tcp_fin", "udp")
+#: The largest connection timeout the kernel takes (INT_MAX / HZ, with HZ up to 1000).
+MAX_IPVS_TIMEOUT = 2147483
 #: Options set by the kind itself, never by the user.
 _IMPLIED_OPTIONS = frozenset({"tls"})
 
@@ -273,6 +281,9 @@ class _Builder:
         defaults = root.table("defaults")
         if defaults is not None:
             self.defaults(defaults)
+        ipvs = root.table("ipvs")
+        if ipvs is not None:
+            kwargs["ipvs"] = self.ipvs(ipvs)
         services = root.table("services")
         if services is not None:
             kwargs["services"] = self.services(services)
@@ -288,6 +299,7 @@ class _Builder:
             "reload_max_removed": lambda v: to_float(v, 0.0, high=1.0),
             "max_concurrent_probes": lambda v: to_int(v, 1, None),
             "max_exec_probes": lambda v: to_int(v, 1, None),
+            "max_notify_commands": lambda v: to_int(v, 1, None),
             "metrics_listen": to_listen,
             "control_socket": to_socket_path,
             "state_dir": to_abs_path,
@@ -298,6 +310,15 @@ class _Builder:
             if value is not None:
                 kwargs[name] = value
         return DaemonConfig(**kwargs)
+
+    def ipvs(self, table: _Table) -> IpvsTimeouts:
+        """``[ipvs]``: the kernel's connection timeouts (seconds, 1 up to the kernel's
+        bound)."""
+        table.allow(IPVS_KEYS, "[ipvs]")
+        values = {
+            key: table.get(key, lambda v: to_int(v, 1, MAX_IPVS_TIMEOUT)) for key in IPVS_KEYS
+        }
+        return IpvsTimeouts(**{k: v for k, v in values.items() if v is not None})
 
     def defaults(self, table: _Table) -> None:
         table.allow(DEFAULTS_KEYS, "[defaults]")
@@ -381,6 +402,9 @@ class _Builder:
         panic = table.table("panic")
         if panic is not None:
             kwargs["panic"] = self.panic(panic)
+        notify = table.table("notify")
+        if notify is not None:
+            kwargs["notify"] = self.notify(notify)
 
         checks = self.checks(table)
         real_servers = self.real_servers(table, key, inherited, checks or ())
@@ -498,6 +522,21 @@ class _Builder:
         }
         return Quorum(**{k: v for k, v in kwargs.items() if v is not None})
 
+    def notify(self, table: _Table) -> Notify:
+        """A service's or real server's ``notify`` table (its up/down commands)."""
+        table.allow(NOTIFY_KEYS, "notify")
+        kwargs = {
+            "up": table.get("up", to_command),
+            "down": table.get("down", to_command),
+            "user": table.get("user", to_str),
+            "group": table.get("group", to_str),
+            "timeout": table.get("timeout", lambda v: to_float(v, 0.0, strict=True)),
+            "on_stop": table.get("on_stop", to_bool),
+        }
+        if not table.has("up") and not table.has("down"):
+            self.error(table.path, 'notify needs "up" or "down" (the command to run)')
+        return Notify(**{k: v for k, v in kwargs.items() if v is not None})
+
     def panic(self, table: _Table) -> PanicGuard:
         table.allow(PANIC_KEYS, "panic")
         kwargs = {
@@ -590,6 +629,9 @@ class _Builder:
             if port_value is not None:
                 kwargs["tunnel_port"] = port_value
         kwargs.update(self._thresholds(table))
+        notify = table.table("notify")
+        if notify is not None:
+            kwargs["notify"] = self.notify(notify)
         own_checks = self.checks(table)
         checks = own_checks if own_checks is not None else service_checks
         if address is not None:

@@ -40,7 +40,12 @@ def text_field(request: Message, key: str) -> str:
 def status_reply(engine: Engine, now: float) -> Message:
     """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people)."""
     report = status.build(engine.config, engine.health, engine.table, engine.drained, now)
-    return {"status": report.to_json(), "text": report.render()}
+    text, found = report.render(), engine.timeouts
+    json = report.to_json()
+    if found is not None:  # as ``ipvsadm -L --timeout`` shows them
+        json["timeouts"] = {"tcp": found.tcp, "tcp_fin": found.tcp_fin, "udp": found.udp}
+        text += f"\nTimeout (tcp tcpfin udp): {found.tcp} {found.tcp_fin} {found.udp}"
+    return {"status": json, "text": text}
 
 
 class Admin:

@@ -2,23 +2,26 @@
 
 A :class:`~lvsd.health.state.Report` becomes one log event per change
 (``realserver.up``/``realserver.down``, ``service.panic``, ``quorum.down``...), the
-matching :class:`Hooks` calls, and the service's quorum up/down command, run as a
+matching :class:`Hooks` calls, the service's quorum up/down command, run as a
 bounded subprocess (killed with its process group after :data:`COMMAND_TIMEOUT`)
-that never blocks the engine.
+that never blocks the engine, and each changed real server's notify command
+(``lvsd.engine.notify``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import structlog
 
 from lvsd import child
 from lvsd.checks.base import ProbeResult
-from lvsd.config.model import Config
+from lvsd.config.model import Config, Notify, VirtualServiceConfig
+from lvsd.engine.notify import Notifier, job_for, notify_of, stop_jobs
 from lvsd.health.state import Report, Transition
+from lvsd.model import DestKey, RealServerId
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +43,7 @@ class Hooks(Protocol):
     def panic(self, service: str, on: bool) -> None: ...
     def quorum(self, service: str, up: bool) -> None: ...
     def state_set_aside(self, name: str) -> None: ...
+    def command(self, kind: str, result: str) -> None: ...
 
 
 class NullHooks:
@@ -69,15 +73,44 @@ class NullHooks:
     def state_set_aside(self, name: str) -> None:
         pass
 
+    def command(self, kind: str, result: str) -> None:
+        pass
+
 
 class Announcer:
-    """Turns health reports into log events, hooks and quorum commands; owns the
-    commands still running (``close`` cancels them)."""
+    """Turns health reports into log events, hooks, quorum and notify commands; owns
+    the commands still running (``close`` cancels them)."""
 
-    def __init__(self, hooks: Hooks, run_command: CommandRunner | None = None) -> None:
+    def __init__(
+        self, hooks: Hooks, run_command: CommandRunner | None = None, max_notify: int = 8
+    ) -> None:
         self.hooks = hooks
         self._run_command = run_command or self._spawn
         self._commands: set[asyncio.Task[None]] = set()
+        self.notifier = Notifier(max_notify, lambda result: hooks.command("notify", result))
+        self._notify_index: tuple[Config, dict[RealServerId, tuple[VirtualServiceConfig, Notify]]]
+        self._notify_index = (Config(path=""), {})
+
+    def _notifies(self, config: Config) -> dict[RealServerId, tuple[VirtualServiceConfig, Notify]]:
+        """The real servers of ``config`` that have a notify table (built once per config)."""
+        if self._notify_index[0] is not config:
+            found = {}
+            for svc in config.services:
+                for rs in svc.real_servers:
+                    notify = notify_of(svc, rs)
+                    if notify is not None:
+                        found[(svc.name, rs.key)] = (svc, notify)
+            self._notify_index = (config, found)
+        return self._notify_index[1]
+
+    def _notify(self, config: Config, t: Transition) -> None:
+        entry = self._notifies(config).get((t.service, t.realserver))
+        if entry is None:
+            return
+        svc, notify = entry
+        job = job_for(svc, t.realserver, notify, up=t.new, reason=t.reason, detail=t.detail)
+        if job is not None:
+            self.notifier.submit(job)
 
     def report(self, report: Report, config: Config) -> None:
         """Log every change of ``report``, feed the hooks, run ``config``'s quorum
@@ -95,6 +128,7 @@ class Announcer:
                 reason=t.reason,
                 detail=t.detail,
             )
+            self._notify(config, t)
         for p in report.panic:
             self.hooks.panic(p.service, p.panic)
             say = log.error if p.panic else log.info
@@ -121,8 +155,20 @@ class Announcer:
         self._commands.add(task)
         task.add_done_callback(self._commands.discard)
 
+    async def stopping(self, config: Config, up: Iterable[tuple[str, DestKey]]) -> None:
+        """lvsd stops: run the down commands of the real servers in ``up`` whose notify
+        has ``on_stop``, and wait for them and the notify commands still running (each
+        bounded by its timeout)."""
+        jobs = stop_jobs(config, up)
+        if not jobs:
+            return  # nothing to say: ``close`` cancels what still runs
+        for job in jobs:
+            self.notifier.submit(job)
+        await self.notifier.drain()
+
     async def close(self) -> None:
         """Cancel (and kill) the commands still running."""
+        await self.notifier.close()
         for task in list(self._commands):
             task.cancel()
         await asyncio.gather(*self._commands, return_exceptions=True)

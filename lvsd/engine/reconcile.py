@@ -33,15 +33,16 @@ import structlog
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
 from lvsd.desired import Overrides, ServerHealth, desired_table
-from lvsd.engine import linger
+from lvsd.engine import linger, timeouts
 from lvsd.engine.announce import Announcer, CommandRunner, Hooks, NullHooks
 from lvsd.engine.drains import DrainStore
 from lvsd.engine.guard import too_destructive
 from lvsd.engine.kernel import KernelView
+from lvsd.engine.notify import Notifier
 from lvsd.errors import ConfigError, LvsdError
 from lvsd.health.check import CheckId
 from lvsd.health.state import HealthState, Report
-from lvsd.ipvs.base import Backend
+from lvsd.ipvs.base import Backend, Timeouts
 from lvsd.model import (
     ApplyResult,
     Destination,
@@ -164,12 +165,16 @@ class Engine:
         self.lingering: linger.LingeringTable = {}
         self.retiring: frozenset[ServiceKey] = frozenset()
         self.kernel = KernelView(backend, self.hooks, clock)
-        self._announcer = Announcer(self.hooks, run_command)
+        self._announcer = Announcer(
+            self.hooks, run_command, max_notify=config.daemon.max_notify_commands
+        )
         self._lock = asyncio.Lock()
         #: What the last successful reconcile was computed from (None: plan it all).
         self._basis: _Inputs | None = None
         #: How many health reports had a change (transitions, quorum, panic).
         self.changes = 0
+        #: The kernel's connection timeouts as last read or set (None: unknown).
+        self.timeouts: Timeouts | None = None
 
     # -- start ---------------------------------------------------------------------------
 
@@ -184,9 +189,28 @@ class Engine:
                 if (svc.name, rs.key) in adopt:
                     log.info("realserver.adopted", service=svc.name, realserver=str(rs.key))
         async with self._lock:
-            return await self._reconcile_locked(fresh=False)
+            result = await self._reconcile_locked(fresh=False)
+            await self._keep_timeouts(repair=False)
+            return result
+
+    async def _keep_timeouts(self, *, repair: bool) -> None:
+        """Set the configured connection timeouts the kernel lacks; what drift repair
+        finds changed is logged ``drift.repaired`` and counted."""
+        self.timeouts, replaced = await timeouts.enforce(self.backend, self.config.ipvs)
+        if replaced is None:
+            return
+        if repair:
+            log.warning("drift.repaired", op=f"set-timeouts {self.timeouts} (was {replaced})")
+            self.hooks.drift_repair(1)
+        else:
+            log.info("timeouts.set", timeouts=str(self.timeouts), was=str(replaced))
 
     # -- reading -------------------------------------------------------------------------
+
+    @property
+    def notifier(self) -> Notifier:
+        """The notify commands waiting and running (``lvsd.engine.notify``)."""
+        return self._announcer.notifier
 
     @property
     def managed(self) -> frozenset[ServiceKey]:
@@ -368,6 +392,7 @@ class Engine:
             self._expire_lingering(None)
             await self._reconcile_locked(fresh=False)
             result = await self._reconcile_locked(fresh=True)
+            await self._keep_timeouts(repair=True)
         ops = [*result.applied, *(op for op, _ in result.failed)]
         for op in ops:
             log.warning("drift.repaired", op=str(op))
@@ -479,6 +504,7 @@ class Engine:
         new_keys = {s.key for s in new.services}
         self.retiring = (self.retiring | {s.key for s in old.services}) - new_keys
         self.config = new
+        self.notifier.limit = max(1, new.daemon.max_notify_commands)
         self.handle(self.health.rebase(new, now))
         self._expire_lingering(snapshot)
         self._basis = None
@@ -492,6 +518,7 @@ class Engine:
             also = frozenset(s.name for s in new.services if s.key in keys)
         lingering = linger.names(self.lingering)
         result = await self._reconcile_locked(fresh=snapshot is None, also=also)
+        await self._keep_timeouts(repair=False)
         return ReloadResult(
             ok=True,
             ops=tuple(str(op) for op in result.applied),
@@ -547,7 +574,10 @@ class Engine:
             return await self.kernel.apply(plan(snapshot.table, {}, self.managed))
 
     async def close(self) -> None:
-        """Cancel the quorum commands still running."""
+        """Run the stop-time notify commands (``notify.on_stop``), then cancel the
+        commands still running."""
+        up = [(s.service, s.realserver) for s in self.health.status(self.clock()) if s.up]
+        await self._announcer.stopping(self.config, up)
         await self._announcer.close()
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from pyroute2.netlink.generic.ipvs import ipvsmsg
 
 from lvsd.errors import IpvsError
+from lvsd.ipvs.base import Timeouts
 from lvsd.ipvs.layout import Field, Layout, learn
 from lvsd.ipvs.uapi import (
     FAMILY_BY_AF,
@@ -34,6 +35,9 @@ from lvsd.ipvs.uapi import (
     IP_VS_SVC_F_ONEPACKET,
     IP_VS_SVC_F_PERSISTENT,
     IPVS_CMD_ATTR_DEST,
+    IPVS_CMD_ATTR_TIMEOUT_TCP,
+    IPVS_CMD_ATTR_TIMEOUT_TCP_FIN,
+    IPVS_CMD_ATTR_TIMEOUT_UDP,
     IPVS_DEST_ATTR_ACTIVE_CONNS,
     IPVS_DEST_ATTR_ADDR,
     IPVS_DEST_ATTR_ADDR_FAMILY,
@@ -535,6 +539,23 @@ def _destination(
     )
 
 
+def timeouts_from_reply(msg: Any) -> Timeouts:
+    """The connection timeouts of an ``IPVS_CMD_GET_CONFIG`` reply (three u32s)."""
+
+    def seconds(kind: int) -> int:
+        payload = reply_attr(msg, kind)
+        if len(payload) < 4:
+            raise _malformed("timeouts", f"{ipvsmsg.nla_map[kind][0]} of {len(payload)} bytes")
+        value: int = struct.unpack_from("=I", payload)[0]
+        return value
+
+    return Timeouts(
+        tcp=seconds(IPVS_CMD_ATTR_TIMEOUT_TCP),
+        tcp_fin=seconds(IPVS_CMD_ATTR_TIMEOUT_TCP_FIN),
+        udp=seconds(IPVS_CMD_ATTR_TIMEOUT_UDP),
+    )
+
+
 __all__ = [
     "RawReply",
     "decode_netmask",
@@ -543,4 +564,5 @@ __all__ = [
     "reply_attr",
     "service_from_nla",
     "stats_from_nla",
+    "timeouts_from_reply",
 ]

@@ -18,12 +18,16 @@ import socket
 import struct
 from typing import Any
 
+from lvsd.ipvs.base import Timeouts
 from lvsd.ipvs.uapi import (
     AF,
     FWD_CODES,
     HOST_PREFIX,
     IP_VS_SVC_F_ONEPACKET,
     IP_VS_SVC_F_PERSISTENT,
+    IPVS_CMD_ATTR_TIMEOUT_TCP,
+    IPVS_CMD_ATTR_TIMEOUT_TCP_FIN,
+    IPVS_CMD_ATTR_TIMEOUT_UDP,
     PROTO,
     SCHED_FLAG_BITS,
     TUN_CODES,
@@ -147,6 +151,20 @@ def request_for(op: Op) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
     return _DEST_COMMANDS[op.kind], service_key_fields(op.service.key), dest
 
 
+def timeout_attrs(timeouts: Timeouts) -> list[tuple[int, int]]:
+    """The (attribute, seconds) pairs of an ``IPVS_CMD_SET_CONFIG`` request. Each must
+    be above 0: the kernel takes 0 as "leave this one alone"."""
+    pairs = [
+        (IPVS_CMD_ATTR_TIMEOUT_TCP, timeouts.tcp),
+        (IPVS_CMD_ATTR_TIMEOUT_TCP_FIN, timeouts.tcp_fin),
+        (IPVS_CMD_ATTR_TIMEOUT_UDP, timeouts.udp),
+    ]
+    for _, seconds in pairs:
+        if not 1 <= seconds <= 0xFFFFFFFF:
+            raise ValueError(f"timeout {seconds} out of range ({timeouts})")
+    return pairs
+
+
 __all__ = [
     "dest_fields",
     "encode_netmask",
@@ -154,4 +172,5 @@ __all__ = [
     "service_fields",
     "service_key_fields",
     "swap16",
+    "timeout_attrs",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from lvsd.errors import IpvsError
+from lvsd.ipvs.base import Timeouts
 from lvsd.model import (
     ApplyResult,
     DestKey,
@@ -54,6 +55,9 @@ class MemoryBackend:
         self.dump_error: IpvsError | None = None
         self.dumps = 0
         self.closed = False
+        #: The connection timeouts (the kernel's defaults); ``set_timeouts`` writes here.
+        self.timeouts = Timeouts(tcp=900, tcp_fin=120, udp=300)
+        self.timeout_sets = 0
 
     @property
     def table(self) -> dict[ServiceKey, VirtualService]:
@@ -109,6 +113,13 @@ class MemoryBackend:
             if op.kind is OpKind.ADD_SERVICE and key not in self._editor:
                 lost.add(key)
         return ApplyResult(applied=tuple(applied), failed=tuple(failed))
+
+    async def get_timeouts(self) -> Timeouts:
+        return self.timeouts
+
+    async def set_timeouts(self, timeouts: Timeouts) -> None:
+        self.timeout_sets += 1
+        self.timeouts = timeouts
 
     async def close(self) -> None:
         self.closed = True

@@ -320,6 +320,13 @@ class Metrics:
         )
         for result in ("success", "failure", "refused"):
             self.reloads.labels(result)
+        self.commands = Counter(
+            "lvsd_commands",
+            "commands lvsd ran (kind=notify) by how they ended (result=done, failed, "
+            "timeout), and those replaced while waiting (result=coalesced)",
+            ["kind", "result"],
+            registry=registry,
+        )
         self.preflight_problems = Gauge(
             "lvsd_preflight_problems",
             "host settings the config depends on found wrong by the latest preflight "
@@ -330,6 +337,8 @@ class Metrics:
         )
         for severity in _PROBLEMS:
             self.preflight_problems.labels(severity)
+        self._durations: dict[str, Histogram] = {}
+        self._results: dict[tuple[str, bool, str], Counter] = {}
         self.state = StateCollector()
         self._labels = LabelCache()
         registry.register(self.state)
@@ -337,9 +346,18 @@ class Metrics:
     # -- events -------------------------------------------------------------------------
 
     def probe(self, kind: str, result: ProbeResult) -> None:
-        self.probe_duration.labels(kind).observe(result.duration)
-        outcome = "ok" if result.ok else "fail"
-        self.probe_results.labels(kind, outcome, result.reason).inc()
+        # once per probe: the label children are looked up once, then kept (kinds,
+        # outcomes and reason words are few)
+        duration = self._durations.get(kind)
+        if duration is None:
+            duration = self._durations[kind] = self.probe_duration.labels(kind)
+        duration.observe(result.duration)
+        key = (kind, result.ok, result.reason)
+        counted = self._results.get(key)
+        if counted is None:
+            outcome = "ok" if result.ok else "fail"
+            counted = self._results[key] = self.probe_results.labels(kind, outcome, result.reason)
+        counted.inc()
 
     def transition(self, t: Transition) -> None:
         self.transitions.labels(t.service, "up" if t.new else "down", t.reason).inc()
@@ -373,6 +391,9 @@ class Metrics:
 
     def state_set_aside(self, name: str) -> None:
         self.state_set_asides.labels(name).inc()
+
+    def command(self, kind: str, result: str) -> None:
+        self.commands.labels(kind, result).inc()
 
     def preflight(self, findings: Iterable[Finding]) -> None:
         """The latest host audit's findings: count the warnings and errors."""

@@ -237,7 +237,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, str]]]] = [
              "unknown section: quorum is not a section of its own; write its keys in "
              "[service web] as dotted keys, like quorum.minimum = 2"),
             ("[servic x]", 9,
-             "unknown section (expected [include], [daemon], [defaults], [service NAME], "
+             "unknown section (expected [include], [daemon], [defaults], [ipvs], [service NAME], "
              "[service NAME check [CHECK]], [service NAME realserver RS [check [CHECK]]]); "
              "did you mean [service x]?"),
         ],

@@ -86,6 +86,9 @@ class Recorder:
     def state_set_aside(self, name: str) -> None:
         self.calls.append(("state_set_aside", name))
 
+    def command(self, kind: str, result: str) -> None:
+        self.calls.append(("command", (kind, result)))
+
 
 QUORUM = """
 [services.web.quorum]

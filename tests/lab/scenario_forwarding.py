@@ -303,7 +303,7 @@ def traffic(url: str, out: Path, duration: float) -> subprocess.Popen[bytes]:
     ready = out.with_suffix(".ready")
     proc = subprocess.Popen(
         ["ip", "netns", "exec", "client", PYTHON, "-m", "lab.traffic", url,
-         "--rate", "40", "--duration", str(duration), "--timeout", "1",
+         "--rate", "40", "--duration", str(duration), "--timeout", "3",
          "--out", str(out), "--ready", str(ready)],
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -369,7 +369,8 @@ def run_case(case: str) -> dict[str, Any]:
                     # done before the kill: started a second or more before it
                     "before": summarize(records, before=killed - 1.0),
                     "after": summarize(records, after=killed),
-                    "late": summarize(records, after=killed + FALL * INTERVAL + TIMEOUT + 1.0),
+                    # started once the server was out (as ipvsadm showed it), plus 1 s
+                    "late": summarize(records, after=killed + out["down_s"] + 1.0),
                 }
             )
     finally:

@@ -16,6 +16,7 @@ import pytest
 from lab import harness
 from lab.harness import LabResult
 from lab.topology import NatTopology
+from lvsd.cli import APPLY_WARNING
 from tests.lab import scenario_kernel
 from tests.lab.conftest import Lab
 
@@ -293,8 +294,9 @@ def test_cli_dry_run_prints_the_ops_and_changes_nothing(kernel: LabResult) -> No
 
 def test_cli_apply_exit_status(kernel: LabResult) -> None:
     """``lvsd apply`` exits 0 when every op applied, 1 (naming each failure on stderr)
-    when one failed."""
+    when one failed; without ``--dry-run`` it first warns that no check runs."""
     expected_err = (
+        f"{APPLY_WARNING}\n"
         "lvsd: add-service tcp 10.10.0.14:80 twos: scheduler module ip_vs_twos not available\n"
         "lvsd: add-dest tcp 10.10.0.14:80 -> 10.0.0.2:80 w=1 nat: "
         "skipped: add-service tcp 10.10.0.14:80 failed\n"

@@ -324,7 +324,7 @@ def test_dashboard_panels_have_data(record: dict[str, Any]) -> None:
 def test_rules_evaluate_healthy(record: dict[str, Any]) -> None:
     """Every alert rule of the repository was loaded and evaluates with health ok."""
     rules = [r for g in record["rules"]["groups"] for r in g["rules"]]
-    assert 10 == len(rules)
+    assert 12 == len(rules)
     assert [] == [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     pending = {r["name"] for r in rules if r["state"] in ("pending", "firing")}
     assert "LvsdRealServerDown" in pending  # rs1 is down (for: 1m: pending at first)

@@ -37,6 +37,9 @@ from lvsd.importer.keepalived.services import (
 #: "no protocol set - defaulting to UDP"); checked in the lab.
 DEFAULT_PROTOCOL = "udp"
 
+#: keepalived's lvs_timeouts words -> lvsd's [ipvs] keys.
+LVS_TIMEOUT_KEYS = {"tcp": "tcp", "tcpfin": "tcp_fin", "udp": "udp"}
+
 VRRP_ADVICE = "VRRP is not part of lvsd: keep keepalived running for VRRP only"
 TOP_LEVEL_ADVICE: dict[str, str] = {
     "global_defs": "global settings (router_id, notification email, SMTP alerts) have no "
@@ -92,6 +95,8 @@ class _Converter:
         keyword = node.keyword
         if keyword == "virtual_server":
             self.virtual_server(node)
+        elif keyword == "global_defs":
+            self.global_defs(node)
         elif keyword == "virtual_server_group":
             return
         elif keyword.startswith("vrrp_"):
@@ -100,6 +105,27 @@ class _Converter:
             self.skip(node, TOP_LEVEL_ADVICE[keyword])
         else:
             raise fail(node.where, f"unknown top-level keyword {keyword!r}")
+
+    def global_defs(self, node: Node) -> None:
+        """``lvs_timeouts [tcp S] [tcpfin S] [udp S]`` -> ``[ipvs]``; the rest of the
+        block is listed once, as not converted."""
+        rest = False
+        for child in node.children or ():
+            if child.keyword != "lvs_timeouts":
+                rest = True
+                continue
+            table = self.doc.table("ipvs")
+            table.note(f"{self.src(child.where)} (lvs_timeouts)")
+            words = child.args
+            for i in range(0, len(words), 2):
+                name = words[i].text.lower()
+                if name not in LVS_TIMEOUT_KEYS or i + 1 >= len(words):
+                    raise fail(
+                        words[i].where, f"expected tcp, tcpfin or udp and seconds, got {name!r}"
+                    )
+                table.set(LVS_TIMEOUT_KEYS[name], to_integer(words[i + 1]))
+        if rest or not node.children:
+            self.skip(node, TOP_LEVEL_ADVICE["global_defs"])
 
     # -- virtual servers
 
@@ -139,7 +165,7 @@ class _Converter:
         timing = Timing().child(node)
         service.finish(node, timing, zero_port=zero_port)
         for server in service.servers:
-            self.real_server(server, member, timing, service.table)
+            self.real_server(server, member, timing, service.table, omega=bool(service.omega))
 
     def service_table(self, node: Node, member: Member, protocol: str) -> Table:
         """``[services.NAME]`` with the member's keys and the protocol."""
@@ -165,8 +191,11 @@ class _Converter:
 
     # -- real servers
 
-    def real_server(self, node: Node, member: Member, parent: Timing, service: Table) -> None:
-        """``[[services.NAME.real_servers]]`` and its checks."""
+    def real_server(
+        self, node: Node, member: Member, parent: Timing, service: Table, *, omega: bool = False
+    ) -> None:
+        """``[[services.NAME.real_servers]]`` and its checks; ``omega``: its notify
+        down command also runs when lvsd stops."""
         address = to_ip(arg(node, 0, "an address"))
         given = to_port(node.args[1]) if len(node.args) > 1 else None
         name = service.path[-1]
@@ -185,6 +214,7 @@ class _Converter:
         server = RealServer(self, table)
         keywords, advice = REAL_SERVER_KEYWORDS, REAL_SERVER_ADVICE
         dispatch(server, node.children or (), keywords, advice, REAL_SERVER_UNKNOWN, self)
+        server.finish(omega)
         if not server.checks:
             table.note("no checker: keepalived keeps this real server in the pool; so does lvsd")
         check_port = given if given is not None else int(str(member.entries.get("port", 0)))

@@ -23,9 +23,9 @@ from lvsd.model import Scheduler
 PERSISTENCE_TIMEOUT = 360
 SCHED_FLAG_WORDS = {"sh-fallback", "sh-port", "mh-fallback", "mh-port"}
 MAIL_ADVICE = "lvsd sends no mail: alert on its logs or Prometheus metrics"
-NOTIFY_ADVICE = (
-    "lvsd has no per-server hooks: it logs realserver.up / realserver.down events and "
-    "exports lvsd_real_server_health; act on those, or use quorum up_command/down_command"
+OMEGA_QUORUM_ADVICE = (
+    "omega: lvsd runs the real servers' notify down commands when it stops "
+    "(notify.on_stop, written), not the quorum down_command"
 )
 
 
@@ -91,12 +91,16 @@ class Service:
     quorum: dict[str, TomlValue] = field(default_factory=dict)
     servers: list[Node] = field(default_factory=list)
     scheduler_set: bool = False
+    omega: Node | None = None  # keepalived's omega: run the down notifiers on stop
 
     def ignore(self, node: Node) -> None:
         """Read elsewhere: protocol and ip_family before, timing keywords by the checks."""
 
     def real_server(self, node: Node) -> None:
         self.servers.append(node)
+
+    def set_omega(self, node: Node) -> None:
+        self.omega = node
 
     def scheduler(self, node: Node) -> None:
         scheduler = arg(node, 0, "a scheduler").text.lower()
@@ -164,12 +168,7 @@ class Service:
     def quorum_command(self, node: Node) -> None:
         """``quorum_up``/``quorum_down SCRIPT [USER]``."""
         k = node.keyword
-        script = arg(node, 0, "a script")
-        try:
-            command: list[TomlValue] = list(shlex.split(script.text))
-        except ValueError as exc:
-            raise fail(script.where, f"cannot split the command: {exc}") from None
-        self.quorum["up_command" if k == "quorum_up" else "down_command"] = command
+        self.quorum["up_command" if k == "quorum_up" else "down_command"] = command_of(node)
         if len(node.args) > 1:
             self.out.skip(
                 node,
@@ -226,6 +225,8 @@ class Service:
         if self.quorum:
             self.clamp_quorum()
             table.set("quorum", self.quorum)
+        if self.omega is not None and "down_command" in self.quorum:
+            self.out.skip(self.omega, OMEGA_QUORUM_ADVICE)
 
     def sorry_port(self) -> None:
         """The sorry server's port as keepalived gives it to the kernel: like a real
@@ -323,9 +324,9 @@ SERVICE_KEYWORDS: Mapping[str, Callable[[Service, Node], None]] = {
     "sorry_server": Service.sorry_server,
     "sorry_server_lvs_method": Service.sorry_server_method,
     "sorry_server_inhibit": Service.sorry_server_inhibit,
+    "omega": Service.set_omega,
 }
 SERVICE_ADVICE = {
-    "omega": "lvsd does not run quorum down_command when it stops",
     "ha_suspend": "lvsd always checks, whether or not the VIP is configured",
     "smtp_alert": MAIL_ADVICE,
     "snmp_name": "lvsd has no SNMP agent: the service name is its TOML table name",
@@ -341,6 +342,7 @@ class RealServer:
     out: Sink
     table: Table
     checks: list[Node] = field(default_factory=list)
+    notify: dict[str, TomlValue] = field(default_factory=dict)
 
     def ignore(self, node: Node) -> None:
         """A timing keyword: read by the checks."""
@@ -360,6 +362,44 @@ class RealServer:
     def forward(self, node: Node) -> None:
         forwarding(self.out, node, self.table)
 
+    def notify_command(self, node: Node) -> None:
+        """``notify_up``/``notify_down SCRIPT [USER [GROUP]]`` -> ``notify.up``/``.down``
+        (one user and group per notify table: the first given)."""
+        self.notify["up" if node.keyword == "notify_up" else "down"] = command_of(node)
+        for index, key in ((1, "user"), (2, "group")):
+            if len(node.args) <= index:
+                continue
+            name = node.args[index].text
+            if self.notify.setdefault(key, name) != name:
+                self.out.skip(
+                    node,
+                    f"lvsd runs both notify commands as one {key} "
+                    f"({self.notify[key]}, written); wrap this one in runuser/setpriv",
+                    f"{node.keyword} {key}",
+                )
+
+    def finish(self, omega: bool) -> None:
+        """The notify table, with ``on_stop`` when the service has omega."""
+        if not self.notify:
+            return
+        if omega:
+            self.notify["on_stop"] = True
+        self.table.set(
+            "notify",
+            self.notify,
+            "keepalived runs notify scripts as root (or script_user); lvsd runs them "
+            "without capabilities, with the change in LVSD_* variables",
+        )
+
+
+def command_of(node: Node) -> list[TomlValue]:
+    """The command of ``KEYWORD SCRIPT ...``: the script split into words."""
+    script = arg(node, 0, "a script")
+    try:
+        return list(shlex.split(script.text))
+    except ValueError as exc:
+        raise fail(script.where, f"cannot split the command: {exc}") from None
+
 
 REAL_SERVER_KEYWORDS: Mapping[str, Callable[[RealServer, Node], None]] = {
     **dict.fromkeys(TIMING_KEYS, RealServer.ignore),
@@ -368,10 +408,10 @@ REAL_SERVER_KEYWORDS: Mapping[str, Callable[[RealServer, Node], None]] = {
     "uthreshold": RealServer.uthreshold,
     "lthreshold": RealServer.lthreshold,
     "lvs_method": RealServer.forward,  # keepalived 2.2.7 rejects lb_kind here (lab)
+    "notify_up": RealServer.notify_command,
+    "notify_down": RealServer.notify_command,
 }
 REAL_SERVER_ADVICE = {
-    "notify_up": NOTIFY_ADVICE,
-    "notify_down": NOTIFY_ADVICE,
     "smtp_alert": MAIL_ADVICE,
 }
 REAL_SERVER_UNKNOWN = "unknown real_server keyword; not converted"

@@ -48,7 +48,9 @@ GLOBAL_ADVICE = {
     "emailalertstatus": "lvsd sends no mail: alert on its logs or Prometheus metrics",
     "emailalertfrom": "lvsd sends no mail: alert on its logs or Prometheus metrics",
     "smtp": "lvsd sends no mail: alert on its logs or Prometheus metrics",
-    "callback": "lvsd has no callback; watch its realserver.up/down log events",
+    "callback": "ldirectord's callback runs when the config file changes, not on a real "
+    "server's change; lvsd has none (reload it with `lvsd reload`); for state changes "
+    "see notify up/down",
     "fallbackcommand": "lvsd has no fallback command; use quorum up_command/down_command",
     "maintenancedir": "use `lvsd drain SERVICE ADDRESS:PORT` (and `lvsd undrain`) for maintenance",
     "readdquiescent": "lvsd keeps quiesced real servers in the table already",

@@ -167,25 +167,72 @@ def test_keepalived_defaults_made_explicit(tmp_path: Path) -> None:
 
 
 def test_unconvertible_keywords_listed(tmp_path: Path) -> None:
-    """VRRP, notify hooks, BFD_CHECK, omega are listed with file and line."""
+    """VRRP, BFD_CHECK, omega with a quorum_down are listed with file and line."""
     path = _conf(
         tmp_path,
         "global_defs {\n router_id x\n}\nvrrp_instance VI {\n}\n"
-        "virtual_server 10.0.0.1 80 {\n omega\n real_server 10.1.0.1 80 {\n"
-        "  notify_up /bin/up\n  BFD_CHECK {\n  }\n }\n}\n",
+        "virtual_server 10.0.0.1 80 {\n omega\n quorum_down /bin/down\n"
+        " real_server 10.1.0.1 80 {\n  BFD_CHECK {\n  }\n }\n}\n",
     )
     result = convert("keepalived", path)
     expected = [
         (1, "global_defs"),
         (4, "vrrp_instance"),
         (7, "omega"),
-        (9, "notify_up"),
         (10, "BFD_CHECK"),
     ]
     assert expected == keywords(result)
     vrrp = result.unconverted[1]
     assert f"{path}:4: vrrp_instance: not converted:" in str(vrrp)
     assert "keep keepalived running for VRRP only" in str(vrrp)
+
+
+def test_notify_scripts_and_omega_convert(tmp_path: Path) -> None:
+    """notify_up/notify_down (with user and group) become the real server's notify
+    table; the service's omega sets on_stop; the result loads."""
+    path = _conf(
+        tmp_path,
+        "virtual_server 10.0.0.1 80 {\n omega\n protocol TCP\n"
+        " real_server 10.1.0.1 80 {\n"
+        '  notify_up "/bin/up.sh web UP" nobody nogroup\n'
+        "  notify_down /bin/down.sh\n }\n"
+        " real_server 10.1.0.2 80 {\n }\n}\n",
+    )
+    result, tree = converted("keepalived", path)
+    assert [] == result.unconverted
+    servers = tree["services"]["tcp_10_0_0_1_80"]["real_servers"]
+    assert {
+        "up": ["/bin/up.sh", "web", "UP"],
+        "down": ["/bin/down.sh"],
+        "user": "nobody",
+        "group": "nogroup",
+        "on_stop": True,
+    } == servers[0]["notify"]
+    assert "notify" not in servers[1]
+    notify = loads_back(result, tmp_path).services[0].real_servers[0].notify
+    assert notify is not None
+    assert (("/bin/down.sh",), True) == (notify.down, notify.on_stop)
+
+
+def test_lvs_timeouts_convert_to_the_ipvs_section(tmp_path: Path) -> None:
+    """global_defs' lvs_timeouts becomes [ipvs]; the rest of global_defs is listed."""
+    path = _conf(
+        tmp_path,
+        "global_defs {\n router_id x\n lvs_timeouts tcp 7200 tcpfin 30 udp 60\n}\n"
+        "virtual_server 10.0.0.1 80 {\n protocol TCP\n real_server 10.1.0.1 80 {\n }\n}\n",
+    )
+    result, tree = converted("keepalived", path)
+    assert {"tcp": 7200, "tcp_fin": 30, "udp": 60} == tree["ipvs"]
+    assert [(1, "global_defs")] == keywords(result)
+    ipvs = loads_back(result, tmp_path).ipvs
+    assert (7200, 30, 60) == (ipvs.tcp, ipvs.tcp_fin, ipvs.udp)
+
+
+def test_a_global_defs_of_only_lvs_timeouts_converts_whole(tmp_path: Path) -> None:
+    """A global_defs holding only lvs_timeouts is converted with nothing left out."""
+    path = _conf(tmp_path, "global_defs {\n lvs_timeouts udp 10\n}\n")
+    result, tree = converted("keepalived", path)
+    assert ({"udp": 10}, []) == (tree["ipvs"], result.unconverted)
 
 
 @pytest.mark.parametrize(
@@ -197,6 +244,7 @@ def test_unconvertible_keywords_listed(tmp_path: Path) -> None:
         ("virtual_server 10.0.0.x 80 {\n}\n", 1, "expected an IP address"),
         ("virtual_server 10.0.0.1 80 {\n lb_kind XX\n}\n", 2, "unknown forwarding method"),
         ("virtual_server 10.0.0.1 80 {\n protocol ICMP\n}\n", 2, "unknown protocol"),
+        ("global_defs {\n lvs_timeouts tcp 1 sctp 2\n}\n", 2, "expected tcp, tcpfin or udp"),
         ("virtual_server 10.0.0.1 80 {\n real_server 10.1.0.1 80 {\n"
          "  lvs_method TUN type gue port x\n }\n}\n", 3, "expected an integer, got 'x'"),
         ("virtual_server 10.0.0.1 80 {\n lvs_method TUN type gue port 0\n"
