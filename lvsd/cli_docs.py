@@ -21,11 +21,14 @@ from lvsd.config.schema import (
     CHECK_COMMON_KEYS,
     CHECK_TIMING_KEYS,
     DEFAULTS_KEYS,
+    IPVS_KEYS,
+    NOTIFY_KEYS,
     PANIC_KEYS,
     QUORUM_KEYS,
     REAL_SERVER_KEYS,
     SERVICE_KEYS,
     SORRY_KEYS,
+    TOP_KEYS,
 )
 
 #: Options whose value is a path: the completion offers file names for them.
@@ -303,12 +306,14 @@ _GLYPHS = {
 #: (page section, reference heading, the keys the schema accepts there).
 KEY_SECTIONS = (
     ("[daemon]", "[daemon]", tuple(f.name for f in dataclasses.fields(DaemonConfig))),
+    ("[ipvs]", "[ipvs]", IPVS_KEYS),
     ("[services.NAME]", "[services.NAME]", SERVICE_KEYS),
     ("[[services.NAME.real_servers]]", "[[services.NAME.real_servers]]", REAL_SERVER_KEYS),
     ("CHECKS", "Checks", CHECK_COMMON_KEYS),
 )
 #: A service's sub-tables and the keys each takes (the reference lists them in prose).
 SUB_TABLES = {"sorry_server": SORRY_KEYS, "quorum": QUORUM_KEYS, "panic": PANIC_KEYS}
+SUB_TABLES |= {"notify": NOTIFY_KEYS}
 
 
 class ReferenceDrift(ValueError):
@@ -363,7 +368,7 @@ def _rows(tables: dict[str, dict[str, list[str]]], heading: str, keys: Iterable[
         )
         lines += [".TP", f"\\fB{_roff(key)}\\fR ({facts})" if facts else f"\\fB{key}\\fR"]
         lines.append(_md(meaning) if meaning else "")
-        if key in SUB_TABLES:
+        if key in SUB_TABLES and heading == "[services.NAME]":
             absent = [k for k in SUB_TABLES[key] if f"`{k}`" not in meaning]
             if absent:
                 raise ReferenceDrift(f"{REFERENCE.name}: {key} does not mention {absent}")
@@ -394,6 +399,7 @@ def config_page(reference: str | None = None) -> str:
     tables = reference_tables(REFERENCE.read_text() if reference is None else reference)
     keys = ", ".join(f"\\fB{k}\\fR" for k in DEFAULTS_KEYS[:-1])
     timing = ", ".join(f"\\fB{k}\\fR" for k in CHECK_TIMING_KEYS)
+    top = ", ".join(f"\\fB{k}\\fR" for k in TOP_KEYS)
     lines = [
         '.TH LVSD.TOML 5 "" "lvsd" "File Formats"',
         ".SH NAME",
@@ -402,14 +408,15 @@ def config_page(reference: str | None = None) -> str:
         f"\\fI{_roff(DEFAULT_CONFIG)}\\fR",
         ".SH DESCRIPTION",
         "lvsd reads one TOML file (or INI, by the extension \\fB.ini\\fR, \\fB.conf\\fR or",
-        "\\fB.cf\\fR) plus the files it includes. The top level takes \\fBinclude\\fR (a",
-        "list of globs relative to the file, each matching at least one file), one",
-        "\\fB[daemon]\\fR table, one \\fB[defaults]\\fR table and the services, each a",
-        "\\fB[services.NAME]\\fR table with its \\fB[[services.NAME.real_servers]]\\fR.",
+        "\\fB.cf\\fR) plus the files it includes. The top level takes",
+        f"{top}: \\fBinclude\\fR is a list of globs",
+        "relative to the file, each matching at least one file; each service is a",
+        "\\fB[services.NAME]\\fR table with its \\fB[[services.NAME.real_servers]]\\fR;",
+        "the others are the tables below.",
         "Validate a file with \\fBlvsd check \\-c FILE\\fR: it prints every problem as",
         "FILE:LINE: KEY.PATH: message.",
     ]
-    for title, heading, section_keys in KEY_SECTIONS[:1]:
+    for title, heading, section_keys in KEY_SECTIONS[:2]:
         lines += [f".SH {_roff(title)}", *_rows(tables, heading, section_keys)]
     lines += [
         ".SH [defaults]",
@@ -417,7 +424,7 @@ def config_page(reference: str | None = None) -> str:
         f"meaning as on a service. \\fB[defaults.check]\\fR takes {timing}: the",
         "default timing of every check.",
     ]
-    for title, heading, section_keys in KEY_SECTIONS[1:]:
+    for title, heading, section_keys in KEY_SECTIONS[2:]:
         lines += [f".SH {_roff(title)}", *_rows(tables, heading, section_keys)]
     lines += [
         ".PP",
