@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: setup demo test check
+.PHONY: setup demo test check deb
 
 setup:
 	bash scripts/setup
@@ -11,3 +11,7 @@ test: setup
 	bash scripts/check
 
 check: test
+
+# dist/lvsd_<version>_<arch>.deb for Debian 12 (docs/operations.md, "Installing").
+deb:
+	bash scripts/build-deb
