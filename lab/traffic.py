@@ -25,6 +25,8 @@ import asyncio
 import json
 import signal
 import ssl
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -162,6 +164,32 @@ def summarize(
     }
 
 
+def launch(
+    url: str,
+    out: Path,
+    *,
+    rate: float,
+    duration: float,
+    timeout: float,
+    netns: str = "client",
+    nice: int = 0,
+) -> subprocess.Popen[bytes]:
+    """Start ``main`` in namespace ``netns`` (at ``nice``) and wait for its first
+    request to be about to go; its records land in ``out``."""
+    ready = out.with_suffix(".ready")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "nice", "-n", str(nice), sys.executable,
+         "-m", "lab.traffic", url, "--rate", str(rate), "--duration", str(duration),
+         "--timeout", str(timeout), "--out", str(out), "--ready", str(ready)],
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"traffic to {url} did not start")
+        time.sleep(0.05)
+    return proc
+
+
 def load(path: Path) -> list[Request]:
     """Records written by ``main``."""
     return [Request(**item) for item in json.loads(path.read_text())]
@@ -205,4 +233,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-__all__ = ["Request", "fetch", "generate", "load", "main", "summarize"]
+__all__ = ["Request", "fetch", "generate", "launch", "load", "main", "summarize"]

@@ -44,9 +44,9 @@ from typing import Any
 
 from lab.protocols import RADIUS_SECRET, Control
 from lab.stall import StallMeter
-from lab.traffic import load, summarize
+from lab.traffic import launch, load, summarize
 from lvsd.control import request_sync
-from tests.lab.scenario_forwarding import ipvsadm, ns, weights
+from tests.lab.scenario_forwarding import ipvsadm, ns, terminate, weights
 
 RESULTS = Path(os.environ.get("LAB_RESULTS", "/tmp"))
 PYTHON = sys.executable
@@ -301,23 +301,12 @@ def protocols() -> subprocess.Popen[bytes]:
 
 
 def traffic(kind: Kind, duration: float) -> subprocess.Popen[bytes]:
-    out = RESULTS / f"traffic-{kind.name}.json"
-    ready = out.with_suffix(".ready")
     # the guest's one CPU also runs lvsd and every server: traffic runs at a lower
     # priority, slowly (TLS handshakes cost the most), and waits up to 5 s for an answer
     # (a refused connect to a dead server fails at once)
-    rate = "1.5" if kind.name == "https" else "3"
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", "client", "nice", "-n", "10", PYTHON, "-m", "lab.traffic",
-         kind.url, "--rate", rate, "--duration", str(duration), "--timeout", "5",
-         "--out", str(out), "--ready", str(ready)],
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"traffic to {kind.url} did not start")
-        time.sleep(0.05)
-    return proc
+    rate = 1.5 if kind.name == "https" else 3.0
+    out = RESULTS / f"traffic-{kind.name}.json"
+    return launch(kind.url, out, rate=rate, duration=duration, timeout=5, nice=10)
 
 
 # --- steps ------------------------------------------------------------------------------
@@ -504,12 +493,7 @@ def measure(out: dict[str, Any], control: Control) -> None:
         for proc in streams.values():
             if proc.poll() is None:
                 proc.kill()
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            out["exit_status"] = daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            out["exit_status"] = daemon.wait()
+        out["exit_status"] = terminate(daemon)
         control.close()
 
 

@@ -193,3 +193,8 @@ def test_a_drained_agent_server_gets_no_new_connection(record: dict[str, Any]) -
     found = record["kinds"]["agent"]
     assert [] == [w for w in record["agent_down"]["weights_seen"] if w], record["agent_down"]
     assert [_name(found["partner"])] == list(found["traffic"]["late"]["servers"])
+
+
+def test_stop_exits_cleanly(record: dict[str, Any]) -> None:
+    """SIGTERM after the steps: lvsd exits 0."""
+    assert 0 == record["exit_status"]
