@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ WEIGHT = 10
 VIP = "192.168.3.108"
 #: Seconds between readings of ipvsadm (each one a process: not free in the guest).
 POLL = 0.3
+#: What a step waits for: a predicate on the kernel's weights (``ADDRESS:PORT`` -> weight).
+Goal = Callable[[dict[str, int]], bool]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -323,7 +326,7 @@ def status() -> dict[str, dict[str, Any]]:
 
 
 def wait_all(
-    goals: dict[str, Any], started: dict[str, float], limit: float = 60.0
+    goals: dict[str, Goal], started: dict[str, float], limit: float = 60.0
 ) -> dict[str, float]:
     """Poll ``ipvsadm -Ln`` until every goal (kind -> predicate on weights) has held;
     kind -> seconds from its ``started`` mark to the first reading where it held."""
@@ -342,7 +345,8 @@ def wait_all(
     return taken
 
 
-def weight_is(address: str, weight: int) -> Any:
+def weight_is(address: str, weight: int) -> Goal:
+    """A goal: ``address`` has ``weight`` in the kernel (absent counts as 0)."""
     return lambda seen: seen.get(address, 0) == weight
 
 
@@ -384,7 +388,9 @@ def victim_server(kind: Kind) -> str:
     names = [name for name, _ in server_names(kind)]
     wanted = {"agent": "agent-", "exec": "weight-"}.get(kind.name, "")
     return (
-        next(n for n in names if n.startswith(wanted) and kind.addresses[0] in n) if names else ""
+        next(n for n in names if n.startswith(wanted) and f"-{kind.addresses[0]}:" in n)
+        if names
+        else ""
     )
 
 
