@@ -10,7 +10,10 @@ answered (the lab's httpd answers its name), latency and the error. Stops by its
         --rate 100 --duration 10 --out requests.json [--ready started]
 
 ``--ready`` names a file created just before the first request, so a caller can wait
-for the stream to have begun (Python starts slowly in the lab's guest).
+for the stream to have begun (Python starts slowly in the lab's guest). SIGTERM ends
+the schedule early: requests in flight finish and the records are written. An
+``https://`` URL speaks TLS without verifying the certificate (the lab's throwaway
+ones name the real servers, not the VIP).
 
 ``summarize`` turns the records into the figures the e2e report shows.
 """
@@ -20,6 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
+import ssl
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -49,13 +56,15 @@ class Request:
         return f"{self.t:.3f} {what} {self.latency * 1000:.1f} ms"
 
 
-async def fetch(host: str, port: int, path: str, limit: float) -> Request:
-    """One GET over a fresh connection; failures are values."""
+async def fetch(
+    host: str, port: int, path: str, limit: float, tls: ssl.SSLContext | None = None
+) -> Request:
+    """One GET over a fresh connection (TLS with ``tls``); failures are values."""
     start = time.time()
     began = time.monotonic()
     try:
         async with asyncio.timeout(limit):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, ssl=tls)
             try:
                 writer.write(
                     f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
@@ -66,7 +75,7 @@ async def fetch(host: str, port: int, path: str, limit: float) -> Request:
                 writer.close()
     except TimeoutError:
         return Request(t=start, ok=False, server="", latency=limit, error="timeout")
-    except OSError as exc:
+    except OSError as exc:  # ssl.SSLError included
         error = exc.strerror or type(exc).__name__
         return Request(t=start, ok=False, server="", latency=time.monotonic() - began, error=error)
     latency = time.monotonic() - began
@@ -79,16 +88,27 @@ async def fetch(host: str, port: int, path: str, limit: float) -> Request:
 
 
 async def generate(
-    url: str, *, rate: float, duration: float, concurrency: int = 50, limit: float = 2.0
+    url: str,
+    *,
+    rate: float,
+    duration: float,
+    concurrency: int = 50,
+    limit: float = 2.0,
+    stop: asyncio.Event | None = None,
 ) -> list[Request]:
     """``rate`` x ``duration`` requests to ``url`` on a fixed schedule, each given
-    ``limit`` seconds; the records in start order."""
+    ``limit`` seconds, fewer if ``stop`` is set first; the records in start order."""
     rate = min(max(rate, 0.1), MAX_RATE)
     duration = min(max(duration, 0.0), MAX_DURATION)
     concurrency = min(max(concurrency, 1), MAX_CONCURRENCY)
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
-    port = parts.port or 80
+    tls = None
+    if parts.scheme == "https":
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+    port = parts.port or (443 if tls else 80)
     path = parts.path or "/"
     slots = asyncio.Semaphore(concurrency)
     loop = asyncio.get_running_loop()
@@ -97,7 +117,7 @@ async def generate(
 
     async def one() -> Request:
         try:
-            return await fetch(host, port, path, limit)
+            return await fetch(host, port, path, limit, tls)
         finally:
             slots.release()
 
@@ -106,6 +126,8 @@ async def generate(
         delay = begin + i / rate - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        if stop is not None and stop.is_set():
+            break
         await slots.acquire()
         tasks.append(asyncio.create_task(one()))
     return list(await asyncio.gather(*tasks))
@@ -142,9 +164,48 @@ def summarize(
     }
 
 
+def launch(
+    url: str,
+    out: Path,
+    *,
+    rate: float,
+    duration: float,
+    timeout: float,
+    netns: str = "client",
+    nice: int = 0,
+) -> subprocess.Popen[bytes]:
+    """Start ``main`` in namespace ``netns`` (at ``nice``) and wait for its first
+    request to be about to go; its records land in ``out``."""
+    ready = out.with_suffix(".ready")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "nice", "-n", str(nice), sys.executable,
+         "-m", "lab.traffic", url, "--rate", str(rate), "--duration", str(duration),
+         "--timeout", str(timeout), "--out", str(out), "--ready", str(ready)],
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"traffic to {url} did not start")
+        time.sleep(0.05)
+    return proc
+
+
 def load(path: Path) -> list[Request]:
     """Records written by ``main``."""
     return [Request(**item) for item in json.loads(path.read_text())]
+
+
+async def _run(args: argparse.Namespace) -> list[Request]:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    return await generate(
+        args.url,
+        rate=args.rate,
+        duration=args.duration,
+        concurrency=args.concurrency,
+        limit=args.timeout,
+        stop=stop,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,15 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.ready is not None:  # Python has started and imported: the schedule begins
         args.ready.touch()
-    records = asyncio.run(
-        generate(
-            args.url,
-            rate=args.rate,
-            duration=args.duration,
-            concurrency=args.concurrency,
-            limit=args.timeout,
-        )
-    )
+    records = asyncio.run(_run(args))
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps([asdict(r) for r in records]))
     tmp.rename(args.out)
@@ -180,4 +233,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-__all__ = ["Request", "fetch", "generate", "load", "main", "summarize"]
+__all__ = ["Request", "fetch", "generate", "launch", "load", "main", "summarize"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.stall import StallMeter
-from lab.traffic import load, summarize
+from lab.traffic import launch, load, summarize
 
 RESULTS = Path(os.environ.get("LAB_RESULTS", "/tmp"))
 PYTHON = sys.executable
@@ -300,18 +300,7 @@ def build(case: str) -> None:
 
 
 def traffic(url: str, out: Path, duration: float) -> subprocess.Popen[bytes]:
-    ready = out.with_suffix(".ready")
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", "client", PYTHON, "-m", "lab.traffic", url,
-         "--rate", "40", "--duration", str(duration), "--timeout", "3",
-         "--out", str(out), "--ready", str(ready)],
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"traffic to {url} did not start")
-        time.sleep(0.05)
-    return proc
+    return launch(url, out, rate=40, duration=duration, timeout=3)
 
 
 def run_case(case: str) -> dict[str, Any]:
@@ -375,12 +364,7 @@ def run_case(case: str) -> dict[str, Any]:
                 }
             )
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            out["exit_status"] = daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            out["exit_status"] = daemon.wait()
+        out["exit_status"] = terminate(daemon)
         out["after_stop_table"] = ipvsadm()
         for proc in servers.values():
             if proc.poll() is None:
@@ -388,6 +372,16 @@ def run_case(case: str) -> dict[str, Any]:
                 proc.wait()
         teardown()
     return out
+
+
+def terminate(daemon: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then SIGKILL after 60 s; the exit status."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        return daemon.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        return daemon.wait()
 
 
 def templates() -> list[str]:
