@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import select
+import socket
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import CheckSpec
+from lvsd.health.check import LOCAL
 from lvsd.model import IPAddress, format_hostport
 
 #: Longest line a line-based protocol (smtp, agent) may send.
@@ -38,6 +40,7 @@ class Verdict:
     reason: str = "ok"
     weight: int | None = None
     drain: bool = False
+    local: str = ""  # the errno name when the failure is lvsd's own (reason ``local``)
 
     @classmethod
     def fail(cls, detail: str, reason: str) -> Verdict:
@@ -65,8 +68,55 @@ class Progress:
         self.on_timeout: Verdict | None = None
 
 
+#: Errors that say lvsd itself is short of something (descriptors, buffers, memory,
+#: processes, local ports), never that the real server failed: the result is ``local``
+#: and the server's health state is held (``docs/health.md``). EPERM/EACCES (a local
+#: firewall, a policy) are left out on purpose: they persist, and holding on them would
+#: freeze health until an operator noticed.
+LOCAL_ERRNOS = {
+    errno.EMFILE: "EMFILE",
+    errno.ENFILE: "ENFILE",
+    errno.ENOBUFS: "ENOBUFS",
+    errno.ENOMEM: "ENOMEM",
+    errno.EAGAIN: "EAGAIN",  # fork or a socket call out of resources
+    errno.EADDRNOTAVAIL: "EADDRNOTAVAIL",  # no local port left, a source not on the host
+    errno.EADDRINUSE: "EADDRINUSE",  # the source port still taken
+}
+
+
+class BindError(OSError):
+    """The configured source address could not be bound: the config's (or the host's)
+    problem, which persists, so a failure (``error``), never ``local``."""
+
+
+def bind_source(sock: socket.socket, source: tuple[str, int]) -> None:
+    """Bind ``sock`` to the spec's source; :class:`BindError` when that fails."""
+    try:
+        sock.bind(source)
+    except OSError as exc:
+        raise BindError(exc.errno, exc.strerror) from exc
+
+
+def local_cause(exc: BaseException) -> str:
+    """The errno name when ``exc`` is lvsd's own shortage (:data:`LOCAL_ERRNOS`), else ""."""
+    if isinstance(exc, MemoryError):
+        return "ENOMEM"
+    if not isinstance(exc, OSError) or isinstance(exc, (ssl.SSLError, BindError)):
+        return ""
+    if "bind" in str(exc):  # asyncio's "error while attempting to bind on address ..."
+        return ""
+    return LOCAL_ERRNOS.get(exc.errno or 0, "")
+
+
 def describe_os_error(exc: OSError) -> tuple[str, str]:
-    """``(text, reason)`` for a socket error: ``("refused", "refused")``."""
+    """``(text, reason)`` for a socket error: ``("refused", "refused")``; reason
+    ``local`` for lvsd's own shortage (:func:`local_cause`)."""
+    if local_cause(exc):
+        return f"{(exc.strerror or str(exc)).lower()} (lvsd's own error)", LOCAL
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "cannot bind source address", "error"
+    if exc.errno == errno.EADDRINUSE:
+        return "source address in use", "error"
     if isinstance(exc, ConnectionRefusedError):
         return "refused", "refused"
     if isinstance(exc, ConnectionResetError):
@@ -77,10 +127,6 @@ def describe_os_error(exc: OSError) -> tuple[str, str]:
         return "connection aborted", "reset"
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or exc}", "tls"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return "cannot bind source address", "error"
-    if exc.errno == errno.EADDRINUSE:
-        return "source address in use", "error"
     if exc.strerror:
         return exc.strerror.lower(), "error"
     return str(exc) or type(exc).__name__, "error"
@@ -112,7 +158,9 @@ async def run_timed(
         verdict = Verdict.fail(f"{progress.step}: connection closed by peer", "reset")
     except OSError as exc:
         text, reason = describe_os_error(exc)
-        verdict = Verdict.fail(f"{progress.step}: {text}", reason)
+        verdict = Verdict(
+            ok=False, detail=f"{progress.step}: {text}", reason=reason, local=local_cause(exc)
+        )
     return ProbeResult(
         ok=verdict.ok,
         detail=verdict.detail,
@@ -120,6 +168,7 @@ async def run_timed(
         reason=verdict.reason,
         weight=verdict.weight,
         drain=verdict.drain,
+        local=verdict.local,
     )
 
 

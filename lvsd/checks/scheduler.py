@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import cast
 
 from lvsd.checks.base import Probe, ProbeFactory, ProbeResult, QuickProbe, Run, Target
+from lvsd.checks.net import local_cause
 from lvsd.config.model import CheckSpec, Config
-from lvsd.health.check import CheckId, check_id
+from lvsd.health.check import LOCAL, CheckId, check_id
 
 OnResult = Callable[[CheckId, ProbeResult, float], None]
 
@@ -525,11 +526,13 @@ class CheckScheduler:
 
     @staticmethod
     def _raised(entry: _Entry, exc: Exception, duration: float) -> ProbeResult:
+        cause = local_cause(exc)  # out of memory or descriptors: lvsd's, not the server's
         return ProbeResult(
             ok=False,
             detail=f"{entry.spec} {entry.target}: probe raised {type(exc).__name__}: {exc}",
             duration=duration,
-            reason="error",
+            reason=LOCAL if cause else "error",
+            local=cause,
         )
 
     def _deliver(self, entry: _Entry, result: ProbeResult, started: float) -> None:

@@ -28,6 +28,7 @@ from lvsd.checks.net import (
     Fail,
     Progress,
     Verdict,
+    bind_source,
     close_stream,
     connector,
     describe_os_error,
@@ -35,6 +36,7 @@ from lvsd.checks.net import (
     format_timeout,
     hostport,
     local_addr,
+    local_cause,
     open_stream,
     run_timed,
 )
@@ -105,7 +107,7 @@ class ConnectProbe(ProbeBase[TcpOptions]):
             return run
         try:
             if self._local is not None:
-                sock.bind(self._local)
+                bind_source(sock, self._local)
             err = sock.connect_ex(self._sockaddr)
             if err == 0:
                 run.end_soon(run.conclude(sock, select.EPOLLOUT, loop.time()))
@@ -140,7 +142,11 @@ class ConnectProbe(ProbeBase[TcpOptions]):
     def failed(self, exc: OSError, duration: float) -> ProbeResult:
         text, reason = describe_os_error(exc)
         return ProbeResult(
-            ok=False, detail=f"{self._step}: {text}", duration=duration, reason=reason
+            ok=False,
+            detail=f"{self._step}: {text}",
+            duration=duration,
+            reason=reason,
+            local=local_cause(exc),
         )
 
 

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 import lvsd
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
+from lvsd.health.check import LOCAL
 from lvsd.health.state import Transition
 from lvsd.model import DestKey, ServiceKey, Snapshot, Stats
 from lvsd.observe.exposition import (
@@ -246,6 +247,13 @@ class Metrics:
             ["kind", "outcome", "reason"],
             registry=registry,
         )
+        self.local_errors = Counter(
+            "lvsd_probe_local_errors",
+            "probes that could not be made for want of lvsd's own resources (the server's "
+            "state held), by check kind and errno name (EMFILE, ENOBUFS, ...)",
+            ["kind", "cause"],
+            registry=registry,
+        )
         self.transitions = Counter(
             "lvsd_real_server_transitions",
             "real servers going up or down, by service, new state (to) and reason word",
@@ -321,6 +329,8 @@ class Metrics:
         self.probe_duration.labels(kind).observe(result.duration)
         outcome = "ok" if result.ok else "fail"
         self.probe_results.labels(kind, outcome, result.reason).inc()
+        if result.reason == LOCAL:
+            self.local_errors.labels(kind, result.local or "other").inc()
 
     def transition(self, t: Transition) -> None:
         self.transitions.labels(t.service, "up" if t.new else "down", t.reason).inc()

@@ -654,3 +654,24 @@ def test_documented_queries_parse(tmp_path: Path) -> None:
         ["promtool", "check", "rules", str(path)], capture_output=True, check=False
     )
     assert (0, 11) == (out.returncode, len(exprs)), out.stdout + out.stderr
+
+
+def test_local_errors_are_counted_by_cause() -> None:
+    """A ``local`` result counts in lvsd_probe_results (reason local) and in
+    lvsd_probe_local_errors by errno name; other results only in the first."""
+    metrics = Metrics(CollectorRegistry())
+    local = ProbeResult(ok=False, detail="x", duration=0.0, reason="local", local="EMFILE")
+    for result in (local, local, replace(local, local="ENOBUFS"), replace(local, local="")):
+        metrics.probe("http", result)
+    metrics.probe("http", ProbeResult(ok=False, detail="x", duration=0.0, reason="refused"))
+    registry = metrics.registry
+    counts = {
+        cause: registry.get_sample_value(
+            "lvsd_probe_local_errors_total", {"kind": "http", "cause": cause}
+        )
+        for cause in ("EMFILE", "ENOBUFS", "other")
+    }
+    assert {"EMFILE": 2.0, "ENOBUFS": 1.0, "other": 1.0} == counts
+    assert 4.0 == registry.get_sample_value(
+        "lvsd_probe_results_total", {"kind": "http", "outcome": "fail", "reason": "local"}
+    )
