@@ -136,22 +136,98 @@ def format_timeout(timeout: float) -> str:
     return f"timeout after {timeout}s"
 
 
+#: A deadline's timer firing this much past its time (seconds) means lvsd's own loop
+#: stood still or ran behind: the time is given back to the probe (:class:`Deadline`).
+LATE = 0.1
+
+#: The cause word (``ProbeResult.local``) of a timeout lvsd cannot tell from its own
+#: lateness: the loop stood still for longer than the whole timeout.
+LAG = "LAG"
+
+
+class Deadline:
+    """A probe's timeout that measures the real server, not lvsd's loop.
+
+    At ``when`` it checks its own lateness: fired more than :data:`LATE` late, the loop
+    was held up (a stall, a long callback, too much work for one core), so it moves on
+    by that lateness, up to ``budget`` in all (the probe's timeout: at most double the
+    time). Then it expires, one loop turn later, so that an answer that had arrived
+    by then (read by the loop before the timers) is still a result. ``expire`` is
+    called then with the last lateness. ``step(now)`` is its timer callback."""
+
+    __slots__ = ("_budget", "_expire", "_loop", "_timer", "when")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        when: float,
+        budget: float,
+        expire: Callable[[float], None],
+    ) -> None:
+        self._loop = loop
+        self._budget = budget
+        self._expire = expire
+        self.when = when
+        self._timer: asyncio.Handle | None = loop.call_at(when, self._step)
+
+    def _step(self) -> None:
+        late = self._loop.time() - self.when
+        if late > LATE and self._budget > 0:
+            more = min(late, self._budget)
+            self._budget -= more
+            self.when = self._loop.time() + more
+            self._timer = self._loop.call_at(self.when, self._step)
+            return
+        self._timer = self._loop.call_soon(self._expire, late)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def timed_out(step: str, seconds: float, late: float) -> Verdict:
+    """What a probe's timeout means: the server's failure, unless the loop stood still
+    for longer than the whole timeout at its end (then ``local``, cause :data:`LAG`)."""
+    if late > seconds:
+        return Verdict(
+            ok=False,
+            detail=f"{step}: {format_timeout(seconds)}, lvsd's loop {late:.1f}s late (held)",
+            reason=LOCAL,
+            local=LAG,
+        )
+    return Verdict.fail(f"{step}: {format_timeout(seconds)}", "timeout")
+
+
 async def run_timed(
     seconds: float,
     progress: Progress,
     body: Callable[[], Awaitable[Verdict]],
 ) -> ProbeResult:
-    """Run ``body`` within ``seconds``; expected failures become values."""
+    """Run ``body`` within ``seconds`` of the server's time (a :class:`Deadline`);
+    expected failures become values."""
     loop = asyncio.get_running_loop()
     started = loop.time()
+    task = asyncio.current_task()
+    assert task is not None
+    expired: list[float] = []  # the lateness at expiry, once expired
+
+    def expire(late: float) -> None:
+        expired.append(late)
+        task.cancel()
+
+    deadline = Deadline(loop, started + seconds, seconds, expire)
     try:
-        async with asyncio.timeout(seconds):
+        try:
             verdict = await body()
-    except TimeoutError:
-        if progress.on_timeout is not None:
-            verdict = progress.on_timeout
-        else:
-            verdict = Verdict.fail(f"{progress.step}: {format_timeout(seconds)}", "timeout")
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > 0:
+                raise  # not our deadline's, or another cancel is pending
+            verdict = progress.on_timeout or timed_out(progress.step, seconds, expired[0])
+        except TimeoutError:  # a bound of the body's own
+            verdict = progress.on_timeout or timed_out(progress.step, seconds, 0.0)
+        finally:
+            deadline.cancel()
     except Fail as failure:
         verdict = failure.verdict
     except asyncio.IncompleteReadError:

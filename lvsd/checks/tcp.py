@@ -25,6 +25,7 @@ import struct
 
 from lvsd.checks.base import Finish, Probe, ProbeResult, Target
 from lvsd.checks.net import (
+    Deadline,
     Fail,
     Progress,
     Verdict,
@@ -39,6 +40,7 @@ from lvsd.checks.net import (
     local_cause,
     open_stream,
     run_timed,
+    timed_out,
 )
 from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import CheckSpec, TcpOptions
@@ -120,7 +122,7 @@ class ConnectProbe(ProbeBase[TcpOptions]):
             run.end_soon(self.failed(exc, loop.time() - run.started))
             return run
         run.sock = sock
-        run.timer = loop.call_at(run.started + self._timeout, run.timed_out)
+        run.timer = Deadline(loop, run.started + self._timeout, self._timeout, run.timed_out)
         return run
 
     async def probe(self) -> ProbeResult:
@@ -163,7 +165,7 @@ class _Connecting:
         self._loop = loop
         self.started = now
         self.sock: socket.socket | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Deadline | None = None
 
     def done(self) -> bool:
         return self._finish is None
@@ -225,7 +227,8 @@ class _Connecting:
             sock.close()
         return ProbeResult(ok=True, detail=probe.ok_detail, duration=duration)
 
-    def timed_out(self) -> None:
+    def timed_out(self, late: float) -> None:
+        """The deadline expired, ``late`` seconds past its (lag-extended) time."""
         self.timer = None
         sock = self.sock
         if sock is None:
@@ -234,12 +237,17 @@ class _Connecting:
         connector().forget(sock.fileno())
         sock.close()
         probe = self._probe
+        detail, reason, cause = probe.timeout_detail, "timeout", ""
+        if late > probe._timeout:  # the loop stood still past the whole timeout: held
+            verdict = timed_out(probe._step, probe._timeout, late)
+            detail, reason, cause = verdict.detail, verdict.reason, verdict.local
         self._end(
             ProbeResult(
                 ok=False,
-                detail=probe.timeout_detail,
+                detail=detail,
                 duration=self._loop.time() - self.started,
-                reason="timeout",
+                reason=reason,
+                local=cause,
             )
         )
 
