@@ -10,14 +10,31 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Final
 
+from lvsd.checks.scheduler import CheckSchedulerStats
 from lvsd.engine.reconcile import Engine, ReloadResult
 from lvsd.errors import ControlError, LvsdError
 from lvsd.model import DestKey, Snapshot, Table, parse_hostport
 from lvsd.observe import status
-from lvsd.observe.status import StatusReport
+from lvsd.observe.status import LoadReport, StatusReport
 
 #: A control request or answer: one JSON object (``lvsd.control``).
 Message = dict[str, Any]
+
+#: The scheduler's stats now (None: no scheduler yet).
+LoadSource = Callable[[], CheckSchedulerStats | None]
+
+
+def load_report(stats: CheckSchedulerStats | None) -> LoadReport | None:
+    """The scheduler's lag for the status report."""
+    if stats is None:
+        return None
+    return LoadReport(
+        late_max=stats.late_max,
+        lagged=stats.lagged,
+        stretched=stats.stretched,
+        skipped=stats.skipped,
+        overruns=stats.overruns,
+    )
 
 
 def parse_realserver(text: str) -> DestKey:
@@ -28,9 +45,11 @@ def parse_realserver(text: str) -> DestKey:
         raise LvsdError(f"bad real server: {exc}") from None
 
 
-def status_reply(engine: Engine, now: float) -> Message:
+def status_reply(engine: Engine, now: float, load: LoadReport | None = None) -> Message:
     """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people)."""
-    report = status.build(engine.config, engine.health, engine.table, engine.drained, now)
+    report = status.build(
+        engine.config, engine.health, engine.table, engine.drained, now, load=load
+    )
     return {"status": report.to_json(), "text": report.render()}
 
 
@@ -44,11 +63,13 @@ class Admin:
         reload: Callable[[bool], Awaitable[ReloadResult]],
         clock: Callable[[], float],
         serving: Callable[[], bool] = lambda: True,
+        load: LoadSource = lambda: None,
     ) -> None:
         self._engine = engine
         self._reload = reload
         self._clock = clock
         self._serving = serving
+        self._load = load
 
     async def handle(self, request: Message) -> Message:
         """Answer one request (``lvsd.control.Handler``); none before the daemon serves
@@ -69,7 +90,7 @@ class Admin:
         return result.to_json()
 
     async def _cmd_status(self, request: Message) -> Message:
-        return status_reply(self._engine, self._clock())
+        return status_reply(self._engine, self._clock(), load_report(self._load()))
 
     async def _drain(self, request: Message, on: bool) -> Message:
         service = str(request.get("service", ""))
@@ -121,11 +142,16 @@ class ApiSource:
     stopping)."""
 
     def __init__(
-        self, engine: Engine, serving: Callable[[], bool], clock: Callable[[], float]
+        self,
+        engine: Engine,
+        serving: Callable[[], bool],
+        clock: Callable[[], float],
+        load: LoadSource = lambda: None,
     ) -> None:
         self._engine = engine
         self._serving = serving
         self._clock = clock
+        self._load = load
         self._ready = False
 
     @property
@@ -141,14 +167,26 @@ class ApiSource:
 
     def report(self, table: Table | None) -> StatusReport:
         engine = self._engine
-        return status.build(engine.config, engine.health, table, engine.drained, self._clock())
+        return status.build(
+            engine.config,
+            engine.health,
+            table,
+            engine.drained,
+            self._clock(),
+            load=load_report(self._load()),
+        )
 
     def report_steps(self, table: Table | None) -> Generator[None, None, StatusReport]:
         """:meth:`report` in steps (``lvsd.observe.status.build_steps``):
         ``lvsd.observe.api`` lets the probes start between them."""
         engine = self._engine
         return status.build_steps(
-            engine.config, engine.health, table, engine.drained, self._clock()
+            engine.config,
+            engine.health,
+            table,
+            engine.drained,
+            self._clock(),
+            load=load_report(self._load()),
         )
 
 
@@ -157,7 +195,9 @@ __all__ = [
     "Admin",
     "ApiSource",
     "Command",
+    "LoadSource",
     "Message",
+    "load_report",
     "parse_realserver",
     "status_reply",
 ]
