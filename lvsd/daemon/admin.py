@@ -16,6 +16,7 @@ from lvsd.errors import ControlError, LvsdError
 from lvsd.model import DestKey, Snapshot, Table, parse_hostport
 from lvsd.observe import status
 from lvsd.observe.status import LoadReport, StatusReport
+from lvsd.observe.steps import finish
 
 #: A control request or answer: one JSON object (``lvsd.control``).
 Message = dict[str, Any]
@@ -166,15 +167,7 @@ class ApiSource:
         return await self._engine.counters()
 
     def report(self, table: Table | None) -> StatusReport:
-        engine = self._engine
-        return status.build(
-            engine.config,
-            engine.health,
-            table,
-            engine.drained,
-            self._clock(),
-            load=load_report(self._load()),
-        )
+        return finish(self.report_steps(table))
 
     def report_steps(self, table: Table | None) -> Generator[None, None, StatusReport]:
         """:meth:`report` in steps (``lvsd.observe.status.build_steps``):

@@ -14,7 +14,7 @@ from lvsd.daemon.lifecycle import Daemon
 from lvsd.ipvs.memory import MemoryBackend
 from lvsd.model import DestKey
 from tests.checks.test_local_errors import no_free_descriptors
-from tests.daemon.helpers import WEB, RecordingNotifier, eventually, tuned_host
+from tests.daemon.helpers import WEB, eventually, running
 
 SERVERS = 4
 
@@ -72,22 +72,11 @@ async def test_no_server_goes_down_while_lvsd_has_no_descriptor(short_dir: Path)
 
     servers = [await asyncio.start_server(accept, "127.0.0.1", 0) for _ in range(SERVERS)]
     ports = [int(s.sockets[0].getsockname()[1]) for s in servers]
-    path = short_dir / "lvsd.toml"
-    path.write_text(_config(short_dir, ports))
     backend = MemoryBackend()
-    host = tuned_host(short_dir)
-    daemon = Daemon(
-        str(path),
-        backend_factory=lambda: backend,
-        notifier=RecordingNotifier(),
-        signals=False,
-        batch_window=0.01,
-        timer_interval=0.05,
-        proc=host.proc,
-        modules_dir=host.modules,
-    )
-    task = asyncio.create_task(daemon.serve())
-    try:
+    async with running(
+        short_dir, _config(short_dir, ports), backend=backend, real_probes=True
+    ) as r:
+        daemon = r.daemon
         await eventually(lambda: [1] * SERVERS == list(_weights(backend).values()))
         seen: set[int] = set()
         with capture_logs() as logs:
@@ -106,8 +95,5 @@ async def test_no_server_goes_down_while_lvsd_has_no_descriptor(short_dir: Path)
         gone = DestKey.of("127.0.0.1", ports[0])
         await eventually(lambda: 0 == _weights(backend)[gone])
         assert [1] * (SERVERS - 1) == [w for k, w in _weights(backend).items() if k != gone]
-    finally:
-        daemon.request_stop()
-        assert 0 == await asyncio.wait_for(task, 5)
-        for server in servers:
-            server.close()
+    for server in servers:
+        server.close()

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.lab.scenario_daemon import ipvsadm, lvsd, stop, wait_for, weights
+from tests.lab.scenario_daemon import httpd, ipvsadm, lvsd, stop, wait_for, weights
 
 RESULTS = Path(os.environ.get("LAB_RESULTS", "/tmp"))
 PYTHON = sys.executable
@@ -71,38 +71,6 @@ weight = {weight}
 #: Seconds the real servers take to answer (healthy: under the timeout).
 ANSWER_S = 0.5
 
-#: A real server answering every request after ANSWER_S (a thread per connection).
-SLOW_HTTPD = """
-import socketserver, time
-class Answer(socketserver.BaseRequestHandler):
-    def handle(self):
-        self.request.recv(4096)
-        time.sleep({delay})
-        self.request.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n")
-socketserver.ThreadingTCPServer.allow_reuse_address = True
-socketserver.ThreadingTCPServer(("0.0.0.0", 80), Answer).serve_forever()
-"""
-
-
-def httpd(name: str) -> subprocess.Popen[bytes]:
-    """The slow HTTP server in namespace ``name``, once it listens."""
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", name, PYTHON, "-c", SLOW_HTTPD.format(delay=ANSWER_S)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while (
-        b":80 "
-        not in subprocess.run(
-            ["ip", "netns", "exec", name, "ss", "-ltn"], capture_output=True, check=False
-        ).stdout
-    ):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name}: http server did not start")
-        time.sleep(0.05)
-    return proc
-
 
 class Watcher:
     """Reads ``ipvsadm -Ln`` every 100 ms in a thread; keeps every weight 0 seen of
@@ -144,7 +112,7 @@ def main() -> int:
     text += "".join(SERVER.format(address=s.split(":")[0], weight=WEIGHT) for s in SERVERS)
     config.write_text(text)
     out: dict[str, Any] = {}
-    servers = {name: httpd(name) for name in NAMES}
+    servers = {name: httpd(name, ANSWER_S) for name in NAMES}
     log = (RESULTS / "lvsd.log").open("w")
     daemon = subprocess.Popen(
         [PYTHON, "-m", "lvsd", "--log-level", "info", "run", "-c", str(config)],
