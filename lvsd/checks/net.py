@@ -113,10 +113,6 @@ def describe_os_error(exc: OSError) -> tuple[str, str]:
     ``local`` for lvsd's own shortage (:func:`local_cause`)."""
     if local_cause(exc):
         return f"{(exc.strerror or str(exc)).lower()} (lvsd's own error)", LOCAL
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return "cannot bind source address", "error"
-    if exc.errno == errno.EADDRINUSE:
-        return "source address in use", "error"
     if isinstance(exc, ConnectionRefusedError):
         return "refused", "refused"
     if isinstance(exc, ConnectionResetError):
@@ -127,6 +123,10 @@ def describe_os_error(exc: OSError) -> tuple[str, str]:
         return "connection aborted", "reset"
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or exc}", "tls"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "cannot bind source address", "error"
+    if exc.errno == errno.EADDRINUSE:
+        return "source address in use", "error"
     if exc.strerror:
         return exc.strerror.lower(), "error"
     return str(exc) or type(exc).__name__, "error"
@@ -153,7 +153,7 @@ class Deadline:
     by that lateness, up to ``budget`` in all (the probe's timeout: at most double the
     time). Then it expires, one loop turn later, so that an answer that had arrived
     by then (read by the loop before the timers) is still a result. ``expire`` is
-    called then with the last lateness. ``step(now)`` is its timer callback."""
+    called then with the last lateness."""
 
     __slots__ = ("_budget", "_expire", "_loop", "_timer", "when")
 
