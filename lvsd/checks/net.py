@@ -138,7 +138,9 @@ def format_timeout(timeout: float) -> str:
 
 #: A deadline's timer firing this much past its time (seconds) means lvsd's own loop
 #: stood still or ran behind: the time is given back to the probe (:class:`Deadline`).
-LATE = 0.1
+#: Below it (a busy loop's ordinary jitter) nothing is given back, so that a server
+#: that does not answer is not found later on a merely busy host.
+LATE = 0.25
 
 #: The cause word (``ProbeResult.local``) of a timeout lvsd cannot tell from its own
 #: lateness: the loop stood still for longer than the whole timeout.
