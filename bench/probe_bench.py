@@ -23,6 +23,14 @@ the connecting side), and ``cpu_s_per_1000_probes_above_floor`` lvsd's cost beyo
 By default the heap is frozen once the checks are built (``lvsd.daemon.heap.freeze``) and
 tended while they run (``lvsd.daemon.heap.tend``), as the daemon does; ``--gc default`` keeps
 CPython's collector settings.
+
+Overload: ``--stall S --stall-every T`` blocks the event loop for S seconds every T
+seconds (lvsd's own lateness: a long reload parse, a big dump, a host that stops the
+process), and ``--fall N`` counts the checks whose healthy server would have gone down
+(N failures in a row; ``local`` results hold, as the health state does):
+
+    python bench/probe_bench.py --checks 3000 --seconds 30 --probe http \
+        --stall 2 --stall-every 7 --fall 2
 """
 
 from __future__ import annotations
@@ -214,14 +222,21 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
     counts = {"ok": 0, "fail": 0}
     reasons: dict[str, int] = {}
     durations: list[float] = []
+    failing: dict[CheckId, int] = {}  # consecutive failures (local results hold)
+    went_down: set[CheckId] = set()
 
     def on_result(check: CheckId, result: ProbeResult, started: float) -> None:
         durations.append(result.duration)
         if result.ok:
             counts["ok"] += 1
+            failing[check] = 0
         else:
             counts["fail"] += 1
             reasons[result.reason] = reasons.get(result.reason, 0) + 1
+            if result.reason != "local":
+                failing[check] = failing.get(check, 0) + 1
+                if failing[check] >= args.fall:
+                    went_down.add(check)
 
     spec = _spec(args.probe, args.interval, args.ca_file)
     checks: dict[CheckId, tuple[CheckSpec, Target]] = {}
@@ -255,10 +270,12 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
     wall_before = time.monotonic()
     runner = asyncio.create_task(sched.run())
     tending = asyncio.create_task(heap.tend() if args.gc == "settled" else asyncio.sleep(0))
+    stalling = asyncio.create_task(_stall(args.stall, args.stall_every))
     await asyncio.sleep(args.seconds)
     runner.cancel()
     tending.cancel()
-    await asyncio.gather(runner, tending, return_exceptions=True)
+    stalling.cancel()
+    await asyncio.gather(runner, tending, stalling, return_exceptions=True)
     wall = time.monotonic() - wall_before
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
     stats = sched.stats()
@@ -284,6 +301,9 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
         "fail_reasons": reasons,
         "skipped": stats.skipped,
         "overruns": stats.overruns,
+        "stall_s": args.stall,
+        "stall_every_s": args.stall_every,
+        "checks_gone_down": len(went_down),
         "probes_per_s": round(stats.runs / wall, 1),
         "cpu_s": round(cpu, 3),
         "cpu_user_s": round(user, 3),
@@ -304,6 +324,15 @@ async def bench(args: argparse.Namespace, ports: list[int]) -> dict[str, Any]:
         "rss_mib_end": round(rss_after / 1024, 1),
         "maxrss_mib": round(usage_after.ru_maxrss / 1024, 1),
     }
+
+
+async def _stall(seconds: float, every: float) -> None:
+    """Block the whole event loop for ``seconds`` every ``every`` seconds (never if 0)."""
+    if seconds <= 0:
+        return
+    while True:
+        await asyncio.sleep(every)
+        time.sleep(seconds)  # noqa: ASYNC251 (on purpose: the loop stands still)
 
 
 async def _bench_tasks(
@@ -394,6 +423,13 @@ def main() -> None:
         default="settled",
         help="settled: heap.freeze() once the checks are built and heap.tend()"
         " beside them, as lvsd does; default: CPython's collector settings",
+    )
+    parser.add_argument(
+        "--stall", type=float, default=0.0, help="block the event loop this long (s)"
+    )
+    parser.add_argument("--stall-every", type=float, default=7.0, help="... this often (s)")
+    parser.add_argument(
+        "--fall", type=int, default=2, help="failures in a row that take a server down"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()

@@ -4,8 +4,11 @@ Kept to the socket and threading modules so it starts fast in the (slow) guest. 
 connection has its own thread, so a client holding a connection open (up to 30 s)
 does not hold up the health checks::
 
-    ip netns exec rs1 $LAB_PYTHON -m lab.httpd rs1 80 &       # IPv4
-    ip netns exec rs1 $LAB_PYTHON -m lab.httpd rs1 80 :: &    # IPv6 and IPv4
+    ip netns exec rs1 $LAB_PYTHON -m lab.httpd rs1 80 &          # IPv4
+    ip netns exec rs1 $LAB_PYTHON -m lab.httpd rs1 80 0 :: &     # IPv6 and IPv4
+
+The third argument makes it answer each request that many seconds late (a slow but
+healthy server); the fourth is the address to listen on.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+import time
 
 
-def serve(name: str, port: int, host: str = "0.0.0.0") -> None:
+def serve(name: str, port: int, host: str = "0.0.0.0", delay: float = 0.0) -> None:
     body = f"{name}\n".encode()
     head = (
         "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
@@ -30,19 +34,24 @@ def serve(name: str, port: int, host: str = "0.0.0.0") -> None:
         srv.listen(64)
         while True:
             conn, _ = srv.accept()
-            threading.Thread(target=_answer, args=(conn, head + body), daemon=True).start()
+            threading.Thread(target=_answer, args=(conn, head + body, delay), daemon=True).start()
 
 
-def _answer(conn: socket.socket, answer: bytes) -> None:
+def _answer(conn: socket.socket, answer: bytes, delay: float) -> None:
     with conn:
         conn.settimeout(30)
         try:
             conn.recv(4096)
+            time.sleep(delay)
             conn.sendall(answer)
         except OSError:
             pass
 
 
 if __name__ == "__main__":
-    port = int(sys.argv[2]) if len(sys.argv) > 2 else 80
-    serve(sys.argv[1], port, sys.argv[3] if len(sys.argv) > 3 else "0.0.0.0")
+    serve(
+        sys.argv[1],
+        int(sys.argv[2]) if len(sys.argv) > 2 else 80,
+        delay=float(sys.argv[3]) if len(sys.argv) > 3 else 0.0,
+        host=sys.argv[4] if len(sys.argv) > 4 else "0.0.0.0",
+    )

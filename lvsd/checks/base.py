@@ -34,7 +34,10 @@ class ProbeResult:
     ``drain`` means the server asked to get no new connections (agent ``drain``).
     ``reason`` is a short fixed word for metrics labels (never free text):
     ``ok``, ``refused``, ``timeout``, ``reset``, ``status``, ``body``, ``tls``,
-    ``protocol``, ``exit``, ``error``.
+    ``protocol``, ``exit``, ``error``, and ``local``: the probe could not be made for
+    want of lvsd's own resources (descriptors, buffers, memory, local ports), so it
+    says nothing about the server and the health state holds; ``local`` then names the
+    errno (``EMFILE``).
     """
 
     ok: bool
@@ -43,6 +46,7 @@ class ProbeResult:
     reason: str = "ok"
     weight: int | None = None
     drain: bool = False
+    local: str = ""
 
     def __str__(self) -> str:
         state = "ok" if self.ok else "fail"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import httptools
 
 from lvsd.checks.base import Target
-from lvsd.checks.net import connector, local_addr
+from lvsd.checks.net import bind_source, connector, local_addr
 from lvsd.config.model import CheckSpec
 
 #: Bytes of status line and headers accepted before the answer is refused.
@@ -55,7 +55,7 @@ async def connect(spec: CheckSpec, target: Target, port: int) -> socket.socket:
     try:
         source = local_addr(spec)
         if source is not None:
-            sock.bind(source)
+            bind_source(sock, source)
         err = sock.connect_ex((str(target.address), port))
         if err in _IN_PROGRESS:
             connector().watch(sock.fileno(), ready)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import select
+import socket
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import CheckSpec
+from lvsd.health.check import LOCAL
 from lvsd.model import IPAddress, format_hostport
 
 #: Longest line a line-based protocol (smtp, agent) may send.
@@ -38,6 +40,7 @@ class Verdict:
     reason: str = "ok"
     weight: int | None = None
     drain: bool = False
+    local: str = ""  # the errno name when the failure is lvsd's own (reason ``local``)
 
     @classmethod
     def fail(cls, detail: str, reason: str) -> Verdict:
@@ -65,8 +68,51 @@ class Progress:
         self.on_timeout: Verdict | None = None
 
 
+#: Errors that say lvsd itself is short of something (descriptors, buffers, memory,
+#: processes, local ports), never that the real server failed: the result is ``local``
+#: and the server's health state is held (``docs/health.md``). EPERM/EACCES (a local
+#: firewall, a policy) are left out on purpose: they persist, and holding on them would
+#: freeze health until an operator noticed.
+LOCAL_ERRNOS = {
+    errno.EMFILE: "EMFILE",
+    errno.ENFILE: "ENFILE",
+    errno.ENOBUFS: "ENOBUFS",
+    errno.ENOMEM: "ENOMEM",
+    errno.EAGAIN: "EAGAIN",  # fork or a socket call out of resources
+    errno.EADDRNOTAVAIL: "EADDRNOTAVAIL",  # no local port left, a source not on the host
+    errno.EADDRINUSE: "EADDRINUSE",  # the source port still taken
+}
+
+
+class BindError(OSError):
+    """The configured source address could not be bound: the config's (or the host's)
+    problem, which persists, so a failure (``error``), never ``local``."""
+
+
+def bind_source(sock: socket.socket, source: tuple[str, int]) -> None:
+    """Bind ``sock`` to the spec's source; :class:`BindError` when that fails."""
+    try:
+        sock.bind(source)
+    except OSError as exc:
+        raise BindError(exc.errno, exc.strerror) from exc
+
+
+def local_cause(exc: BaseException) -> str:
+    """The errno name when ``exc`` is lvsd's own shortage (:data:`LOCAL_ERRNOS`), else ""."""
+    if isinstance(exc, MemoryError):
+        return "ENOMEM"
+    if not isinstance(exc, OSError) or isinstance(exc, (ssl.SSLError, BindError)):
+        return ""
+    if "bind" in str(exc):  # asyncio's "error while attempting to bind on address ..."
+        return ""
+    return LOCAL_ERRNOS.get(exc.errno or 0, "")
+
+
 def describe_os_error(exc: OSError) -> tuple[str, str]:
-    """``(text, reason)`` for a socket error: ``("refused", "refused")``."""
+    """``(text, reason)`` for a socket error: ``("refused", "refused")``; reason
+    ``local`` for lvsd's own shortage (:func:`local_cause`)."""
+    if local_cause(exc):
+        return f"{(exc.strerror or str(exc)).lower()} (lvsd's own error)", LOCAL
     if isinstance(exc, ConnectionRefusedError):
         return "refused", "refused"
     if isinstance(exc, ConnectionResetError):
@@ -90,29 +136,109 @@ def format_timeout(timeout: float) -> str:
     return f"timeout after {timeout}s"
 
 
+#: A deadline's timer firing this much past its time (seconds) means lvsd's own loop
+#: stood still or ran behind: the time is given back to the probe (:class:`Deadline`).
+#: Below it (a busy loop's ordinary jitter) nothing is given back, so that a server
+#: that does not answer is not found later on a merely busy host.
+LATE = 0.25
+
+#: The cause word (``ProbeResult.local``) of a timeout lvsd cannot tell from its own
+#: lateness: the loop stood still for longer than the whole timeout.
+LAG = "LAG"
+
+
+class Deadline:
+    """A probe's timeout that measures the real server, not lvsd's loop.
+
+    At ``when`` it checks its own lateness: fired more than :data:`LATE` late, the loop
+    was held up (a stall, a long callback, too much work for one core), so it moves on
+    by that lateness, up to ``budget`` in all (the probe's timeout: at most double the
+    time). Then it expires, one loop turn later, so that an answer that had arrived
+    by then (read by the loop before the timers) is still a result. ``expire`` is
+    called then with the last lateness."""
+
+    __slots__ = ("_budget", "_expire", "_loop", "_timer", "when")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        when: float,
+        budget: float,
+        expire: Callable[[float], None],
+    ) -> None:
+        self._loop = loop
+        self._budget = budget
+        self._expire = expire
+        self.when = when
+        self._timer: asyncio.Handle | None = loop.call_at(when, self._step)
+
+    def _step(self) -> None:
+        late = self._loop.time() - self.when
+        if late > LATE and self._budget > 0:
+            more = min(late, self._budget)
+            self._budget -= more
+            self.when = self._loop.time() + more
+            self._timer = self._loop.call_at(self.when, self._step)
+            return
+        self._timer = self._loop.call_soon(self._expire, late)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def timed_out(step: str, seconds: float, late: float) -> Verdict:
+    """What a probe's timeout means: the server's failure, unless the loop stood still
+    for longer than the whole timeout at its end (then ``local``, cause :data:`LAG`)."""
+    if late > seconds:
+        return Verdict(
+            ok=False,
+            detail=f"{step}: {format_timeout(seconds)}, lvsd's loop {late:.1f}s late (held)",
+            reason=LOCAL,
+            local=LAG,
+        )
+    return Verdict.fail(f"{step}: {format_timeout(seconds)}", "timeout")
+
+
 async def run_timed(
     seconds: float,
     progress: Progress,
     body: Callable[[], Awaitable[Verdict]],
 ) -> ProbeResult:
-    """Run ``body`` within ``seconds``; expected failures become values."""
+    """Run ``body`` within ``seconds`` of the server's time (a :class:`Deadline`);
+    expected failures become values."""
     loop = asyncio.get_running_loop()
     started = loop.time()
+    task = asyncio.current_task()
+    assert task is not None
+    expired: list[float] = []  # the lateness at expiry, once expired
+
+    def expire(late: float) -> None:
+        expired.append(late)
+        task.cancel()
+
+    deadline = Deadline(loop, started + seconds, seconds, expire)
     try:
-        async with asyncio.timeout(seconds):
+        try:
             verdict = await body()
-    except TimeoutError:
-        if progress.on_timeout is not None:
-            verdict = progress.on_timeout
-        else:
-            verdict = Verdict.fail(f"{progress.step}: {format_timeout(seconds)}", "timeout")
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > 0:
+                raise  # not our deadline's, or another cancel is pending
+            verdict = progress.on_timeout or timed_out(progress.step, seconds, expired[0])
+        except TimeoutError:  # a bound of the body's own
+            verdict = progress.on_timeout or timed_out(progress.step, seconds, 0.0)
+        finally:
+            deadline.cancel()
     except Fail as failure:
         verdict = failure.verdict
     except asyncio.IncompleteReadError:
         verdict = Verdict.fail(f"{progress.step}: connection closed by peer", "reset")
     except OSError as exc:
         text, reason = describe_os_error(exc)
-        verdict = Verdict.fail(f"{progress.step}: {text}", reason)
+        verdict = Verdict(
+            ok=False, detail=f"{progress.step}: {text}", reason=reason, local=local_cause(exc)
+        )
     return ProbeResult(
         ok=verdict.ok,
         detail=verdict.detail,
@@ -120,6 +246,7 @@ async def run_timed(
         reason=verdict.reason,
         weight=verdict.weight,
         drain=verdict.drain,
+        local=verdict.local,
     )
 
 

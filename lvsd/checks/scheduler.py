@@ -11,8 +11,17 @@ Guarantees:
   the interval, so 10,000 checks starting together do not burst;
 * a slow or hanging probe delays no other check: each run is its own task; if a
   check's previous run is still going at its next due time the run is skipped and
-  counted, and a run past ``timeout + grace`` is cancelled and reported as a
-  failed result (the probe is meant to enforce its timeout itself: that is a bug);
+  counted, and a run past ``timeout + max(grace, timeout)`` is cancelled and
+  reported as a failed result (the probe enforces its timeout itself, giving back
+  lvsd's lag up to one timeout more: past that it is a bug); that clock starts again
+  when the timer loop was held up meanwhile (lvsd's lag is not the probe's);
+* when the loop runs late (a stall, more work than one core does), the runs that
+  fell due meanwhile are not fired in one burst: a run more than
+  :data:`~lvsd.checks.net.LATE` late moves to a random point within its lateness (at
+  most an interval) and fires then, so the backlog is spread evenly and degrades to
+  a longer interval instead of a whole pool's worth of probes timing out together.
+  Moved runs are counted (``stretched``), the lateness is kept (``late_max``,
+  ``lagged``) and logged as ``scheduler.late`` at most once per :data:`LOG_EVERY`;
 * at most ``max_concurrent`` probes run at once, and at most ``max_exec`` of kind
   ``exec``;
 * :meth:`CheckScheduler.update` keeps the schedule of unchanged checks (reload keeps
@@ -31,14 +40,22 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
+import structlog
+
 from lvsd.checks.base import Probe, ProbeFactory, ProbeResult, QuickProbe, Run, Target
+from lvsd.checks.net import LATE, local_cause
 from lvsd.config.model import CheckSpec, Config
-from lvsd.health.check import CheckId, check_id
+from lvsd.health.check import LOCAL, CheckId, check_id
 
 OnResult = Callable[[CheckId, ProbeResult, float], None]
 
 #: Kind whose probes start processes, capped separately.
 EXEC_KIND = "exec"
+
+#: Seconds between two ``scheduler.late`` lines; also the window of ``late_max``.
+LOG_EVERY = 10.0
+
+log = structlog.get_logger("lvsd.checks.scheduler")
 
 
 def checks_from_config(config: Config) -> dict[CheckId, tuple[CheckSpec, Target]]:
@@ -76,6 +93,8 @@ class _Entry:
     last_fired: float | None = None
     task: Run | None = None
     started: float | None = None  # start of the running probe, after admission
+    lag_at_start: float = 0.0  # the scheduler's ``lagged`` when the run started
+    deferred: bool = False  # moved once for being late: fires at its new time
     queued: bool = False  # due, waiting for a free slot under the caps
     removed: bool = False
     runs: int = 0
@@ -97,6 +116,9 @@ class CheckSchedulerStats:
     overruns: int  # runs cancelled past timeout + grace
     probe_errors: int  # probes that raised (bugs), reported as failed results
     last_progress: float | None
+    stretched: int = 0  # late runs moved to spread a backlog
+    late_max: float = 0.0  # the timer loop's worst lateness of the last 10-20 s
+    lagged: float = 0.0  # seconds the timer loop was held up past due, in all
 
 
 class _Admission:
@@ -268,6 +290,13 @@ class CheckScheduler:
         self._skipped = 0
         self._overruns = 0
         self._probe_errors = 0
+        self._stretched = 0
+        #: Seconds the timer loop was held up past a due run, in all (each stretch of
+        #: time counted once), and the end of the last turn.
+        self._lagged = 0.0
+        self._last_turn: float | None = None
+        self._late_window = (0.0, 0.0, 0.0)  # (window start, its max, the last one's)
+        self._late_logged: float | None = None
 
     # -- configuration -----------------------------------------------------------------
 
@@ -368,7 +397,9 @@ class CheckScheduler:
                 if due > now + self._resolution:
                     await self._nap.sleep(due, now)
                     continue
+                self._note_lag(now, due)
                 self._fire_due(now)
+                self._last_turn = now
         finally:
             self._admission.drop_queued()
             for entry in self._entries.values():
@@ -397,13 +428,46 @@ class CheckScheduler:
                 self._heap.append((entry.due, self._seq, entry))
             heapq.heapify(self._heap)
 
+    def _note_lag(self, now: float, due: float) -> None:
+        """The timer loop woke at ``now`` for a run due at ``due``: count the time it
+        was held up (since the later of that due time and its last turn), keep the
+        worst lateness of the window and log it, at most once per LOG_EVERY."""
+        late = now - due
+        since = due if self._last_turn is None else max(due, self._last_turn)
+        if now - since > LATE:
+            self._lagged += now - since
+        start, worst, previous = self._late_window
+        if now - start >= LOG_EVERY:
+            start, worst, previous = now, 0.0, worst
+        self._late_window = (start, max(worst, late), previous)
+        if late > LATE and (self._late_logged is None or now - self._late_logged >= LOG_EVERY):
+            self._late_logged = now
+            log.warning(
+                "scheduler.late",
+                late=round(late, 3),
+                lagged=round(self._lagged, 3),
+                stretched=self._stretched,
+                note="lvsd's own lateness: late runs are spread out, not failed",
+            )
+
     def _fire_due(self, now: float) -> None:
         horizon = now + self._resolution
         heap = self._heap
+        rng = self._rng
         while heap and heap[0][0] <= horizon:
-            _, _, entry = heapq.heappop(heap)
+            due, _, entry = heapq.heappop(heap)
             if entry.removed:
                 continue
+            late = now - due
+            if late > LATE and not entry.deferred:
+                # Spread the backlog: a random point within the lateness (at most an
+                # interval), from now; the run fires then whatever the loop's state.
+                entry.deferred = True
+                entry.base = entry.due = now + rng.uniform(0.0, min(late, entry.spec.interval))
+                self._stretched += 1
+                self._push_quiet(entry)
+                continue
+            entry.deferred = False
             self._fire(entry, now)
 
     def _fire(self, entry: _Entry, now: float) -> None:
@@ -417,7 +481,14 @@ class CheckScheduler:
             self._skipped += 1
         elif task is not None and not task.done():
             started = entry.started
-            if started is not None and now - started > entry.spec.timeout + self._grace:
+            timeout = entry.spec.timeout
+            bound = timeout + max(self._grace, timeout)  # a Deadline gives back one timeout
+            if started is not None and self._lagged > entry.lag_at_start:
+                # lvsd's own lag since the run began: its overrun clock starts again
+                entry.started, entry.lag_at_start = now, self._lagged
+                entry.skipped += 1
+                self._skipped += 1
+            elif started is not None and now - started > bound:
                 task.cancel()
                 self._overruns += 1
                 self._deliver(
@@ -477,6 +548,7 @@ class CheckScheduler:
         """Start a run of a :class:`QuickProbe`: no task, its start is ``now``."""
         started = now
         entry.started = started
+        entry.lag_at_start = self._lagged
         self.lateness.append(started - scheduled)
 
         def finish(result: ProbeResult | None) -> None:
@@ -512,6 +584,7 @@ class CheckScheduler:
     async def _probe_once(self, entry: _Entry, probe: Probe, scheduled: float) -> None:
         started = self._clock()
         entry.started = started
+        entry.lag_at_start = self._lagged
         self.lateness.append(started - scheduled)
         try:
             result = await probe.probe()
@@ -525,11 +598,13 @@ class CheckScheduler:
 
     @staticmethod
     def _raised(entry: _Entry, exc: Exception, duration: float) -> ProbeResult:
+        cause = local_cause(exc)  # out of memory or descriptors: lvsd's, not the server's
         return ProbeResult(
             ok=False,
             detail=f"{entry.spec} {entry.target}: probe raised {type(exc).__name__}: {exc}",
             duration=duration,
-            reason="error",
+            reason=LOCAL if cause else "error",
+            local=cause,
         )
 
     def _deliver(self, entry: _Entry, result: ProbeResult, started: float) -> None:
@@ -567,4 +642,7 @@ class CheckScheduler:
             overruns=self._overruns,
             probe_errors=self._probe_errors,
             last_progress=self.last_progress,
+            stretched=self._stretched,
+            late_max=max(self._late_window[1], self._late_window[2]),
+            lagged=self._lagged,
         )

@@ -25,9 +25,11 @@ import struct
 
 from lvsd.checks.base import Finish, Probe, ProbeResult, Target
 from lvsd.checks.net import (
+    Deadline,
     Fail,
     Progress,
     Verdict,
+    bind_source,
     close_stream,
     connector,
     describe_os_error,
@@ -35,8 +37,10 @@ from lvsd.checks.net import (
     format_timeout,
     hostport,
     local_addr,
+    local_cause,
     open_stream,
     run_timed,
+    timed_out,
 )
 from lvsd.checks.probe import ProbeBase
 from lvsd.config.model import CheckSpec, TcpOptions
@@ -105,7 +109,7 @@ class ConnectProbe(ProbeBase[TcpOptions]):
             return run
         try:
             if self._local is not None:
-                sock.bind(self._local)
+                bind_source(sock, self._local)
             err = sock.connect_ex(self._sockaddr)
             if err == 0:
                 run.end_soon(run.conclude(sock, select.EPOLLOUT, loop.time()))
@@ -118,7 +122,7 @@ class ConnectProbe(ProbeBase[TcpOptions]):
             run.end_soon(self.failed(exc, loop.time() - run.started))
             return run
         run.sock = sock
-        run.timer = loop.call_at(run.started + self._timeout, run.timed_out)
+        run.timer = Deadline(loop, run.started + self._timeout, self._timeout, run.timed_out)
         return run
 
     async def probe(self) -> ProbeResult:
@@ -140,7 +144,11 @@ class ConnectProbe(ProbeBase[TcpOptions]):
     def failed(self, exc: OSError, duration: float) -> ProbeResult:
         text, reason = describe_os_error(exc)
         return ProbeResult(
-            ok=False, detail=f"{self._step}: {text}", duration=duration, reason=reason
+            ok=False,
+            detail=f"{self._step}: {text}",
+            duration=duration,
+            reason=reason,
+            local=local_cause(exc),
         )
 
 
@@ -157,7 +165,7 @@ class _Connecting:
         self._loop = loop
         self.started = now
         self.sock: socket.socket | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Deadline | None = None
 
     def done(self) -> bool:
         return self._finish is None
@@ -219,7 +227,8 @@ class _Connecting:
             sock.close()
         return ProbeResult(ok=True, detail=probe.ok_detail, duration=duration)
 
-    def timed_out(self) -> None:
+    def timed_out(self, late: float) -> None:
+        """The deadline expired, ``late`` seconds past its (lag-extended) time."""
         self.timer = None
         sock = self.sock
         if sock is None:
@@ -228,12 +237,17 @@ class _Connecting:
         connector().forget(sock.fileno())
         sock.close()
         probe = self._probe
+        detail, reason, cause = probe.timeout_detail, "timeout", ""
+        if late > probe._timeout:  # the loop stood still past the whole timeout: held
+            verdict = timed_out(probe._step, probe._timeout, late)
+            detail, reason, cause = verdict.detail, verdict.reason, verdict.local
         self._end(
             ProbeResult(
                 ok=False,
-                detail=probe.timeout_detail,
+                detail=detail,
                 duration=self._loop.time() - self.started,
-                reason="timeout",
+                reason=reason,
+                local=cause,
             )
         )
 

@@ -11,16 +11,34 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Final
 
+from lvsd.checks.scheduler import CheckSchedulerStats
 from lvsd.control import printable
 from lvsd.engine.reconcile import Engine, ReloadResult
 from lvsd.errors import ControlError, LvsdError
 from lvsd.health.state import Transition
 from lvsd.model import DestKey, Snapshot, Table, parse_hostport
 from lvsd.observe import status
-from lvsd.observe.status import StatusReport, SyncLine
+from lvsd.observe.status import LoadReport, StatusReport, SyncLine
+from lvsd.observe.steps import finish
 
 #: A control request or answer: one JSON object (``lvsd.control``).
 Message = dict[str, Any]
+
+#: The scheduler's stats now (None: no scheduler yet).
+LoadSource = Callable[[], CheckSchedulerStats | None]
+
+
+def load_report(stats: CheckSchedulerStats | None) -> LoadReport | None:
+    """The scheduler's lag for the status report."""
+    if stats is None:
+        return None
+    return LoadReport(
+        late_max=stats.late_max,
+        lagged=stats.lagged,
+        stretched=stats.stretched,
+        skipped=stats.skipped,
+        overruns=stats.overruns,
+    )
 
 
 def parse_realserver(text: str) -> DestKey:
@@ -40,11 +58,18 @@ def text_field(request: Message, key: str) -> str:
 
 
 def status_reply(
-    engine: Engine, now: float, sync: tuple[SyncLine, ...] = (), *, colour: bool = False
+    engine: Engine,
+    now: float,
+    sync: tuple[SyncLine, ...] = (),
+    *,
+    colour: bool = False,
+    load: LoadReport | None = None,
 ) -> Message:
     """The ``status`` command's answer: ``status`` (JSON) and ``text`` (for people, in
     ANSI colours when ``colour``)."""
-    report = status.build(engine.config, engine.health, engine.table, engine.drained, now)
+    report = status.build(
+        engine.config, engine.health, engine.table, engine.drained, now, load=load
+    )
     report = dataclasses.replace(report, sync=sync)
     text, found = report.render(colour=colour), engine.timeouts
     json = report.to_json()
@@ -65,12 +90,14 @@ class Admin:
         clock: Callable[[], float],
         serving: Callable[[], bool] = lambda: True,
         sync: Callable[[], tuple[SyncLine, ...]] = tuple,
+        load: LoadSource = lambda: None,
     ) -> None:
         self._engine = engine
         self._reload = reload
         self._clock = clock
         self._serving = serving
         self._sync = sync  # the sync daemons' latest pass
+        self._load = load
 
     async def handle(self, request: Message) -> Message:
         """Answer one request (``lvsd.control.Handler``); none before the daemon serves
@@ -93,7 +120,8 @@ class Admin:
 
     async def _cmd_status(self, request: Message) -> Message:
         colour = request.get("color") is True
-        return status_reply(self._engine, self._clock(), self._sync(), colour=colour)
+        load = load_report(self._load())
+        return status_reply(self._engine, self._clock(), self._sync(), colour=colour, load=load)
 
     async def _drain(self, request: Message, on: bool) -> Message:
         service = text_field(request, "service")
@@ -152,11 +180,13 @@ class ApiSource:
         serving: Callable[[], bool],
         clock: Callable[[], float],
         sync: Callable[[], tuple[SyncLine, ...]] = tuple,
+        load: LoadSource = lambda: None,
     ) -> None:
         self._engine = engine
         self._serving = serving
         self._clock = clock
         self._sync = sync  # the sync daemons' latest pass
+        self._load = load
         self._ready = False
 
     @property
@@ -171,9 +201,7 @@ class ApiSource:
         return await self._engine.counters()
 
     def report(self, table: Table | None) -> StatusReport:
-        engine = self._engine
-        report = status.build(engine.config, engine.health, table, engine.drained, self._clock())
-        return dataclasses.replace(report, sync=self._sync())
+        return finish(self.report_steps(table))
 
     def recent(self) -> list[tuple[float, Transition]]:
         """(seconds ago, transition) of the engine's last transitions, newest first."""
@@ -185,7 +213,12 @@ class ApiSource:
         ``lvsd.observe.api`` lets the probes start between them."""
         engine = self._engine
         report = yield from status.build_steps(
-            engine.config, engine.health, table, engine.drained, self._clock()
+            engine.config,
+            engine.health,
+            table,
+            engine.drained,
+            self._clock(),
+            load=load_report(self._load()),
         )
         return dataclasses.replace(report, sync=self._sync())
 
@@ -195,7 +228,9 @@ __all__ = [
     "Admin",
     "ApiSource",
     "Command",
+    "LoadSource",
     "Message",
+    "load_report",
     "parse_realserver",
     "status_reply",
     "text_field",

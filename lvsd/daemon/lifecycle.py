@@ -27,7 +27,7 @@ import structlog
 
 from lvsd import control
 from lvsd.checks.base import ProbeFactory
-from lvsd.checks.scheduler import CheckScheduler, checks_from_config
+from lvsd.checks.scheduler import CheckScheduler, CheckSchedulerStats, checks_from_config
 from lvsd.config.model import Config, DaemonConfig
 from lvsd.config.web import load_web
 from lvsd.daemon import heap, loops
@@ -133,7 +133,12 @@ class Daemon:
         from prometheus_client import CollectorRegistry
 
         self.metrics = Metrics(CollectorRegistry(), process=True)
+        self.metrics.watch(self._scheduler_stats)
         return self.metrics
+
+    def _scheduler_stats(self) -> CheckSchedulerStats | None:
+        """The scheduler's stats (its lag) for status and metrics; None before it starts."""
+        return None if self.scheduler is None else self.scheduler.stats()
 
     def _scheduler(self, config: Config) -> CheckScheduler:
         if self._probe_factory is not None:
@@ -157,7 +162,13 @@ class Daemon:
         listen = config.daemon.metrics_listen
         if not listen or self.metrics is None:
             return
-        source = ApiSource(engine, lambda: self.ready, self.clock, self._sync_lines)
+        source = ApiSource(
+            engine,
+            lambda: self.ready,
+            self.clock,
+            sync=self._sync_lines,
+            load=self._scheduler_stats,
+        )
         path = config.daemon.web_config_file
         try:
             web = load_web(path) if path else None  # ConfigError: changed since the load
@@ -279,7 +290,14 @@ class Daemon:
         """The sockets (so a second instance, or a port in use, stops here before any
         kernel write), the first apply, the host audit, the checks, the loops; then
         ``READY=1``. What has started is stopped by :meth:`_stop`, even on failure."""
-        admin = Admin(engine, self.reload, self.clock, lambda: self.ready, self._sync_lines)
+        admin = Admin(
+            engine,
+            self.reload,
+            self.clock,
+            lambda: self.ready,
+            sync=self._sync_lines,
+            load=self._scheduler_stats,
+        )
         self._server = await control.serve(
             config.daemon.control_socket, admin.handle, group=config.daemon.control_group
         )

@@ -3,6 +3,8 @@
 * :class:`Batcher` and :func:`batches`: the results gathered over a short window go to
   :meth:`lvsd.engine.reconcile.Engine.results` as one round (a burst of changes becomes
   one apply), then :class:`StatusLine` tells systemd the summary if health changed.
+  ``local`` results (lvsd's own shortage: the server's state is held) are logged as
+  ``probe.local_error``, one line per cause per :data:`LOG_EVERY` seconds.
 * :func:`timer`: about every second, slow-start ramps, lingering real servers and a
   full reconcile after a failure.
 * :func:`drift`: drift repair every ``daemon.reconcile_interval`` seconds, the sync
@@ -15,7 +17,8 @@ Each runs until cancelled; one that returns or raises is a bug the daemon stops 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Hashable
 
 import structlog
 
@@ -24,7 +27,7 @@ from lvsd.checks.scheduler import CheckScheduler
 from lvsd.daemon.systemd import Notifier
 from lvsd.engine.reconcile import Engine
 from lvsd.engine.sync import SyncKeeper
-from lvsd.health.check import CheckId
+from lvsd.health.check import LOCAL, CheckId
 
 log = structlog.get_logger("lvsd.daemon.loops")
 
@@ -34,22 +37,66 @@ APPLY_BOUND = 60.0
 #: The most windows one batch waits for while it keeps growing.
 MAX_WINDOWS = 5
 
+#: Seconds between two log lines of one cause of trouble (the rest are counted).
+LOG_EVERY = 10.0
+
+
+class Throttle:
+    """One log line per key per ``every`` seconds: :meth:`allow` says whether this one
+    may be logged, and how many were held back since the last."""
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._last: dict[Hashable, float] = {}
+        self._held: dict[Hashable, int] = {}
+
+    def allow(self, key: Hashable) -> int | None:
+        """The count held back since the last line (log this one), or None (do not)."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._every:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
 
 class Batcher:
     """Collects the scheduler's results (:meth:`add`) into batches (:meth:`next_batch`)."""
 
     def __init__(
-        self, window: float, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self,
+        window: float,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.window = window
         self._sleep = sleep
         self._batch: list[tuple[CheckId, ProbeResult]] = []
         self._ready = asyncio.Event()
+        self._throttle = Throttle(LOG_EVERY, clock)
 
     def add(self, cid: CheckId, result: ProbeResult, started: float) -> None:
         """The scheduler's ``on_result``."""
         self._batch.append((cid, result))
         self._ready.set()
+        if result.reason == LOCAL:
+            self._local(cid, result)
+
+    def _local(self, cid: CheckId, result: ProbeResult) -> None:
+        cause = result.local or "other"
+        held_back = self._throttle.allow(("local", cause))
+        if held_back is not None:
+            log.warning(
+                "probe.local_error",
+                cause=cause,
+                check=str(cid),
+                detail=result.detail,
+                more=held_back,
+                note="lvsd's own shortage: the server's state is held",
+            )
 
     async def next_batch(self) -> list[tuple[CheckId, ProbeResult]]:
         """Wait for the first result, then for windows until the batch stops growing
@@ -161,9 +208,11 @@ async def watchdog(
 
 __all__ = [
     "APPLY_BOUND",
+    "LOG_EVERY",
     "MAX_WINDOWS",
     "Batcher",
     "StatusLine",
+    "Throttle",
     "batches",
     "drift",
     "timer",

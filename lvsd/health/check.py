@@ -22,6 +22,12 @@ from lvsd.config.model import (
 )
 from lvsd.model import DestKey, ServiceKey, format_hostport
 
+#: The reason word of a result that says nothing about the server: lvsd could not
+#: make the probe (out of descriptors, buffers, memory, local ports) or could not tell
+#: its own lateness from the server's (``docs/health.md``). :func:`step` holds the
+#: check's state on it.
+LOCAL = "local"
+
 
 class ResultLike(Protocol):
     """What the state machine needs from a probe result (``lvsd.checks.base.ProbeResult``
@@ -144,7 +150,10 @@ def step(status: CheckStatus, result: ResultLike, spec: CheckSpec, now: float) -
     Up goes down after ``spec.fall`` consecutive failures, down goes up after
     ``spec.rise`` consecutive successes. Exceptions: a check that was never up goes
     up on its first success, and an adopted one takes its first result as is.
+    A ``local`` result (lvsd's own trouble, :data:`LOCAL`) changes nothing.
     """
+    if result.reason == LOCAL:
+        return status
     ok = result.ok
     successes = status.successes + 1 if ok else 0
     failures = 0 if ok else status.failures + 1

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from collections.abc import Generator, Iterable, Mapping, Sequence
-from typing import Final
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from typing import Final, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -35,10 +35,14 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 import lvsd
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import Config
+from lvsd.health.check import LOCAL
 from lvsd.health.state import Transition
 from lvsd.model import DestKey, ServiceKey, Snapshot, Stats
 from lvsd.observe.exposition import (
@@ -260,6 +264,13 @@ class Metrics:
             ["kind", "outcome", "reason"],
             registry=registry,
         )
+        self.local_errors = Counter(
+            "lvsd_probe_local_errors",
+            "probes that could not be made for want of lvsd's own resources (the server's "
+            "state held), by check kind and errno name (EMFILE, ENOBUFS, ...)",
+            ["kind", "cause"],
+            registry=registry,
+        )
         self.transitions = Counter(
             "lvsd_real_server_transitions",
             "real servers going up or down, by service, new state (to) and reason word",
@@ -352,6 +363,10 @@ class Metrics:
         self._labels = LabelCache()
         registry.register(self.state)
 
+    def watch(self, load: Callable[[], SchedulerLoad | None]) -> None:
+        """Show the check scheduler's lag (``load()`` at each scrape; None: nothing)."""
+        self.registry.register(_LoadCollector(load))
+
     # -- events -------------------------------------------------------------------------
 
     def probe(self, kind: str, result: ProbeResult) -> None:
@@ -367,6 +382,8 @@ class Metrics:
             outcome = "ok" if result.ok else "fail"
             counted = self._results[key] = self.probe_results.labels(kind, outcome, result.reason)
         counted.inc()
+        if result.reason == LOCAL:
+            self.local_errors.labels(kind, result.local or "other").inc()
 
     def transition(self, t: Transition) -> None:
         self.transitions.labels(t.service, "up" if t.new else "down", t.reason).inc()
@@ -453,6 +470,69 @@ class Metrics:
         """:meth:`exposition_steps` without the final join: the text as consecutive
         parts (for a streamed answer, without copying it whole)."""
         return render_parts(self.registry, self.state, openmetrics)
+
+
+class SchedulerLoad(Protocol):
+    """What the metrics read of the check scheduler's stats
+    (``lvsd.checks.scheduler.CheckSchedulerStats``)."""
+
+    @property
+    def late_max(self) -> float: ...
+
+    @property
+    def lagged(self) -> float: ...
+
+    @property
+    def stretched(self) -> int: ...
+
+    @property
+    def skipped(self) -> int: ...
+
+    @property
+    def overruns(self) -> int: ...
+
+
+class _LoadCollector(Collector):
+    """The scheduler's lag, read at each scrape."""
+
+    def __init__(self, load: Callable[[], SchedulerLoad | None]) -> None:
+        self._load = load
+
+    def collect(self) -> Iterable[Metric]:
+        load = self._load()
+        if load is None:
+            return []
+        return [
+            GaugeMetricFamily(
+                "lvsd_scheduler_lateness_seconds",
+                "worst lateness of the check scheduler's timer loop in the last 10-20 s "
+                "(lvsd's own lag: late runs are spread out, timeouts get it back)",
+                value=load.late_max,
+            ),
+            CounterMetricFamily(
+                "lvsd_scheduler_lag_seconds",
+                "seconds the check scheduler's timer loop was held up past due runs",
+                value=load.lagged,
+            ),
+            CounterMetricFamily(
+                "lvsd_scheduler_stretched_runs",
+                "runs found late and moved within their lateness to spread the backlog",
+                value=load.stretched,
+            ),
+            CounterMetricFamily(
+                "lvsd_scheduler_skipped_runs",
+                "due runs skipped because the check's previous run was still going",
+                value=load.skipped,
+            ),
+            CounterMetricFamily(
+                "lvsd_scheduler_overruns",
+                "runs cancelled past timeout + max(1 s, timeout), reported as timeouts",
+                value=load.overruns,
+            ),
+        ]
+
+    def describe(self) -> Iterable[Metric]:
+        return []
 
 
 #: The severities ``lvsd_preflight_problems`` counts, as its label ``level`` (not

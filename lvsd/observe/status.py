@@ -211,8 +211,36 @@ class SyncLine(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoadReport:
+    """How far behind lvsd's own check scheduler runs (its lag is never the servers'
+    failure: late runs are spread out and timeouts get the lag back)."""
+
+    late_max: float  # the timer loop's worst lateness of the last 10-20 s (seconds)
+    lagged: float  # seconds it was held up past due runs, in all
+    stretched: int  # late runs moved to spread a backlog
+    skipped: int  # due runs skipped because the previous one was still going
+    overruns: int  # runs cancelled past their bound
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "late_max_s": round(self.late_max, 3),
+            "lagged_s": round(self.lagged, 3),
+            "stretched": self.stretched,
+            "skipped": self.skipped,
+            "overruns": self.overruns,
+        }
+
+    def __str__(self) -> str:
+        return (
+            f"Checks: late by at most {self.late_max:.2f} s lately,"
+            f" {self.lagged:.1f} s behind in all, {self.stretched} late runs spread out,"
+            f" {self.skipped} skipped, {self.overruns} overran"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StatusReport:
-    """Every configured service, in config order."""
+    """Every configured service, in config order; ``load``: the scheduler's lag."""
 
     config_path: str
     services: tuple[ServiceReport, ...] = ()
@@ -221,14 +249,18 @@ class StatusReport:
     #: time.time is looked up per report, so tests can fix it.
     wall: float = field(default_factory=lambda: time.time(), compare=False)
     sync: tuple[SyncLine, ...] = ()  # the sync daemons of [sync], when configured
+    load: LoadReport | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "config": self.config_path,
             "table_read": self.table_read,
             "services": [s.to_json() for s in self.services],
             "sync": [line.to_json() for line in self.sync],
         }
+        if self.load is not None:
+            out["scheduler"] = self.load.to_json()
+        return out
 
     def render(self, *, colour: bool = False) -> str:
         """``ipvsadm -Ln`` with health columns: Weight is the kernel's ("-" when
@@ -289,6 +321,8 @@ class StatusReport:
         if not self.table_read:
             out.append("(kernel table not read: Weight unknown)")
         out += [f"Sync daemon {line.text}" for line in self.sync]
+        if self.load is not None:
+            out.append(str(self.load))
         return "\n".join(out) + "\n"
 
 
@@ -482,11 +516,13 @@ def build(
     table: Table | None,
     drained: frozenset[RealServerId],
     now: float,
+    *,
+    load: LoadReport | None = None,
 ) -> StatusReport:
     """The report of ``config`` as ``health`` sees it at ``now``, with the kernel
     weights of ``table`` (None: not read; the sorry server's state is then what the
-    desired table would say)."""
-    return finish(build_steps(config, health, table, drained, now))
+    desired table would say) and the scheduler's ``load`` if given."""
+    return finish(build_steps(config, health, table, drained, now, load=load))
 
 
 def build_steps(
@@ -497,6 +533,7 @@ def build_steps(
     now: float,
     *,
     chunk: int = CHUNK,
+    load: LoadReport | None = None,
 ) -> Generator[None, None, StatusReport]:
     """:func:`build` in steps: yields after about every ``chunk`` real servers and
     returns the report (``yield from``, or :func:`lvsd.observe.steps.finish`). Whoever
@@ -552,13 +589,17 @@ def build_steps(
             )
         )
     return StatusReport(
-        config_path=config.path, services=tuple(services), table_read=table is not None
+        config_path=config.path,
+        services=tuple(services),
+        table_read=table is not None,
+        load=load,
     )
 
 
 __all__ = [
     "CheckReport",
     "HealthCode",
+    "LoadReport",
     "RealServerReport",
     "ServiceReport",
     "SorryReport",

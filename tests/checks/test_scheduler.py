@@ -629,3 +629,73 @@ def test_checks_from_config_dedups_shared_checks() -> None:
         got_target.port,
         got_target.weight,
     )
+
+
+# --- lvsd's own lateness -------------------------------------------------------------
+
+
+async def stall(clock: FakeClock, seconds: float) -> None:
+    """The whole loop stands still for ``seconds`` (no sleeper wakes meanwhile), then
+    runs on."""
+    await clock.settle()
+    clock.now += seconds
+    await clock.advance(0.0)
+
+
+async def test_a_backlog_after_a_stall_is_spread_not_burst(clock: FakeClock) -> None:
+    """After a 3 s stall, the 200 checks that fell due do not fire in one burst: they
+    move to random points within the next interval, each fires once in it, and every
+    move is counted; the stall shows in the stats and in one ``scheduler.late`` line."""
+    from structlog.testing import capture_logs
+
+    harness = Harness(clock)
+    checks = {cid(n): (SPEC, target(n)) for n in range(1, 201)}
+    async with running(harness) as sched:
+        await sched.update(checks)
+        await clock.advance(1.5)
+        harness.log.clear()
+        with capture_logs() as logs:
+            await stall(clock, 3.0)
+            resumed = clock.now
+            burst = len(harness.log)
+            await clock.advance(1.0)
+        stats = sched.stats()
+    starts = [t for t, _ in harness.log]
+    assert burst < 20, burst  # at most a few at the same instant, not 200
+    assert 200 == len({n for t, n in harness.log if t <= resumed + 1.0})
+    assert all(t <= resumed + 1.0 for t in starts[:200])
+    assert 200 == stats.stretched
+    assert 2.0 < stats.late_max <= 3.0
+    assert 2.0 < stats.lagged <= 3.0
+    assert 0 == stats.overruns
+    assert ["scheduler.late"] == [e["event"] for e in logs]
+
+
+async def test_a_late_run_moves_once_then_fires(clock: FakeClock) -> None:
+    """A moved run fires at its new time even if the loop is late again: a loop that
+    is always late slows the checks down, never stops them."""
+    harness = Harness(clock)
+    async with running(harness) as sched:
+        await sched.update({cid(1): (SPEC, target(1))})
+        await clock.advance(1.5)
+        for _ in range(5):
+            await stall(clock, 0.6)
+        stats = sched.stats()
+    assert 1 <= stats.stretched
+    assert len(harness.starts("127.0.0.1")) >= 3  # 3 s: one run per ~1.2 s at least
+
+
+async def test_lag_is_not_an_overrun(clock: FakeClock) -> None:
+    """A run under way while the loop stands still (4 s, past timeout + grace) is not
+    cancelled as an overrun at the next due time: its overrun clock starts again; a
+    run that then really hangs is cancelled past the bound of loop time."""
+    harness = Harness(clock, {"127.0.0.1": float("inf")})
+    async with running(harness) as sched:
+        await sched.update({cid(1): (SPEC, target(1))})
+        first = next_due(sched, cid(1))
+        await clock.advance(first + 0.2)
+        await stall(clock, 4.0)
+        await clock.advance(1.2)
+        assert 0 == sched.stats().overruns
+        await clock.advance(3.0)
+        assert 1 == sched.stats().overruns

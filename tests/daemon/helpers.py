@@ -128,7 +128,10 @@ async def running(
     backend: MemoryBackend | None = None,
     notifier: RecordingNotifier | None = None,
     host: Host | None = None,
+    real_probes: bool = False,
 ) -> AsyncIterator[Running]:
+    """The daemon on ``text``, over ``backend``, with fake probes (``real_probes``:
+    the registry's, against real servers)."""
     path = folder / "lvsd.toml"
     path.write_text(text)
     backend = backend if backend is not None else MemoryBackend()
@@ -138,7 +141,7 @@ async def running(
     daemon = Daemon(
         str(path),
         backend_factory=lambda: backend,
-        probe_factory=probes,
+        probe_factory=None if real_probes else probes,
         notifier=notifier,
         signals=False,
         batch_window=0.01,

@@ -73,6 +73,15 @@ async def test_status_over_the_socket(short_dir: Path) -> None:
         assert isinstance(answer["status"], dict)
 
 
+async def test_status_shows_the_schedulers_lag(short_dir: Path) -> None:
+    """``lvsd status`` says how far behind the check scheduler runs (JSON and text)."""
+    async with running(short_dir, config_text(short_dir)) as r:
+        answer = await control.request(r.socket, {"command": "status"})
+    scheduler = answer["status"]["scheduler"]
+    assert {"late_max_s", "lagged_s", "stretched", "skipped", "overruns"} == set(scheduler)
+    assert "Checks: late by at most" in answer["text"]
+
+
 async def test_unknown_command_is_refused(short_dir: Path) -> None:
     """An unknown command lists the known ones."""
     async with running(short_dir, config_text(short_dir)) as r:

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from lvsd.checks.base import ProbeResult
 from lvsd.config.model import CheckSpec, TcpOptions
-from lvsd.daemon.loops import APPLY_BOUND, MAX_WINDOWS, Batcher, StatusLine, batches, watchdog
+from lvsd.daemon.loops import (
+    APPLY_BOUND,
+    LOG_EVERY,
+    MAX_WINDOWS,
+    Batcher,
+    StatusLine,
+    Throttle,
+    batches,
+    watchdog,
+)
 from lvsd.health.check import CheckId
 from lvsd.model import Destination, Forward, Protocol, ServiceKey, VirtualService
 from tests.daemon.helpers import (
@@ -218,3 +228,39 @@ async def test_batches_make_one_engine_round_per_batch() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_local_errors_are_logged_once_per_cause_per_window() -> None:
+    """``local`` results (lvsd's own shortage) log ``probe.local_error``: one line per
+    cause per LOG_EVERY seconds, the next line saying how many were held back; other
+    results log nothing."""
+    from structlog.testing import capture_logs
+
+    now = [0.0]
+    batcher = Batcher(0.02, clock=lambda: now[0])
+    emfile = ProbeResult(ok=False, detail="too many open files", duration=0.0, reason="local")
+    emfile = replace(emfile, local="EMFILE")
+    enobufs = replace(emfile, local="ENOBUFS")
+    with capture_logs() as logs:
+        for n in range(100):
+            batcher.add(cid(n), emfile, 0.0)
+        batcher.add(cid(1), enobufs, 0.0)
+        batcher.add(cid(1), RESULT, 0.0)
+        now[0] = LOG_EVERY - 0.1
+        batcher.add(cid(2), emfile, 0.0)
+        now[0] = LOG_EVERY + 0.1
+        batcher.add(cid(3), emfile, 0.0)
+    assert [("EMFILE", 0), ("ENOBUFS", 0), ("EMFILE", 100)] == [
+        (e["cause"], e["more"]) for e in logs if e["event"] == "probe.local_error"
+    ]
+    assert 3 == len(logs)
+    assert 104 == len(batcher._batch)  # every result still goes to the health state
+
+
+def test_throttle_keys_are_independent() -> None:
+    """Each key has its own window."""
+    now = [0.0]
+    throttle = Throttle(5.0, lambda: now[0])
+    assert [0, None, 0, None] == [throttle.allow(k) for k in ("a", "a", "b", "b")]
+    now[0] = 5.0
+    assert [1, 1] == [throttle.allow(k) for k in ("a", "b")]

@@ -23,6 +23,8 @@ class R:
 
 OK = R(True, "connect: ok")
 FAIL = R(False, "connect 10.0.0.1:80: refused", "refused")
+#: lvsd itself out of descriptors: says nothing about the server.
+LOCAL_FAIL = R(False, "connect 10.0.0.1:80: too many open files (lvsd's own error)", "local")
 
 TCP = CheckSpec(kind="tcp", options=TcpOptions(), rise=2, fall=3)
 TCP81 = CheckSpec(kind="tcp", options=TcpOptions(), rise=1, fall=1, port=81)

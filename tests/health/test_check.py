@@ -12,7 +12,7 @@ import pytest
 from lvsd.config.model import CheckSpec, ExecOptions, InitialState
 from lvsd.health.check import CheckStatus, cause, check_subscriptions, step
 from lvsd.model import Protocol, ServiceKey
-from tests.health.helpers import FAIL, OK, TCP, TCP81, R, config, rs, service
+from tests.health.helpers import FAIL, LOCAL_FAIL, OK, TCP, TCP81, R, config, rs, service
 
 
 def run(status: CheckStatus, results: list[R], spec: CheckSpec) -> list[bool]:
@@ -24,6 +24,14 @@ def run(status: CheckStatus, results: list[R], spec: CheckSpec) -> list[bool]:
 
 
 # --- one check ------------------------------------------------------------------------
+
+
+def test_local_result_holds_the_state() -> None:
+    """A ``local`` result (lvsd's own shortage) changes nothing: no fall count, no
+    detail, no totals; the next real failure continues the count from before."""
+    status = step(CheckStatus.initial(InitialState.UP, 0.0), FAIL, TCP, 1.0)
+    assert status is step(status, LOCAL_FAIL, TCP, 2.0)
+    assert [True, False] == run(status, [FAIL, FAIL], TCP)  # fall=3: 1 + 2
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,19 @@ from lvsd.desired import ServerHealth
 from lvsd.health.check import CheckId, check_subscriptions
 from lvsd.health.state import HealthState
 from lvsd.model import Protocol, ServiceKey
-from tests.health.helpers import FAIL, OK, TCP, TCP81, R, cid, config, dest, rs, service
+from tests.health.helpers import (
+    FAIL,
+    LOCAL_FAIL,
+    OK,
+    TCP,
+    TCP81,
+    R,
+    cid,
+    config,
+    dest,
+    rs,
+    service,
+)
 
 
 def test_alpha_start_and_transitions() -> None:
@@ -46,6 +58,27 @@ def test_alpha_start_and_transitions() -> None:
         down.detail,
         down.check,
     )
+
+
+def test_local_results_hold_the_whole_pool() -> None:
+    """lvsd out of descriptors for every probe of a pool, round after round: no server
+    goes down, none comes up, and the failures before the shortage still count after
+    it (held, not reset)."""
+    svc = service("web", rs(1), rs(2), initial_state=InitialState.UP)
+    state = HealthState.from_config(config(svc), 0.0)
+    ids = [cid(svc, 0), cid(svc, 1)]
+    assert not state.round([(ids[0], FAIL)], 1.0)  # one of fall=3
+    for t in range(2, 12):
+        assert not state.round([(c, LOCAL_FAIL) for c in ids], float(t))
+    health = state.server_health(12.0)
+    assert [True, True] == [health[("web", dest(n))].up for n in (1, 2)]
+    assert not state.observe(ids[0], FAIL, 12.0)  # two of three
+    assert [False] == [t.new for t in state.observe(ids[0], FAIL, 13.0).transitions]
+    down = state.server_health(13.0)
+    assert (False, True) == (down[("web", dest(1))].up, down[("web", dest(2))].up)
+    start = service("web", rs(1))  # starting down: a local result does not bring it up
+    held = HealthState.from_config(config(start), 0.0)
+    assert not held.observe(cid(start), replace(LOCAL_FAIL, ok=True), 1.0)
 
 
 def test_up_start() -> None:

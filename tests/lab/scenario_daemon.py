@@ -126,9 +126,11 @@ def weights(text: str) -> dict[str, int]:
     return found
 
 
-def httpd(name: str) -> subprocess.Popen[bytes]:
+def httpd(name: str, delay: float = 0.0) -> subprocess.Popen[bytes]:
+    """``lab.httpd`` on port 80 in namespace ``name`` (answering ``delay`` s late),
+    once it listens."""
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", name, PYTHON, "-m", "lab.httpd", name, "80"],
+        ["ip", "netns", "exec", name, PYTHON, "-m", "lab.httpd", name, "80", str(delay)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -79,7 +79,7 @@ def wait_for(predicate: Any, limit: float = 60.0) -> float:
 
 def httpd(name: str, port: int = 80) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", name, PYTHON, "-m", "lab.httpd", name, str(port), "::"],
+        ["ip", "netns", "exec", name, PYTHON, "-m", "lab.httpd", name, str(port), "0", "::"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -655,3 +655,49 @@ def test_documented_queries_parse(tmp_path: Path) -> None:
         ["promtool", "check", "rules", str(path)], capture_output=True, check=False
     )
     assert (0, 11) == (out.returncode, len(exprs)), out.stdout + out.stderr
+
+
+def test_local_errors_are_counted_by_cause() -> None:
+    """A ``local`` result counts in lvsd_probe_results (reason local) and in
+    lvsd_probe_local_errors by errno name; other results only in the first."""
+    metrics = Metrics(CollectorRegistry())
+    local = ProbeResult(ok=False, detail="x", duration=0.0, reason="local", local="EMFILE")
+    for result in (local, local, replace(local, local="ENOBUFS"), replace(local, local="")):
+        metrics.probe("http", result)
+    metrics.probe("http", ProbeResult(ok=False, detail="x", duration=0.0, reason="refused"))
+    registry = metrics.registry
+    counts = {
+        cause: registry.get_sample_value(
+            "lvsd_probe_local_errors_total", {"kind": "http", "cause": cause}
+        )
+        for cause in ("EMFILE", "ENOBUFS", "other")
+    }
+    assert {"EMFILE": 2.0, "ENOBUFS": 1.0, "other": 1.0} == counts
+    assert 4.0 == registry.get_sample_value(
+        "lvsd_probe_results_total", {"kind": "http", "outcome": "fail", "reason": "local"}
+    )
+
+
+def test_the_schedulers_lag_is_scraped() -> None:
+    """Once watched, each scrape reads the scheduler's stats: lateness gauge, lag
+    seconds, stretched, skipped and overran runs; nothing while there is none."""
+    from lvsd.observe.status import LoadReport
+
+    metrics = Metrics(CollectorRegistry())
+    current: list[LoadReport | None] = [None]
+    metrics.watch(lambda: current[0])
+    registry = metrics.registry
+    assert registry.get_sample_value("lvsd_scheduler_lateness_seconds") is None
+    current[0] = LoadReport(late_max=0.25, lagged=3.5, stretched=40, skipped=2, overruns=1)
+    samples = {
+        name: registry.get_sample_value(name)
+        for name in (
+            "lvsd_scheduler_lateness_seconds",
+            "lvsd_scheduler_lag_seconds_total",
+            "lvsd_scheduler_stretched_runs_total",
+            "lvsd_scheduler_skipped_runs_total",
+            "lvsd_scheduler_overruns_total",
+        )
+    }
+    assert [0.25, 3.5, 40.0, 2.0, 1.0] == list(samples.values())
+    assert b"lvsd_scheduler_stretched_runs_total 40.0" in metrics.exposition()

@@ -41,7 +41,14 @@ from lvsd.model import (
     Stats,
     Table,
 )
-from lvsd.observe.status import HealthCode, StatusReport, SyncLine, build, build_steps
+from lvsd.observe.status import (
+    HealthCode,
+    LoadReport,
+    StatusReport,
+    SyncLine,
+    build,
+    build_steps,
+)
 from lvsd.observe.steps import finish
 
 TCP = CheckSpec(kind="tcp", options=TcpOptions(), interval=2.0, timeout=1.0, rise=1, fall=1)
@@ -415,3 +422,25 @@ def test_sync_daemons_follow_the_table() -> None:
         {"state": "backup", "up": False, "text": "backup eth1 syncid=7: down (no such interface)"},
     ] == report.to_json()["sync"]
     assert [] == world().report().to_json()["sync"]
+
+
+def test_the_schedulers_lag_is_reported() -> None:
+    """With the scheduler's load, the JSON has a ``scheduler`` object and the text a
+    last line saying how late the checks run; without it, neither."""
+    w = world()
+    load = LoadReport(late_max=2.345, lagged=12.5, stretched=3000, skipped=7, overruns=0)
+    report = build(w.config, w.health, w.table, w.drained, w.now, load=load)
+    assert {
+        "late_max_s": 2.345,
+        "lagged_s": 12.5,
+        "stretched": 3000,
+        "skipped": 7,
+        "overruns": 0,
+    } == report.to_json()["scheduler"]
+    assert (
+        "Checks: late by at most 2.35 s lately, 12.5 s behind in all,"
+        " 3000 late runs spread out, 7 skipped, 0 overran"
+    ) == report.render().splitlines()[-1]
+    plain = w.report()
+    assert "scheduler" not in plain.to_json()
+    assert "Checks:" not in plain.render()
