@@ -167,6 +167,9 @@ def step(status: CheckStatus, result: ResultLike, spec: CheckSpec, now: float) -
         up = successes >= spec.rise
     # A dynamic weight of None is "no opinion": the last opinion stands.
     weight = result.weight if result.weight is not None else status.weight
+    # A failure that does not take the server down yet lifts no drain (its agent said
+    # drain; one missed answer must not send it new connections meanwhile).
+    drain = result.drain if ok or not up else status.drain
     return CheckStatus(
         up=up,
         since=now if up != status.up else status.since,
@@ -179,7 +182,7 @@ def step(status: CheckStatus, result: ResultLike, spec: CheckSpec, now: float) -
         detail=result.detail,
         reason=result.reason,
         weight=weight,
-        drain=result.drain,
+        drain=drain,
         total=status.total + 1,
         total_failures=status.total_failures + (0 if ok else 1),
     )

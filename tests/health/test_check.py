@@ -94,6 +94,18 @@ def test_dynamic_weight_none_keeps_last_opinion() -> None:
     assert (5, False) == (status.weight, status.drain)
 
 
+def test_a_failure_short_of_fall_keeps_the_drain() -> None:
+    """An agent said drain; a missed answer (fall 3) keeps it drained, not back at its
+    weight; a success without drain lifts it, and going down clears it."""
+    status = step(CheckStatus.initial(InitialState.UP, 0.0), R(True, drain=True), TCP, 1.0)
+    status = step(status, FAIL, TCP, 2.0)
+    assert (True, True) == (status.up, status.drain)
+    status = step(status, FAIL, TCP, 3.0)
+    assert (True, True) == (status.up, status.drain)
+    assert (False, False) == (lambda s: (s.up, s.drain))(step(status, FAIL, TCP, 4.0))
+    assert not step(status, OK, TCP, 4.0).drain
+
+
 # --- the deciding check -------------------------------------------------------------------
 
 UP = CheckStatus.initial(InitialState.UP, 0.0)  # initial state up, no result yet

@@ -176,17 +176,6 @@ def _name(address: str) -> str:
     return f"{kind}-{address}"
 
 
-def test_the_boot_fits_the_ci_budget(record: dict[str, Any]) -> None:
-    """The whole scenario (set-up, PKI, every step) well under 4 minutes."""
-    assert record["elapsed_s"] < 200, record["elapsed_s"]
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="a drained server's failed agent check (a timeout, or the down word before"
-    " fall answers) lifts the drain until the server goes down: its weight comes back"
-    " meanwhile (lvsd.health takes drain from the latest result only)",
-)
 def test_a_drained_agent_server_gets_no_new_connection(record: dict[str, Any]) -> None:
     """Once drained, the agent's victim has weight 0 in every reading and is sent no
     request until it is back."""
