@@ -123,8 +123,14 @@ def main(scenario: str) -> dict[str, Any]:
         lambda: "backup sync daemon" in ns("dirb", "ipvsadm", "-L", "--daemon"),
     )
     # a sync daemon stopped behind lvsd's back is back after a drift-repair pass (5 s)
-    ns("dirb", "ipvsadm", "--stop-daemon", "backup")
-    stopped = ns("dirb", "ipvsadm", "-L", "--daemon")
+    # lvsd held stopped while the daemon is stopped and listed: its drift pass could
+    # otherwise restart it before ipvsadm lists it
+    lvsd["dirb"].send_signal(signal.SIGSTOP)
+    try:
+        ns("dirb", "ipvsadm", "--stop-daemon", "backup")
+        stopped = ns("dirb", "ipvsadm", "-L", "--daemon")
+    finally:
+        lvsd["dirb"].send_signal(signal.SIGCONT)
     marks["sync_stopped"] = time.time()
     marks["sync_repaired"] = wait_for(
         "lvsd to restart dirb's backup sync daemon",
