@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from lab import xstate
+
 #: Modules the lab loads by default: IPVS with every scheduler the 6.1 guest ships,
 #: and what the topologies need.
 DEFAULT_MODULES: tuple[str, ...] = (
@@ -290,6 +292,7 @@ def run(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=work,
+            env={**os.environ, "LD_PRELOAD": str(xstate.shim())},
         )
         pump: threading.Thread | None = None
         if stream is not None:
